@@ -1,0 +1,236 @@
+/**
+ * @file Tape-based reverse-mode autograd.
+ *
+ * Each differentiable op that sees an input requiring grad attaches a {@link Node} to its output: the
+ * backward closure written beside the op's forward, the tensors it saved, and edges to the inputs' nodes (or
+ * to leaf tensors, whose `.grad` accumulates). Nodes are reference counted: the output tensor holds one
+ * reference and every consumer node one more, so disposing the last tensor of a graph frees its saved
+ * activations even if `backward()` never ran; `backward()` frees them as it goes.
+ */
+import type { Tensor } from "./tensor.ts";
+import { keep, tidy } from "./scope.ts";
+
+let gradEnabled = true;
+
+/** Whether ops currently record the tape. */
+export function isGradEnabled(): boolean {
+  return gradEnabled;
+}
+
+/** Runs `fn` without recording gradients (like `torch.no_grad()`); async functions are awaited. */
+export function noGrad<T>(fn: () => T): T {
+  const prev = gradEnabled;
+  gradEnabled = false;
+  let r: T;
+  try {
+    r = fn();
+  } catch (e) {
+    gradEnabled = prev;
+    throw e;
+  }
+  if (r instanceof Promise) {
+    return r.finally(() => {
+      gradEnabled = prev;
+    }) as T;
+  }
+  gradEnabled = prev;
+  return r;
+}
+
+/** Where a gradient flows: into another node, or into a leaf tensor's `.grad`. */
+interface Edge {
+  node: Node | null;
+  leaf: Tensor | null;
+  shape: readonly number[];
+}
+
+/** Backward closure: receives the output gradient and the saved tensors, returns one gradient per input. */
+export type BackwardFn = (grad: Tensor, saved: Tensor[]) => (Tensor | null)[];
+
+/** One recorded op. */
+export class Node {
+  refs = 1;
+  #saved: Tensor[];
+  #freed = false;
+
+  constructor(
+    readonly name: string,
+    readonly edges: (Edge | null)[],
+    readonly fn: BackwardFn,
+    saved: Tensor[],
+  ) {
+    this.#saved = saved;
+    for (const e of edges) if (e?.node) e.node.refs++;
+  }
+
+  /** The saved tensors (throws if they were freed by a previous backward). */
+  saved(): Tensor[] {
+    if (this.#freed) {
+      throw new Error(
+        `backward: ${this.name}'s saved tensors were freed by a previous backward(); ` +
+          `pass {retainGraph: true} to the first backward() to backpropagate twice`,
+      );
+    }
+    return this.#saved;
+  }
+
+  /** Frees the saved tensors (after backward, or when the graph dies). */
+  freeSaved(): void {
+    if (this.#freed) return;
+    this.#freed = true;
+    for (const t of this.#saved) t.dispose();
+    this.#saved = [];
+  }
+
+  /** Drops one reference; at zero the node frees its saved tensors and releases its inputs' nodes. */
+  unref(): void {
+    if (--this.refs > 0) return;
+    this.freeSaved();
+    for (const e of this.edges) e?.node?.unref();
+  }
+}
+
+/** Ops needed by the engine, registered by the kernels module to avoid an import cycle. */
+export interface GradOps {
+  add(a: Tensor, b: Tensor): Tensor;
+  onesLike(t: Tensor): Tensor;
+}
+let ops: GradOps | null = null;
+
+/** Called once by the kernels module. */
+export function registerGradOps(o: GradOps): void {
+  ops = o;
+}
+
+/**
+ * Attaches a backward node to `out` when grad mode is on and some input requires grad. `save` lists tensors
+ * the backward needs; they are kept alive (sharing storage) until the node is freed.
+ */
+export function record(
+  name: string,
+  out: Tensor,
+  inputs: readonly (Tensor | null)[],
+  save: Tensor[],
+  fn: BackwardFn,
+): Tensor {
+  if (!gradEnabled || !inputs.some((t) => t?.requiresGrad)) return out;
+  const edges = inputs.map((t): Edge | null => {
+    if (!t || !t.requiresGrad) return null;
+    return t.node ? { node: t.node, leaf: null, shape: t.shape } : { node: null, leaf: t, shape: t.shape };
+  });
+  const saved = save.map((t) => t.share());
+  out.node = new Node(name, edges, fn, saved);
+  out.requiresGrad = true;
+  return out;
+}
+
+function accumulateLeaf(leaf: Tensor, g: Tensor): void {
+  if (leaf.disposed) {
+    g.dispose();
+    return;
+  }
+  if (leaf.grad && !leaf.grad.disposed) {
+    const sum = ops!.add(leaf.grad, g);
+    leaf.grad.dispose();
+    g.dispose();
+    leaf.grad = keep(sum);
+  } else {
+    leaf.grad = keep(g);
+  }
+}
+
+/** Options of `Tensor.backward`. */
+export interface BackwardOptions {
+  /** Keep saved tensors so that the graph can be backpropagated again. */
+  retainGraph?: boolean;
+}
+
+/** Runs reverse-mode differentiation from `root`, accumulating into the leaves' `.grad`. */
+export function backward(root: Tensor, grad?: Tensor, opts: BackwardOptions = {}): void {
+  if (!ops) throw new Error("backward: kernels not loaded (import mod.ts)");
+  if (!root.requiresGrad) {
+    throw new Error(`backward: tensor ${root.describe()} does not require grad (no input had requiresGrad)`);
+  }
+  if (grad && grad.shape.join() !== root.shape.join()) {
+    throw new Error(`backward: gradient shape [${grad.shape}] does not match tensor shape [${root.shape}]`);
+  }
+  if (!grad && root.size !== 1) {
+    throw new Error(`backward: grad can be implied only for a single-element tensor, got ${root.describe()}`);
+  }
+  noGrad(() => {
+    const seed = grad ? grad.share() : ops!.onesLike(root);
+    if (!root.node) {
+      accumulateLeaf(root, seed);
+      return;
+    }
+    // Topological order by iterative DFS (post-order, then reversed).
+    const order: Node[] = [];
+    const seen = new Set<Node>();
+    const stack: [Node, number][] = [[root.node, 0]];
+    seen.add(root.node);
+    while (stack.length) {
+      const top = stack[stack.length - 1];
+      const [n, i] = top;
+      if (i < n.edges.length) {
+        top[1]++;
+        const next = n.edges[i]?.node;
+        if (next && !seen.has(next)) {
+          seen.add(next);
+          stack.push([next, 0]);
+        }
+      } else {
+        order.push(n);
+        stack.pop();
+      }
+    }
+    order.reverse();
+    const grads = new Map<Node, Tensor>([[root.node, seed]]);
+    try {
+      for (const n of order) {
+        const g = grads.get(n);
+        if (!g) continue;
+        grads.delete(n);
+        let results: (Tensor | null)[];
+        try {
+          // Backward closures may return `g` itself or one tensor for several inputs: give each its own handle.
+          // A scope per node frees the closure's temporaries (reshapes, masks) and keeps what it returns.
+          const raw = tidy(() => n.fn(g, n.saved()));
+          const used = new Set<Tensor>();
+          results = raw.map((r) => {
+            if (!r) return null;
+            if (r === g || used.has(r)) return r.share();
+            used.add(r);
+            return r;
+          });
+        } finally {
+          g.dispose();
+        }
+        for (let i = 0; i < n.edges.length; i++) {
+          const e = n.edges[i];
+          const r = results[i] ?? null;
+          if (!e || !r) {
+            r?.dispose();
+            continue;
+          }
+          if (r.shape.join() !== e.shape.join()) {
+            throw new Error(
+              `backward: ${n.name} produced a gradient of shape [${r.shape}] for an input of shape [${e.shape}]`,
+            );
+          }
+          if (e.leaf) accumulateLeaf(e.leaf, r);
+          else {
+            const prev = grads.get(e.node!);
+            if (prev) {
+              grads.set(e.node!, ops!.add(prev, r));
+              prev.dispose();
+              r.dispose();
+            } else grads.set(e.node!, r);
+          }
+        }
+        if (!opts.retainGraph) n.freeSaved();
+      }
+    } finally {
+      for (const g of grads.values()) g.dispose();
+    }
+  });
+}

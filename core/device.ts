@@ -1,0 +1,424 @@
+/**
+ * @file Opening a WebGPU device and running kernels on it.
+ *
+ * A {@link Device} wraps one GPUDevice with everything the kernels need: the adapter's full limits, a pipeline
+ * cache keyed by WGSL source, a buffer pool, and one command encoder that collects many dispatches per
+ * submission (every CPU-GPU wait costs at least ~11 ms in Deno, so nothing waits until data is read back).
+ * Per-dispatch scalars (scalar operands, learning rates) live in a uniform "arena" that is uploaded once per
+ * submission, so pipelines do not depend on them. A process may open several devices; there is no global one.
+ */
+import { BufferPool, type PoolStats } from "./buffer_pool.ts";
+
+/** Options of {@link openDevice}. */
+export interface DeviceOptions {
+  /**
+   * Preferred adapter: a substring of its description/vendor/architecture (case-insensitive) or an index
+   * into the candidate list (`listAdapters()`). Defaults to env `CSN_WEBGPU_ADAPTER`, else the first.
+   */
+  adapter?: string | number;
+  /** Use the fallback (software) adapter. Defaults to env `CSN_WEBGPU_FALLBACK=1`. */
+  fallback?: boolean;
+  /**
+   * Cap on the bytes of one storage binding, below the adapter's `maxStorageBufferBindingSize`. Tensors
+   * larger than this are bound as several windows. Tests set it tiny to exercise that path.
+   */
+  maxBindingBytes?: number;
+  /** Cap on workgroups per dispatch dimension (default the adapter's limit); tests set it tiny. */
+  maxWorkgroupsPerDim?: number;
+  /** Ask for the `subgroups` feature (default true; silently dropped when the adapter refuses it). */
+  subgroups?: boolean;
+  /** A label for error messages when a process holds several devices. */
+  label?: string;
+}
+
+/** What {@link openDevice} got. */
+export interface DeviceInfo {
+  label: string;
+  description: string;
+  vendor: string;
+  architecture: string;
+  isFallbackAdapter: boolean;
+  features: string[];
+  subgroupSize: number;
+  maxBufferSize: number;
+  maxStorageBufferBindingSize: number;
+  /** Effective binding cap (after the `maxBindingBytes` option). */
+  bindingCap: number;
+  maxComputeWorkgroupsPerDimension: number;
+  maxComputeWorkgroupStorageSize: number;
+  maxComputeInvocationsPerWorkgroup: number;
+  maxStorageBuffersPerShaderStage: number;
+}
+
+/** One storage binding of a dispatch. */
+export interface BufferBinding {
+  buffer: GPUBuffer;
+  offset: number;
+  size: number;
+  /** Bound read-write (true) or read-only (false). */
+  write: boolean;
+}
+
+const INSTALL_HINT = "Install a Vulkan driver: on Debian/Ubuntu without a GPU, Mesa's software driver " +
+  "(`apt-get install -y mesa-vulkan-drivers libvulkan1`); with an NVIDIA GPU, its Vulkan ICD " +
+  "(e.g. `libnvidia-gl-*` / `nvidia-vulkan-icd`).";
+
+/** Lists the distinct adapters Deno exposes (by power preference and the fallback one). */
+export async function listAdapters(): Promise<GPUAdapter[]> {
+  const gpu = (globalThis.navigator as { gpu?: GPU }).gpu;
+  if (!gpu) {
+    throw new Error(`WebGPU is not available in this runtime (navigator.gpu is missing). ${INSTALL_HINT}`);
+  }
+  const out: GPUAdapter[] = [];
+  const seen = new Set<string>();
+  const tries: GPURequestAdapterOptions[] = [
+    { powerPreference: "high-performance" },
+    { powerPreference: "low-power" },
+    { forceFallbackAdapter: true },
+  ];
+  for (const opt of tries) {
+    let a: GPUAdapter | null = null;
+    try {
+      a = await gpu.requestAdapter(opt);
+    } catch {
+      a = null;
+    }
+    if (!a) continue;
+    const key = `${a.info.vendor}|${a.info.device}|${a.info.description}|${a.info.isFallbackAdapter}`;
+    if (seen.has(key)) continue;
+    seen.add(key);
+    out.push(a);
+  }
+  return out;
+}
+
+function describe(a: GPUAdapter, i: number): string {
+  return `#${i} "${a.info.description || a.info.vendor}"${a.info.isFallbackAdapter ? " (fallback)" : ""}`;
+}
+
+/** Picks an adapter, requests its maximum limits and optional features, and wraps the device. */
+export async function openDevice(opts: DeviceOptions = {}): Promise<Device> {
+  const env = (k: string) => {
+    try {
+      return Deno.env.get(k);
+    } catch {
+      return undefined;
+    }
+  };
+  const adapters = await listAdapters();
+  if (adapters.length === 0) throw new Error(`No WebGPU adapter found. ${INSTALL_HINT}`);
+  const fallback = opts.fallback ?? env("CSN_WEBGPU_FALLBACK") === "1";
+  let want: string | number | undefined = opts.adapter ?? env("CSN_WEBGPU_ADAPTER");
+  if (typeof want === "string" && /^\d+$/.test(want)) want = Number(want);
+  let adapter: GPUAdapter | undefined;
+  if (fallback) {
+    adapter = adapters.find((a) => a.info.isFallbackAdapter);
+    if (!adapter) {
+      throw new Error(
+        `No fallback WebGPU adapter; found ${adapters.map(describe).join(", ")}. ${INSTALL_HINT}`,
+      );
+    }
+  } else if (typeof want === "number") {
+    adapter = adapters[want];
+    if (!adapter) throw new Error(`No WebGPU adapter #${want}; found ${adapters.map(describe).join(", ")}`);
+  } else if (typeof want === "string" && want !== "") {
+    const w = want.toLowerCase();
+    adapter = adapters.find((a) =>
+      `${a.info.description} ${a.info.vendor} ${a.info.architecture}`.toLowerCase().includes(w)
+    );
+    if (!adapter) {
+      throw new Error(`No WebGPU adapter matches "${want}"; found ${adapters.map(describe).join(", ")}`);
+    }
+  } else {
+    adapter = adapters[0];
+  }
+
+  const requiredLimits: Record<string, number> = {};
+  for (const key in adapter.limits) {
+    const v = (adapter.limits as unknown as Record<string, number>)[key];
+    if (typeof v === "number") requiredLimits[key] = v;
+  }
+  const features: string[] = [];
+  for (const f of ["shader-f16", "timestamp-query"] as GPUFeatureName[]) {
+    if (adapter.features.has(f)) features.push(f);
+  }
+  let gpu: GPUDevice | undefined;
+  let gotSubgroups = false;
+  if (opts.subgroups ?? true) {
+    // Deno's wgpu hides "subgroups" from adapter.features but grants it on request (see webgpu-notes §3.4).
+    try {
+      gpu = await adapter.requestDevice({
+        requiredFeatures: [...features, "subgroups"] as GPUFeatureName[],
+        requiredLimits,
+      });
+      gotSubgroups = true;
+    } catch {
+      gpu = undefined;
+    }
+  }
+  if (!gpu) {
+    gpu = await adapter.requestDevice({ requiredFeatures: features as GPUFeatureName[], requiredLimits });
+  }
+  return new Device(gpu, adapter, opts, gotSubgroups);
+}
+
+const ARENA_BYTES = 256 * 1024;
+const PARAM_SLOT = 256;
+
+/** A WebGPU device with a pipeline cache, a buffer pool and batched command submission. */
+export class Device {
+  /** The underlying GPUDevice. */
+  readonly gpu: GPUDevice;
+  /** What was opened: adapter, features and the limits in force. */
+  readonly info: DeviceInfo;
+  /** Pool of storage buffers. */
+  readonly pool: BufferPool;
+  /** Bytes of one storage binding window (multiple of 256). */
+  readonly bindingCap: number;
+  /** Workgroups per dispatch dimension. */
+  readonly maxWorkgroupsPerDim: number;
+  /** Whether subgroup built-ins may be used in WGSL (without `enable subgroups;` under Deno). */
+  readonly hasSubgroups: boolean;
+
+  #pipelines = new Map<string, { pipeline: GPUComputePipeline; layout: GPUBindGroupLayout }>();
+  #encoder: GPUCommandEncoder | null = null;
+  #pass: GPUComputePassEncoder | null = null;
+  #arena: GPUBuffer;
+  #arenaHost = new Uint8Array(ARENA_BYTES);
+  #arenaUsed = 0;
+  #dispatches = 0;
+  #errors: string[] = [];
+  #destroyed = false;
+  #stats = { dispatches: 0, submits: 0, pipelines: 0 };
+
+  constructor(gpu: GPUDevice, adapter: GPUAdapter, opts: DeviceOptions, subgroups: boolean) {
+    this.gpu = gpu;
+    const lim = gpu.limits;
+    const align = lim.minStorageBufferOffsetAlignment;
+    const hwCap = Math.floor(lim.maxStorageBufferBindingSize / align) * align;
+    const want = opts.maxBindingBytes ?? hwCap;
+    if (want < 256) throw new Error(`openDevice: maxBindingBytes must be at least 256 (got ${want})`);
+    this.bindingCap = Math.max(align, Math.floor(Math.min(want, hwCap) / align) * align);
+    this.maxWorkgroupsPerDim = Math.min(
+      opts.maxWorkgroupsPerDim ?? Infinity,
+      lim.maxComputeWorkgroupsPerDimension,
+    );
+    this.hasSubgroups = subgroups;
+    this.pool = new BufferPool(
+      gpu,
+      GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST,
+      lim.maxBufferSize,
+    );
+    this.#arena = gpu.createBuffer({
+      size: ARENA_BYTES,
+      usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST,
+    });
+    gpu.addEventListener("uncapturederror", (e) => {
+      this.#errors.push(String((e as GPUUncapturedErrorEvent).error?.message ?? e));
+    });
+    const feats = [...gpu.features] as string[];
+    this.info = {
+      label: opts.label ?? adapter.info.description,
+      description: adapter.info.description,
+      vendor: adapter.info.vendor,
+      architecture: adapter.info.architecture,
+      isFallbackAdapter: adapter.info.isFallbackAdapter,
+      features: feats.sort(),
+      subgroupSize: (adapter.info as unknown as { subgroupMinSize?: number }).subgroupMinSize ?? 0,
+      maxBufferSize: lim.maxBufferSize,
+      maxStorageBufferBindingSize: lim.maxStorageBufferBindingSize,
+      bindingCap: this.bindingCap,
+      maxComputeWorkgroupsPerDimension: this.maxWorkgroupsPerDim,
+      maxComputeWorkgroupStorageSize: lim.maxComputeWorkgroupStorageSize,
+      maxComputeInvocationsPerWorkgroup: lim.maxComputeInvocationsPerWorkgroup,
+      maxStorageBuffersPerShaderStage: lim.maxStorageBuffersPerShaderStage,
+    };
+  }
+
+  /** Pool byte counts (live/peak/pooled) and dispatch counters. */
+  stats(): PoolStats & { dispatches: number; submits: number; pipelines: number } {
+    return { ...this.pool.stats(), ...this.#stats };
+  }
+
+  #check(what: string) {
+    if (this.#destroyed) throw new Error(`${what}: device "${this.info.label}" was destroyed`);
+  }
+
+  #pipeline(source: string, bindings: BufferBinding[], hasParams: boolean, name: string) {
+    let entry = this.#pipelines.get(source);
+    if (entry) return entry;
+    const entries: GPUBindGroupLayoutEntry[] = bindings.map((b, i) => ({
+      binding: i,
+      visibility: GPUShaderStage.COMPUTE,
+      buffer: { type: b.write ? "storage" : "read-only-storage" },
+    }));
+    if (hasParams) {
+      entries.push({
+        binding: bindings.length,
+        visibility: GPUShaderStage.COMPUTE,
+        buffer: { type: "uniform" },
+      });
+    }
+    const layout = this.gpu.createBindGroupLayout({ entries });
+    const module = this.gpu.createShaderModule({ code: source, label: name });
+    const pipeline = this.gpu.createComputePipeline({
+      label: name,
+      layout: this.gpu.createPipelineLayout({ bindGroupLayouts: [layout] }),
+      compute: { module, entryPoint: "main" },
+    });
+    entry = { pipeline, layout };
+    this.#pipelines.set(source, entry);
+    this.#stats.pipelines++;
+    return entry;
+  }
+
+  /**
+   * Records one dispatch of `source` (entry point `main`) over `workgroups` workgroups in the current batch.
+   * `params` (at most 256 bytes) is bound as a uniform right after the storage bindings.
+   */
+  dispatch(
+    name: string,
+    source: string,
+    bindings: BufferBinding[],
+    params: Uint32Array | null,
+    workgroups: [number, number, number],
+  ): void {
+    this.#check(name);
+    if (bindings.length > this.info.maxStorageBuffersPerShaderStage) {
+      throw new Error(
+        `${name}: needs ${bindings.length} storage bindings, over the device limit of ` +
+          `${this.info.maxStorageBuffersPerShaderStage} (a tensor larger than the binding cap is bound in windows)`,
+      );
+    }
+    if (params && params.byteLength > PARAM_SLOT) throw new Error(`${name}: params over ${PARAM_SLOT} bytes`);
+    if (params && this.#arenaUsed + PARAM_SLOT > ARENA_BYTES) this.flush();
+    const { pipeline, layout } = this.#pipeline(source, bindings, params !== null, name);
+    const entries: GPUBindGroupEntry[] = bindings.map((b, i) => ({
+      binding: i,
+      resource: { buffer: b.buffer, offset: b.offset, size: b.size },
+    }));
+    if (params) {
+      const off = this.#arenaUsed;
+      this.#arenaHost.set(new Uint8Array(params.buffer, params.byteOffset, params.byteLength), off);
+      this.#arenaUsed += PARAM_SLOT;
+      entries.push({
+        binding: bindings.length,
+        resource: { buffer: this.#arena, offset: off, size: PARAM_SLOT },
+      });
+    }
+    const group = this.gpu.createBindGroup({ layout, entries });
+    const pass = this.#computePass();
+    pass.setPipeline(pipeline);
+    pass.setBindGroup(0, group);
+    pass.dispatchWorkgroups(workgroups[0], workgroups[1], workgroups[2]);
+    this.#dispatches++;
+    this.#stats.dispatches++;
+  }
+
+  #computePass(): GPUComputePassEncoder {
+    if (!this.#encoder) this.#encoder = this.gpu.createCommandEncoder();
+    if (!this.#pass) this.#pass = this.#encoder.beginComputePass();
+    return this.#pass;
+  }
+
+  #encoderNoPass(): GPUCommandEncoder {
+    if (this.#pass) {
+      this.#pass.end();
+      this.#pass = null;
+    }
+    if (!this.#encoder) this.#encoder = this.gpu.createCommandEncoder();
+    return this.#encoder;
+  }
+
+  /** Records a buffer-to-buffer copy in the current batch. */
+  copy(src: GPUBuffer, srcOffset: number, dst: GPUBuffer, dstOffset: number, bytes: number): void {
+    this.#check("copy");
+    this.#encoderNoPass().copyBufferToBuffer(src, srcOffset, dst, dstOffset, bytes);
+  }
+
+  /** Submits everything recorded so far. Cheap (no wait); called before uploads and readbacks. */
+  flush(): void {
+    if (!this.#encoder) return;
+    if (this.#pass) {
+      this.#pass.end();
+      this.#pass = null;
+    }
+    if (this.#arenaUsed > 0) {
+      this.gpu.queue.writeBuffer(this.#arena, 0, this.#arenaHost, 0, this.#arenaUsed);
+      this.#arenaUsed = 0;
+    }
+    this.gpu.queue.submit([this.#encoder.finish()]);
+    this.#encoder = null;
+    this.#dispatches = 0;
+    this.#stats.submits++;
+  }
+
+  /** Uploads host bytes into a buffer, after everything recorded so far (so pooled buffers are safe). */
+  write(buffer: GPUBuffer, offset: number, data: ArrayBufferView): void {
+    this.#check("write");
+    this.flush();
+    const bytes = new Uint8Array(data.buffer as ArrayBuffer, data.byteOffset, data.byteLength);
+    const n = Math.floor(bytes.byteLength / 4) * 4;
+    if (n > 0) this.gpu.queue.writeBuffer(buffer, offset, bytes, 0, n);
+    if (n < bytes.byteLength) {
+      const tail = new Uint8Array(4);
+      tail.set(bytes.subarray(n));
+      this.gpu.queue.writeBuffer(buffer, offset + n, tail);
+    }
+  }
+
+  /** Copies `bytes` bytes from a buffer to the host, waiting for all recorded work. */
+  async read(buffer: GPUBuffer, offset: number, bytes: number): Promise<ArrayBuffer> {
+    this.#check("read");
+    const size = Math.ceil(bytes / 4) * 4;
+    const staging = this.gpu.createBuffer({ size, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
+    this.#encoderNoPass().copyBufferToBuffer(buffer, offset, staging, 0, size);
+    this.flush();
+    try {
+      await staging.mapAsync(GPUMapMode.READ);
+      this.throwIfErrors("read");
+      // The mapped range is detached by unmap(), so copy it out first.
+      const res = staging.getMappedRange(0, size).slice(0, bytes);
+      staging.unmap();
+      return res;
+    } finally {
+      staging.destroy();
+    }
+  }
+
+  /** Waits until the GPU has finished everything submitted so far. */
+  async sync(): Promise<void> {
+    this.flush();
+    await this.gpu.queue.onSubmittedWorkDone();
+    this.throwIfErrors("sync");
+  }
+
+  /** Throws the first validation/out-of-memory error WebGPU reported since the last check. */
+  throwIfErrors(what: string): void {
+    if (this.#errors.length) {
+      const e = this.#errors.splice(0);
+      throw new Error(`${what}: WebGPU reported ${e.length} error(s): ${e[0]}`);
+    }
+  }
+
+  /** Frees pooled buffers that no tensor holds (after submitting pending work). */
+  trim(): void {
+    this.flush();
+    this.pool.trim();
+  }
+
+  /** Destroys the device; tensors on it become unusable. */
+  destroy(): void {
+    if (this.#destroyed) return;
+    this.flush();
+    this.#destroyed = true;
+    this.pool.trim();
+    this.#arena.destroy();
+    this.gpu.destroy();
+  }
+
+  /** Whether {@link destroy} was called. */
+  get destroyed(): boolean {
+    return this.#destroyed;
+  }
+}

@@ -1,0 +1,198 @@
+/**
+ * @file Batched matrix multiply with optional transposes and broadcast batch dims (PyTorch `matmul`
+ * semantics for >= 1-D operands). The kernel is the classic shared-memory GEMM: a 64x64 output tile per
+ * workgroup, K staged through workgroup memory 16 at a time, 4x4 outputs per thread held as four vec4
+ * accumulators (lavapipe spills beyond ~6 vec4 chains). Tile loads read 4 consecutive elements per thread
+ * in whichever layout (normal or transposed) the operand is stored.
+ */
+import { Tensor } from "../core/tensor.ts";
+import { record } from "../core/autograd.ts";
+import { launch, u } from "./codegen.ts";
+import { broadcastShapes } from "./elementwise.ts";
+import { sumTo } from "./reduce.ts";
+
+/** Options of {@link matmul}. */
+export interface MatmulOptions {
+  /** Use the transpose of the last two dims of `a`. */
+  transA?: boolean;
+  /** Use the transpose of the last two dims of `b`. */
+  transB?: boolean;
+}
+
+const BM = 64, BN = 64, BK = 16, WG = 256;
+
+function batchOffsetCode(
+  name: string,
+  outBatch: readonly number[],
+  inBatch: readonly number[],
+  matSize: number,
+): string {
+  // Offset of the matrix for linear output batch index `bi`, broadcasting size-1 / missing batch dims.
+  const nd = outBatch.length;
+  const lines = [`var ${name} = 0u;`, `{ var r = bi;`];
+  let stride = matSize;
+  for (let d = nd - 1; d >= 0; d--) {
+    const k = d - (nd - inBatch.length);
+    const bcast = k < 0 || inBatch[k] === 1;
+    if (outBatch[d] === 1) continue;
+    lines.push(
+      `  { let c = r % ${u(outBatch[d])}; r = r / ${u(outBatch[d])};${
+        bcast ? "" : ` ${name} = ${name} + c * ${u(stride)};`
+      } }`,
+    );
+    if (!bcast) stride *= inBatch[k];
+  }
+  lines.push("}");
+  return lines.join("\n");
+}
+
+/** op(a) @ op(b) for tensors of rank >= 2 with broadcast batch dims (no autograd). */
+function gemm(op: string, a: Tensor, b: Tensor, transA: boolean, transB: boolean): Tensor {
+  const ar = a.shape.slice(-2), br = b.shape.slice(-2);
+  const M = transA ? ar[1] : ar[0];
+  const K = transA ? ar[0] : ar[1];
+  const Kb = transB ? br[1] : br[0];
+  const N = transB ? br[0] : br[1];
+  if (K !== Kb) {
+    throw new Error(
+      `${op}: inner dims differ: [${a.shape}]${transA ? "^T" : ""} @ [${b.shape}]${
+        transB ? "^T" : ""
+      } (${K} vs ${Kb})`,
+    );
+  }
+  const batch = broadcastShapes(op, a.shape.slice(0, -2), b.shape.slice(0, -2));
+  const nb = batch.reduce((p, d) => p * d, 1);
+  const out = Tensor.empty(a.device, [...batch, M, N], "f32", op);
+  if (out.size === 0) return out;
+  if (K === 0) {
+    launch({
+      op,
+      args: [{ name: "c", t: out, write: true }],
+      wg: 64,
+      groups: Math.ceil(out.size / 64),
+      body: `  if (gid < ${u(out.size)}) { c_st(gid, 0.0); }`,
+    });
+    return out;
+  }
+  const tm = Math.ceil(M / BM), tn = Math.ceil(N / BN);
+  // A(m, k) and B(k, n) addresses within one batch matrix.
+  const aIdx = (m: string, k: string) => (transA ? `${k} * ${u(M)} + ${m}` : `${m} * ${u(K)} + ${k}`);
+  const bIdx = (k: string, n: string) => (transB ? `${n} * ${u(K)} + ${k}` : `${k} * ${u(N)} + ${n}`);
+  // Tile loaders: each thread loads 4 elements that are consecutive in memory.
+  const loadA = transA
+    ? `{ let kk = lid / 16u; let mq = (lid % 16u) * 4u; let k = k0 + kk;
+         for (var j = 0u; j < 4u; j = j + 1u) { let m = m0 + mq + j;
+           var v = 0.0; if (m < ${u(M)} && k < ${u(K)}) { v = a_ld(aoff + ${aIdx("m", "k")}); }
+           As[kk * ${u(BM)} + mq + j] = v; } }`
+    : `{ let mm = lid / 4u; let kq = (lid % 4u) * 4u; let m = m0 + mm;
+         for (var j = 0u; j < 4u; j = j + 1u) { let k = k0 + kq + j;
+           var v = 0.0; if (m < ${u(M)} && k < ${u(K)}) { v = a_ld(aoff + ${aIdx("m", "k")}); }
+           As[(kq + j) * ${u(BM)} + mm] = v; } }`;
+  const loadB = transB
+    ? `{ let nn = lid / 4u; let kq = (lid % 4u) * 4u; let n = n0 + nn;
+         for (var j = 0u; j < 4u; j = j + 1u) { let k = k0 + kq + j;
+           var v = 0.0; if (n < ${u(N)} && k < ${u(K)}) { v = b_ld(boff + ${bIdx("k", "n")}); }
+           Bs[(kq + j) * ${u(BN)} + nn] = v; } }`
+    : `{ let kk = lid / 16u; let nq = (lid % 16u) * 4u; let k = k0 + kk;
+         for (var j = 0u; j < 4u; j = j + 1u) { let n = n0 + nq + j;
+           var v = 0.0; if (n < ${u(N)} && k < ${u(K)}) { v = b_ld(boff + ${bIdx("k", "n")}); }
+           Bs[kk * ${u(BN)} + nq + j] = v; } }`;
+  launch({
+    op,
+    args: [{ name: "a", t: a }, { name: "b", t: b }, { name: "c", t: out, write: true }],
+    wg: WG,
+    groups: nb * tm * tn,
+    decls: `var<workgroup> As: array<f32, ${BK * BM}>;
+var<workgroup> Bs: array<f32, ${BK * BN}>;`,
+    body: `  let bi = wg / ${u(tm * tn)};
+  let t = wg - bi * ${u(tm * tn)};
+  let m0 = (t / ${u(tn)}) * ${u(BM)};
+  let n0 = (t % ${u(tn)}) * ${u(BN)};
+  ${batchOffsetCode("aoff", batch, a.shape.slice(0, -2), M * K)}
+  ${batchOffsetCode("boff", batch, b.shape.slice(0, -2), K * N)}
+  let tx = lid % 16u;
+  let ty = lid / 16u;
+  var acc0 = vec4<f32>(0.0);
+  var acc1 = vec4<f32>(0.0);
+  var acc2 = vec4<f32>(0.0);
+  var acc3 = vec4<f32>(0.0);
+  for (var k0 = 0u; k0 < ${u(K)}; k0 = k0 + ${u(BK)}) {
+    ${loadA}
+    ${loadB}
+    workgroupBarrier();
+    for (var kk = 0u; kk < ${u(BK)}; kk = kk + 1u) {
+      let ab = kk * ${u(BM)} + ty * 4u;
+      let bb = kk * ${u(BN)} + tx * 4u;
+      let av = vec4<f32>(As[ab], As[ab + 1u], As[ab + 2u], As[ab + 3u]);
+      let bv = vec4<f32>(Bs[bb], Bs[bb + 1u], Bs[bb + 2u], Bs[bb + 3u]);
+      acc0 = fma(vec4<f32>(av.x), bv, acc0);
+      acc1 = fma(vec4<f32>(av.y), bv, acc1);
+      acc2 = fma(vec4<f32>(av.z), bv, acc2);
+      acc3 = fma(vec4<f32>(av.w), bv, acc3);
+    }
+    workgroupBarrier();
+  }
+  let coff = bi * ${u(M * N)};
+  let accs = array<vec4<f32>, 4>(acc0, acc1, acc2, acc3);
+  for (var i = 0u; i < 4u; i = i + 1u) {
+    let m = m0 + ty * 4u + i;
+    if (m < ${u(M)}) {
+      let row = accs[i];
+      for (var j = 0u; j < 4u; j = j + 1u) {
+        let n = n0 + tx * 4u + j;
+        if (n < ${u(N)}) { c_st(coff + m * ${u(N)} + n, row[j]); }
+      }
+    }
+  }`,
+  });
+  return out;
+}
+
+/**
+ * Matrix product with PyTorch `matmul` semantics: 1-D operands are promoted (and the added dim removed),
+ * batch dims broadcast. `transA`/`transB` use the transpose of the last two dims without copying.
+ */
+export function matmul(a: Tensor, b: Tensor, opts: MatmulOptions = {}): Tensor {
+  const op = "F.matmul";
+  if (!(a instanceof Tensor) || !(b instanceof Tensor)) throw new Error(`${op}: expected two tensors`);
+  a.storage(op);
+  b.storage(op);
+  if (a.dtype !== "f32" || b.dtype !== "f32") {
+    throw new Error(`${op}: expects f32, got ${a.describe()} and ${b.describe()}`);
+  }
+  if (a.device !== b.device) {
+    throw new Error(`${op}: tensors are on different devices, shapes [${a.shape}] and [${b.shape}]`);
+  }
+  if (a.ndim === 0 || b.ndim === 0) {
+    throw new Error(`${op}: both operands need at least 1 dim, got [${a.shape}] and [${b.shape}]`);
+  }
+  if (a.ndim === 1 || b.ndim === 1) {
+    const a2 = a.ndim === 1 ? a.reshape([1, a.shape[0]]) : a;
+    const b2 = b.ndim === 1 ? b.reshape([b.shape[0], 1]) : b;
+    const r = matmul(a2, b2, {
+      transA: a.ndim === 1 ? false : opts.transA,
+      transB: b.ndim === 1 ? false : opts.transB,
+    });
+    const s = [...r.shape];
+    if (b.ndim === 1) s.splice(s.length - 1, 1);
+    if (a.ndim === 1) s.splice(s.length - (b.ndim === 1 ? 1 : 2), 1);
+    const y = r.reshape(s);
+    for (const t of [a2, b2, r]) if (t !== a && t !== b) t.dispose();
+    return y;
+  }
+  const tA = !!opts.transA, tB = !!opts.transB;
+  const y = gemm(op, a, b, tA, tB);
+  const as = a.shape, bs = b.shape;
+  return record(op, y, [a, b], [a, b], (g, [sa, sb]) => {
+    let ga: Tensor | null = null, gb: Tensor | null = null;
+    if (a.requiresGrad) {
+      const full = tA ? gemm(`${op}.backward`, sb, g, tB, true) : gemm(`${op}.backward`, g, sb, false, !tB);
+      ga = sumTo(full, as);
+    }
+    if (b.requiresGrad) {
+      const full = tB ? gemm(`${op}.backward`, g, sa, true, tA) : gemm(`${op}.backward`, sa, g, !tA, false);
+      gb = sumTo(full, bs);
+    }
+    return [ga, gb];
+  });
+}

@@ -1,0 +1,21 @@
+/**
+ * @module csn-webgpu: a deep-learning engine on WebGPU (Deno), and the CT cervical-spine fracture pipeline
+ * built on it.
+ *
+ * ```ts
+ * import { F, openDevice, tensor, tidy } from "./mod.ts";
+ * const device = await openDevice();
+ * const x = tensor([1, 2, 3, 4], [2, 2], { device, requiresGrad: true });
+ * const loss = F.sum(F.relu(F.matmul(x, x)));
+ * loss.backward();
+ * console.log(await x.grad!.toArray());
+ * ```
+ */
+export { type DeviceInfo, type DeviceOptions, listAdapters, openDevice } from "./core/device.ts";
+export type { Device } from "./core/device.ts";
+export { numel, Tensor, tensor, type TensorOptions } from "./core/tensor.ts";
+export type { DType } from "./core/dtype.ts";
+export { isGradEnabled, noGrad } from "./core/autograd.ts";
+export { keep, tidy } from "./core/scope.ts";
+export { arange, full, ones, onesLike, rand, randn, zeros, zerosLike } from "./kernels/creation.ts";
+export * as F from "./kernels/mod.ts";

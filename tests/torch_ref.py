@@ -1,0 +1,59 @@
+#!/usr/bin/env python3
+"""Reference values from PyTorch for the Deno tests.
+
+Reads a JSON list of cases on stdin. Each case has:
+  expr     a Python expression over the inputs a, b, c, ... (and `torch`), evaluated in float32/float64 as given
+  inputs   [{"data": [...], "shape": [...], "dtype": "f32"|"i32"|"u8", "grad": bool}]
+  grad_out optional {"data": [...], "shape": [...]}: if given, out.backward(grad_out) and report input grads
+Writes a JSON list of {"out": {"data", "shape", "dtype"}, "grads": [list|null]} on stdout.
+"""
+import json
+import sys
+
+import torch
+
+torch.set_num_threads(1)
+DT = {"f32": torch.float32, "i32": torch.int32, "u8": torch.uint8, "f64": torch.float64}
+
+
+def to_json(t):
+    t = t.detach()
+    if t.dtype == torch.bool:
+        t = t.to(torch.uint8)
+    kind = {torch.float32: "f32", torch.float64: "f32", torch.int32: "i32", torch.int64: "i32", torch.uint8: "u8"}[t.dtype]
+    return {"data": t.reshape(-1).tolist(), "shape": list(t.shape), "dtype": kind}
+
+
+def run(case):
+    names = "abcdefgh"
+    env = {"torch": torch, "F": torch.nn.functional}
+    inputs = []
+    for i, spec in enumerate(case["inputs"]):
+        t = torch.tensor(spec["data"], dtype=DT[spec["dtype"]]).reshape(spec["shape"])
+        if spec.get("grad"):
+            t.requires_grad_(True)
+        inputs.append(t)
+        env[names[i]] = t
+    out = eval(case["expr"], env)
+    res = {"out": to_json(out), "grads": []}
+    go = case.get("grad_out")
+    if go is not None:
+        g = torch.tensor(go["data"], dtype=out.dtype).reshape(go["shape"])
+        out.backward(g)
+        res["grads"] = [t.grad.reshape(-1).tolist() if t.grad is not None else None for t in inputs]
+    return res
+
+
+def main():
+    cases = json.load(sys.stdin)
+    out = []
+    for c in cases:
+        try:
+            out.append(run(c))
+        except Exception as e:  # report per case so one bad case does not hide the others
+            out.append({"error": f"{type(e).__name__}: {e}"})
+    json.dump(out, sys.stdout)
+
+
+if __name__ == "__main__":
+    main()
