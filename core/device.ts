@@ -29,6 +29,12 @@ export interface DeviceOptions {
   subgroups?: boolean;
   /** A label for error messages when a process holds several devices. */
   label?: string;
+  /**
+   * Kernel tuning profile: "cpu" for software adapters (lavapipe runs non-uniform loads lane by lane, so
+   * kernels favour uniform loads and register reuse), "gpu" otherwise (workgroup-memory tiling). Defaults
+   * from the adapter; tests force each to cover both code paths.
+   */
+  profile?: "cpu" | "gpu";
 }
 
 /** What {@link openDevice} got. */
@@ -44,6 +50,8 @@ export interface DeviceInfo {
   maxStorageBufferBindingSize: number;
   /** Effective binding cap (after the `maxBindingBytes` option). */
   bindingCap: number;
+  /** Kernel tuning profile in use. */
+  profile: "cpu" | "gpu";
   maxComputeWorkgroupsPerDimension: number;
   maxComputeWorkgroupStorageSize: number;
   maxComputeInvocationsPerWorkgroup: number;
@@ -179,6 +187,8 @@ export class Device {
   readonly maxWorkgroupsPerDim: number;
   /** Whether subgroup built-ins may be used in WGSL (without `enable subgroups;` under Deno). */
   readonly hasSubgroups: boolean;
+  /** Kernel tuning profile (see {@link DeviceOptions.profile}). */
+  readonly profile: "cpu" | "gpu";
 
   #pipelines = new Map<string, { pipeline: GPUComputePipeline; layout: GPUBindGroupLayout }>();
   #encoder: GPUCommandEncoder | null = null;
@@ -204,6 +214,7 @@ export class Device {
       lim.maxComputeWorkgroupsPerDimension,
     );
     this.hasSubgroups = subgroups;
+    this.profile = opts.profile ?? (adapter.info.isFallbackAdapter ? "cpu" : "gpu");
     this.pool = new BufferPool(
       gpu,
       GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST,
@@ -228,6 +239,7 @@ export class Device {
       maxBufferSize: lim.maxBufferSize,
       maxStorageBufferBindingSize: lim.maxStorageBufferBindingSize,
       bindingCap: this.bindingCap,
+      profile: this.profile,
       maxComputeWorkgroupsPerDimension: this.maxWorkgroupsPerDim,
       maxComputeWorkgroupStorageSize: lim.maxComputeWorkgroupStorageSize,
       maxComputeInvocationsPerWorkgroup: lim.maxComputeInvocationsPerWorkgroup,

@@ -156,7 +156,7 @@ export function map(
   const WG = 64;
   if (vec4) {
     const n4 = n / 4;
-    const per = device.info.isFallbackAdapter ? 4 : 1;
+    const per = device.profile === "cpu" ? 4 : 1;
     launch({
       op,
       args,

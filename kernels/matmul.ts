@@ -74,10 +74,16 @@ function gemm(op: string, a: Tensor, b: Tensor, transA: boolean, transB: boolean
     });
     return out;
   }
-  const tm = Math.ceil(M / BM), tn = Math.ceil(N / BN);
   // A(m, k) and B(k, n) addresses within one batch matrix.
   const aIdx = (m: string, k: string) => (transA ? `${k} * ${u(M)} + ${m}` : `${m} * ${u(K)} + ${k}`);
   const bIdx = (k: string, n: string) => (transB ? `${n} * ${u(K)} + ${k}` : `${k} * ${u(N)} + ${n}`);
+  const offsets = `${batchOffsetCode("aoff", batch, a.shape.slice(0, -2), M * K)}
+  ${batchOffsetCode("boff", batch, b.shape.slice(0, -2), K * N)}`;
+  if (a.device.profile === "cpu") {
+    gemmLanes(op, a, b, out, { M, N, K, nb, aIdx, bIdx, offsets, transA, transB });
+    return out;
+  }
+  const tm = Math.ceil(M / BM), tn = Math.ceil(N / BN);
   // Tile loaders: each thread loads 4 elements that are consecutive in memory.
   const loadA = transA
     ? `{ let kk = lid / 16u; let mq = (lid % 16u) * 4u; let k = k0 + kk;
@@ -108,8 +114,7 @@ var<workgroup> Bs: array<f32, ${BK * BN}>;`,
   let t = wg - bi * ${u(tm * tn)};
   let m0 = (t / ${u(tn)}) * ${u(BM)};
   let n0 = (t % ${u(tn)}) * ${u(BN)};
-  ${batchOffsetCode("aoff", batch, a.shape.slice(0, -2), M * K)}
-  ${batchOffsetCode("boff", batch, b.shape.slice(0, -2), K * N)}
+  ${offsets}
   let tx = lid % 16u;
   let ty = lid / 16u;
   var acc0 = vec4<f32>(0.0);
@@ -146,6 +151,95 @@ var<workgroup> Bs: array<f32, ${BK * BN}>;`,
   }`,
   });
   return out;
+}
+
+/**
+ * GEMM for software adapters. llvmpipe runs a workgroup as SIMD lanes and executes every load whose address
+ * differs between lanes one lane at a time, while a load whose address is the same for the whole workgroup
+ * is a single scalar load. So: a workgroup owns ROWS rows of C (their A values are uniform loads), each lane
+ * owns 4 adjacent columns (its B loads are the only per-lane ones) and keeps ROWS vec4 accumulators.
+ * Measured on lavapipe this is ~5x the shared-memory kernel (see docs/perf.md).
+ */
+function gemmLanes(
+  op: string,
+  a: Tensor,
+  b: Tensor,
+  out: Tensor,
+  g: {
+    M: number;
+    N: number;
+    K: number;
+    nb: number;
+    aIdx: (m: string, k: string) => string;
+    bIdx: (k: string, n: string) => string;
+    offsets: string;
+    transA: boolean;
+    transB: boolean;
+  },
+): void {
+  const { M, N, K, nb } = g;
+  const ROWS = 8, LANES = 64;
+  const tm = Math.ceil(M / ROWS), tn = Math.ceil(N / (4 * LANES));
+  const rs = [...Array(ROWS).keys()];
+  // vec4 loads cost about as much as scalar ones per lane on llvmpipe, so use them wherever the layout allows:
+  // B rows when B is not transposed and N % 4 == 0; A along k when A is not transposed and K % 4 == 0.
+  const bVec = !g.transB && N % 4 === 0;
+  const aVec = !g.transA && K % 4 === 0;
+  const bLoad = (k: string) =>
+    bVec
+      ? `b_ld((boff + ${k} * ${u(N)} + n0) / 4u)`
+      : `vec4<f32>(${[0, 1, 2, 3].map((j) => `b_ld(boff + ${g.bIdx(k, `n${j}`)})`).join(", ")})`;
+  const loop = aVec
+    ? `for (var k4 = 0u; k4 < ${u(K / 4)}; k4 = k4 + 1u) {
+    let k = k4 * 4u;
+    let b0 = ${bLoad("k")}; let b1 = ${bLoad("(k + 1u)")}; let b2 = ${bLoad("(k + 2u)")}; let b3 = ${
+      bLoad("(k + 3u)")
+    };
+    ${
+      rs.map((r) =>
+        `{ let av = a_ld((aoff + mr${r} * ${u(K)}) / 4u + k4);
+      c${r} = fma(vec4<f32>(av.x), b0, c${r}); c${r} = fma(vec4<f32>(av.y), b1, c${r});
+      c${r} = fma(vec4<f32>(av.z), b2, c${r}); c${r} = fma(vec4<f32>(av.w), b3, c${r}); }`
+      ).join("\n    ")
+    }
+  }`
+    : `for (var k = 0u; k < ${u(K)}; k = k + 1u) {
+    let bv = ${bLoad("k")};
+    ${
+      rs.map((r) => `c${r} = fma(vec4<f32>(a_ld(aoff + ${g.aIdx(`mr${r}`, "k")})), bv, c${r});`).join(
+        "\n    ",
+      )
+    }
+  }`;
+  launch({
+    op,
+    args: [{ name: "a", t: a, vec4: aVec }, { name: "b", t: b, vec4: bVec }, {
+      name: "c",
+      t: out,
+      write: true,
+    }],
+    wg: LANES,
+    groups: nb * tm * tn,
+    body: `  let bi = wg / ${u(tm * tn)};
+  let t = wg - bi * ${u(tm * tn)};
+  let m0 = (t / ${u(tn)}) * ${u(ROWS)};
+  let nbase = ((t % ${u(tn)}) * ${u(LANES)} + lid) * 4u;
+  ${g.offsets}
+  // Clamped indices keep loads in bounds; the stores below are masked instead.
+  ${rs.map((r) => `let mr${r} = min(m0 + ${r}u, ${u(M - 1)});`).join(" ")}
+  let n0 = min(nbase, ${u(Math.max(0, bVec ? N - 4 : N - 1))}); let n1 = min(nbase + 1u, ${u(N - 1)});
+  let n2 = min(nbase + 2u, ${u(N - 1)}); let n3 = min(nbase + 3u, ${u(N - 1)});
+  ${rs.map((r) => `var c${r} = vec4<f32>(0.0);`).join(" ")}
+  ${loop}
+  let coff = bi * ${u(M * N)};
+  ${
+      rs.map((r) =>
+        `if (m0 + ${r}u < ${u(M)}) { for (var j = 0u; j < 4u; j = j + 1u) { if (nbase + j < ${
+          u(N)
+        }) { c_st(coff + (m0 + ${r}u) * ${u(N)} + nbase + j, c${r}[j]); } } }`
+      ).join("\n  ")
+    }`,
+  });
 }
 
 /**
