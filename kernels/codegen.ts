@@ -24,6 +24,11 @@ export interface Arg {
   write?: boolean;
   /** View f32/i32 data as vec4 elements (the tensor's storage is always a multiple of 16 bytes). */
   vec4?: boolean;
+  /**
+   * Bind only this byte range of the storage (offset a multiple of 256). Accessors still take indices into
+   * the whole tensor; the range's start is subtracted. Used to split work that needs too many bindings.
+   */
+  range?: { byteOffset: number; bytes: number };
 }
 
 /** Everything {@link launch} needs. */
@@ -79,9 +84,17 @@ function elemType(a: Arg): { ty: string; bytes: number } {
   return { ty: s === "u32" ? "u32" : s, bytes: 4 };
 }
 
+function argBytes(a: Arg): { offset: number; total: number } {
+  if (a.range) return { offset: a.range.byteOffset, total: a.range.bytes };
+  return { offset: 0, total: storageBytes(a.t.dtype, a.t.size) };
+}
+
 function bindingCode(a: Arg, first: number, device: Device, out: { bindings: number }): string {
   const { ty, bytes: eb } = elemType(a);
-  const total = storageBytes(a.t.dtype, a.t.size);
+  const { offset, total } = argBytes(a);
+  // Index of the first bound element in accessor units (elements, vec4s or u8 words).
+  const base = offset / eb;
+  const rel = base ? ` - ${u(base)}` : "";
   const cap = device.bindingCap;
   const k = Math.ceil(total / cap);
   const access = a.write ? "read_write" : "read";
@@ -93,8 +106,8 @@ function bindingCode(a: Arg, first: number, device: Device, out: { bindings: num
   const st = isU8 ? `${n}_stw` : `${n}_st`;
   if (k <= 1) {
     lines.push(`@group(0) @binding(${first}) var<storage, ${access}> ${n}: array<${ty}>;`);
-    lines.push(`fn ${ld}(i: u32) -> ${ty} { return ${n}[i]; }`);
-    if (a.write) lines.push(`fn ${st}(i: u32, v: ${ty}) { ${n}[i] = v; }`);
+    lines.push(`fn ${ld}(i: u32) -> ${ty} { return ${n}[i${rel}]; }`);
+    if (a.write) lines.push(`fn ${st}(i: u32, v: ${ty}) { ${n}[i${rel}] = v; }`);
     out.bindings = 1;
   } else {
     const win = cap / eb;
@@ -109,13 +122,13 @@ function bindingCode(a: Arg, first: number, device: Device, out: { bindings: num
       return parts.join(" ");
     };
     lines.push(
-      `fn ${ld}(i: u32) -> ${ty} { let q = i / ${n}_WIN; let j = i - q * ${n}_WIN; ${
+      `fn ${ld}(i0: u32) -> ${ty} { let i = i0${rel}; let q = i / ${n}_WIN; let j = i - q * ${n}_WIN; ${
         pick((w) => `return ${n}_${w}[j];`)
       } }`,
     );
     if (a.write) {
       lines.push(
-        `fn ${st}(i: u32, v: ${ty}) { let q = i / ${n}_WIN; let j = i - q * ${n}_WIN; ${
+        `fn ${st}(i0: u32, v: ${ty}) { let i = i0${rel}; let q = i / ${n}_WIN; let j = i - q * ${n}_WIN; ${
           pick((w) => `${n}_${w}[j] = v; return;`)
         } }`,
       );
@@ -124,6 +137,11 @@ function bindingCode(a: Arg, first: number, device: Device, out: { bindings: num
   }
   if (isU8) lines.push(`fn ${n}_ld(i: u32) -> u32 { return (${n}_ldw(i >> 2u) >> ((i & 3u) * 8u)) & 255u; }`);
   return lines.join("\n");
+}
+
+/** Number of storage bindings an argument needs (its windows). */
+export function bindingsOf(a: Arg, device: Device): number {
+  return Math.ceil(argBytes(a).total / device.bindingCap);
 }
 
 /** Splits a linear workgroup count into a dispatch grid within the per-dimension limit. */
@@ -181,10 +199,15 @@ export function launch(spec: LaunchSpec): void {
   const bindings = [];
   for (const a of spec.args) {
     const s = a.t.storage(spec.op);
-    const total = storageBytes(a.t.dtype, a.t.size);
+    const { offset, total } = argBytes(a);
     const cap = device.bindingCap;
     for (let off = 0; off < total; off += cap) {
-      bindings.push({ buffer: s.buffer, offset: off, size: Math.min(cap, total - off), write: !!a.write });
+      bindings.push({
+        buffer: s.buffer,
+        offset: offset + off,
+        size: Math.min(cap, total - off),
+        write: !!a.write,
+      });
     }
   }
   device.dispatch(

@@ -8,7 +8,8 @@
 import { Tensor } from "../core/tensor.ts";
 import type { DType } from "../core/dtype.ts";
 import { record } from "../core/autograd.ts";
-import { launch, params, u } from "./codegen.ts";
+import { type Arg, bindingsOf, launch, params, u } from "./codegen.ts";
+import { storageBytes } from "../core/dtype.ts";
 import { sumTo } from "./reduce.ts";
 
 /** A tensor or a scalar broadcast to every element. */
@@ -128,9 +129,14 @@ export function map(
   const scalarDtype = tensors[0].dtype === "i32" ? "i32" : "f32";
   const pvals: (number | { f: number })[] = [];
   const sameShape = tensors.every((t) => t.shape.join() === outShape.join());
-  const vec4 = !!opts.vec4 && sameShape && n % 4 === 0 && outDtype !== "u8" &&
+  const windows = [out, ...tensors].reduce(
+    (k, t) => k + Math.ceil(storageBytes(t.dtype, t.size) / device.bindingCap),
+    0,
+  );
+  const fits = windows <= device.info.maxStorageBuffersPerShaderStage;
+  const vec4 = fits && !!opts.vec4 && sameShape && n % 4 === 0 && outDtype !== "u8" &&
     tensors.every((t) => t.dtype !== "u8");
-  const args = [{ name: "out", t: out, write: true, vec4 }];
+  const args: Arg[] = [{ name: "out", t: out, write: true, vec4 }];
   let ti = 0;
   const loads: string[] = [];
   const inShapes: (readonly number[] | null)[] = [];
@@ -172,26 +178,67 @@ export function map(
     return out;
   }
   const idx = indexCode(outShape, inShapes);
-  const inner = `let i = base + e;
-    if (i < ${u(n)}) {
+  const scalar = (o0: number, o1: number, ranged: Arg[]) => {
+    const inner = `let i = base + e;
+    if (i < ${u(o1)}) {
       ${idx}
       let v = ${value};`;
-  const body = outDtype === "u8"
-    ? `  let base = gid * 4u;
+    const start = o0 ? `${u(o0)} + ` : "";
+    const body = outDtype === "u8"
+      ? `  let base = ${start}gid * 4u;
   var w = 0u;
   for (var e = 0u; e < 4u; e = e + 1u) {
     ${inner}
       w = w | ((u32(v) & 255u) << (e * 8u));
     }
   }
-  if (base < ${u(n)}) { out_stw(gid, w); }`
-    : `  let base = gid * 4u;
+  if (base < ${u(o1)}) { out_stw(base / 4u, w); }`
+      : `  let base = ${start}gid * 4u;
   for (var e = 0u; e < 4u; e = e + 1u) {
     ${inner}
       out_st(i, v);
     }
   }`;
-  launch({ op, args, wg: WG, groups: Math.ceil(Math.ceil(n / 4) / WG), params: p, decls: opts.decls, body });
+    const count = o1 - o0;
+    launch({
+      op,
+      args: ranged,
+      wg: WG,
+      groups: Math.ceil(Math.ceil(count / 4) / WG),
+      params: p,
+      decls: opts.decls,
+      body,
+    });
+  };
+  if (fits) {
+    scalar(0, n, args);
+    return out;
+  }
+  // Too many windows for one dispatch: split the output into chunks. Operands with the output's shape are
+  // bound only over the chunk's range; broadcast operands (bias-like, usually small) are bound whole.
+  const limit = device.info.maxStorageBuffersPerShaderStage;
+  const full = (a: Arg) => a.t.shape.join() === outShape.join();
+  const fixed = args.filter((a) => !full(a)).reduce((k, a) => k + bindingsOf(a, device), 0);
+  const split = args.filter(full).length;
+  const per = Math.floor((limit - fixed) / split);
+  if (per < 2) {
+    throw new Error(
+      `${op}: operands [${tensors.map((t) => `[${t.shape}]`).join(", ")}] need ${windows} storage bindings ` +
+        `(binding cap ${device.bindingCap} B), more than the device's ${limit}, even when split`,
+    );
+  }
+  // One window less than the budget leaves room for the 256-byte alignment of each range's start.
+  const chunk = Math.floor(((per - 1) * device.bindingCap) / 4 / 256) * 256;
+  const ranged = (a: Arg, lo: number, hi: number): Arg => {
+    const eb = a.t.dtype === "u8" ? 1 : 4;
+    const b0 = Math.floor((lo * eb) / 256) * 256;
+    const b1 = Math.min(storageBytes(a.t.dtype, a.t.size), Math.ceil(((hi + 1) * eb) / 16) * 16);
+    return { ...a, vec4: false, range: { byteOffset: b0, bytes: b1 - b0 } };
+  };
+  for (let o0 = 0; o0 < n; o0 += chunk) {
+    const o1 = Math.min(n, o0 + chunk);
+    scalar(o0, o1, args.map((a) => (full(a) ? ranged(a, o0, o1 - 1) : a)));
+  }
   return out;
 }
 

@@ -468,3 +468,36 @@ Deno.test("ops match PyTorch with tensors split across bindings and 2-D dispatch
     device.destroy();
   }
 });
+
+Deno.test("elementwise ops split into chunks when operands need more bindings than the device allows", async () => {
+  // 256-byte windows: a 3000-element operand needs 47 bindings, over the limit of 32 on its own.
+  const device = await openDevice({ maxBindingBytes: 256 });
+  try {
+    const rng = prng(5);
+    const a = randData(rng, 3000), b = randData(rng, 100), c = randData(rng, 3000);
+    const ref = await torchRef([
+      {
+        expr: "torch.where(a > 0, b, c) * 2 + b",
+        inputs: [{ data: a, shape: [30, 100], dtype: "f32" }, { data: b, shape: [100], dtype: "f32" }, {
+          data: c,
+          shape: [30, 100],
+          dtype: "f32",
+        }],
+      },
+      {
+        expr: "(a > b)",
+        inputs: [{ data: a, shape: [30, 100], dtype: "f32" }, { data: b, shape: [100], dtype: "f32" }],
+      },
+    ]);
+    await tidy(async () => {
+      const ta = tensor(a, [30, 100], { device }),
+        tb = tensor(b, [100], { device }),
+        tc = tensor(c, [30, 100], { device });
+      const y = F.add(F.mul(F.where(F.gt(ta, 0), tb, tc), 2), tb);
+      assertClose(await y.toArray(), ref[0].out.data, "where/mul/add chunked");
+      assertClose(await F.gt(ta, tb).toArray(), ref[1].out.data, "gt chunked (u8 output)", 0, 0);
+    });
+  } finally {
+    device.destroy();
+  }
+});
