@@ -37,5 +37,6 @@ export { argmax, max, mean, min, sum, sumTo } from "./reduce.ts";
 export { logSoftmax, softmax } from "./softmax.ts";
 export { permute, squeeze, transpose, unsqueeze } from "./permute.ts";
 export { matmul, type MatmulOptions } from "./matmul.ts";
+export { conv2p1d, type Conv2p1dOptions, conv3d, type Conv3dOptions, type Triple } from "./conv.ts";
 
 registerGradOps({ add: (a, b) => add(a, b), onesLike });

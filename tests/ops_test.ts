@@ -4,31 +4,8 @@
  * several bindings and every dispatch over a 2-D grid. Tolerance: rtol 1e-4 (fp32), atol 1e-5 x max|ref|.
  */
 import { F, openDevice, type Tensor, tensor, tidy } from "../mod.ts";
-import type { Device } from "../core/device.ts";
-import { assertClose, prng, randData, type RefCase, torchRef } from "./helpers.ts";
-
-interface In {
-  shape: number[];
-  dtype?: "f32" | "i32" | "u8";
-  lo?: number;
-  hi?: number;
-  /** Round values to integers (creates ties for max/min/maximum). */
-  ints?: boolean;
-  grad?: boolean;
-}
-
-interface Case {
-  name: string;
-  inputs: In[];
-  py: string;
-  ts: (...x: Tensor[]) => Tensor;
-  rtol?: number;
-  /** Too many windows for the split device's 32-binding limit (tested on the default device only). */
-  big?: boolean;
-}
-
-const f = (shape: number[], o: Partial<In> = {}): In => ({ shape, grad: true, ...o });
-const pos = (shape: number[]): In => f(shape, { lo: 0.2, hi: 3 });
+import { assertClose, prng, randData, torchRef } from "./helpers.ts";
+import { type Case, CaseSuite, f, type In, pos } from "./cases.ts";
 
 const cases: Case[] = [];
 const add = (c: Case) => cases.push(c);
@@ -367,91 +344,12 @@ add({
     F.sub(F.logSoftmax(F.mul(F.tanh(F.add(F.matmul(a, b), c)), F.sum(a, 1, true)), -1), F.mean(F.sigmoid(a))),
 });
 
-// Build data once.
-const rng = prng(1234);
-const built = cases.map((c) => {
-  const inputs = c.inputs.map((i) => {
-    const n = i.shape.reduce((p, d) => p * d, 1);
-    let data = randData(rng, n, i.lo ?? -2, i.hi ?? 2);
-    if (i.ints || i.dtype === "i32" || i.dtype === "u8") data = data.map((v) => Math.floor(v));
-    return {
-      data,
-      shape: i.shape,
-      dtype: i.dtype ?? "f32",
-      grad: (i.grad ?? false) && (i.dtype ?? "f32") === "f32",
-    };
-  });
-  return { c, inputs };
-});
-
-async function runOurs(device: Device, c: Case, inputs: typeof built[number]["inputs"], gradOut?: number[]) {
-  return await tidy(async () => {
-    const xs = inputs.map((i) => tensor(i.data, i.shape, { device, dtype: i.dtype, requiresGrad: i.grad }));
-    const y = c.ts(...xs);
-    const out = { shape: [...y.shape], dtype: y.dtype, data: Array.from(await y.toArray()) };
-    const grads: (number[] | null)[] = [];
-    if (gradOut && y.requiresGrad) {
-      y.backward(tensor(gradOut, [...y.shape], { device }));
-      for (const x of xs) grads.push(x.grad ? Array.from(await x.grad.toArray()) : null);
-    }
-    return { out, grads };
-  });
-}
-
-let refs: Awaited<ReturnType<typeof torchRef>> | null = null;
-let gradOuts: (number[] | undefined)[] = [];
-
-async function reference() {
-  if (refs) return refs;
-  // First pass: forward only, to learn output shapes; then ask again with grad_out.
-  const fwd = await torchRef(built.map(({ c, inputs }) => ({ expr: c.py, inputs }) as RefCase));
-  const grng = prng(99);
-  gradOuts = fwd.map((r, k) => {
-    if (r.error) throw new Error(`torch failed on "${built[k].c.name}": ${r.error}`);
-    const needs = built[k].inputs.some((i) => i.grad) && r.out.dtype === "f32";
-    return needs ? randData(grng, r.out.data.length) : undefined;
-  });
-  refs = await torchRef(
-    built.map(({ c, inputs }, k) => ({
-      expr: c.py,
-      inputs,
-      grad_out: gradOuts[k] ? { data: gradOuts[k]!, shape: fwd[k].out.shape } : null,
-    })),
-  );
-  return refs;
-}
-
-async function checkAll(t: Deno.TestContext, device: Device, split = false) {
-  const ref = await reference();
-  for (let k = 0; k < built.length; k++) {
-    const { c, inputs } = built[k];
-    if (split && c.big) continue;
-    await t.step(c.name, async () => {
-      const r = ref[k];
-      if (r.error) throw new Error(`torch: ${r.error}`);
-      const ours = await runOurs(device, c, inputs, gradOuts[k]);
-      if (ours.out.shape.join() !== r.out.shape.join()) {
-        throw new Error(`shape [${ours.out.shape}] != torch [${r.out.shape}]`);
-      }
-      if (ours.out.dtype !== r.out.dtype) throw new Error(`dtype ${ours.out.dtype} != torch ${r.out.dtype}`);
-      if (r.out.dtype === "f32") assertClose(ours.out.data, r.out.data, "forward", c.rtol ?? 1e-4);
-      else assertClose(ours.out.data, r.out.data, "forward", 0, 0);
-      if (gradOuts[k]) {
-        inputs.forEach((i, j) => {
-          if (!i.grad) return;
-          const g = ours.grads[j];
-          if (!g) throw new Error(`no gradient for input ${j}`);
-          assertClose(g, r.grads[j]!, `grad of input ${j}`, c.rtol ?? 1e-4);
-        });
-      }
-    });
-  }
-}
+const suite = new CaseSuite(cases, 1234);
 
 Deno.test("ops match PyTorch (forward and backward)", async (t) => {
   const device = await openDevice();
   try {
-    await checkAll(t, device);
+    await suite.check(t, device);
   } finally {
     device.destroy();
   }
@@ -463,7 +361,7 @@ Deno.test("ops match PyTorch with tensors split across bindings and 2-D dispatch
   // The "gpu" profile also covers the workgroup-memory kernels on a software adapter.
   const device = await openDevice({ maxBindingBytes: 1024, maxWorkgroupsPerDim: 8, profile: "gpu" });
   try {
-    await checkAll(t, device, true);
+    await suite.check(t, device, true);
   } finally {
     device.destroy();
   }

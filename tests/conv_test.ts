@@ -1,0 +1,146 @@
+/**
+ * F.conv3d and F.conv2p1d against torch.nn.functional.conv3d, forward and the gradients of input, weight and
+ * bias (rtol 1e-4): depthwise, pointwise, the CSN stem, (2+1)D, grouped, dilated, odd sizes, batch 3, and
+ * again with every tensor split across bindings. Plus the error messages of bad calls.
+ */
+import { F, openDevice, type Tensor, zeros } from "../mod.ts";
+import { type Case, CaseSuite, f } from "./cases.ts";
+
+const cases: Case[] = [];
+const conv = (
+  name: string,
+  x: number[],
+  w: number[],
+  bias: boolean,
+  o: { stride?: number[]; padding?: number[]; dilation?: number[]; groups?: number },
+  extra: Partial<Case> = {},
+) => {
+  const py = `F.conv3d(a, b, ${bias ? "c" : "None"}, stride=${
+    JSON.stringify(o.stride ?? [1, 1, 1])
+  }, padding=${JSON.stringify(o.padding ?? [0, 0, 0])}, dilation=${
+    JSON.stringify(o.dilation ?? [1, 1, 1])
+  }, groups=${o.groups ?? 1})`;
+  const opts = {
+    stride: o.stride as [number, number, number] | undefined,
+    padding: o.padding as [number, number, number] | undefined,
+    dilation: o.dilation as [number, number, number] | undefined,
+    groups: o.groups,
+  };
+  cases.push({
+    name,
+    inputs: bias ? [f(x), f(w, { lo: -0.5, hi: 0.5 }), f([w[0]])] : [f(x), f(w, { lo: -0.5, hi: 0.5 })],
+    py,
+    ts: (a: Tensor, b: Tensor, c?: Tensor) => F.conv3d(a, b, c ?? null, opts),
+    ...extra,
+  });
+};
+
+conv("depthwise 3x3x3 s1 p1", [2, 4, 5, 7, 9], [4, 1, 3, 3, 3], false, { padding: [1, 1, 1], groups: 4 });
+conv("depthwise 3x3x3 s2 p1", [2, 4, 5, 7, 9], [4, 1, 3, 3, 3], false, {
+  stride: [2, 2, 2],
+  padding: [1, 1, 1],
+  groups: 4,
+});
+conv("depthwise 3x3x3 temporal stride 2", [1, 3, 6, 5, 5], [3, 1, 3, 3, 3], false, {
+  stride: [2, 1, 1],
+  padding: [1, 1, 1],
+  groups: 3,
+});
+conv("pointwise s1", [3, 5, 3, 4, 5], [6, 5, 1, 1, 1], false, {});
+conv("pointwise s2 + bias", [2, 5, 5, 7, 9], [6, 5, 1, 1, 1], true, { stride: [2, 2, 2] });
+conv("pointwise 12 -> 10 channels (ROWS tail)", [1, 12, 2, 3, 5], [10, 12, 1, 1, 1], true, {});
+conv("stem 3x7x7 s(1,2,2) p(1,3,3)", [2, 3, 4, 13, 11], [4, 3, 3, 7, 7], false, {
+  stride: [1, 2, 2],
+  padding: [1, 3, 3],
+});
+conv("(1,3,3) p(0,1,1) + bias", [2, 6, 3, 5, 7], [5, 6, 1, 3, 3], true, { padding: [0, 1, 1] });
+conv("(3,1,1) p(1,0,0) + bias", [2, 6, 5, 4, 3], [5, 6, 3, 1, 1], true, { padding: [1, 0, 0] });
+conv("full 3x3x3 + bias (decoder last)", [1, 5, 4, 6, 5], [3, 5, 3, 3, 3], true, { padding: [1, 1, 1] });
+conv("groups 2", [2, 4, 4, 5, 6], [6, 2, 3, 3, 3], true, { padding: [1, 1, 1], groups: 2 });
+conv("dilation 2", [1, 3, 7, 8, 9], [4, 3, 3, 3, 3], false, { padding: [2, 2, 2], dilation: [2, 2, 2] });
+conv("odd 5x7x9 batch 3, stride (2,1,2), pad (0,1,2)", [3, 2, 5, 7, 9], [3, 2, 3, 2, 3], true, {
+  stride: [2, 1, 2],
+  padding: [0, 1, 2],
+});
+conv("depthwise 17 channels batch 3", [3, 17, 3, 5, 4], [17, 1, 3, 3, 3], false, {
+  padding: [1, 1, 1],
+  groups: 17,
+});
+
+cases.push({
+  name: "conv2p1d (1,3,3) -> ReLU -> (3,1,1) -> ReLU",
+  inputs: [
+    f([2, 4, 5, 6, 7]),
+    f([6, 4, 1, 3, 3], { lo: -0.5, hi: 0.5 }),
+    f([6]),
+    f([3, 6, 3, 1, 1], { lo: -0.5, hi: 0.5 }),
+    f([3]),
+  ],
+  py: "torch.relu(F.conv3d(torch.relu(F.conv3d(a, b, c, padding=(0, 1, 1))), d, e, padding=(1, 0, 0)))",
+  ts: (x, ws, bs, wt, bt) => F.conv2p1d(x, ws, bs, wt, bt),
+});
+
+const suite = new CaseSuite(cases, 4321);
+
+Deno.test("conv3d matches PyTorch (forward, grad input, grad weight, grad bias)", async (t) => {
+  const device = await openDevice();
+  try {
+    await suite.check(t, device);
+  } finally {
+    device.destroy();
+  }
+});
+
+Deno.test("conv3d matches PyTorch with tensors split across bindings", async (t) => {
+  // 2 KiB windows: every activation above 512 floats is bound as several windows; 2-D dispatch grids.
+  const device = await openDevice({ maxBindingBytes: 2048, maxWorkgroupsPerDim: 8 });
+  try {
+    await suite.check(t, device);
+  } finally {
+    device.destroy();
+  }
+});
+
+Deno.test("conv3d rejects bad shapes with clear errors", async () => {
+  const device = await openDevice();
+  const expectErr = (fn: () => unknown, ...parts: string[]) => {
+    try {
+      fn();
+    } catch (e) {
+      const m = (e as Error).message;
+      for (const p of parts) if (!m.includes(p)) throw new Error(`"${m}" lacks "${p}"`);
+      return;
+    }
+    throw new Error(`no error (${parts.join(", ")})`);
+  };
+  try {
+    const x = zeros([1, 4, 5, 5, 5], { device });
+    expectErr(
+      () => F.conv3d(zeros([4, 5, 5, 5], { device }), zeros([2, 4, 1, 1, 1], { device })),
+      "F.conv3d",
+      "5-D",
+      "[4,5,5,5]",
+    );
+    expectErr(() => F.conv3d(x, zeros([2, 3, 1, 1, 1], { device })), "expects 3 input channels", "has 4");
+    expectErr(
+      () => F.conv3d(x, zeros([3, 2, 1, 1, 1], { device }), null, { groups: 3 }),
+      "groups 3 does not divide the 4 input",
+    );
+    expectErr(
+      () => F.conv3d(x, zeros([3, 2, 1, 1, 1], { device }), null, { groups: 2 }),
+      "groups 2 does not divide the 3 output",
+    );
+    expectErr(
+      () => F.conv3d(x, zeros([2, 4, 7, 1, 1], { device })),
+      "kernel [7,1,1]",
+      "larger than the padded input",
+    );
+    expectErr(
+      () => F.conv3d(x, zeros([2, 4, 1, 1, 1], { device }), zeros([3], { device })),
+      "bias must be [2]",
+    );
+    expectErr(() => F.conv3d(x, zeros([2, 4, 1, 1, 1], { device }), null, { stride: [1, 0, 1] }), "stride");
+  } finally {
+    device.destroy();
+  }
+});
