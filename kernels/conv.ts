@@ -22,7 +22,8 @@ import { Tensor } from "../core/tensor.ts";
 import { record } from "../core/autograd.ts";
 import { launch, u } from "./codegen.ts";
 import { sum } from "./reduce.ts";
-import { relu } from "./elementwise.ts";
+import { map, relu } from "./elementwise.ts";
+import { gemm } from "./matmul.ts";
 
 /** A size given for all three dims or per dim [d, h, w]. */
 export type Triple = number | readonly [number, number, number];
@@ -120,9 +121,11 @@ function geometry(op: string, x: Tensor, w: Tensor, b: Tensor | null | undefined
 }
 
 const LANES = 64;
+/** Positions (or weight columns) per lane: each loaded activation feeds ROWS multiply-adds and each weight V. */
+const V = 4;
 
 function rowsFor(n: number): number {
-  return Math.min(8, n);
+  return Math.min(4, n);
 }
 
 /** WGSL: decompose a flat position `v` of a [A, B, C] grid into `a`, `b`, `c` (as i32). */
@@ -132,12 +135,22 @@ function split3(v: string, B: number, C: number, a: string, b: string, c: string
   }); let ${c} = i32(${v} % ${u(C)});`;
 }
 
+const range = (n: number) => [...Array(n).keys()];
+
+/** WGSL: clamped flat index into a [D, H, W] volume at base `b` and the in-bounds flag, for coords with suffix s. */
+function vox(b: string, s: string, D: number, H: number, W: number): string {
+  return `let ok${s} = id${s} >= 0 && id${s} < ${D} && ih${s} >= 0 && ih${s} < ${H} && iw${s} >= 0 && iw${s} < ${W};
+          let xi${s} = ${b} + u32(clamp(id${s}, 0, ${D - 1})) * ${u(H * W)} + u32(clamp(ih${s}, 0, ${H - 1})) * ${
+    u(W)
+  } + u32(clamp(iw${s}, 0, ${W - 1}));`;
+}
+
 function forward(op: string, x: Tensor, w: Tensor, b: Tensor | null, g: Geo): Tensor {
   const { N, C, O, G, CG, OG, D, H, W, OD, OH, OW, K, S, P, L } = g;
   const out = Tensor.empty(x.device, [N, O, OD, OH, OW], "f32", op);
   const OS = OD * OH * OW, KK = K[0] * K[1] * K[2];
-  const R = rowsFor(OG), rt = Math.ceil(OG / R), st = Math.ceil(OS / LANES);
-  const rs = [...Array(R).keys()];
+  const R = rowsFor(OG), rt = Math.ceil(OG / R), st = Math.ceil(OS / (LANES * V));
+  const rs = range(R), vs = range(V);
   const args = [{ name: "x", t: x }, { name: "w", t: w }, { name: "y", t: out, write: true }];
   if (b) args.splice(2, 0, { name: "b", t: b });
   launch({
@@ -151,47 +164,48 @@ function forward(op: string, x: Tensor, w: Tensor, b: Tensor | null, g: Geo): Te
   let r2 = r1 / ${u(rt)};
   let grp = r2 % ${u(G)};
   let n = r2 / ${u(G)};
-  let p = sTile * ${u(LANES)} + lid;
-  let pc = min(p, ${u(OS - 1)});
-  ${split3("pc", OH, OW, "od", "oh", "ow")}
-  let d0 = od * ${S[0]} - ${P[0]}; let h0 = oh * ${S[1]} - ${P[1]}; let w0 = ow * ${S[2]} - ${P[2]};
+  ${
+      vs.map((v) =>
+        `let p${v} = sTile * ${u(LANES * V)} + ${u(v * LANES)} + lid; let pc${v} = min(p${v}, ${u(OS - 1)});
+  ${split3(`pc${v}`, OH, OW, `od${v}`, `oh${v}`, `ow${v}`)}
+  let d0${v} = od${v} * ${S[0]} - ${P[0]}; let h0${v} = oh${v} * ${S[1]} - ${P[1]}; let w0${v} = ow${v} * ${S[2]} - ${P[2]};`
+      ).join("\n  ")
+    }
   let o0 = grp * ${u(OG)} + rTile * ${u(R)};
   ${rs.map((r) => `let or${r} = grp * ${u(OG)} + min(rTile * ${u(R)} + ${r}u, ${u(OG - 1)});`).join("\n  ")}
-  ${rs.map((r) => `var a${r} = 0.0;`).join(" ")}
+  ${rs.flatMap((r) => vs.map((v) => `var a${r}_${v} = 0.0;`)).join(" ")}
   for (var c = 0u; c < ${u(CG)}; c = c + 1u) {
     let xc = (n * ${u(C)} + grp * ${u(CG)} + c) * ${u(D * H * W)};
     for (var kd = 0; kd < ${K[0]}; kd = kd + 1) {
-      let id = d0 + kd * ${L[0]};
-      let okd = id >= 0 && id < ${D};
       for (var kh = 0; kh < ${K[1]}; kh = kh + 1) {
-        let ih = h0 + kh * ${L[1]};
-        let okh = okd && ih >= 0 && ih < ${H};
         for (var kw = 0; kw < ${K[2]}; kw = kw + 1) {
-          let iw = w0 + kw * ${L[2]};
-          let ok = okh && iw >= 0 && iw < ${W};
-          let xi = xc + u32(clamp(id, 0, ${D - 1})) * ${u(H * W)} + u32(clamp(ih, 0, ${H - 1})) * ${
-      u(W)
-    } + u32(clamp(iw, 0, ${W - 1}));
-          let xv = select(0.0, x_ld(xi), ok);
           let k = u32((kd * ${K[1]} + kh) * ${K[2]} + kw);
+          ${rs.map((r) => `let w${r} = w_ld((or${r} * ${u(CG)} + c) * ${u(KK)} + k);`).join(" ")}
           ${
-      rs.map((r) => `a${r} = fma(w_ld((or${r} * ${u(CG)} + c) * ${u(KK)} + k), xv, a${r});`).join(
-        "\n          ",
-      )
+      vs.map((v) =>
+        `let id${v} = d0${v} + kd * ${L[0]}; let ih${v} = h0${v} + kh * ${L[1]}; let iw${v} = w0${v} + kw * ${L[2]};
+          ${vox("xc", `${v}`, D, H, W)}
+          let xv${v} = select(0.0, x_ld(xi${v}), ok${v});`
+      ).join("\n          ")
     }
+          ${rs.flatMap((r) => vs.map((v) => `a${r}_${v} = fma(w${r}, xv${v}, a${r}_${v});`)).join(" ")}
         }
       }
     }
   }
-  if (p < ${u(OS)}) {
+  ${
+      vs.map((v) =>
+        `if (p${v} < ${u(OS)}) {
     ${
-      rs.map((r) =>
-        `if (rTile * ${u(R)} + ${r}u < ${u(OG)}) { y_st((n * ${u(O)} + o0 + ${r}u) * ${u(OS)} + p, a${r}${
-          b ? ` + b_ld(o0 + ${r}u)` : ""
-        }); }`
-      ).join("\n    ")
-    }
-  }`,
+          rs.map((r) =>
+            `if (rTile * ${u(R)} + ${r}u < ${u(OG)}) { y_st((n * ${u(O)} + o0 + ${r}u) * ${u(OS)} + p${v}, a${r}_${v}${
+              b ? ` + b_ld(o0 + ${r}u)` : ""
+            }); }`
+          ).join("\n    ")
+        }
+  }`
+      ).join("\n  ")
+    }`,
   });
   return out;
 }
@@ -200,8 +214,8 @@ function gradInput(op: string, gy: Tensor, w: Tensor, g: Geo): Tensor {
   const { N, C, O, G, CG, OG, D, H, W, OD, OH, OW, K, S, P, L } = g;
   const gx = Tensor.empty(gy.device, [N, C, D, H, W], "f32", op);
   const IS = D * H * W, OS = OD * OH * OW, KK = K[0] * K[1] * K[2];
-  const R = rowsFor(CG), rt = Math.ceil(CG / R), st = Math.ceil(IS / LANES);
-  const rs = [...Array(R).keys()];
+  const R = rowsFor(CG), rt = Math.ceil(CG / R), st = Math.ceil(IS / (LANES * V));
+  const rs = range(R), vs = range(V);
   // Output coordinate along one dim for input coordinate q and tap k: (q + pad - k*dil) / stride when exact.
   const tap = (q: string, k: string, i: number, n: number, name: string) =>
     `let t${name} = ${q} + ${P[i]} - ${k} * ${L[i]}; let o${name} = t${name} / ${S[i]}; ` +
@@ -217,45 +231,50 @@ function gradInput(op: string, gy: Tensor, w: Tensor, g: Geo): Tensor {
   let r2 = r1 / ${u(rt)};
   let grp = r2 % ${u(G)};
   let n = r2 / ${u(G)};
-  let q = sTile * ${u(LANES)} + lid;
-  let qc = min(q, ${u(IS - 1)});
-  ${split3("qc", H, W, "qd", "qh", "qw")}
+  ${
+      vs.map((v) =>
+        `let q${v} = sTile * ${u(LANES * V)} + ${u(v * LANES)} + lid; let qc${v} = min(q${v}, ${u(IS - 1)});
+  ${split3(`qc${v}`, H, W, `qd${v}`, `qh${v}`, `qw${v}`)}`
+      ).join("\n  ")
+    }
   let c0 = rTile * ${u(R)};
   ${rs.map((r) => `let cr${r} = min(c0 + ${r}u, ${u(CG - 1)});`).join("\n  ")}
-  ${rs.map((r) => `var a${r} = 0.0;`).join(" ")}
+  ${rs.flatMap((r) => vs.map((v) => `var a${r}_${v} = 0.0;`)).join(" ")}
   for (var oo = 0u; oo < ${u(OG)}; oo = oo + 1u) {
     let o = grp * ${u(OG)} + oo;
     let yo = (n * ${u(O)} + o) * ${u(OS)};
     for (var kd = 0; kd < ${K[0]}; kd = kd + 1) {
-      ${tap("qd", "kd", 0, OD, "d")}
       for (var kh = 0; kh < ${K[1]}; kh = kh + 1) {
-        ${tap("qh", "kh", 1, OH, "h")}
         for (var kw = 0; kw < ${K[2]}; kw = kw + 1) {
-          ${tap("qw", "kw", 2, OW, "w")}
-          let ok = vd && vh && vw;
-          let yi = yo + u32(clamp(od, 0, ${OD - 1})) * ${u(OH * OW)} + u32(clamp(oh, 0, ${OH - 1})) * ${
-      u(OW)
-    } + u32(clamp(ow, 0, ${OW - 1}));
-          let gv = select(0.0, gy_ld(yi), ok);
           let k = u32((kd * ${K[1]} + kh) * ${K[2]} + kw);
+          ${rs.map((r) => `let w${r} = w_ld((o * ${u(CG)} + cr${r}) * ${u(KK)} + k);`).join(" ")}
           ${
-      rs.map((r) => `a${r} = fma(w_ld((o * ${u(CG)} + cr${r}) * ${u(KK)} + k), gv, a${r});`).join(
-        "\n          ",
-      )
+      vs.map((v) =>
+        `${tap(`qd${v}`, "kd", 0, OD, `d${v}`)}
+          ${tap(`qh${v}`, "kh", 1, OH, `h${v}`)}
+          ${tap(`qw${v}`, "kw", 2, OW, `w${v}`)}
+          let yi${v} = yo + u32(clamp(od${v}, 0, ${OD - 1})) * ${u(OH * OW)} + u32(clamp(oh${v}, 0, ${OH - 1})) * ${
+          u(OW)
+        } + u32(clamp(ow${v}, 0, ${OW - 1}));
+          let gv${v} = select(0.0, gy_ld(yi${v}), vd${v} && vh${v} && vw${v});`
+      ).join("\n          ")
     }
+          ${rs.flatMap((r) => vs.map((v) => `a${r}_${v} = fma(w${r}, gv${v}, a${r}_${v});`)).join(" ")}
         }
       }
     }
   }
-  if (q < ${u(IS)}) {
+  ${
+      vs.map((v) =>
+        `if (q${v} < ${u(IS)}) {
     ${
-      rs.map((r) =>
-        `if (c0 + ${r}u < ${u(CG)}) { gx_st((n * ${u(C)} + grp * ${u(CG)} + c0 + ${r}u) * ${
-          u(IS)
-        } + q, a${r}); }`
-      ).join("\n    ")
-    }
-  }`,
+          rs.map((r) =>
+            `if (c0 + ${r}u < ${u(CG)}) { gx_st((n * ${u(C)} + grp * ${u(CG)} + c0 + ${r}u) * ${u(IS)} + q${v}, a${r}_${v}); }`
+          ).join("\n    ")
+        }
+  }`
+      ).join("\n  ")
+    }`,
   });
   return gx;
 }
@@ -263,14 +282,14 @@ function gradInput(op: string, gy: Tensor, w: Tensor, g: Geo): Tensor {
 function gradWeight(op: string, gy: Tensor, x: Tensor, g: Geo): Tensor {
   const { N, C, O, G, CG, OG, D, H, W, OD, OH, OW, K, S, P, L } = g;
   const OS = OD * OH * OW, KK = K[0] * K[1] * K[2], J = CG * KK;
-  const R = rowsFor(OG), rt = Math.ceil(OG / R), jt = Math.ceil(J / LANES);
+  const R = rowsFor(OG), rt = Math.ceil(OG / R), jt = Math.ceil(J / (LANES * V));
   const total = N * OS;
   // Enough segments to occupy the device, each long enough to amortise its partial write.
   const target = Math.max(1, Math.floor(4096 / Math.max(1, G * rt * jt)));
   const segs = Math.max(1, Math.min(target, Math.ceil(total / 256)));
   const seg = Math.ceil(total / segs);
   const part = Tensor.empty(gy.device, [segs, O, CG, K[0], K[1], K[2]], "f32", op);
-  const rs = [...Array(R).keys()];
+  const rs = range(R), vs = range(V);
   launch({
     op,
     args: [{ name: "gy", t: gy }, { name: "x", t: x }, { name: "gw", t: part, write: true }],
@@ -282,44 +301,116 @@ function gradWeight(op: string, gy: Tensor, x: Tensor, g: Geo): Tensor {
   let r2 = r1 / ${u(rt)};
   let grp = r2 % ${u(G)};
   let sg = r2 / ${u(G)};
-  let j = jTile * ${u(LANES)} + lid;
-  let jc = min(j, ${u(J - 1)});
-  let c = jc / ${u(KK)};
-  let kk = jc % ${u(KK)};
-  let kd = i32(kk / ${u(K[1] * K[2])}); let kh = i32((kk / ${u(K[2])}) % ${u(K[1])}); let kw = i32(kk % ${
-      u(K[2])
-    });
+  ${
+      vs.map((v) =>
+        `let j${v} = jTile * ${u(LANES * V)} + ${u(v * LANES)} + lid; let jc${v} = min(j${v}, ${u(J - 1)});
+  let c${v} = jc${v} / ${u(KK)}; let kk${v} = jc${v} % ${u(KK)};
+  let kd${v} = i32(kk${v} / ${u(K[1] * K[2])}); let kh${v} = i32((kk${v} / ${u(K[2])}) % ${u(K[1])}); let kw${v} = i32(kk${v} % ${
+          u(K[2])
+        });`
+      ).join("\n  ")
+    }
   let o0 = grp * ${u(OG)} + rTile * ${u(R)};
   ${rs.map((r) => `let or${r} = grp * ${u(OG)} + min(rTile * ${u(R)} + ${r}u, ${u(OG - 1)});`).join("\n  ")}
-  ${rs.map((r) => `var a${r} = 0.0;`).join(" ")}
+  ${rs.flatMap((r) => vs.map((v) => `var a${r}_${v} = 0.0;`)).join(" ")}
   let e0 = sg * ${u(seg)};
   let e1 = min(e0 + ${u(seg)}, ${u(total)});
   for (var e = e0; e < e1; e = e + 1u) {
     let n = e / ${u(OS)};
     let p = e % ${u(OS)};
     ${split3("p", OH, OW, "od", "oh", "ow")}
-    let id = od * ${S[0]} - ${P[0]} + kd * ${L[0]};
-    let ih = oh * ${S[1]} - ${P[1]} + kh * ${L[1]};
-    let iw = ow * ${S[2]} - ${P[2]} + kw * ${L[2]};
-    let ok = id >= 0 && id < ${D} && ih >= 0 && ih < ${H} && iw >= 0 && iw < ${W};
-    let xi = (n * ${u(C)} + grp * ${u(CG)} + c) * ${u(D * H * W)} + u32(clamp(id, 0, ${D - 1})) * ${
-      u(H * W)
-    } + u32(clamp(ih, 0, ${H - 1})) * ${u(W)} + u32(clamp(iw, 0, ${W - 1}));
-    let xv = select(0.0, x_ld(xi), ok);
-    ${rs.map((r) => `a${r} = fma(gy_ld((n * ${u(O)} + or${r}) * ${u(OS)} + p), xv, a${r});`).join("\n    ")}
-  }
-  if (j < ${u(J)}) {
+    ${rs.map((r) => `let g${r} = gy_ld((n * ${u(O)} + or${r}) * ${u(OS)} + p);`).join(" ")}
     ${
-      rs.map((r) =>
-        `if (rTile * ${u(R)} + ${r}u < ${u(OG)}) { gw_st((sg * ${u(O)} + o0 + ${r}u) * ${u(J)} + j, a${r}); }`
+      vs.map((v) =>
+        `let id${v} = od * ${S[0]} - ${P[0]} + kd${v} * ${L[0]};
+    let ih${v} = oh * ${S[1]} - ${P[1]} + kh${v} * ${L[1]};
+    let iw${v} = ow * ${S[2]} - ${P[2]} + kw${v} * ${L[2]};
+    ${vox(`(n * ${u(C)} + grp * ${u(CG)} + c${v}) * ${u(D * H * W)}`, `${v}`, D, H, W)}
+    let xv${v} = select(0.0, x_ld(xi${v}), ok${v});`
       ).join("\n    ")
     }
-  }`,
+    ${rs.flatMap((r) => vs.map((v) => `a${r}_${v} = fma(g${r}, xv${v}, a${r}_${v});`)).join(" ")}
+  }
+  ${
+      vs.map((v) =>
+        `if (j${v} < ${u(J)}) {
+    ${
+          rs.map((r) =>
+            `if (rTile * ${u(R)} + ${r}u < ${u(OG)}) { gw_st((sg * ${u(O)} + o0 + ${r}u) * ${u(J)} + j${v}, a${r}_${v}); }`
+          ).join("\n    ")
+        }
+  }`
+      ).join("\n  ")
+    }`,
   });
   if (segs === 1) return part.reshape([O, CG, K[0], K[1], K[2]]);
   const r = sum(part, 0);
   part.dispose();
   return r;
+}
+
+/** x[:, :, ::sd, ::sh, ::sw] as a new tensor (forward), or its adjoint: scatter into zeros (backward). */
+function strided(op: string, src: Tensor, full: readonly number[], S: [number, number, number], adjoint: boolean): Tensor {
+  const [N, C, D, H, W] = full;
+  const OD = Math.ceil(D / S[0]), OH = Math.ceil(H / S[1]), OW = Math.ceil(W / S[2]);
+  const out = Tensor.empty(src.device, adjoint ? full : [N, C, OD, OH, OW], "f32", op);
+  const n = out.size;
+  const body = adjoint
+    ? `  if (gid >= ${u(n)}) { return; }
+  let r = gid % ${u(D * H * W)};
+  ${split3("r", H, W, "d", "h", "w")}
+  let ok = d % ${S[0]} == 0 && h % ${S[1]} == 0 && w % ${S[2]} == 0;
+  let si = (gid / ${u(D * H * W)}) * ${u(OD * OH * OW)} + u32(d / ${S[0]}) * ${u(OH * OW)} + u32(h / ${S[1]}) * ${
+      u(OW)
+    } + u32(w / ${S[2]});
+  out_st(gid, select(0.0, s_ld(min(si, ${u(src.size - 1)})), ok));`
+    : `  if (gid >= ${u(n)}) { return; }
+  let r = gid % ${u(OD * OH * OW)};
+  ${split3("r", OH, OW, "d", "h", "w")}
+  out_st(gid, s_ld((gid / ${u(OD * OH * OW)}) * ${u(D * H * W)} + u32(d * ${S[0]}) * ${u(H * W)} + u32(h * ${S[1]}) * ${
+      u(W)
+    } + u32(w * ${S[2]})));`;
+  launch({ op, args: [{ name: "s", t: src }, { name: "out", t: out, write: true }], wg: 64, groups: Math.ceil(n / 64), body });
+  return out;
+}
+
+/**
+ * Pointwise (1x1x1, no padding, one group) convs are GEMMs over channels: y[n] = W (O x C) @ x[n] (C x S).
+ * Strided ones first take the strided sample of x (and scatter it back in the gradient).
+ */
+function pointwise(op: string, x: Tensor, w: Tensor, b: Tensor | null, g: Geo): Tensor {
+  const { N, C, O, OD, OH, OW, S } = g;
+  const OS = OD * OH * OW;
+  const strideOne = S.every((s) => s === 1);
+  const xs = strideOne ? x : strided(op, x, x.shape, S, false);
+  const w2 = w.reshape([O, C]);
+  const xs3 = xs.reshape([N, C, OS]);
+  const y3 = gemm(op, w2, xs3, false, false);
+  let y = y3.reshape([N, O, OD, OH, OW]);
+  y3.dispose();
+  if (b) {
+    const yb = map(op, [y, b.reshape([O, 1, 1, 1])], "f32", (v) => `${v[0]} + ${v[1]}`);
+    y.dispose();
+    y = yb;
+  }
+  w2.dispose();
+  xs3.dispose();
+  const xShape = x.shape;
+  const out = record(op, y, [x, w, b], [xs, w], (gy, [sxs, sw]) => {
+    const gy3 = gy.reshape([N, O, OS]);
+    let gx: Tensor | null = null, gw: Tensor | null = null;
+    if (x.requiresGrad) {
+      const gxs = gemm(`${op}.backward`, sw.reshape([O, C]), gy3, true, false).reshape([N, C, OD, OH, OW]);
+      gx = strideOne ? gxs : strided(`${op}.backward`, gxs, xShape, S, true);
+    }
+    if (w.requiresGrad) {
+      const per = gemm(`${op}.backward`, gy3, sxs.reshape([N, C, OS]), false, true);
+      gw = sum(per, 0).reshape([O, C, 1, 1, 1]);
+    }
+    return [gx, gw, b?.requiresGrad ? sum(gy, [0, 2, 3, 4]) : null];
+  });
+  if (!strideOne) xs.dispose();
+  return out;
 }
 
 /**
@@ -329,6 +420,7 @@ function gradWeight(op: string, gy: Tensor, x: Tensor, g: Geo): Tensor {
 export function conv3d(x: Tensor, w: Tensor, b?: Tensor | null, opts: Conv3dOptions = {}): Tensor {
   const op = "F.conv3d";
   const g = geometry(op, x, w, b, opts);
+  if (g.G === 1 && g.K.every((k) => k === 1) && g.P.every((p) => p === 0)) return pointwise(op, x, w, b ?? null, g);
   const y = forward(op, x, w, b ?? null, g);
   return record(op, y, [x, w, b ?? null], [x, w], (gy, [sx, sw]) => [
     x.requiresGrad ? gradInput(`${op}.backward`, gy, sw, g) : null,

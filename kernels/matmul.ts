@@ -46,8 +46,8 @@ function batchOffsetCode(
   return lines.join("\n");
 }
 
-/** op(a) @ op(b) for tensors of rank >= 2 with broadcast batch dims (no autograd). */
-function gemm(op: string, a: Tensor, b: Tensor, transA: boolean, transB: boolean): Tensor {
+/** op(a) @ op(b) for tensors of rank >= 2 with broadcast batch dims (no autograd; used by other ops). */
+export function gemm(op: string, a: Tensor, b: Tensor, transA: boolean, transB: boolean): Tensor {
   const ar = a.shape.slice(-2), br = b.shape.slice(-2);
   const M = transA ? ar[1] : ar[0];
   const K = transA ? ar[0] : ar[1];
