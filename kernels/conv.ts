@@ -349,6 +349,175 @@ function gradWeight(op: string, gy: Tensor, x: Tensor, g: Geo): Tensor {
   return r;
 }
 
+// ------------------------------------------------------------------------------------------ depthwise
+// groups == in == out channels (the CSN's channel-separated 3x3x3). Each lane computes V outputs along W and
+// loads every input value of a kernel row once into registers (6 loads feed 12 multiply-adds for a 3-wide,
+// stride-1 kernel); the KK weights of its channel are loaded once.
+
+/** Distinct W offsets (relative to the first output's window start) needed by V outputs. */
+function rowOffsets(K: number, S: number, Ld: number): number[] {
+  const set = new Set<number>();
+  for (let v = 0; v < V; v++) for (let k = 0; k < K; k++) set.add(v * S + k * Ld);
+  return [...set].sort((a, b) => a - b);
+}
+
+/**
+ * y[n, c] = correlation of x[n, c] with w[c] (flipped when `flip`, for the input gradient) at the given
+ * stride / padding / dilation; output spatial size `out`.
+ */
+function dwConv(
+  op: string,
+  x: Tensor,
+  w: Tensor,
+  b: Tensor | null,
+  out: [number, number, number],
+  K: [number, number, number],
+  S: [number, number, number],
+  P: [number, number, number],
+  L: [number, number, number],
+  flip: boolean,
+): Tensor {
+  const [N, C, D, H, W] = x.shape;
+  const [OD, OH, OW] = out;
+  const KK = K[0] * K[1] * K[2];
+  const y = Tensor.empty(x.device, [N, C, OD, OH, OW], "f32", op);
+  const strips = Math.ceil(OW / V), OSs = OD * OH * strips, st = Math.ceil(OSs / LANES);
+  const offs = rowOffsets(K[2], S[2], L[2]);
+  const widx = (kd: number, kh: number, kw: number) => {
+    const k = (kd * K[1] + kh) * K[2] + kw;
+    return flip ? KK - 1 - k : k;
+  };
+  const rows: string[] = [];
+  for (let kd = 0; kd < K[0]; kd++) {
+    for (let kh = 0; kh < K[1]; kh++) {
+      const loads = offs.map((o) =>
+        `let x${o} = select(0.0, x_ld(rb + u32(clamp(bw + ${o}, 0, ${W - 1}))), okr && bw + ${o} >= 0 && bw + ${o} < ${W});`
+      );
+      const fmas: string[] = [];
+      for (let v = 0; v < V; v++) {
+        for (let kw = 0; kw < K[2]; kw++) fmas.push(`a${v} = fma(w${widx(kd, kh, kw)}, x${v * S[2] + kw * L[2]}, a${v});`);
+      }
+      rows.push(`{
+    let id = d0 + ${kd * L[0]}; let ih = h0 + ${kh * L[1]};
+    let okr = id >= 0 && id < ${D} && ih >= 0 && ih < ${H};
+    let rb = xc + u32(clamp(id, 0, ${D - 1})) * ${u(H * W)} + u32(clamp(ih, 0, ${H - 1})) * ${u(W)};
+    ${loads.join("\n    ")}
+    ${fmas.join(" ")}
+  }`);
+    }
+  }
+  const args = [{ name: "x", t: x }, { name: "w", t: w }, { name: "y", t: y, write: true }];
+  if (b) args.splice(2, 0, { name: "b", t: b });
+  launch({
+    op,
+    args,
+    wg: LANES,
+    groups: N * C * st,
+    body: `  let sTile = wg % ${u(st)};
+  let nc = wg / ${u(st)};
+  let c = nc % ${u(C)};
+  let s = sTile * ${u(LANES)} + lid;
+  let sc = min(s, ${u(OSs - 1)});
+  let od = i32(sc / ${u(OH * strips)}); let oh = i32((sc / ${u(strips)}) % ${u(OH)}); let ow0 = i32(sc % ${u(strips)}) * ${V};
+  let d0 = od * ${S[0]} - ${P[0]}; let h0 = oh * ${S[1]} - ${P[1]}; let bw = ow0 * ${S[2]} - ${P[2]};
+  let xc = nc * ${u(D * H * W)};
+  ${range(KK).map((k) => `let w${k} = w_ld(c * ${u(KK)} + ${u(k)});`).join(" ")}
+  ${range(V).map((v) => `var a${v} = 0.0;`).join(" ")}
+  ${rows.join("\n  ")}
+  if (s < ${u(OSs)}) {
+    let yb = nc * ${u(OD * OH * OW)} + u32(od * ${OH} + oh) * ${u(OW)} + u32(ow0);
+    ${range(V).map((v) => `if (ow0 + ${v} < ${OW}) { y_st(yb + ${u(v)}, a${v}${b ? " + b_ld(c)" : ""}); }`).join("\n    ")}
+  }`,
+  });
+  return y;
+}
+
+/** gw[c, k] = sum over n and outputs of gy * x at the tap's input position; segments reduced afterwards. */
+function dwGradWeight(op: string, gy: Tensor, x: Tensor, g: Geo): Tensor {
+  const { N, C, D, H, W, OD, OH, OW, K, S, P, L } = g;
+  const KK = K[0] * K[1] * K[2];
+  const strips = Math.ceil(OW / V), total = N * OD * OH * strips;
+  const segs = Math.max(1, Math.min(Math.ceil(4096 / C), Math.ceil(total / (4 * LANES))));
+  const seg = Math.ceil(total / segs);
+  const part = Tensor.empty(gy.device, [segs, C, KK], "f32", op);
+  const offs = rowOffsets(K[2], S[2], L[2]);
+  const rows: string[] = [];
+  for (let kd = 0; kd < K[0]; kd++) {
+    for (let kh = 0; kh < K[1]; kh++) {
+      const loads = offs.map((o) =>
+        `let x${o} = select(0.0, x_ld(rb + u32(clamp(bw + ${o}, 0, ${W - 1}))), okr && bw + ${o} >= 0 && bw + ${o} < ${W});`
+      );
+      const fmas: string[] = [];
+      for (let kw = 0; kw < K[2]; kw++) {
+        const k = (kd * K[1] + kh) * K[2] + kw;
+        for (let v = 0; v < V; v++) fmas.push(`a${k} = fma(g${v}, x${v * S[2] + kw * L[2]}, a${k});`);
+      }
+      rows.push(`{
+      let id = d0 + ${kd * L[0]}; let ih = h0 + ${kh * L[1]};
+      let okr = id >= 0 && id < ${D} && ih >= 0 && ih < ${H};
+      let rb = xc + u32(clamp(id, 0, ${D - 1})) * ${u(H * W)} + u32(clamp(ih, 0, ${H - 1})) * ${u(W)};
+      ${loads.join("\n      ")}
+      ${fmas.join(" ")}
+    }`);
+    }
+  }
+  launch({
+    op,
+    args: [{ name: "gy", t: gy }, { name: "x", t: x }, { name: "gw", t: part, write: true }],
+    wg: LANES,
+    groups: segs * C,
+    decls: `var<workgroup> red: array<f32, ${KK * LANES}>;`,
+    body: `  let c = wg % ${u(C)};
+  let sg = wg / ${u(C)};
+  ${range(KK).map((k) => `var a${k} = 0.0;`).join(" ")}
+  let e1 = min((sg + 1u) * ${u(seg)}, ${u(total)});
+  for (var e = sg * ${u(seg)} + lid; e < e1; e = e + ${u(LANES)}) {
+    let n = e / ${u(OD * OH * strips)};
+    let r = e % ${u(OD * OH * strips)};
+    let od = i32(r / ${u(OH * strips)}); let oh = i32((r / ${u(strips)}) % ${u(OH)}); let ow0 = i32(r % ${u(strips)}) * ${V};
+    let d0 = od * ${S[0]} - ${P[0]}; let h0 = oh * ${S[1]} - ${P[1]}; let bw = ow0 * ${S[2]} - ${P[2]};
+    let nc = n * ${u(C)} + c;
+    let xc = nc * ${u(D * H * W)};
+    let yb = nc * ${u(OD * OH * OW)} + u32(od * ${OH} + oh) * ${u(OW)} + u32(ow0);
+    ${range(V).map((v) => `let g${v} = select(0.0, gy_ld(min(yb + ${u(v)}, ${u(gy.size - 1)})), ow0 + ${v} < ${OW});`).join(" ")}
+    ${rows.join("\n    ")}
+  }
+  ${range(KK).map((k) => `red[${u(k * LANES)} + lid] = a${k};`).join(" ")}
+  workgroupBarrier();
+  if (lid < ${u(KK)}) {
+    var t = 0.0;
+    for (var i = 0u; i < ${u(LANES)}; i = i + 1u) { t = t + red[lid * ${u(LANES)} + i]; }
+    gw_st((sg * ${u(C)} + c) * ${u(KK)} + lid, t);
+  }`,
+  });
+  const r = segs === 1 ? part.reshape([C, KK]) : sum(part, 0);
+  part.dispose();
+  const out = r.reshape([C, 1, K[0], K[1], K[2]]);
+  r.dispose();
+  return out;
+}
+
+/** Depthwise conv with its own kernels; the input gradient of a strided one uses the general kernel. */
+function depthwise(op: string, x: Tensor, w: Tensor, b: Tensor | null, g: Geo): Tensor {
+  const y = dwConv(op, x, w, b, [g.OD, g.OH, g.OW], g.K, g.S, g.P, g.L, false);
+  const back = `${op}.backward`;
+  return record(op, y, [x, w, b], [x, w], (gy, [sx, sw]) => {
+    let gx: Tensor | null = null;
+    if (x.requiresGrad) {
+      // Stride 1: the input gradient is the correlation of gy with the flipped kernel, padded (K-1)*dil - pad.
+      const Pf = g.K.map((k, i) => (k - 1) * g.L[i] - g.P[i]) as [number, number, number];
+      gx = g.S.every((s) => s === 1) && Pf.every((p) => p >= 0)
+        ? dwConv(back, gy, sw, null, [g.D, g.H, g.W], g.K, [1, 1, 1], Pf, g.L, true)
+        : gradInput(back, gy, sw, g);
+    }
+    return [
+      gx,
+      w.requiresGrad ? dwGradWeight(back, gy, sx, g) : null,
+      b?.requiresGrad ? sum(gy, [0, 2, 3, 4]) : null,
+    ];
+  });
+}
+
 /** x[:, :, ::sd, ::sh, ::sw] as a new tensor (forward), or its adjoint: scatter into zeros (backward). */
 function strided(op: string, src: Tensor, full: readonly number[], S: [number, number, number], adjoint: boolean): Tensor {
   const [N, C, D, H, W] = full;
@@ -421,6 +590,7 @@ export function conv3d(x: Tensor, w: Tensor, b?: Tensor | null, opts: Conv3dOpti
   const op = "F.conv3d";
   const g = geometry(op, x, w, b, opts);
   if (g.G === 1 && g.K.every((k) => k === 1) && g.P.every((p) => p === 0)) return pointwise(op, x, w, b ?? null, g);
+  if (g.G === g.C && g.O === g.C && g.K[0] * g.K[1] * g.K[2] <= 64) return depthwise(op, x, w, b ?? null, g);
   const y = forward(op, x, w, b ?? null, g);
   return record(op, y, [x, w, b ?? null], [x, w], (gy, [sx, sw]) => [
     x.requiresGrad ? gradInput(`${op}.backward`, gy, sw, g) : null,
