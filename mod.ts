@@ -19,3 +19,5 @@ export { isGradEnabled, noGrad } from "./core/autograd.ts";
 export { keep, tidy } from "./core/scope.ts";
 export { arange, full, ones, onesLike, rand, randn, zeros, zerosLike } from "./kernels/creation.ts";
 export * as F from "./kernels/mod.ts";
+export * as nn from "./nn/mod.ts";
+export * as optim from "./optim/mod.ts";

@@ -45,9 +45,20 @@ if (!argv.includes("--no-torch")) {
 const device = await openDevice();
 const peak = await measurePeakGflops(device);
 const copy = await measureCopyGBs(device);
-console.log(`${device.info.description}: measured FMA peak ${peak.toFixed(1)} GFLOP/s, copy ${copy.toFixed(1)} GB/s\n`);
+console.log(
+  `${device.info.description}: measured FMA peak ${peak.toFixed(1)} GFLOP/s, copy ${copy.toFixed(1)} GB/s\n`,
+);
 
-const head = ["case", "ours fwd ms", "GFLOP/s (%peak)", "torch fwd ms", "ratio", "ours f+b ms", "torch f+b ms", "ratio"];
+const head = [
+  "case",
+  "ours fwd ms",
+  "GFLOP/s (%peak)",
+  "torch fwd ms",
+  "ratio",
+  "ours f+b ms",
+  "torch f+b ms",
+  "ratio",
+];
 const widths = [38, 11, 22, 12, 6, 11, 12, 6];
 const line = (cells: string[]) => console.log(cells.map((c, i) => c.padEnd(widths[i])).join(" | "));
 line(head);
@@ -75,7 +86,8 @@ for (const c of cases) {
       }
     }), reps);
   const dw = c.groups === c.x[1] && c.groups > 1;
-  const rate = dw ? `${(ioBytes / fwd / 1e9).toFixed(2)} GB/s (${(100 * ioBytes / fwd / 1e9 / copy).toFixed(0)}%)`
+  const rate = dw
+    ? `${(ioBytes / fwd / 1e9).toFixed(2)} GB/s (${(100 * ioBytes / fwd / 1e9 / copy).toFixed(0)}%)`
     : `${(2 * macs / fwd / 1e9).toFixed(1)} (${(100 * 2 * macs / fwd / 1e9 / peak).toFixed(0)}%)`;
   const t = torch[c.name];
   line([

@@ -148,6 +148,22 @@ export class Tensor {
     return (await this.toArray())[0];
   }
 
+  /**
+   * Overwrites this tensor's data with `src`'s (same shape and dtype, same device), in place: used for
+   * optimizer state, running statistics and loading weights into existing parameters. Not recorded by
+   * autograd.
+   */
+  assign(src: Tensor): this {
+    const d = this.storage("assign"), s = src.storage("assign");
+    if (src.shape.join() !== this.shape.join() || src.dtype !== this.dtype) {
+      throw new Error(`assign: cannot copy ${src.describe()} into ${this.describe()}`);
+    }
+    if (src.device !== this.device) throw new Error(`assign: tensors are on different devices`);
+    const bytes = Math.min(d.bytes, s.bytes);
+    if (d !== s && bytes > 0) this.device.copy(s.buffer, 0, d.buffer, 0, bytes);
+    return this;
+  }
+
   /** Same data, new shape (no copy). One dimension may be -1. Differentiable. */
   reshape(shape: readonly number[]): Tensor {
     const s = this.storage("reshape");

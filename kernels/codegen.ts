@@ -107,8 +107,8 @@ function bindingCode(a: Arg, first: number, device: Device, out: { bindings: num
   if (k <= 1) {
     // Fixed-size arrays: the length is known, so bounds handling needs no arrayLength() (~1.4x on lavapipe).
     lines.push(`@group(0) @binding(${first}) var<storage, ${access}> ${n}: array<${ty}, ${total / eb}>;`);
-    lines.push(`fn ${ld}(i: u32) -> ${ty} { return ${n}[i${rel}]; }`);
-    if (a.write) lines.push(`fn ${st}(i: u32, v: ${ty}) { ${n}[i${rel}] = v; }`);
+    lines.push(`fn ${ld}(ix_: u32) -> ${ty} { return ${n}[ix_${rel}]; }`);
+    if (a.write) lines.push(`fn ${st}(ix_: u32, v_: ${ty}) { ${n}[ix_${rel}] = v_; }`);
     out.bindings = 1;
   } else {
     const win = cap / eb;
@@ -124,20 +124,22 @@ function bindingCode(a: Arg, first: number, device: Device, out: { bindings: num
       return parts.join(" ");
     };
     lines.push(
-      `fn ${ld}(i0: u32) -> ${ty} { let i = i0${rel}; let q = i / ${n}_WIN; let j = i - q * ${n}_WIN; ${
+      `fn ${ld}(ix_: u32) -> ${ty} { let i_ = ix_${rel}; let q = i_ / ${n}_WIN; let j = i_ - q * ${n}_WIN; ${
         pick((w) => `return ${n}_${w}[j];`)
       } }`,
     );
     if (a.write) {
       lines.push(
-        `fn ${st}(i0: u32, v: ${ty}) { let i = i0${rel}; let q = i / ${n}_WIN; let j = i - q * ${n}_WIN; ${
-          pick((w) => `${n}_${w}[j] = v; return;`)
+        `fn ${st}(ix_: u32, v_: ${ty}) { let i_ = ix_${rel}; let q = i_ / ${n}_WIN; let j = i_ - q * ${n}_WIN; ${
+          pick((w) => `${n}_${w}[j] = v_; return;`)
         } }`,
       );
     }
     out.bindings = k;
   }
-  if (isU8) lines.push(`fn ${n}_ld(i: u32) -> u32 { return (${n}_ldw(i >> 2u) >> ((i & 3u) * 8u)) & 255u; }`);
+  if (isU8) {
+    lines.push(`fn ${n}_ld(ix_: u32) -> u32 { return (${n}_ldw(ix_ >> 2u) >> ((ix_ & 3u) * 8u)) & 255u; }`);
+  }
   return lines.join("\n");
 }
 

@@ -140,9 +140,9 @@ const range = (n: number) => [...Array(n).keys()];
 /** WGSL: clamped flat index into a [D, H, W] volume at base `b` and the in-bounds flag, for coords with suffix s. */
 function vox(b: string, s: string, D: number, H: number, W: number): string {
   return `let ok${s} = id${s} >= 0 && id${s} < ${D} && ih${s} >= 0 && ih${s} < ${H} && iw${s} >= 0 && iw${s} < ${W};
-          let xi${s} = ${b} + u32(clamp(id${s}, 0, ${D - 1})) * ${u(H * W)} + u32(clamp(ih${s}, 0, ${H - 1})) * ${
-    u(W)
-  } + u32(clamp(iw${s}, 0, ${W - 1}));`;
+          let xi${s} = ${b} + u32(clamp(id${s}, 0, ${D - 1})) * ${u(H * W)} + u32(clamp(ih${s}, 0, ${
+    H - 1
+  })) * ${u(W)} + u32(clamp(iw${s}, 0, ${W - 1}));`;
 }
 
 function forward(op: string, x: Tensor, w: Tensor, b: Tensor | null, g: Geo): Tensor {
@@ -168,7 +168,9 @@ function forward(op: string, x: Tensor, w: Tensor, b: Tensor | null, g: Geo): Te
       vs.map((v) =>
         `let p${v} = sTile * ${u(LANES * V)} + ${u(v * LANES)} + lid; let pc${v} = min(p${v}, ${u(OS - 1)});
   ${split3(`pc${v}`, OH, OW, `od${v}`, `oh${v}`, `ow${v}`)}
-  let d0${v} = od${v} * ${S[0]} - ${P[0]}; let h0${v} = oh${v} * ${S[1]} - ${P[1]}; let w0${v} = ow${v} * ${S[2]} - ${P[2]};`
+  let d0${v} = od${v} * ${S[0]} - ${P[0]}; let h0${v} = oh${v} * ${S[1]} - ${P[1]}; let w0${v} = ow${v} * ${
+          S[2]
+        } - ${P[2]};`
       ).join("\n  ")
     }
   let o0 = grp * ${u(OG)} + rTile * ${u(R)};
@@ -183,7 +185,9 @@ function forward(op: string, x: Tensor, w: Tensor, b: Tensor | null, g: Geo): Te
           ${rs.map((r) => `let w${r} = w_ld((or${r} * ${u(CG)} + c) * ${u(KK)} + k);`).join(" ")}
           ${
       vs.map((v) =>
-        `let id${v} = d0${v} + kd * ${L[0]}; let ih${v} = h0${v} + kh * ${L[1]}; let iw${v} = w0${v} + kw * ${L[2]};
+        `let id${v} = d0${v} + kd * ${L[0]}; let ih${v} = h0${v} + kh * ${L[1]}; let iw${v} = w0${v} + kw * ${
+          L[2]
+        };
           ${vox("xc", `${v}`, D, H, W)}
           let xv${v} = select(0.0, x_ld(xi${v}), ok${v});`
       ).join("\n          ")
@@ -198,9 +202,9 @@ function forward(op: string, x: Tensor, w: Tensor, b: Tensor | null, g: Geo): Te
         `if (p${v} < ${u(OS)}) {
     ${
           rs.map((r) =>
-            `if (rTile * ${u(R)} + ${r}u < ${u(OG)}) { y_st((n * ${u(O)} + o0 + ${r}u) * ${u(OS)} + p${v}, a${r}_${v}${
-              b ? ` + b_ld(o0 + ${r}u)` : ""
-            }); }`
+            `if (rTile * ${u(R)} + ${r}u < ${u(OG)}) { y_st((n * ${u(O)} + o0 + ${r}u) * ${
+              u(OS)
+            } + p${v}, a${r}_${v}${b ? ` + b_ld(o0 + ${r}u)` : ""}); }`
           ).join("\n    ")
         }
   }`
@@ -253,9 +257,9 @@ function gradInput(op: string, gy: Tensor, w: Tensor, g: Geo): Tensor {
         `${tap(`qd${v}`, "kd", 0, OD, `d${v}`)}
           ${tap(`qh${v}`, "kh", 1, OH, `h${v}`)}
           ${tap(`qw${v}`, "kw", 2, OW, `w${v}`)}
-          let yi${v} = yo + u32(clamp(od${v}, 0, ${OD - 1})) * ${u(OH * OW)} + u32(clamp(oh${v}, 0, ${OH - 1})) * ${
-          u(OW)
-        } + u32(clamp(ow${v}, 0, ${OW - 1}));
+          let yi${v} = yo + u32(clamp(od${v}, 0, ${OD - 1})) * ${u(OH * OW)} + u32(clamp(oh${v}, 0, ${
+          OH - 1
+        })) * ${u(OW)} + u32(clamp(ow${v}, 0, ${OW - 1}));
           let gv${v} = select(0.0, gy_ld(yi${v}), vd${v} && vh${v} && vw${v});`
       ).join("\n          ")
     }
@@ -269,7 +273,9 @@ function gradInput(op: string, gy: Tensor, w: Tensor, g: Geo): Tensor {
         `if (q${v} < ${u(IS)}) {
     ${
           rs.map((r) =>
-            `if (c0 + ${r}u < ${u(CG)}) { gx_st((n * ${u(C)} + grp * ${u(CG)} + c0 + ${r}u) * ${u(IS)} + q${v}, a${r}_${v}); }`
+            `if (c0 + ${r}u < ${u(CG)}) { gx_st((n * ${u(C)} + grp * ${u(CG)} + c0 + ${r}u) * ${
+              u(IS)
+            } + q${v}, a${r}_${v}); }`
           ).join("\n    ")
         }
   }`
@@ -305,9 +311,9 @@ function gradWeight(op: string, gy: Tensor, x: Tensor, g: Geo): Tensor {
       vs.map((v) =>
         `let j${v} = jTile * ${u(LANES * V)} + ${u(v * LANES)} + lid; let jc${v} = min(j${v}, ${u(J - 1)});
   let c${v} = jc${v} / ${u(KK)}; let kk${v} = jc${v} % ${u(KK)};
-  let kd${v} = i32(kk${v} / ${u(K[1] * K[2])}); let kh${v} = i32((kk${v} / ${u(K[2])}) % ${u(K[1])}); let kw${v} = i32(kk${v} % ${
-          u(K[2])
-        });`
+  let kd${v} = i32(kk${v} / ${u(K[1] * K[2])}); let kh${v} = i32((kk${v} / ${u(K[2])}) % ${
+          u(K[1])
+        }); let kw${v} = i32(kk${v} % ${u(K[2])});`
       ).join("\n  ")
     }
   let o0 = grp * ${u(OG)} + rTile * ${u(R)};
@@ -336,7 +342,9 @@ function gradWeight(op: string, gy: Tensor, x: Tensor, g: Geo): Tensor {
         `if (j${v} < ${u(J)}) {
     ${
           rs.map((r) =>
-            `if (rTile * ${u(R)} + ${r}u < ${u(OG)}) { gw_st((sg * ${u(O)} + o0 + ${r}u) * ${u(J)} + j${v}, a${r}_${v}); }`
+            `if (rTile * ${u(R)} + ${r}u < ${u(OG)}) { gw_st((sg * ${u(O)} + o0 + ${r}u) * ${
+              u(J)
+            } + j${v}, a${r}_${v}); }`
           ).join("\n    ")
         }
   }`
@@ -391,11 +399,15 @@ function dwConv(
   for (let kd = 0; kd < K[0]; kd++) {
     for (let kh = 0; kh < K[1]; kh++) {
       const loads = offs.map((o) =>
-        `let x${o} = select(0.0, x_ld(rb + u32(clamp(bw + ${o}, 0, ${W - 1}))), okr && bw + ${o} >= 0 && bw + ${o} < ${W});`
+        `let x${o} = select(0.0, x_ld(rb + u32(clamp(bw + ${o}, 0, ${
+          W - 1
+        }))), okr && bw + ${o} >= 0 && bw + ${o} < ${W});`
       );
       const fmas: string[] = [];
       for (let v = 0; v < V; v++) {
-        for (let kw = 0; kw < K[2]; kw++) fmas.push(`a${v} = fma(w${widx(kd, kh, kw)}, x${v * S[2] + kw * L[2]}, a${v});`);
+        for (let kw = 0; kw < K[2]; kw++) {
+          fmas.push(`a${v} = fma(w${widx(kd, kh, kw)}, x${v * S[2] + kw * L[2]}, a${v});`);
+        }
       }
       rows.push(`{
     let id = d0 + ${kd * L[0]}; let ih = h0 + ${kh * L[1]};
@@ -418,7 +430,9 @@ function dwConv(
   let c = nc % ${u(C)};
   let s = sTile * ${u(LANES)} + lid;
   let sc = min(s, ${u(OSs - 1)});
-  let od = i32(sc / ${u(OH * strips)}); let oh = i32((sc / ${u(strips)}) % ${u(OH)}); let ow0 = i32(sc % ${u(strips)}) * ${V};
+  let od = i32(sc / ${u(OH * strips)}); let oh = i32((sc / ${u(strips)}) % ${u(OH)}); let ow0 = i32(sc % ${
+      u(strips)
+    }) * ${V};
   let d0 = od * ${S[0]} - ${P[0]}; let h0 = oh * ${S[1]} - ${P[1]}; let bw = ow0 * ${S[2]} - ${P[2]};
   let xc = nc * ${u(D * H * W)};
   ${range(KK).map((k) => `let w${k} = w_ld(c * ${u(KK)} + ${u(k)});`).join(" ")}
@@ -426,7 +440,10 @@ function dwConv(
   ${rows.join("\n  ")}
   if (s < ${u(OSs)}) {
     let yb = nc * ${u(OD * OH * OW)} + u32(od * ${OH} + oh) * ${u(OW)} + u32(ow0);
-    ${range(V).map((v) => `if (ow0 + ${v} < ${OW}) { y_st(yb + ${u(v)}, a${v}${b ? " + b_ld(c)" : ""}); }`).join("\n    ")}
+    ${
+      range(V).map((v) => `if (ow0 + ${v} < ${OW}) { y_st(yb + ${u(v)}, a${v}${b ? " + b_ld(c)" : ""}); }`)
+        .join("\n    ")
+    }
   }`,
   });
   return y;
@@ -445,7 +462,9 @@ function dwGradWeight(op: string, gy: Tensor, x: Tensor, g: Geo): Tensor {
   for (let kd = 0; kd < K[0]; kd++) {
     for (let kh = 0; kh < K[1]; kh++) {
       const loads = offs.map((o) =>
-        `let x${o} = select(0.0, x_ld(rb + u32(clamp(bw + ${o}, 0, ${W - 1}))), okr && bw + ${o} >= 0 && bw + ${o} < ${W});`
+        `let x${o} = select(0.0, x_ld(rb + u32(clamp(bw + ${o}, 0, ${
+          W - 1
+        }))), okr && bw + ${o} >= 0 && bw + ${o} < ${W});`
       );
       const fmas: string[] = [];
       for (let kw = 0; kw < K[2]; kw++) {
@@ -474,12 +493,18 @@ function dwGradWeight(op: string, gy: Tensor, x: Tensor, g: Geo): Tensor {
   for (var e = sg * ${u(seg)} + lid; e < e1; e = e + ${u(LANES)}) {
     let n = e / ${u(OD * OH * strips)};
     let r = e % ${u(OD * OH * strips)};
-    let od = i32(r / ${u(OH * strips)}); let oh = i32((r / ${u(strips)}) % ${u(OH)}); let ow0 = i32(r % ${u(strips)}) * ${V};
+    let od = i32(r / ${u(OH * strips)}); let oh = i32((r / ${u(strips)}) % ${u(OH)}); let ow0 = i32(r % ${
+      u(strips)
+    }) * ${V};
     let d0 = od * ${S[0]} - ${P[0]}; let h0 = oh * ${S[1]} - ${P[1]}; let bw = ow0 * ${S[2]} - ${P[2]};
     let nc = n * ${u(C)} + c;
     let xc = nc * ${u(D * H * W)};
     let yb = nc * ${u(OD * OH * OW)} + u32(od * ${OH} + oh) * ${u(OW)} + u32(ow0);
-    ${range(V).map((v) => `let g${v} = select(0.0, gy_ld(min(yb + ${u(v)}, ${u(gy.size - 1)})), ow0 + ${v} < ${OW});`).join(" ")}
+    ${
+      range(V).map((v) =>
+        `let g${v} = select(0.0, gy_ld(min(yb + ${u(v)}, ${u(gy.size - 1)})), ow0 + ${v} < ${OW});`
+      ).join(" ")
+    }
     ${rows.join("\n    ")}
   }
   ${range(KK).map((k) => `red[${u(k * LANES)} + lid] = a${k};`).join(" ")}
@@ -519,7 +544,13 @@ function depthwise(op: string, x: Tensor, w: Tensor, b: Tensor | null, g: Geo): 
 }
 
 /** x[:, :, ::sd, ::sh, ::sw] as a new tensor (forward), or its adjoint: scatter into zeros (backward). */
-function strided(op: string, src: Tensor, full: readonly number[], S: [number, number, number], adjoint: boolean): Tensor {
+function strided(
+  op: string,
+  src: Tensor,
+  full: readonly number[],
+  S: [number, number, number],
+  adjoint: boolean,
+): Tensor {
   const [N, C, D, H, W] = full;
   const OD = Math.ceil(D / S[0]), OH = Math.ceil(H / S[1]), OW = Math.ceil(W / S[2]);
   const out = Tensor.empty(src.device, adjoint ? full : [N, C, OD, OH, OW], "f32", op);
@@ -529,17 +560,23 @@ function strided(op: string, src: Tensor, full: readonly number[], S: [number, n
   let r = gid % ${u(D * H * W)};
   ${split3("r", H, W, "d", "h", "w")}
   let ok = d % ${S[0]} == 0 && h % ${S[1]} == 0 && w % ${S[2]} == 0;
-  let si = (gid / ${u(D * H * W)}) * ${u(OD * OH * OW)} + u32(d / ${S[0]}) * ${u(OH * OW)} + u32(h / ${S[1]}) * ${
-      u(OW)
-    } + u32(w / ${S[2]});
+  let si = (gid / ${u(D * H * W)}) * ${u(OD * OH * OW)} + u32(d / ${S[0]}) * ${u(OH * OW)} + u32(h / ${
+      S[1]
+    }) * ${u(OW)} + u32(w / ${S[2]});
   out_st(gid, select(0.0, s_ld(min(si, ${u(src.size - 1)})), ok));`
     : `  if (gid >= ${u(n)}) { return; }
   let r = gid % ${u(OD * OH * OW)};
   ${split3("r", OH, OW, "d", "h", "w")}
-  out_st(gid, s_ld((gid / ${u(OD * OH * OW)}) * ${u(D * H * W)} + u32(d * ${S[0]}) * ${u(H * W)} + u32(h * ${S[1]}) * ${
-      u(W)
-    } + u32(w * ${S[2]})));`;
-  launch({ op, args: [{ name: "s", t: src }, { name: "out", t: out, write: true }], wg: 64, groups: Math.ceil(n / 64), body });
+  out_st(gid, s_ld((gid / ${u(OD * OH * OW)}) * ${u(D * H * W)} + u32(d * ${S[0]}) * ${u(H * W)} + u32(h * ${
+      S[1]
+    }) * ${u(W)} + u32(w * ${S[2]})));`;
+  launch({
+    op,
+    args: [{ name: "s", t: src }, { name: "out", t: out, write: true }],
+    wg: 64,
+    groups: Math.ceil(n / 64),
+    body,
+  });
   return out;
 }
 
@@ -589,7 +626,9 @@ function pointwise(op: string, x: Tensor, w: Tensor, b: Tensor | null, g: Geo): 
 export function conv3d(x: Tensor, w: Tensor, b?: Tensor | null, opts: Conv3dOptions = {}): Tensor {
   const op = "F.conv3d";
   const g = geometry(op, x, w, b, opts);
-  if (g.G === 1 && g.K.every((k) => k === 1) && g.P.every((p) => p === 0)) return pointwise(op, x, w, b ?? null, g);
+  if (g.G === 1 && g.K.every((k) => k === 1) && g.P.every((p) => p === 0)) {
+    return pointwise(op, x, w, b ?? null, g);
+  }
   if (g.G === g.C && g.O === g.C && g.K[0] * g.K[1] * g.K[2] <= 64) return depthwise(op, x, w, b ?? null, g);
   const y = forward(op, x, w, b ?? null, g);
   return record(op, y, [x, w, b ?? null], [x, w], (gy, [sx, sw]) => [

@@ -85,6 +85,8 @@ interface MapOptions {
   vec4?: boolean;
   /** Output shape, when it is larger than the operands' broadcast shape (broadcastTo). */
   outShape?: readonly number[];
+  /** Type of scalar operands (default: the output's, or the first tensor's for u8 outputs). */
+  scalarDtype?: "f32" | "i32";
 }
 
 function wgslOf(dtype: DType): string {
@@ -126,7 +128,8 @@ export function map(
   const out = Tensor.empty(device, outShape, outDtype, op);
   const n = out.size;
   if (n === 0) return out;
-  const scalarDtype = tensors[0].dtype === "i32" ? "i32" : "f32";
+  const scalarDtype = opts.scalarDtype ??
+    (outDtype === "i32" ? "i32" : outDtype === "f32" ? "f32" : tensors[0].dtype === "i32" ? "i32" : "f32");
   const pvals: (number | { f: number })[] = [];
   const sameShape = tensors.every((t) => t.shape.join() === outShape.join());
   const windows = [out, ...tensors].reduce(

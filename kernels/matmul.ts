@@ -8,8 +8,8 @@
 import { Tensor } from "../core/tensor.ts";
 import { record } from "../core/autograd.ts";
 import { launch, u } from "./codegen.ts";
-import { broadcastShapes } from "./elementwise.ts";
-import { sumTo } from "./reduce.ts";
+import { add, broadcastShapes } from "./elementwise.ts";
+import { sum, sumTo } from "./reduce.ts";
 
 /** Options of {@link matmul}. */
 export interface MatmulOptions {
@@ -79,6 +79,10 @@ export function gemm(op: string, a: Tensor, b: Tensor, transA: boolean, transB: 
   const bIdx = (k: string, n: string) => (transB ? `${n} * ${u(K)} + ${k}` : `${k} * ${u(N)} + ${n}`);
   const offsets = `${batchOffsetCode("aoff", batch, a.shape.slice(0, -2), M * K)}
   ${batchOffsetCode("boff", batch, b.shape.slice(0, -2), K * N)}`;
+  if (a.device.profile === "cpu" && transB && !transA && K % 4 === 0) {
+    gemmNT(op, a, b, out, { M, N, K, nb, offsets });
+    return out;
+  }
   if (a.device.profile === "cpu") {
     gemmLanes(op, a, b, out, { M, N, K, nb, aIdx, bIdx, offsets, transA, transB });
     return out;
@@ -185,6 +189,8 @@ function gemmLanes(
   // B rows when B is not transposed and N % 4 == 0; A along k when A is not transposed and K % 4 == 0.
   const bVec = !g.transB && N % 4 === 0;
   const aVec = !g.transA && K % 4 === 0;
+  // A transposed ([K, M] in memory) with M % 4 == 0: the 8 rows of a k are two vec4 loads.
+  const aRows = g.transA && M % 4 === 0;
   const bLoad = (k: string) =>
     bVec
       ? `b_ld((boff + ${k} * ${u(N)} + n0) / 4u)`
@@ -203,6 +209,14 @@ function gemmLanes(
       ).join("\n    ")
     }
   }`
+    : aRows
+    ? `let g1 = min(m0 + 4u, ${u(M - 4)});
+  for (var k = 0u; k < ${u(K)}; k = k + 1u) {
+    let bv = ${bLoad("k")};
+    let av0 = a_ld((aoff + k * ${u(M)} + m0) / 4u);
+    let av1 = a_ld((aoff + k * ${u(M)} + g1) / 4u);
+    ${rs.map((r) => `c${r} = fma(vec4<f32>(av${r >> 2}.${"xyzw"[r & 3]}), bv, c${r});`).join(" ")}
+  }`
     : `for (var k = 0u; k < ${u(K)}; k = k + 1u) {
     let bv = ${bLoad("k")};
     ${
@@ -213,7 +227,7 @@ function gemmLanes(
   }`;
   launch({
     op,
-    args: [{ name: "a", t: a, vec4: aVec }, { name: "b", t: b, vec4: bVec }, {
+    args: [{ name: "a", t: a, vec4: aVec || aRows }, { name: "b", t: b, vec4: bVec }, {
       name: "c",
       t: out,
       write: true,
@@ -240,6 +254,73 @@ function gemmLanes(
       ).join("\n  ")
     }`,
   });
+}
+
+/**
+ * op(a) @ b^T for software adapters when both operands are contiguous along K (e.g. weight gradients, where
+ * K is the number of voxels): each lane owns a 4x4 block of C, loads 4 + 4 vec4 along K per step and
+ * accumulates 16 dot products; long K is split into segments whose partial results are summed.
+ */
+function gemmNT(
+  op: string,
+  a: Tensor,
+  b: Tensor,
+  out: Tensor,
+  g: { M: number; N: number; K: number; nb: number; offsets: string },
+) {
+  const { M, N, K, nb } = g;
+  const tm = Math.ceil(M / 32), tn = Math.ceil(N / 32);
+  const tiles = nb * tm * tn;
+  const K4 = K / 4;
+  const segs = Math.max(1, Math.min(Math.ceil(K4 / 256), Math.ceil(128 / tiles)));
+  const seg = Math.ceil(K4 / segs);
+  const part = segs === 1 ? out : Tensor.empty(a.device, [segs, ...out.shape], "f32", op);
+  const ij = [...Array(16).keys()];
+  launch({
+    op,
+    args: [{ name: "a", t: a, vec4: true }, { name: "b", t: b, vec4: true }, {
+      name: "c",
+      t: part,
+      write: true,
+    }],
+    wg: 64,
+    groups: segs * tiles,
+    body: `  let sg = wg / ${u(tiles)};
+  let t0 = wg % ${u(tiles)};
+  let bi = t0 / ${u(tm * tn)};
+  let t = t0 % ${u(tm * tn)};
+  let mb = (t / ${u(tn)}) * 32u + (lid / 8u) * 4u;
+  let nbase = (t % ${u(tn)}) * 32u + (lid % 8u) * 4u;
+  ${g.offsets}
+  ${[0, 1, 2, 3].map((i) => `let ar${i} = (aoff + min(mb + ${i}u, ${u(M - 1)}) * ${u(K)}) / 4u;`).join(" ")}
+  ${
+      [0, 1, 2, 3].map((j) => `let br${j} = (boff + min(nbase + ${j}u, ${u(N - 1)}) * ${u(K)}) / 4u;`).join(
+        " ",
+      )
+    }
+  ${ij.map((k) => `var s${k} = 0.0;`).join(" ")}
+  let k1 = min((sg + 1u) * ${u(seg)}, ${u(K4)});
+  for (var k = sg * ${u(seg)}; k < k1; k = k + 1u) {
+    ${[0, 1, 2, 3].map((i) => `let a${i} = a_ld(ar${i} + k);`).join(" ")}
+    ${[0, 1, 2, 3].map((j) => `let b${j} = b_ld(br${j} + k);`).join(" ")}
+    ${ij.map((k) => `s${k} = s${k} + dot(a${k >> 2}, b${k & 3});`).join(" ")}
+  }
+  let cb = (sg * ${u(nb)} + bi) * ${u(M * N)};
+  ${
+      ij.map((k) =>
+        `if (mb + ${k >> 2}u < ${u(M)} && nbase + ${k & 3}u < ${u(N)}) { c_st(cb + (mb + ${k >> 2}u) * ${
+          u(N)
+        } + nbase + ${k & 3}u, s${k}); }`
+      ).join("\n  ")
+    }`,
+  });
+  if (segs > 1) {
+    const r = sum(part, 0);
+    // Copy into the caller's output tensor (gemm returns `out`).
+    out.assign(r);
+    r.dispose();
+    part.dispose();
+  }
 }
 
 /**
@@ -289,4 +370,21 @@ export function matmul(a: Tensor, b: Tensor, opts: MatmulOptions = {}): Tensor {
     }
     return [ga, gb];
   });
+}
+
+/** y = x @ w^T + b, with w: [out, in] and b: [out] (PyTorch `linear`). */
+export function linear(x: Tensor, w: Tensor, b?: Tensor | null): Tensor {
+  const op = "F.linear";
+  if (w.ndim !== 2) throw new Error(`${op}: weight must be [out, in], got [${w.shape}]`);
+  if (x.shape[x.ndim - 1] !== w.shape[1]) {
+    throw new Error(`${op}: input [${x.shape}] does not end in ${w.shape[1]} features (weight [${w.shape}])`);
+  }
+  if (b && (b.ndim !== 1 || b.shape[0] !== w.shape[0])) {
+    throw new Error(`${op}: bias must be [${w.shape[0]}], got [${b.shape}]`);
+  }
+  const y = matmul(x, w, { transB: true });
+  if (!b) return y;
+  const r = add(y, b);
+  y.dispose();
+  return r;
 }

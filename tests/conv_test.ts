@@ -62,8 +62,15 @@ conv("odd 5x7x9 batch 3, stride (2,1,2), pad (0,1,2)", [3, 2, 5, 7, 9], [3, 2, 3
   stride: [2, 1, 2],
   padding: [0, 1, 2],
 });
-conv("depthwise + bias, dilation 2", [2, 5, 6, 7, 8], [5, 1, 3, 3, 3], true, { padding: [2, 2, 2], dilation: [2, 2, 2], groups: 5 });
-conv("depthwise 3x3x3 s(1,2,2), no pad", [2, 3, 5, 9, 8], [3, 1, 3, 3, 3], true, { stride: [1, 2, 2], groups: 3 });
+conv("depthwise + bias, dilation 2", [2, 5, 6, 7, 8], [5, 1, 3, 3, 3], true, {
+  padding: [2, 2, 2],
+  dilation: [2, 2, 2],
+  groups: 5,
+});
+conv("depthwise 3x3x3 s(1,2,2), no pad", [2, 3, 5, 9, 8], [3, 1, 3, 3, 3], true, {
+  stride: [1, 2, 2],
+  groups: 3,
+});
 conv("depthwise 17 channels batch 3", [3, 17, 3, 5, 4], [17, 1, 3, 3, 3], false, {
   padding: [1, 1, 1],
   groups: 17,

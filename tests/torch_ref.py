@@ -16,6 +16,40 @@ torch.set_num_threads(1)
 DT = {"f32": torch.float32, "i32": torch.int32, "u8": torch.uint8, "f64": torch.float64}
 
 
+def rsna_loss(logits, target):
+    """Competition loss: per-row weighted BCE (overall 7/14, vertebrae 1/2), row-normalised, averaged."""
+    w = torch.ones_like(target)
+    w[:, 0] = 7.0
+    w = w * (1 + target)
+    bce = torch.nn.functional.binary_cross_entropy_with_logits(logits, target, reduction="none")
+    return ((w * bce).sum(1) / w.sum(1)).mean()
+
+
+def seg_loss(logits, target, gamma=2.0, min_pixels=16, eps=1e-4, ignore=255, jw=0.1):
+    """Seed segmentation loss (seed-pipeline.md 2.3): focal + jw * soft Jaccard with the min-pixels rule."""
+    target = target.long()
+    valid = target != ignore
+    logp = torch.log_softmax(logits, 1)
+    t = torch.where(valid, target, torch.zeros_like(target))
+    lpt = logp.gather(1, t.unsqueeze(1)).squeeze(1)
+    focal = (-(1 - lpt.exp()) ** gamma * lpt)[valid].mean()
+    p = logp.exp()
+    n, c = logits.shape[:2]
+    losses = []
+    for b in range(n):
+        per = []
+        for k in range(1, c):
+            tk = ((target[b] == k) & valid[b]).float()
+            pk = p[b, k] * valid[b].float()
+            if tk.sum() > min_pixels:
+                inter = (pk * tk).sum()
+                per.append(1 - (inter + eps) / (pk.sum() + tk.sum() - inter + eps))
+        if per:
+            losses.append(torch.stack(per).mean())
+    jac = torch.stack(losses).mean() if losses else torch.zeros(())
+    return focal + jw * jac
+
+
 def to_json(t):
     t = t.detach()
     if t.dtype == torch.bool:
@@ -26,7 +60,7 @@ def to_json(t):
 
 def run(case):
     names = "abcdefgh"
-    env = {"torch": torch, "F": torch.nn.functional}
+    env = {"torch": torch, "F": torch.nn.functional, "rsna_loss": rsna_loss, "seg_loss": seg_loss}
     inputs = []
     for i, spec in enumerate(case["inputs"]):
         t = torch.tensor(spec["data"], dtype=DT[spec["dtype"]]).reshape(spec["shape"])

@@ -1,0 +1,223 @@
+/**
+ * @file Layers with PyTorch's parameter names: Conv3d, BatchNorm3d, Linear, activations, pooling,
+ * upsampling, dropout, Sequential and Identity. Convs default to Kaiming-normal weights and zero bias (the
+ * seed's init); Linear uses PyTorch's default uniform init.
+ */
+import type { Device } from "../core/device.ts";
+import type { Tensor } from "../core/tensor.ts";
+import { ones, zeros } from "../kernels/creation.ts";
+import { conv3d, type Triple } from "../kernels/conv.ts";
+import { batchNorm3d } from "../kernels/norm.ts";
+import { linear } from "../kernels/matmul.ts";
+import { add, relu, silu } from "../kernels/elementwise.ts";
+import { maxPool3d, upsampleNearest3d } from "../kernels/pool.ts";
+import { dropout } from "../kernels/dropout.ts";
+import { Module } from "./module.ts";
+import { kaimingNormal, nextSeed, torchDefaultUniform } from "./init.ts";
+
+const t3 = (
+  v: Triple,
+): [number, number, number] => (typeof v === "number" ? [v, v, v] : [...v] as [number, number, number]);
+
+/** Options of {@link Conv3d}. */
+export interface Conv3dModuleOptions {
+  device: Device;
+  stride?: Triple;
+  padding?: Triple;
+  dilation?: Triple;
+  groups?: number;
+  /** Learnable bias (default true, as PyTorch). */
+  bias?: boolean;
+  /** "kaiming" (default: N(0, 2/fan_in) weights, zero bias) or "torch" (PyTorch's default uniform). */
+  init?: "kaiming" | "torch";
+  seed?: number;
+}
+
+/** 3-D convolution layer: `weight` [out, in/groups, kD, kH, kW], `bias` [out]. */
+export class Conv3d extends Module {
+  readonly weight: Tensor;
+  readonly bias: Tensor | null;
+  constructor(
+    readonly inChannels: number,
+    readonly outChannels: number,
+    readonly kernelSize: Triple,
+    readonly opts: Conv3dModuleOptions,
+  ) {
+    super();
+    const g = opts.groups ?? 1;
+    if (inChannels % g || outChannels % g) {
+      throw new Error(
+        `nn.Conv3d: groups ${g} must divide in (${inChannels}) and out (${outChannels}) channels`,
+      );
+    }
+    const shape = [outChannels, inChannels / g, ...t3(kernelSize)];
+    const seed = opts.seed ?? nextSeed();
+    const fan = shape.slice(1).reduce((p, d) => p * d, 1);
+    const torchInit = opts.init === "torch";
+    this.weight = this.registerParameter(
+      "weight",
+      torchInit
+        ? torchDefaultUniform(shape, fan, opts.device, seed)
+        : kaimingNormal(shape, opts.device, seed),
+    )!;
+    this.bias = (opts.bias ?? true)
+      ? this.registerParameter(
+        "bias",
+        torchInit
+          ? torchDefaultUniform([outChannels], fan, opts.device, seed + 1)
+          : zeros([outChannels], { device: opts.device }),
+      )
+      : null;
+  }
+  forward(x: Tensor): Tensor {
+    const o = this.opts;
+    return conv3d(x, this.weight, this.bias, {
+      stride: o.stride,
+      padding: o.padding,
+      dilation: o.dilation,
+      groups: o.groups,
+    });
+  }
+}
+
+/** Options of {@link BatchNorm3d}. */
+export interface BatchNorm3dOptions {
+  device: Device;
+  /** Default 1e-5 (PyTorch); the CSN uses 1e-3. */
+  eps?: number;
+  momentum?: number;
+  affine?: boolean;
+}
+
+/** Batch norm over channels with `weight`, `bias`, `running_mean`, `running_var`, `num_batches_tracked`. */
+export class BatchNorm3d extends Module {
+  readonly weight: Tensor | null;
+  readonly bias: Tensor | null;
+  readonly runningMean: Tensor;
+  readonly runningVar: Tensor;
+  readonly numBatchesTracked: Tensor;
+  readonly eps: number;
+  readonly momentum: number;
+  constructor(readonly numFeatures: number, opts: BatchNorm3dOptions) {
+    super();
+    const device = opts.device;
+    this.eps = opts.eps ?? 1e-5;
+    this.momentum = opts.momentum ?? 0.1;
+    const affine = opts.affine ?? true;
+    this.weight = affine ? this.registerParameter("weight", ones([numFeatures], { device })) : null;
+    this.bias = affine ? this.registerParameter("bias", zeros([numFeatures], { device })) : null;
+    this.runningMean = this.registerBuffer("running_mean", zeros([numFeatures], { device }))!;
+    this.runningVar = this.registerBuffer("running_var", ones([numFeatures], { device }))!;
+    this.numBatchesTracked = this.registerBuffer("num_batches_tracked", zeros([], { device, dtype: "i32" }))!;
+  }
+  forward(x: Tensor): Tensor {
+    if (this.training) {
+      // num_batches_tracked += 1, on the GPU (no readback).
+      const inc = add(this.numBatchesTracked, 1);
+      this.numBatchesTracked.assign(inc);
+      inc.dispose();
+    }
+    return batchNorm3d(x, this.weight, this.bias, this.runningMean, this.runningVar, {
+      training: this.training,
+      momentum: this.momentum,
+      eps: this.eps,
+    });
+  }
+}
+
+/** Options of {@link Linear}. */
+export interface LinearOptions {
+  device: Device;
+  bias?: boolean;
+  seed?: number;
+}
+
+/** y = x W^T + b with `weight` [out, in] and `bias` [out], PyTorch's default init. */
+export class Linear extends Module {
+  readonly weight: Tensor;
+  readonly bias: Tensor | null;
+  constructor(readonly inFeatures: number, readonly outFeatures: number, opts: LinearOptions) {
+    super();
+    const seed = opts.seed ?? nextSeed();
+    this.weight = this.registerParameter(
+      "weight",
+      torchDefaultUniform([outFeatures, inFeatures], inFeatures, opts.device, seed),
+    )!;
+    this.bias = (opts.bias ?? true)
+      ? this.registerParameter("bias", torchDefaultUniform([outFeatures], inFeatures, opts.device, seed + 1))
+      : null;
+  }
+  forward(x: Tensor): Tensor {
+    return linear(x, this.weight, this.bias);
+  }
+}
+
+/** max(x, 0) */
+export class ReLU extends Module {
+  forward(x: Tensor): Tensor {
+    return relu(x);
+  }
+}
+
+/** x * sigmoid(x) */
+export class SiLU extends Module {
+  forward(x: Tensor): Tensor {
+    return silu(x);
+  }
+}
+
+/** 3-D max pooling. */
+export class MaxPool3d extends Module {
+  constructor(readonly kernel: Triple, readonly stride?: Triple, readonly padding: Triple = 0) {
+    super();
+  }
+  forward(x: Tensor): Tensor {
+    return maxPool3d(x, { kernel: this.kernel, stride: this.stride, padding: this.padding });
+  }
+}
+
+/** Nearest-neighbour upsampling by integer factors. */
+export class Upsample extends Module {
+  constructor(readonly scale: Triple) {
+    super();
+  }
+  forward(x: Tensor): Tensor {
+    return upsampleNearest3d(x, this.scale);
+  }
+}
+
+/** Inverted dropout, active in training mode. */
+export class Dropout extends Module {
+  constructor(readonly p = 0.5) {
+    super();
+  }
+  forward(x: Tensor): Tensor {
+    return dropout(x, this.p, { training: this.training });
+  }
+}
+
+/** Returns its input. */
+export class Identity extends Module {
+  forward(x: Tensor): Tensor {
+    return x.reshape(x.shape);
+  }
+}
+
+/** Applies children "0", "1", ... in order. */
+export class Sequential extends Module {
+  readonly layers: Module[];
+  constructor(...layers: Module[]) {
+    super();
+    this.layers = layers;
+    layers.forEach((m, i) => this.registerModule(String(i), m));
+  }
+  forward(x: Tensor): Tensor {
+    let h = x;
+    for (const m of this.layers) {
+      const next = m.forward(h);
+      if (h !== x) h.dispose();
+      h = next;
+    }
+    return h === x ? x.reshape(x.shape) : h;
+  }
+}

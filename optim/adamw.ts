@@ -1,0 +1,163 @@
+/**
+ * @file AdamW with one fused WGSL kernel per parameter tensor (decoupled weight decay, moments, bias
+ * correction and the update in a single pass over param, grad, m and v), exactly as `torch.optim.AdamW`
+ * (non-foreach path) computes it; per-step scalars travel in the params uniform, so no kernel recompiles.
+ */
+import type { Tensor } from "../core/tensor.ts";
+import { keep } from "../core/scope.ts";
+import { launch, params, u } from "../kernels/codegen.ts";
+import { zerosLike } from "../kernels/creation.ts";
+
+/** A group of parameters sharing hyper-parameters (anything omitted falls back to the optimizer's). */
+export interface ParamGroup {
+  params: Tensor[];
+  lr?: number;
+  weightDecay?: number;
+}
+
+/** AdamW hyper-parameters (PyTorch's defaults). */
+export interface AdamWOptions {
+  lr?: number;
+  betas?: [number, number];
+  eps?: number;
+  weightDecay?: number;
+}
+
+/** Serializable optimizer state: the step count and the moment tensors, in parameter order. */
+export interface AdamWState {
+  step: number;
+  m: Tensor[];
+  v: Tensor[];
+}
+
+/** The AdamW optimizer. */
+export class AdamW {
+  readonly groups: (Required<ParamGroup>)[];
+  readonly betas: [number, number];
+  readonly eps: number;
+  /** Learning rate of groups that did not set their own; schedules write it every step. */
+  lr: number;
+  #step = 0;
+  #m = new Map<Tensor, Tensor>();
+  #v = new Map<Tensor, Tensor>();
+
+  constructor(params: Tensor[] | ParamGroup[], opts: AdamWOptions = {}) {
+    this.lr = opts.lr ?? 1e-3;
+    this.betas = opts.betas ?? [0.9, 0.999];
+    this.eps = opts.eps ?? 1e-8;
+    const wd = opts.weightDecay ?? 1e-2;
+    const groups: ParamGroup[] = params.length && "params" in (params[0] as object)
+      ? params as ParamGroup[]
+      : [{ params: params as Tensor[] }];
+    this.groups = groups.map((g) => ({
+      params: g.params,
+      lr: g.lr ?? NaN,
+      weightDecay: g.weightDecay ?? wd,
+    }));
+    for (const g of this.groups) {
+      for (const p of g.params) {
+        if (p.dtype !== "f32") throw new Error(`AdamW: parameter ${p.describe()} is not f32`);
+      }
+    }
+  }
+
+  /** Number of steps taken. */
+  get stepCount(): number {
+    return this.#step;
+  }
+
+  /** Applies one update to every parameter that has a gradient. */
+  step(): void {
+    this.#step++;
+    const [b1, b2] = this.betas;
+    const bc1 = 1 - b1 ** this.#step, bc2 = 1 - b2 ** this.#step;
+    for (const g of this.groups) {
+      const lr = Number.isNaN(g.lr) ? this.lr : g.lr;
+      for (const p of g.params) {
+        if (!p.grad) continue;
+        if (p.grad.shape.join() !== p.shape.join()) {
+          throw new Error(`AdamW: gradient [${p.grad.shape}] does not match parameter [${p.shape}]`);
+        }
+        let m = this.#m.get(p), v = this.#v.get(p);
+        if (!m || !v) {
+          m = keep(zerosLike(p));
+          v = keep(zerosLike(p));
+          this.#m.set(p, m);
+          this.#v.set(p, v);
+        }
+        const n = p.size;
+        launch({
+          op: "AdamW.step",
+          args: [
+            { name: "p", t: p, write: true },
+            { name: "g", t: p.grad },
+            { name: "m", t: m, write: true },
+            { name: "v", t: v, write: true },
+          ],
+          wg: 64,
+          groups: Math.ceil(n / 64),
+          params: params(
+            { f: 1 - lr * g.weightDecay },
+            { f: b1 },
+            { f: b2 },
+            { f: lr / bc1 },
+            { f: Math.sqrt(bc2) },
+            { f: this.eps },
+          ),
+          body: `  if (gid >= ${u(n)}) { return; }
+  let gr = g_ld(gid);
+  let pd = p_ld(gid) * pf(0u);
+  // exp_avg.lerp_(grad, 1 - beta1); exp_avg_sq.mul_(beta2).addcmul_(grad, grad, 1 - beta2)
+  let mn = m_ld(gid) + (1.0 - pf(1u)) * (gr - m_ld(gid));
+  let vn = v_ld(gid) * pf(2u) + (1.0 - pf(2u)) * gr * gr;
+  let denom = sqrt(vn) / pf(4u) + pf(5u);
+  m_st(gid, mn);
+  v_st(gid, vn);
+  p_st(gid, pd - pf(3u) * mn / denom);`,
+        });
+      }
+    }
+  }
+
+  /** Drops every gradient (PyTorch's `zero_grad(set_to_none=True)`). */
+  zeroGrad(): void {
+    for (const g of this.groups) {
+      for (const p of g.params) {
+        p.grad?.dispose();
+        p.grad = null;
+      }
+    }
+  }
+
+  /** The step count and moment tensors (shared, not copied), for checkpoints. */
+  stateDict(): AdamWState {
+    const all = this.groups.flatMap((g) => g.params);
+    const z = (p: Tensor, map: Map<Tensor, Tensor>) => {
+      let t = map.get(p);
+      if (!t) map.set(p, t = keep(zerosLike(p)));
+      return t;
+    };
+    return { step: this.#step, m: all.map((p) => z(p, this.#m)), v: all.map((p) => z(p, this.#v)) };
+  }
+
+  /** Restores a state from {@link stateDict} (moments copied into this optimizer's buffers). */
+  loadStateDict(s: AdamWState): void {
+    const all = this.groups.flatMap((g) => g.params);
+    if (s.m.length !== all.length || s.v.length !== all.length) {
+      throw new Error(`AdamW.loadStateDict: state has ${s.m.length} moments for ${all.length} parameters`);
+    }
+    const mine = this.stateDict();
+    all.forEach((_, i) => {
+      mine.m[i].assign(s.m[i]);
+      mine.v[i].assign(s.v[i]);
+    });
+    this.#step = s.step;
+  }
+
+  /** Frees the moment buffers. */
+  dispose(): void {
+    for (const t of [...this.#m.values(), ...this.#v.values()]) t.dispose();
+    this.#m.clear();
+    this.#v.clear();
+  }
+}

@@ -1,0 +1,5 @@
+/**
+ * @file The `optim` namespace.
+ */
+export { AdamW, type AdamWOptions, type AdamWState, type ParamGroup } from "./adamw.ts";
+export { clipGradNorm, type CosineOptions, cosineSchedule } from "./schedule.ts";

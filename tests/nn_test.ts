@@ -1,0 +1,340 @@
+/**
+ * Neural-network ops against PyTorch (forward and backward, rtol 1e-4): batch norm (train and eval),
+ * pooling, upsampling, cat/narrow, linear, the losses on random and saturated logits. Plus dropout's
+ * statistics, BN running statistics over 3 steps, and the modules' state dicts.
+ */
+import { F, nn, openDevice, type Tensor, tensor, tidy } from "../mod.ts";
+import type { Device } from "../core/device.ts";
+import { type Case, CaseSuite, f } from "./cases.ts";
+import { assertClose, prng, randData, torchRef } from "./helpers.ts";
+
+const cases: Case[] = [];
+const add = (c: Case) => cases.push(c);
+const bnW = { lo: 0.5, hi: 1.5 };
+
+add({
+  name: "batchNorm3d train, affine",
+  inputs: [f([3, 4, 3, 5, 2]), f([4], bnW), f([4])],
+  py: "F.batch_norm(a, torch.zeros(4), torch.ones(4), b, c, training=True, momentum=0.1, eps=1e-3)",
+  ts: (x, w, b) => F.batchNorm3d(x, w, b, null, null, { training: true }),
+});
+add({
+  name: "batchNorm3d train, no affine, batch 1",
+  inputs: [f([1, 3, 4, 5, 6])],
+  py: "F.batch_norm(a, None, None, training=True, eps=1e-3)",
+  ts: (x) => F.batchNorm3d(x, null, null, null, null, { training: true }),
+});
+add({
+  name: "batchNorm3d eval",
+  inputs: [
+    f([2, 4, 3, 3, 5]),
+    f([4], bnW),
+    f([4]),
+    f([4], { grad: false }),
+    f([4], { lo: 0.5, hi: 2, grad: false }),
+  ],
+  py: "F.batch_norm(a, d, e, b, c, training=False, eps=1e-3)",
+  ts: (x, w, b, rm, rv) => F.batchNorm3d(x, w, b, rm, rv, { training: false }),
+});
+add({
+  name: "maxPool3d stem pool (1,3,3) s(1,2,2) p(0,1,1)",
+  inputs: [f([2, 3, 3, 9, 8])],
+  py: "F.max_pool3d(a, (1, 3, 3), (1, 2, 2), (0, 1, 1))",
+  ts: (x) => F.maxPool3d(x, { kernel: [1, 3, 3], stride: [1, 2, 2], padding: [0, 1, 1] }),
+});
+add({
+  name: "maxPool3d 2x2x2 default stride, ties",
+  inputs: [f([1, 2, 4, 5, 6], { ints: true })],
+  py: "F.max_pool3d(a, 2)",
+  ts: (x) => F.maxPool3d(x, { kernel: 2 }),
+});
+add({
+  name: "maxPool3d 3x3x3 s2 p1",
+  inputs: [f([2, 2, 5, 7, 6])],
+  py: "F.max_pool3d(a, 3, 2, 1)",
+  ts: (x) => F.maxPool3d(x, { kernel: 3, stride: 2, padding: 1 }),
+});
+add({
+  name: "adaptiveMaxPool3d 1",
+  inputs: [f([2, 3, 3, 4, 5])],
+  py: "F.adaptive_max_pool3d(a, 1)",
+  ts: (x) => F.adaptiveMaxPool3d(x, 1),
+});
+add({
+  name: "adaptiveAvgPool3d 1",
+  inputs: [f([2, 3, 3, 4, 5])],
+  py: "F.adaptive_avg_pool3d(a, 1)",
+  ts: (x) => F.adaptiveAvgPool3d(x, 1),
+});
+add({
+  name: "upsampleNearest3d (2,2,2)",
+  inputs: [f([2, 3, 2, 3, 4])],
+  py: "F.interpolate(a, scale_factor=(2, 2, 2), mode='nearest')",
+  ts: (x) => F.upsampleNearest3d(x, [2, 2, 2]),
+});
+add({
+  name: "upsampleNearest3d (1,2,2)",
+  inputs: [f([1, 2, 3, 3, 5])],
+  py: "F.interpolate(a, scale_factor=(1, 2, 2), mode='nearest')",
+  ts: (x) => F.upsampleNearest3d(x, [1, 2, 2]),
+});
+add({
+  name: "cat dim 1",
+  inputs: [f([2, 3, 4]), f([2, 5, 4]), f([2, 1, 4])],
+  py: "torch.cat([a, b, c], 1)",
+  ts: (a, b, c) => F.cat([a, b, c], 1),
+});
+add({
+  name: "cat dim 0",
+  inputs: [f([2, 3]), f([1, 3])],
+  py: "torch.cat([a, b], 0)",
+  ts: (a, b) => F.cat([a, b], 0),
+});
+add({
+  name: "cat dim -1",
+  inputs: [f([2, 3, 2]), f([2, 3, 5])],
+  py: "torch.cat([a, b], -1)",
+  ts: (a, b) => F.cat([a, b], -1),
+});
+add({ name: "narrow", inputs: [f([3, 7, 2])], py: "a.narrow(1, 2, 4)", ts: (a) => F.narrow(a, 1, 2, 4) });
+add({
+  name: "linear + bias",
+  inputs: [f([2, 5, 7]), f([6, 7]), f([6])],
+  py: "F.linear(a, b, c)",
+  ts: (x, w, b) => F.linear(x, w, b),
+});
+add({
+  name: "linear no bias",
+  inputs: [f([4, 9]), f([3, 9])],
+  py: "F.linear(a, b)",
+  ts: (x, w) => F.linear(x, w),
+});
+
+// Losses on random and saturated logits.
+const t01 = (shape: number[]) => ({ shape, lo: 0, hi: 2, ints: true, grad: false });
+add({
+  name: "bceWithLogits mean",
+  inputs: [f([4, 8], { lo: -4, hi: 4 }), t01([4, 8])],
+  py: "F.binary_cross_entropy_with_logits(a, b)",
+  ts: (x, t) => F.bceWithLogits(x, t),
+});
+add({
+  name: "bceWithLogits saturated (|x| up to 100)",
+  inputs: [f([4, 8], { lo: -100, hi: 100 }), t01([4, 8])],
+  py: "F.binary_cross_entropy_with_logits(a, b, reduction='sum')",
+  ts: (x, t) => F.bceWithLogits(x, t, { reduction: "sum" }),
+});
+add({
+  name: "bceWithLogits weight + posWeight, none",
+  inputs: [
+    f([3, 8], { lo: -5, hi: 5 }),
+    t01([3, 8]),
+    f([3, 8], { lo: 0.5, hi: 2, grad: false }),
+    f([8], { lo: 0.5, hi: 3, grad: false }),
+  ],
+  py: "F.binary_cross_entropy_with_logits(a, b, weight=c, pos_weight=d, reduction='none')",
+  ts: (x, t, w, pw) => F.bceWithLogits(x, t, { weight: w, posWeight: pw, reduction: "none" }),
+});
+add({
+  name: "bceWithLogits soft targets (target grad)",
+  inputs: [f([5, 3], { lo: -3, hi: 3 }), f([5, 3], { lo: 0, hi: 1 })],
+  py: "F.binary_cross_entropy_with_logits(a, b)",
+  ts: (x, t) => F.bceWithLogits(x, t),
+});
+add({
+  name: "rsnaLoss",
+  inputs: [f([5, 8], { lo: -4, hi: 4 }), t01([5, 8])],
+  py: "rsna_loss(a, b)",
+  ts: (x, t) => F.rsnaLoss(x, t),
+});
+add({
+  name: "rsnaLoss saturated",
+  inputs: [f([5, 8], { lo: -60, hi: 60 }), t01([5, 8])],
+  py: "rsna_loss(a, b)",
+  ts: (x, t) => F.rsnaLoss(x, t),
+});
+add({
+  name: "crossEntropy over a volume, ignoreIndex",
+  inputs: [f([2, 4, 3, 2, 5], { lo: -3, hi: 3 }), {
+    shape: [2, 3, 2, 5],
+    dtype: "i32",
+    lo: 0,
+    hi: 5,
+    ints: true,
+  }],
+  py: "F.cross_entropy(a, b.long(), ignore_index=4)",
+  ts: (x, t) => F.crossEntropy(x, t, { ignoreIndex: 4 }),
+});
+add({
+  name: "crossEntropy saturated, sum",
+  inputs: [f([6, 3], { lo: -80, hi: 80 }), { shape: [6], dtype: "i32", lo: 0, hi: 3, ints: true }],
+  py: "F.cross_entropy(a, b.long(), reduction='sum')",
+  ts: (x, t) => F.crossEntropy(x, t, { reduction: "sum" }),
+});
+// Segmentation loss: labels with large blobs so that some classes pass the min-pixels rule and some do not.
+add({
+  name: "segLoss (focal + 0.1 Jaccard, min pixels)",
+  inputs: [f([2, 8, 4, 6, 6], { lo: -3, hi: 3 }), {
+    shape: [2, 4, 6, 6],
+    dtype: "i32",
+    lo: 0,
+    hi: 3.2,
+    ints: true,
+  }],
+  py: "seg_loss(a, b)",
+  ts: (x, t) => F.segLoss(x, t),
+});
+add({
+  name: "segLoss saturated logits, ignore 255",
+  inputs: [f([1, 3, 3, 6, 6], { lo: -50, hi: 50 }), {
+    shape: [1, 3, 6, 6],
+    dtype: "i32",
+    lo: 0,
+    hi: 3,
+    ints: true,
+  }],
+  py: "seg_loss(a, torch.where(b == 2, torch.tensor(255, dtype=torch.int32), b))",
+  ts: (x, t) => F.segLoss(x, F.where(F.eq(t, 2), 255, t)),
+});
+
+const suite = new CaseSuite(cases, 777);
+
+Deno.test("nn ops match PyTorch (forward and backward)", async (t) => {
+  const device = await openDevice();
+  try {
+    await suite.check(t, device);
+  } finally {
+    device.destroy();
+  }
+});
+
+Deno.test("nn ops match PyTorch with tensors split across bindings", async (t) => {
+  const device = await openDevice({ maxBindingBytes: 1024, maxWorkgroupsPerDim: 8, profile: "gpu" });
+  try {
+    await suite.check(t, device);
+  } finally {
+    device.destroy();
+  }
+});
+
+Deno.test("batch norm running statistics match PyTorch after 3 training steps", async () => {
+  const device = await openDevice();
+  try {
+    const rng = prng(3);
+    const xs = [0, 1, 2].map(() => randData(rng, 2 * 3 * 2 * 3 * 4, -2, 3));
+    const ref = await torchRef([{
+      expr:
+        "(lambda m: [m(t) for t in [a, b, c]] and torch.cat([m.running_mean, m.running_var, m.num_batches_tracked.float().reshape(1)]))" +
+        "(torch.nn.BatchNorm3d(3, eps=1e-3, momentum=0.1))",
+      inputs: xs.map((d) => ({ data: d, shape: [2, 3, 2, 3, 4], dtype: "f32" as const })),
+    }]);
+    const bn = new nn.BatchNorm3d(3, { device, eps: 1e-3 });
+    for (const d of xs) tidy(() => bn.forward(tensor(d, [2, 3, 2, 3, 4], { device })));
+    const got = [
+      ...await bn.runningMean.toArray(),
+      ...await bn.runningVar.toArray(),
+      ...await bn.numBatchesTracked.toArray(),
+    ];
+    assertClose(got, ref[0].out.data, "running_mean, running_var, num_batches_tracked");
+    bn.dispose();
+  } finally {
+    device.destroy();
+  }
+});
+
+Deno.test("dropout: mask statistics, scale, eval identity, backward uses the same mask", async () => {
+  const device = await openDevice();
+  try {
+    await tidy(async () => {
+      const x = tensor(new Float32Array(20000).fill(1), [20000], { device, requiresGrad: true });
+      const y = F.dropout(x, 0.3, { seed: 42 });
+      const v = Array.from(await y.toArray());
+      const kept = v.filter((e) => e !== 0);
+      const frac = kept.length / v.length;
+      if (Math.abs(frac - 0.7) > 0.02) throw new Error(`kept fraction ${frac}`);
+      assertClose(kept, kept.map(() => 1 / 0.7), "scale");
+      F.sum(y).backward();
+      assertClose(await x.grad!.toArray(), v, "grad mask equals forward mask");
+      const same = await F.dropout(x, 0.3, { seed: 42 }).toArray();
+      assertClose(same, v, "same seed, same mask", 0, 0);
+      assertClose(
+        await F.dropout(x, 0.3, { training: false }).toArray(),
+        new Float32Array(20000).fill(1),
+        "eval",
+        0,
+        0,
+      );
+    });
+  } finally {
+    device.destroy();
+  }
+});
+
+class Tiny extends nn.Module {
+  conv: nn.Conv3d;
+  bn: nn.BatchNorm3d;
+  head: nn.Linear;
+  constructor(device: Device, seed: number) {
+    super();
+    this.conv = this.registerModule("conv", new nn.Conv3d(2, 3, 3, { device, padding: 1, seed }));
+    this.bn = this.registerModule("bn", new nn.BatchNorm3d(3, { device }));
+    this.head = this.registerModule("head", new nn.Linear(3, 2, { device, seed: seed + 7 }));
+  }
+  forward(x: Tensor): Tensor {
+    const h = F.relu(this.bn.forward(this.conv.forward(x)));
+    return this.head.forward(F.mean(h, [2, 3, 4]));
+  }
+}
+
+Deno.test("state dicts: PyTorch names, round trip, clear load errors", async () => {
+  const device = await openDevice();
+  try {
+    const a = new Tiny(device, 1), b = new Tiny(device, 2);
+    const keys = Object.keys(a.stateDict());
+    const want = [
+      "conv.weight",
+      "conv.bias",
+      "bn.weight",
+      "bn.bias",
+      "bn.running_mean",
+      "bn.running_var",
+      "bn.num_batches_tracked",
+      "head.weight",
+      "head.bias",
+    ];
+    if (keys.join() !== want.join()) throw new Error(`keys ${keys}`);
+    if (a.parameters().length !== 6) throw new Error("parameter count");
+    a.eval();
+    b.eval();
+    const x = tensor(randData(prng(1), 2 * 2 * 3 * 3 * 3), [2, 2, 3, 3, 3], { device });
+    const ya = await tidy(() => a.forward(x).toArray());
+    b.loadStateDict(a.stateDict());
+    const yb = await tidy(() => b.forward(x).toArray());
+    assertClose(yb, ya, "outputs after loading", 0, 0);
+    const sd = { ...a.stateDict() };
+    delete sd["bn.bias"];
+    sd["extra.weight"] = sd["head.bias"];
+    sd["head.weight"] = tensor(new Float32Array(6), [3, 2], { device });
+    try {
+      b.loadStateDict(sd);
+      throw new Error("no error");
+    } catch (e) {
+      const m = (e as Error).message;
+      for (
+        const p of [
+          "missing keys (1): bn.bias",
+          "unexpected keys (1): extra.weight",
+          "head.weight: checkpoint [3,2] vs model [2,3]",
+        ]
+      ) {
+        if (!m.includes(p)) throw new Error(`"${m}" lacks "${p}"`);
+      }
+    }
+    const r = b.loadStateDict({ "conv.weight": a.conv.weight }, { strict: false });
+    if (r.missing.length !== 8) throw new Error("non-strict missing list");
+    a.dispose();
+    b.dispose();
+  } finally {
+    device.destroy();
+  }
+});
