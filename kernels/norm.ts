@@ -4,7 +4,7 @@
  * variance, and has a fused backward; eval mode uses the running statistics. Per-channel statistics are
  * reductions over N, D, H, W on the GPU (a workgroup per (n, c) row, then over n).
  */
-import { Tensor } from "../core/tensor.ts";
+import type { Tensor } from "../core/tensor.ts";
 import { record } from "../core/autograd.ts";
 import { map } from "./elementwise.ts";
 import { mean, sum } from "./reduce.ts";

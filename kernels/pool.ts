@@ -6,7 +6,7 @@
 import { Tensor } from "../core/tensor.ts";
 import { record } from "../core/autograd.ts";
 import { f, launch, u } from "./codegen.ts";
-import { type Triple } from "./conv.ts";
+import type { Triple } from "./conv.ts";
 import { argmax, mean } from "./reduce.ts";
 
 function triple(

@@ -19,7 +19,7 @@ export function fanIn(shape: readonly number[]): number {
 }
 
 /** Kaiming normal, fan-in mode, ReLU gain: N(0, 2 / fan_in) (what the seed uses for its convs). */
-export function kaimingNormal(shape: readonly number[], device: Device, seed = nextSeed()): Tensor {
+export function kaimingNormal(shape: readonly number[], device: Device, seed: number = nextSeed()): Tensor {
   return randn(shape, { device, seed, std: Math.sqrt(2 / fanIn(shape)) });
 }
 
@@ -28,7 +28,7 @@ export function torchDefaultUniform(
   shape: readonly number[],
   fan: number,
   device: Device,
-  seed = nextSeed(),
+  seed: number = nextSeed(),
 ): Tensor {
   const b = 1 / Math.sqrt(fan);
   return rand(shape, { device, seed, low: -b, high: b });

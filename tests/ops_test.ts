@@ -5,7 +5,7 @@
  */
 import { F, openDevice, type Tensor, tensor, tidy } from "../mod.ts";
 import { assertClose, prng, randData, torchRef } from "./helpers.ts";
-import { type Case, CaseSuite, f, type In, pos } from "./cases.ts";
+import { type Case, CaseSuite, f, pos } from "./cases.ts";
 
 const cases: Case[] = [];
 const add = (c: Case) => cases.push(c);
