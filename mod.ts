@@ -21,3 +21,5 @@ export { arange, full, ones, onesLike, rand, randn, zeros, zerosLike } from "./k
 export * as F from "./kernels/mod.ts";
 export * as nn from "./nn/mod.ts";
 export * as optim from "./optim/mod.ts";
+export * as models from "./models/mod.ts";
+export * as io from "./io/mod.ts";

@@ -18,8 +18,13 @@ opt.step();
 const tAdam = await timePerCall(device, () => opt.step(), 4);
 
 const x = randn([2, 256, 16, 32, 32], { device, seed: 3 }).requireGrad();
-const w = randn([256], { device, seed: 4 }).requireGrad(), b = randn([256], { device, seed: 5 }).requireGrad();
-const tBnF = await timePerCall(device, () => tidy(() => void F.batchNorm3d(x, w, b, null, null, { training: true })), 3);
+const w = randn([256], { device, seed: 4 }).requireGrad(),
+  b = randn([256], { device, seed: 5 }).requireGrad();
+const tBnF = await timePerCall(
+  device,
+  () => tidy(() => void F.batchNorm3d(x, w, b, null, null, { training: true })),
+  3,
+);
 const tBnFB = await timePerCall(device, () =>
   tidy(() => {
     F.batchNorm3d(x, w, b, null, null, { training: true }).backward(onesLike(x));
@@ -31,11 +36,21 @@ const tBnFB = await timePerCall(device, () =>
 const bytes = x.size * 4;
 console.log(`\n${device.info.description}: measured copy ${copy.toFixed(1)} GB/s`);
 console.log(
-  `AdamW step, ${nParams / 2 ** 20}M params: ${(tAdam * 1e3).toFixed(1)} ms, ${(nParams / tAdam / 1e9).toFixed(2)} G params/s, ` +
+  `AdamW step, ${nParams / 2 ** 20}M params: ${(tAdam * 1e3).toFixed(1)} ms, ${
+    (nParams / tAdam / 1e9).toFixed(2)
+  } G params/s, ` +
     `${frac((28 * nParams) / tAdam / 1e9, copy)} GB/s`,
 );
-console.log(`BatchNorm3d train fwd [2,256,16,32,32]: ${(tBnF * 1e3).toFixed(1)} ms, ${frac((3 * bytes) / tBnF / 1e9, copy)} GB/s`);
-console.log(`BatchNorm3d train fwd+bwd: ${(tBnFB * 1e3).toFixed(1)} ms, ${frac((8 * bytes) / tBnFB / 1e9, copy)} GB/s\n`);
+console.log(
+  `BatchNorm3d train fwd [2,256,16,32,32]: ${(tBnF * 1e3).toFixed(1)} ms, ${
+    frac((3 * bytes) / tBnF / 1e9, copy)
+  } GB/s`,
+);
+console.log(
+  `BatchNorm3d train fwd+bwd: ${(tBnFB * 1e3).toFixed(1)} ms, ${
+    frac((8 * bytes) / tBnFB / 1e9, copy)
+  } GB/s\n`,
+);
 
 Deno.bench({ name: "AdamW step 8M params", n: 5, warmup: 1 }, async () => {
   opt.step();

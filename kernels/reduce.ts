@@ -65,8 +65,9 @@ function reduceORI(
     });
     return out;
   }
-  // Split long rows when there are too few outputs to fill the GPU.
-  if (kind !== "argmax" && O * I < 2048 && R >= 8192) {
+  // Split long rows into segments reduced again: it fills the GPU when there are few outputs, and for sums
+  // it keeps every sequential chain short (a tree of partial sums), which matters for accuracy in f32.
+  if (kind !== "argmax" && ((O * I < 2048 && R >= 8192) || (kind === "sum" && R >= 4096))) {
     const S = Math.min(Math.ceil(R / 2048), 4096);
     const L = Math.ceil(R / S);
     const part = reduceSeg(op, x, O, R, I, kind, S, L, [O, S, I]);

@@ -1,0 +1,66 @@
+/**
+ * @file The seed's classifier: ResNet3dCSN backbone -> global max (or average) pool of the last stage ->
+ * dropout -> Linear (`final`) to 8 logits (patient_overall, C1..C7).
+ */
+import type { Device } from "../core/device.ts";
+import type { Tensor } from "../core/tensor.ts";
+import { max, mean } from "../kernels/reduce.ts";
+import { dropout } from "../kernels/dropout.ts";
+import { Module } from "../nn/module.ts";
+import { Linear } from "../nn/layers.ts";
+import { ResNet3dCSN } from "./csn.ts";
+import { parseEncoder } from "./encoder.ts";
+import { repeatChannels } from "./util.ts";
+
+/** Options of {@link CSNClassifier}. */
+export interface CSNClassifierOptions {
+  device: Device;
+  /** "r152ir" (default) or "r152ip"; r26/r50/r101 for smaller runs. */
+  encoder?: string;
+  pool?: "max" | "avg";
+  numClasses?: number;
+  dropout?: number;
+  baseChannels?: number;
+}
+
+/** Logits [N, numClasses] for crops [N, 1 or 3, D, H, W]. */
+export class CSNClassifier extends Module {
+  readonly backbone: ResNet3dCSN;
+  readonly final: Linear;
+  readonly pool: "max" | "avg";
+  readonly p: number;
+  constructor(o: CSNClassifierOptions) {
+    super();
+    const enc = parseEncoder(o.encoder ?? "r152ir");
+    this.backbone = this.registerModule(
+      "backbone",
+      new ResNet3dCSN({
+        device: o.device,
+        depth: enc.depth,
+        bottleneck: enc.bottleneck,
+        baseChannels: o.baseChannels,
+      }),
+    );
+    this.pool = o.pool ?? "max";
+    if (this.pool !== "max" && this.pool !== "avg") {
+      throw new Error(`CSNClassifier: pool must be "max" or "avg"`);
+    }
+    this.p = o.dropout ?? 0.5;
+    this.final = this.registerModule(
+      "final",
+      new Linear(this.backbone.channels[4], o.numClasses ?? 8, { device: o.device }),
+    );
+  }
+  forward(x: Tensor): Tensor {
+    const x3 = repeatChannels(x);
+    const f = this.backbone.forward(x3);
+    if (x3 !== x) x3.dispose();
+    const pooled = this.pool === "max" ? max(f, [2, 3, 4]) : mean(f, [2, 3, 4]);
+    f.dispose();
+    const d = dropout(pooled, this.p, { training: this.training });
+    pooled.dispose();
+    const r = this.final.forward(d);
+    d.dispose();
+    return r;
+  }
+}

@@ -1,0 +1,187 @@
+/**
+ * @file ResNet3dCSN (channel-separated networks, mmaction2's definition as the seed configures it): a
+ * 3x7x7 stem with stride (1,2,2) and a (1,3,3) max-pool, then four stages of bottlenecks whose 3x3x3 conv
+ * is depthwise ("ir": interaction-reduced) or a 1x1x1 conv followed by the depthwise one ("ip":
+ * interaction-preserved). Parameter names equal mmaction2's, so its checkpoints load.
+ */
+import type { Device } from "../core/device.ts";
+import type { Tensor } from "../core/tensor.ts";
+import { add, relu } from "../kernels/elementwise.ts";
+import type { Triple } from "../kernels/conv.ts";
+import { maxPool3d } from "../kernels/pool.ts";
+import { Module } from "../nn/module.ts";
+import { BatchNorm3d, Conv3d } from "../nn/layers.ts";
+
+/** Blocks per stage for each supported depth (26 is a small test configuration). */
+export const CSN_DEPTHS: Record<number, [number, number, number, number]> = {
+  26: [2, 2, 2, 2],
+  50: [3, 4, 6, 3],
+  101: [3, 4, 23, 3],
+  152: [3, 8, 36, 3],
+};
+
+/** mmcv's ConvModule as the CSN uses it: `conv` (no bias) -> `bn` (eps 1e-3) -> optional ReLU. */
+export class ConvModule extends Module {
+  readonly conv: Conv3d;
+  readonly bn: BatchNorm3d;
+  constructor(
+    cin: number,
+    cout: number,
+    kernel: Triple,
+    o: { device: Device; stride?: Triple; padding?: Triple; groups?: number; act?: boolean },
+  ) {
+    super();
+    this.conv = this.registerModule(
+      "conv",
+      new Conv3d(cin, cout, kernel, {
+        device: o.device,
+        stride: o.stride,
+        padding: o.padding,
+        groups: o.groups,
+        bias: false,
+      }),
+    );
+    this.bn = this.registerModule("bn", new BatchNorm3d(cout, { device: o.device, eps: 1e-3 }));
+    this.act = o.act ?? true;
+  }
+  readonly act: boolean;
+  forward(x: Tensor): Tensor {
+    const c = this.conv.forward(x);
+    const b = this.bn.forward(c);
+    c.dispose();
+    if (!this.act) return b;
+    const r = relu(b);
+    b.dispose();
+    return r;
+  }
+}
+
+/** A list of modules registered as children "0", "1", ... (mmaction2's nn.Sequential names). */
+class Seq extends Module {
+  readonly items: Module[];
+  constructor(items: Module[]) {
+    super();
+    this.items = items;
+    items.forEach((m, i) => this.registerModule(String(i), m));
+  }
+  forward(x: Tensor): Tensor {
+    let h = x;
+    for (const m of this.items) {
+      const n = m.forward(h);
+      if (h !== x) h.dispose();
+      h = n;
+    }
+    return h;
+  }
+}
+
+/** The CSN bottleneck: 1x1x1 reduce, (1x1x1 +) depthwise 3x3x3 with the stage's stride, 1x1x1 expand, residual. */
+export class CSNBottleneck extends Module {
+  readonly conv1: ConvModule;
+  readonly conv2: Seq;
+  readonly conv3: ConvModule;
+  readonly downsample: ConvModule | null;
+  constructor(
+    cin: number,
+    planes: number,
+    stride: [number, number, number],
+    kind: "ir" | "ip",
+    down: boolean,
+    device: Device,
+  ) {
+    super();
+    this.conv1 = this.registerModule("conv1", new ConvModule(cin, planes, 1, { device }));
+    const dw = new ConvModule(planes, planes, 3, { device, stride, padding: 1, groups: planes });
+    this.conv2 = this.registerModule(
+      "conv2",
+      new Seq(kind === "ir" ? [dw] : [new ConvModule(planes, planes, 1, { device, act: false }), dw]),
+    );
+    this.conv3 = this.registerModule("conv3", new ConvModule(planes, planes * 4, 1, { device, act: false }));
+    this.downsample = down
+      ? this.registerModule("downsample", new ConvModule(cin, planes * 4, 1, { device, stride, act: false }))
+      : null;
+  }
+  forward(x: Tensor): Tensor {
+    const a = this.conv1.forward(x);
+    const b = this.conv2.forward(a);
+    a.dispose();
+    const c = this.conv3.forward(b);
+    b.dispose();
+    const idt = this.downsample ? this.downsample.forward(x) : x;
+    const s = add(c, idt);
+    c.dispose();
+    if (idt !== x) idt.dispose();
+    const r = relu(s);
+    s.dispose();
+    return r;
+  }
+}
+
+/** Options of {@link ResNet3dCSN}. */
+export interface CSNOptions {
+  device: Device;
+  depth: 26 | 50 | 101 | 152;
+  bottleneck: "ir" | "ip";
+  /** Width of the stem; stage widths are 1x, 2x, 4x, 8x this (x4 after expansion). Default 64. */
+  baseChannels?: number;
+  /** Input channels (default 3). */
+  inChannels?: number;
+}
+
+/** The ResNet3dCSN backbone; `forward` returns the last stage, `features` all five feature maps. */
+export class ResNet3dCSN extends Module {
+  readonly conv1: ConvModule;
+  readonly layers: Seq[] = [];
+  readonly base: number;
+  /** Channels of [stem, layer1, layer2, layer3, layer4]. */
+  readonly channels: number[];
+  constructor(o: CSNOptions) {
+    super();
+    const blocks = CSN_DEPTHS[o.depth];
+    if (!blocks) {
+      throw new Error(`ResNet3dCSN: depth must be one of ${Object.keys(CSN_DEPTHS)}, got ${o.depth}`);
+    }
+    if (o.bottleneck !== "ir" && o.bottleneck !== "ip") {
+      throw new Error(`ResNet3dCSN: bottleneck must be "ir" or "ip", got ${o.bottleneck}`);
+    }
+    const base = this.base = o.baseChannels ?? 64;
+    const device = o.device;
+    this.conv1 = this.registerModule(
+      "conv1",
+      new ConvModule(o.inChannels ?? 3, base, [3, 7, 7], { device, stride: [1, 2, 2], padding: [1, 3, 3] }),
+    );
+    let cin = base;
+    blocks.forEach((n, i) => {
+      const planes = base * 2 ** i;
+      const s = i === 0 ? 1 : 2;
+      const list = [new CSNBottleneck(cin, planes, [s, s, s], o.bottleneck, true, device)];
+      cin = planes * 4;
+      for (let k = 1; k < n; k++) {
+        list.push(new CSNBottleneck(cin, planes, [1, 1, 1], o.bottleneck, false, device));
+      }
+      this.layers.push(this.registerModule(`layer${i + 1}`, new Seq(list)));
+    });
+    this.channels = [base, 4 * base, 8 * base, 16 * base, 32 * base];
+  }
+
+  /** [stem output before the max-pool, layer1, layer2, layer3, layer4]. */
+  features(x: Tensor): Tensor[] {
+    const stem = this.conv1.forward(x);
+    const pooled = maxPool3d(stem, { kernel: [1, 3, 3], stride: [1, 2, 2], padding: [0, 1, 1] });
+    const outs = [stem];
+    let h = pooled;
+    for (const l of this.layers) {
+      h = l.forward(h);
+      outs.push(h);
+    }
+    pooled.dispose();
+    return outs;
+  }
+
+  /** The last stage's output. */
+  forward(x: Tensor): Tensor {
+    const f = this.features(x);
+    for (const t of f.slice(0, 4)) t.dispose();
+    return f[4];
+  }
+}

@@ -1,0 +1,278 @@
+/**
+ * The CSN models against a PyTorch reference with mmaction2's names (tests/csn_ref.py): the reference saves
+ * its weights with torch.save, our importer loads them, and eval outputs, train outputs (batch statistics),
+ * running statistics and every parameter's gradient must match the reference computed in float64. Forward:
+ * rtol 1e-4. Gradients, elementwise: rtol 1e-4 plus an absolute slack of the larger of 1e-4 x the tensor's
+ * largest gradient and twice PyTorch's own float32 error on it. Train-mode gradients of these tiny random
+ * networks are chaotic in f32 (batch statistics over a few values per channel amplify rounding until ReLU
+ * and max-pool selections flip; PyTorch's own float32 result is up to a few percent off float64 on some
+ * tensors), so the gradients are taken through eval-mode batch norm after the train-mode pass. Gradients
+ * through train-mode batch norm are checked op by op (nn_test.ts) and over 20 optimizer steps
+ * (optim_test.ts); every op on its own is within ~5e-7 of float64 at the decoder's sizes. Parameter counts of the full-size models must equal PyTorch's. Bad
+ * checkpoints fail with errors naming the file and the key.
+ */
+import { F, io, models, openDevice, type Tensor, tensor, tidy } from "../mod.ts";
+import type { Device } from "../core/device.ts";
+import type { Module } from "../nn/module.ts";
+import { assertClose, prng, randData } from "./helpers.ts";
+
+const PY = Deno.env.get("CSN_PYTHON") ?? "/usr/bin/python3";
+const REF = new URL("./csn_ref.py", import.meta.url).pathname;
+
+async function py(args: string[]): Promise<string> {
+  const o = await new Deno.Command(PY, { args: [REF, ...args], stdout: "piped", stderr: "piped" }).output();
+  if (!o.success) throw new Error(`csn_ref.py ${args[0]} failed:\n${new TextDecoder().decode(o.stderr)}`);
+  return new TextDecoder().decode(o.stdout);
+}
+
+interface Cfg {
+  model: "unet" | "classifier";
+  depth: 26;
+  kind: "ir" | "ip";
+  base: number;
+  pool?: "max" | "avg";
+  input: number[];
+  /** Take the gradients through eval-mode batch norm (after the train-mode pass). */
+  gradEval?: boolean;
+}
+
+function build(cfg: Cfg, device: Device): Module {
+  const encoder = `r${cfg.depth}${cfg.kind}`;
+  return cfg.model === "unet"
+    ? new models.CSNUNet({ device, encoder, baseChannels: cfg.base, numClasses: 8 })
+    : new models.CSNClassifier({
+      device,
+      encoder,
+      baseChannels: cfg.base,
+      numClasses: 8,
+      pool: cfg.pool,
+      dropout: 0,
+    });
+}
+
+async function compare(cfg: Cfg) {
+  const device = await openDevice();
+  const dir = await Deno.makeTempDir();
+  try {
+    const rng = prng(21);
+    const n = cfg.input.reduce((p, d) => p * d, 1);
+    const x = randData(rng, n, -1, 1);
+    const outShape = cfg.model === "unet" ? [cfg.input[0], 8, ...cfg.input.slice(2)] : [cfg.input[0], 8];
+    const w = randData(rng, outShape.reduce((p, d) => p * d, 1));
+    await Deno.writeTextFile(`${dir}/input.json`, JSON.stringify({ x: { data: x, shape: cfg.input }, w }));
+    await py(["run", JSON.stringify({ ...cfg, grad_eval: cfg.gradEval }), dir]);
+    const ref = JSON.parse(await Deno.readTextFile(`${dir}/out.json`));
+    const model = build(cfg, device);
+    const sd = await io.loadCheckpoint(`${dir}/model.pth`, { device });
+    model.loadStateDict(sd);
+    for (const t of Object.values(sd)) t.dispose();
+    model.eval();
+    const ev = await tidy(() => model.forward(tensor(x, cfg.input, { device })).toArray());
+    assertClose(ev, ref.eval, "eval output");
+    model.train();
+    const named = model.namedParameters();
+    const tr = await tidy(async () => {
+      const y = model.forward(tensor(x, cfg.input, { device }));
+      const out = await y.toArray();
+      let yg = y;
+      if (cfg.gradEval) {
+        model.eval();
+        yg = model.forward(tensor(x, cfg.input, { device }));
+      }
+      F.sum(F.mul(yg, tensor(w, outShape, { device }))).backward();
+      return out;
+    });
+    assertClose(tr, ref.train, "train output");
+    for (const [k, t] of model.namedBuffers()) {
+      if (ref.buffers[k]) assertClose(await t.toArray(), ref.buffers[k], `buffer ${k}`);
+    }
+    if (named.length !== Object.keys(ref.grads).length) {
+      throw new Error(`${named.length} parameters vs ${Object.keys(ref.grads).length} in PyTorch`);
+    }
+    const bad: string[] = [];
+    for (const [k, p] of named) {
+      if (!ref.grads[k]) throw new Error(`PyTorch has no parameter ${k}`);
+      try {
+        const g = ref.grads[k] as number[];
+        const scale = g.reduce((m, v) => Math.max(m, Math.abs(v)), 0);
+        const ours = await p.grad!.toArray();
+        assertClose(ours, g, `grad of ${k}`, 1e-4, Math.max(1e-4 * scale, 2 * ref.err32[k]));
+      } catch (e) {
+        bad.push((e as Error).message);
+      }
+    }
+    if (bad.length) throw new Error(`${bad.length} of ${named.length} gradients differ:\n${bad.join("\n")}`);
+    model.dispose();
+  } finally {
+    device.destroy();
+    await Deno.remove(dir, { recursive: true });
+  }
+}
+
+Deno.test("tiny CSN-UNet (r26ir, width 8) matches PyTorch: eval, train, gradients", () =>
+  compare({ model: "unet", depth: 26, kind: "ir", base: 8, input: [2, 1, 16, 64, 64], gradEval: true }));
+
+Deno.test("tiny CSN classifier ir, max pool, matches PyTorch", () =>
+  compare({
+    model: "classifier",
+    depth: 26,
+    kind: "ir",
+    base: 8,
+    pool: "max",
+    input: [2, 3, 16, 64, 64],
+    gradEval: true,
+  }));
+
+Deno.test("tiny CSN classifier ip, avg pool, matches PyTorch", () =>
+  compare({
+    model: "classifier",
+    depth: 26,
+    kind: "ip",
+    base: 8,
+    pool: "avg",
+    input: [2, 3, 16, 64, 64],
+    gradEval: true,
+  }));
+
+Deno.test("full-size parameter counts equal PyTorch's", async () => {
+  const device = await openDevice();
+  try {
+    const cases: [string, () => Module, Record<string, unknown>][] = [
+      ["ir-CSN-50 UNet", () => new models.CSNUNet({ device, encoder: "r50ir" }), {
+        model: "unet",
+        depth: 50,
+        kind: "ir",
+      }],
+      ["ir-CSN-152 classifier", () => new models.CSNClassifier({ device, encoder: "r152ir" }), {
+        model: "classifier",
+        depth: 152,
+        kind: "ir",
+      }],
+      ["ip-CSN-152 classifier", () => new models.CSNClassifier({ device, encoder: "r152ip" }), {
+        model: "classifier",
+        depth: 152,
+        kind: "ip",
+      }],
+    ];
+    for (const [name, make, cfg] of cases) {
+      const ref = JSON.parse(await py(["count", JSON.stringify(cfg)]));
+      const m = make();
+      const params = m.parameters().reduce((p, t) => p + t.size, 0);
+      const entries = Object.keys(m.stateDict()).length;
+      m.dispose();
+      if (params !== ref.params || entries !== ref.entries) {
+        throw new Error(
+          `${name}: ${params} params / ${entries} entries vs PyTorch ${ref.params} / ${ref.entries}`,
+        );
+      }
+    }
+  } finally {
+    device.destroy();
+  }
+});
+
+Deno.test("bad checkpoints fail with errors naming the file and the key", async () => {
+  const device = await openDevice();
+  const dir = await Deno.makeTempDir();
+  const expectReject = async (p: Promise<unknown>, ...parts: string[]) => {
+    try {
+      await p;
+    } catch (e) {
+      const m = (e as Error).message;
+      for (const s of parts) if (!m.includes(s)) throw new Error(`"${m}" lacks "${s}"`);
+      return;
+    }
+    throw new Error(`no error (${parts.join(", ")})`);
+  };
+  try {
+    const script = `
+import collections, os, torch
+sd = collections.OrderedDict(w=torch.arange(6.).reshape(2, 3), n=torch.tensor(5))
+torch.save(sd, "${dir}/good.pth")
+torch.save({"epoch": 3, "state_dict": collections.OrderedDict(("module." + k, v) for k, v in sd.items())}, "${dir}/nested.pth")
+class Evil:
+    def __reduce__(self):
+        return (os.system, ("touch ${dir}/pwned",))
+torch.save({"state_dict": sd, "x": Evil()}, "${dir}/evil.pth")
+torch.save({"w": torch.arange(4.)[::2]}, "${dir}/strided.pth")
+data = open("${dir}/good.pth", "rb").read()
+open("${dir}/truncated.pth", "wb").write(data[: len(data) // 2])
+`;
+    const o = await new Deno.Command(PY, { args: ["-c", script], stderr: "piped" }).output();
+    if (!o.success) throw new Error(new TextDecoder().decode(o.stderr));
+    const good = await io.loadCheckpoint(`${dir}/good.pth`, { device });
+    assertClose(await good.w.toArray(), [0, 1, 2, 3, 4, 5], "good w", 0, 0);
+    if (good.n.dtype !== "i32" || (await good.n.item()) !== 5) throw new Error("int64 scalar");
+    const nested = await io.loadCheckpoint(`${dir}/nested.pth`, { device });
+    if (Object.keys(nested).join() !== "w,n") throw new Error(`nested keys ${Object.keys(nested)}`);
+    const strided = await io.loadCheckpoint(`${dir}/strided.pth`, { device });
+    assertClose(await strided.w.toArray(), [0, 2], "strided view", 0, 0);
+    await expectReject(
+      io.loadCheckpoint(`${dir}/evil.pth`, { device }),
+      `${dir}/evil.pth`,
+      "system",
+      "not an allowed type",
+    );
+    try {
+      await Deno.stat(`${dir}/pwned`);
+      throw new Error("the pickle executed code");
+    } catch (e) {
+      if (!(e instanceof Deno.errors.NotFound)) throw e;
+    }
+    await expectReject(
+      io.loadCheckpoint(`${dir}/truncated.pth`, { device }),
+      `${dir}/truncated.pth`,
+      "truncated",
+    );
+    await expectReject(
+      io.loadCheckpoint(`${dir}/missing.pth`, { device }),
+      `${dir}/missing.pth`,
+      "not found",
+    );
+    // Wrong shapes / missing keys when loading into a model.
+    const m = new models.CSNClassifier({ device, encoder: "r26ir", baseChannels: 4 });
+    const sd: Record<string, Tensor> = { ...m.stateDict() };
+    delete sd["backbone.layer1.0.conv1.bn.weight"];
+    sd["final.weight"] = good.w;
+    try {
+      m.loadStateDict(sd);
+      throw new Error("no error");
+    } catch (e) {
+      const msg = (e as Error).message;
+      for (
+        const s of [
+          "missing keys (1): backbone.layer1.0.conv1.bn.weight",
+          "final.weight: checkpoint [2,3] vs model [8,128]",
+        ]
+      ) {
+        if (!msg.includes(s)) throw new Error(`"${msg}" lacks "${s}"`);
+      }
+    }
+    // Our own format round-trips with metadata.
+    await io.saveCheckpoint(`${dir}/ours.safetensors`, m.stateDict(), {
+      epoch: 7,
+      metrics: { loss: 0.25 },
+      config: { encoder: "r26ir" },
+    });
+    const back = await io.readCheckpoint(`${dir}/ours.safetensors`);
+    if (back.meta.epoch !== 7 || (back.meta.metrics as Record<string, number>).loss !== 0.25) {
+      throw new Error("meta");
+    }
+    const loaded = io.upload(back.tensors, device);
+    const m2 = new models.CSNClassifier({ device, encoder: "r26ir", baseChannels: 4 });
+    m2.loadStateDict(loaded);
+    assertClose(await m2.final.weight.toArray(), await m.final.weight.toArray(), "round trip", 0, 0);
+    const bytes = await Deno.readFile(`${dir}/ours.safetensors`);
+    await Deno.writeFile(`${dir}/cut.safetensors`, bytes.subarray(0, bytes.length - 100));
+    await expectReject(
+      io.loadCheckpoint(`${dir}/cut.safetensors`, { device }),
+      `${dir}/cut.safetensors`,
+      "truncated",
+    );
+    m.dispose();
+    m2.dispose();
+  } finally {
+    device.destroy();
+    await Deno.remove(dir, { recursive: true });
+  }
+});
