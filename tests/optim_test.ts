@@ -116,3 +116,32 @@ Deno.test("clipGradNorm scales gradients like torch.nn.utils.clip_grad_norm_", a
     device.destroy();
   }
 });
+
+Deno.test("AdamW state dict resumes training exactly", async () => {
+  const device = await openDevice();
+  try {
+    await tidy(async () => {
+      const mk = () => tensor([0.5, -1, 2, 0.25], [4], { device }).requireGrad();
+      const grads = [[1, 2, -1, 0.5], [0.3, -0.2, 0.1, 2], [-1, 1, 1, -1]];
+      const run = (p: Tensor, opt: InstanceType<typeof optim.AdamW>, g: number[]) => {
+        p.grad = tensor(g, [4], { device });
+        opt.step();
+        opt.zeroGrad();
+      };
+      const a = mk(), optA = new optim.AdamW([a], { lr: 0.1 });
+      for (const g of grads) run(a, optA, g);
+      const b = mk(), optB = new optim.AdamW([b], { lr: 0.1 });
+      run(b, optB, grads[0]);
+      const c = tensor(await b.toArray(), [4], { device }).requireGrad();
+      const optC = new optim.AdamW([c], { lr: 0.1 });
+      optC.loadStateDict(optB.stateDict());
+      run(c, optC, grads[1]);
+      run(c, optC, grads[2]);
+      if (optC.stepCount !== 3) throw new Error(`step count ${optC.stepCount}`);
+      assertClose(await c.toArray(), await a.toArray(), "resumed parameters", 0, 0);
+      for (const o of [optA, optB, optC]) o.dispose();
+    });
+  } finally {
+    device.destroy();
+  }
+});
