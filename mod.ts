@@ -23,3 +23,4 @@ export * as nn from "./nn/mod.ts";
 export * as optim from "./optim/mod.ts";
 export * as models from "./models/mod.ts";
 export * as io from "./io/mod.ts";
+export * as data from "./data/mod.ts";

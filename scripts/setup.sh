@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Installs what csn-webgpu needs on a fresh Debian/Ubuntu machine (idempotent):
 #   Deno 2.9.6 from the npm registry, Mesa's Vulkan driver (lavapipe: WebGPU without a GPU),
-#   and Debian's python3-torch / python3-numpy (the tests' reference implementation).
+#   and the tests' references from Debian: python3-torch / python3-numpy, and dcmtk, libgdcm-tools,
+#   python3-pydicom, python3-nibabel (DICOM/NIfTI written and converted by tools nobody here wrote).
 set -euo pipefail
 SUDO=""
 if [ "$(id -u)" != "0" ]; then SUDO="sudo"; fi
 
 need_apt=()
-for p in mesa-vulkan-drivers libvulkan1 python3-torch python3-numpy; do
+for p in mesa-vulkan-drivers libvulkan1 python3-torch python3-numpy dcmtk libgdcm-tools python3-pydicom python3-nibabel; do
   dpkg -s "$p" >/dev/null 2>&1 || need_apt+=("$p")
 done
 if [ ${#need_apt[@]} -gt 0 ]; then
