@@ -10,3 +10,4 @@ export {
   toHounsfield,
 } from "./dicom.ts";
 export { decodeRle, initCodecs, TRANSFER_SYNTAXES } from "./codecs.ts";
+export { niftiToVolume, type NiftiVolume, readNifti, volumeToNifti, writeNifti } from "./nifti.ts";
