@@ -11,3 +11,15 @@ export {
 } from "./dicom.ts";
 export { decodeRle, initCodecs, TRANSFER_SYNTAXES } from "./codecs.ts";
 export { niftiToVolume, type NiftiVolume, readNifti, volumeToNifti, writeNifti } from "./nifti.ts";
+export {
+  listStudies,
+  makeFolds,
+  parseRowId,
+  readTrainCsv,
+  rowIds,
+  type Study,
+  TARGETS,
+  type TrainRow,
+} from "./rsna.ts";
+export { phantomStudy, type StudyLabels, type SynthOptions, writeSyntheticDataset } from "./synth.ts";
+export { type CtSliceSpec, encodeJpegLossless, writeCtSlice } from "./dicom_write.ts";

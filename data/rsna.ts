@@ -1,0 +1,109 @@
+/**
+ * @file The RSNA 2022 dataset layout: `train_images/<StudyInstanceUID>/*.dcm`, `segmentations/<uid>.nii`,
+ * `train.csv` (StudyInstanceUID, patient_overall, C1..C7), submission row ids `<uid>_C1` ..
+ * `<uid>_patient_overall`, and stratified folds. CSV is parsed with csv-parse.
+ */
+import { parse } from "csv-parse/sync";
+
+/** The 8 targets in the seed's order: patient_overall, then C1..C7. */
+export const TARGETS = ["patient_overall", "C1", "C2", "C3", "C4", "C5", "C6", "C7"] as const;
+
+/** One row of train.csv. */
+export interface TrainRow {
+  uid: string;
+  /** [patient_overall, C1..C7] as 0/1. */
+  labels: number[];
+}
+
+/** Parses train.csv; errors name the file, the line and the problem. */
+export async function readTrainCsv(path: string): Promise<TrainRow[]> {
+  let text: string;
+  try {
+    text = await Deno.readTextFile(path);
+  } catch (e) {
+    throw new Error(`${path}: cannot read (${(e as Error).message})`);
+  }
+  let records: Record<string, string>[];
+  try {
+    records = parse(text, { columns: true, skip_empty_lines: true, trim: true });
+  } catch (e) {
+    throw new Error(`${path}: malformed CSV (${(e as Error).message})`);
+  }
+  const need = ["StudyInstanceUID", ...TARGETS];
+  if (records.length) {
+    const missing = need.filter((c) => !(c in records[0]));
+    if (missing.length) throw new Error(`${path}: missing column(s) ${missing.join(", ")}`);
+  }
+  return records.map((r, i) => {
+    const labels = TARGETS.map((t) => {
+      const v = r[t];
+      if (v !== "0" && v !== "1") throw new Error(`${path}: line ${i + 2}: ${t} is "${v}", expected 0 or 1`);
+      return Number(v);
+    });
+    if (!r.StudyInstanceUID) throw new Error(`${path}: line ${i + 2}: empty StudyInstanceUID`);
+    return { uid: r.StudyInstanceUID, labels };
+  });
+}
+
+/** One study of a dataset folder. */
+export interface Study {
+  uid: string;
+  dir: string;
+  /** Path of its segmentation, when there is one. */
+  mask: string | null;
+  labels: number[] | null;
+}
+
+/** Lists the studies under `root` (train_images), joined with train.csv and segmentations/ when present. */
+export async function listStudies(root: string): Promise<Study[]> {
+  const labels = new Map<string, number[]>();
+  try {
+    for (const r of await readTrainCsv(`${root}/train.csv`)) labels.set(r.uid, r.labels);
+  } catch (e) {
+    if (!(e as Error).message.includes("cannot read")) throw e;
+  }
+  const studies: Study[] = [];
+  try {
+    for await (const e of Deno.readDir(`${root}/train_images`)) {
+      if (!e.isDirectory || e.name.endsWith(".partial")) continue;
+      const mask = `${root}/segmentations/${e.name}.nii`;
+      const hasMask = await Deno.stat(mask).then(() => true, () => false);
+      studies.push({
+        uid: e.name,
+        dir: `${root}/train_images/${e.name}`,
+        mask: hasMask ? mask : null,
+        labels: labels.get(e.name) ?? null,
+      });
+    }
+  } catch (e) {
+    throw new Error(`${root}: no train_images folder (${(e as Error).message})`);
+  }
+  return studies.sort((a, b) => (a.uid < b.uid ? -1 : 1));
+}
+
+/** Submission row ids of a study, in the competition's naming: `<uid>_C1` .. `<uid>_C7`, `<uid>_patient_overall`. */
+export function rowIds(uid: string): string[] {
+  return [...TARGETS.slice(1), TARGETS[0]].map((t) => `${uid}_${t}`);
+}
+
+/** Splits a row id at its last target suffix into uid and target. */
+export function parseRowId(id: string): { uid: string; target: string } {
+  for (const t of TARGETS) if (id.endsWith(`_${t}`)) return { uid: id.slice(0, -t.length - 1), target: t };
+  throw new Error(`row id "${id}" does not end in _C1.._C7 or _patient_overall`);
+}
+
+/** Assigns folds 0..k-1, stratified by patient_overall, shuffled by `seed`. */
+export function makeFolds(rows: TrainRow[], k: number, seed = 0): Map<string, number> {
+  let s = seed >>> 0;
+  const rnd = () => ((s = (Math.imul(s, 1664525) + 1013904223) >>> 0) / 2 ** 32);
+  const out = new Map<string, number>();
+  for (const cls of [0, 1]) {
+    const group = rows.filter((r) => r.labels[0] === cls).map((r) => r.uid);
+    for (let i = group.length - 1; i > 0; i--) {
+      const j = Math.floor(rnd() * (i + 1));
+      [group[i], group[j]] = [group[j], group[i]];
+    }
+    group.forEach((uid, i) => out.set(uid, i % k));
+  }
+  return out;
+}
