@@ -23,3 +23,6 @@ export {
 } from "./rsna.ts";
 export { phantomStudy, type StudyLabels, type SynthOptions, writeSyntheticDataset } from "./synth.ts";
 export { type CtSliceSpec, encodeJpegLossless, writeCtSlice } from "./dicom_write.ts";
+export { type Box, type CacheHeader, type CubeName, isCached, readCube, readHeader } from "./cache.ts";
+export { preprocessDataset, type PreprocessOptions, preprocessStudy, type Progress } from "./preprocess.ts";
+export { resizeLinear16, resizeNearest8 } from "./resize.ts";

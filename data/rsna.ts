@@ -107,3 +107,33 @@ export function makeFolds(rows: TrainRow[], k: number, seed = 0): Map<string, nu
   }
   return out;
 }
+
+/** Writes a folds file (`StudyInstanceUID,fold`), atomically. */
+export async function writeFoldsCsv(path: string, folds: Map<string, number>): Promise<void> {
+  const tmp = `${path}.tmp`;
+  await Deno.writeTextFile(
+    tmp,
+    ["StudyInstanceUID,fold", ...[...folds].map(([u, f]) => `${u},${f}`)].join("\n") + "\n",
+  );
+  await Deno.rename(tmp, path);
+}
+
+/** Reads a folds file: `StudyInstanceUID` (or the seed's `cube_id`) and `fold` columns. */
+export async function readFoldsCsv(path: string): Promise<Map<string, number>> {
+  let records: Record<string, string>[];
+  try {
+    records = parse(await Deno.readTextFile(path), { columns: true, skip_empty_lines: true, trim: true });
+  } catch (e) {
+    throw new Error(`${path}: cannot read folds (${(e as Error).message})`);
+  }
+  const out = new Map<string, number>();
+  records.forEach((r, i) => {
+    const uid = r.StudyInstanceUID ?? r.cube_id;
+    const f = Number(r.fold);
+    if (!uid || !Number.isInteger(f)) {
+      throw new Error(`${path}: line ${i + 2}: needs StudyInstanceUID (or cube_id) and an integer fold`);
+    }
+    out.set(uid, f);
+  });
+  return out;
+}

@@ -6,7 +6,15 @@
  */
 import { readDicomSeries, toHounsfield } from "../data/dicom.ts";
 import { niftiToVolume, readNifti } from "../data/nifti.ts";
-import { listStudies, makeFolds, parseRowId, readTrainCsv, rowIds } from "../data/rsna.ts";
+import {
+  listStudies,
+  makeFolds,
+  parseRowId,
+  readFoldsCsv,
+  readTrainCsv,
+  rowIds,
+  writeFoldsCsv,
+} from "../data/rsna.ts";
 import { writeSyntheticDataset } from "../data/synth.ts";
 import { writeCtSlice } from "../data/dicom_write.ts";
 
@@ -57,6 +65,9 @@ Deno.test("synthetic phantoms: valid series, aligned masks, learnable fractures,
     if (syntaxes.size < 2) throw new Error(`expected plain and JPEG Lossless studies, got ${[...syntaxes]}`);
     const folds = makeFolds(rows, 3, 1);
     if (new Set(folds.values()).size !== 3) throw new Error("folds");
+    await writeFoldsCsv(`${dir}/folds.csv`, folds);
+    const back = await readFoldsCsv(`${dir}/folds.csv`);
+    if ([...back].join() !== [...folds].join()) throw new Error("folds round trip");
     const ids = rowIds(rows[0].uid);
     if (
       ids.length !== 8 || parseRowId(ids[7]).target !== "patient_overall" ||
