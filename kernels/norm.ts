@@ -6,8 +6,75 @@
  */
 import type { Tensor } from "../core/tensor.ts";
 import { record } from "../core/autograd.ts";
+import { Tensor as TensorClass } from "../core/tensor.ts";
 import { map } from "./elementwise.ts";
-import { mean, sum } from "./reduce.ts";
+import { sum } from "./reduce.ts";
+import { f, launch, u } from "./codegen.ts";
+
+/** The two columns of a [C, 2] tensor as two [C] tensors. */
+function splitPairs(op: string, t: Tensor, C: number): [Tensor, Tensor] {
+  const a = TensorClass.empty(t.device, [C], "f32", op), b = TensorClass.empty(t.device, [C], "f32", op);
+  launch({
+    op,
+    args: [{ name: "t", t }, { name: "a", t: a, write: true }, { name: "b", t: b, write: true }],
+    wg: 64,
+    groups: Math.ceil(C / 64),
+    body: `  if (gid < ${u(C)}) { a_st(gid, t_ld(2u * gid)); b_st(gid, t_ld(2u * gid + 1u)); }`,
+  });
+  return [a, b];
+}
+
+/**
+ * Per-channel first and second moments in one pass over x viewed as [N, C, S]: without `g`, the sums of
+ * (x - shift) and (x - shift)^2 with shift = `mu` (or x[0, c, 0] when not given); with `g` and `mu`, the
+ * sums of g and g * (x - mu). Each workgroup reduces one segment of one channel (lanes, then a
+ * tree in workgroup memory); segments are summed afterwards. Returns [C, 2].
+ */
+function channelMoments(op: string, x: Tensor, g: Tensor | null, mu: Tensor | null): Tensor {
+  const N = x.shape[0], C = x.shape[1], S = x.size / (N * C), T = N * S;
+  const segs = Math.max(1, Math.min(Math.ceil(T / 4096), 1024));
+  const L = Math.ceil(T / segs);
+  const part = TensorClass.empty(x.device, [segs, C, 2], "f32", op);
+  const WG = 64;
+  const args = [
+    { name: "x", t: x },
+    ...(g ? [{ name: "g", t: g }] : []),
+    ...(mu ? [{ name: "mu", t: mu }] : []),
+    { name: "p", t: part, write: true },
+  ];
+  const term = g
+    ? `let d = x_ld(i) - m; let gv = g_ld(i); a1 = a1 + gv; a2 = a2 + gv * d;`
+    : `let d = x_ld(i) - m; a1 = a1 + d; a2 = a2 + d * d;`;
+  launch({
+    op,
+    args,
+    wg: WG,
+    groups: segs * C,
+    decls: `var<workgroup> s1: array<f32, ${WG}>;\nvar<workgroup> s2: array<f32, ${WG}>;`,
+    body: `  let c = wg % ${u(C)};
+  let sg = wg / ${u(C)};
+  let m = ${mu ? "mu_ld(c)" : `x_ld(c * ${u(S)})`};
+  var a1 = 0.0;
+  var a2 = 0.0;
+  let e1 = min((sg + 1u) * ${u(L)}, ${u(T)});
+  for (var e = sg * ${u(L)} + lid; e < e1; e = e + WG) {
+    let i = ((e / ${u(S)}) * ${u(C)} + c) * ${u(S)} + e % ${u(S)};
+    ${term}
+  }
+  s1[lid] = a1;
+  s2[lid] = a2;
+  workgroupBarrier();
+  for (var k = WG / 2u; k > 0u; k = k / 2u) {
+    if (lid < k) { s1[lid] = s1[lid] + s1[lid + k]; s2[lid] = s2[lid] + s2[lid + k]; }
+    workgroupBarrier();
+  }
+  if (lid == 0u) { p_st((sg * ${u(C)} + c) * 2u, s1[0]); p_st((sg * ${u(C)} + c) * 2u + 1u, s2[0]); }`,
+  });
+  if (segs === 1) return part.reshape([C, 2]);
+  const r = sum(part, 0);
+  part.dispose();
+  return r;
+}
 
 /** Options of {@link batchNorm3d}. */
 export interface BatchNormOptions {
@@ -93,11 +160,46 @@ export function batchNorm3d(
   if (M <= 1) {
     throw new Error(`${op}: training needs more than one value per channel, got input [${x.shape}]`);
   }
-  const mu = mean(x, axes, true);
-  const sq = map(op, [x, mu], "f32", (v) => `(${v[0]} - ${v[1]}) * (${v[0]} - ${v[1]})`);
-  const varB = mean(sq, axes, true);
-  sq.dispose();
-  const inv = map(op, [varB, eps], "f32", (v) => `inverseSqrt(${v[0]} + ${v[1]})`);
+  // Statistics in two passes, each fused: a shifted sum gives the mean; the sums of (x - mean) and
+  // (x - mean)^2 then give the variance as the corrected two-pass formula (exact to f32 rounding even when
+  // the mean is far from zero). A tiny per-channel kernel turns them into mean, variance and 1/std.
+  const mom0 = channelMoments(op, x, null, null);
+  const S = x.size / (x.shape[0] * C);
+  const mean0 = TensorClass.empty(x.device, [C], "f32", op);
+  launch({
+    op,
+    args: [{ name: "x", t: x }, { name: "mom", t: mom0 }, { name: "mu", t: mean0, write: true }],
+    wg: 64,
+    groups: Math.ceil(C / 64),
+    body: `  if (gid < ${u(C)}) { mu_st(gid, x_ld(gid * ${u(S)}) + mom_ld(gid * 2u) / ${f(M)}); }`,
+  });
+  mom0.dispose();
+  const mom = channelMoments(op, x, null, mean0);
+  const muC = TensorClass.empty(x.device, [C], "f32", op);
+  const varC = TensorClass.empty(x.device, [C], "f32", op);
+  const invC = TensorClass.empty(x.device, [C], "f32", op);
+  launch({
+    op,
+    args: [{ name: "m0", t: mean0 }, { name: "mom", t: mom }, { name: "mu", t: muC, write: true }, {
+      name: "va",
+      t: varC,
+      write: true,
+    }, { name: "iv", t: invC, write: true }],
+    wg: 64,
+    groups: Math.ceil(C / 64),
+    body: `  if (gid >= ${u(C)}) { return; }
+  let m1 = mom_ld(gid * 2u) / ${f(M)};
+  let v = max(mom_ld(gid * 2u + 1u) / ${f(M)} - m1 * m1, 0.0);
+  mu_st(gid, m0_ld(gid) + m1);
+  va_st(gid, v);
+  iv_st(gid, inverseSqrt(v + ${f(eps)}));`,
+  });
+  mom.dispose();
+  mean0.dispose();
+  const mu = muC.reshape(cs), varB = varC.reshape(cs), inv = invC.reshape(cs);
+  muC.dispose();
+  varC.dispose();
+  invC.dispose();
   if (runningMean && runningVar) {
     const nm = map(
       op,
@@ -126,16 +228,15 @@ export function batchNorm3d(
   });
   const out = record(op, y, [x, weight, bias], [x, mu, inv, ...(w ? [w] : [])], (g, [sx, smu, sinv, sw]) => {
     // With xh = (x - mu) * inv: gx = w * inv * (g - mean(g) - xh * mean(g * xh)); gw = sum(g * xh); gb = sum(g).
-    const gxh = map(
-      `${op}.backward`,
-      [g, sx, smu, sinv],
-      "f32",
-      (v) => `${v[0]} * (${v[1]} - ${v[2]}) * ${v[3]}`,
-    );
-    const sg = sum(g, axes, true);
-    const sgx = sum(gxh, axes, true);
-    gxh.dispose();
-    const ops = [g, sx, smu, sinv, sg, sgx, 1 / M, ...(weight ? [sw] : [])];
+    // One pass gives sum(g) and sum(g * (x - mu)); sum(g * xh) = inv * the latter.
+    const gm = channelMoments(`${op}.backward`, sx, g, smu.reshape([C]));
+    const sums = splitPairs(`${op}.backward`, gm, C);
+    gm.dispose();
+    const sgC = sums[0],
+      sgxC = map(`${op}.backward`, [sums[1], sinv.reshape([C])], "f32", (v) => `${v[0]} * ${v[1]}`);
+    sums[1].dispose();
+    const sgk = sgC.reshape(cs), sgx = sgxC.reshape(cs);
+    const ops = [g, sx, smu, sinv, sgk, sgx, 1 / M, ...(weight ? [sw] : [])];
     const gx = x.requiresGrad
       ? map(
         `${op}.backward`,
@@ -147,7 +248,7 @@ export function batchNorm3d(
           } * ${v[5]} * ${v[6]})`,
       )
       : null;
-    return [gx, weight?.requiresGrad ? sgx.reshape([C]) : null, bias?.requiresGrad ? sg.reshape([C]) : null];
+    return [gx, weight?.requiresGrad ? sgxC : null, bias?.requiresGrad ? sgC : null];
   });
   mu.dispose();
   inv.dispose();

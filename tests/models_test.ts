@@ -8,7 +8,9 @@
  * and max-pool selections flip; PyTorch's own float32 result is up to a few percent off float64 on some
  * tensors), so the gradients are taken through eval-mode batch norm after the train-mode pass. Gradients
  * through train-mode batch norm are checked op by op (nn_test.ts) and over 20 optimizer steps
- * (optim_test.ts); every op on its own is within ~5e-7 of float64 at the decoder's sizes. Parameter counts of the full-size models must equal PyTorch's. Bad
+ * (optim_test.ts); every op on its own is within ~5e-7 of float64 at the decoder's sizes. The UNet uses the
+ * smallest input its skips allow (8x32x32): at 16x64x64 even its eval-mode gradients are chaotic (PyTorch f32
+ * is up to 0.4 % off float64 on single elements, from near-zero ReLU inputs and max-pool near-ties). Parameter counts of the full-size models must equal PyTorch's. Bad
  * checkpoints fail with errors naming the file and the key.
  */
 import { F, io, models, openDevice, type Tensor, tensor, tidy } from "../mod.ts";
@@ -110,7 +112,7 @@ async function compare(cfg: Cfg) {
 }
 
 Deno.test("tiny CSN-UNet (r26ir, width 8) matches PyTorch: eval, train, gradients", () =>
-  compare({ model: "unet", depth: 26, kind: "ir", base: 8, input: [2, 1, 16, 64, 64], gradEval: true }));
+  compare({ model: "unet", depth: 26, kind: "ir", base: 8, input: [2, 1, 8, 32, 32], gradEval: true }));
 
 Deno.test("tiny CSN classifier ir, max pool, matches PyTorch", () =>
   compare({
