@@ -10,6 +10,7 @@
 import * as nifti from "nifti-reader-js";
 import { gunzipSync, gzipSync } from "node:zlib";
 import type { DicomSeries } from "./dicom.ts";
+import { writeFileAtomic } from "../core/fs.ts";
 
 /** Element arrays a NIfTI volume may hold. */
 export type NiftiData =
@@ -110,15 +111,7 @@ export async function writeNifti(path: string, vol: NiftiVolume): Promise<void> 
   const out = new Uint8Array(352 + vol.data.byteLength);
   out.set(hdr.subarray(0, 348));
   out.set(new Uint8Array(vol.data.buffer, vol.data.byteOffset, vol.data.byteLength), 352);
-  const bytes = path.endsWith(".gz") ? new Uint8Array(gzipSync(out)) : out;
-  const tmp = `${path}.tmp-${Deno.pid}-${Date.now()}`;
-  try {
-    await Deno.writeFile(tmp, bytes);
-    await Deno.rename(tmp, path);
-  } catch (e) {
-    await Deno.remove(tmp).catch(() => {});
-    throw new Error(`${path}: cannot write NIfTI file (${(e as Error).message})`);
-  }
+  await writeFileAtomic(path, path.endsWith(".gz") ? new Uint8Array(gzipSync(out)) : out, "NIfTI file");
 }
 
 /**

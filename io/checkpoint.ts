@@ -7,6 +7,7 @@ import type { Tensor } from "../core/tensor.ts";
 import { decodeSafetensors, encodeSafetensors } from "./safetensors.ts";
 import { pthStateDict, readPth } from "./pth.ts";
 import { type HostTensor, upload } from "./host.ts";
+import { writeFileAtomic } from "../core/fs.ts";
 
 /** Metadata stored with our checkpoints. */
 export interface CheckpointMeta {
@@ -65,15 +66,7 @@ export async function saveCheckpoint(
 ): Promise<void> {
   const strMeta: Record<string, string> = {};
   for (const [k, v] of Object.entries(meta)) if (v !== undefined) strMeta[k] = JSON.stringify(v);
-  const bytes = await encodeSafetensors(sd, strMeta);
-  const tmp = `${path}.tmp-${Deno.pid}-${Date.now()}`;
-  try {
-    await Deno.writeFile(tmp, bytes);
-    await Deno.rename(tmp, path);
-  } catch (e) {
-    await Deno.remove(tmp).catch(() => {});
-    throw new Error(`${path}: cannot write checkpoint (${(e as Error).message})`);
-  }
+  await writeFileAtomic(path, await encodeSafetensors(sd, strMeta), "checkpoint");
 }
 
 /** Keeps the entries whose names start with `prefix`, with the prefix removed (e.g. "backbone."). */

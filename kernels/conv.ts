@@ -36,8 +36,15 @@ export interface Conv3dOptions {
   groups?: number;
 }
 
-function triple(v: Triple | undefined, def: number, name: string, op: string): [number, number, number] {
-  const t = v === undefined ? [def, def, def] : typeof v === "number" ? [v, v, v] : [...v];
+/** A size option as [d, h, w]; `def` fills an omitted one (omitting it without a default is an error). */
+export function triple(
+  v: Triple | undefined,
+  def: number | undefined,
+  name: string,
+  op: string,
+): [number, number, number] {
+  if (v === undefined && def === undefined) throw new Error(`${op}: ${name} is required`);
+  const t = v === undefined ? [def!, def!, def!] : typeof v === "number" ? [v, v, v] : [...v];
   if (t.length !== 3 || t.some((x) => !Number.isInteger(x) || x < 0)) {
     throw new Error(
       `${op}: ${name} must be a non-negative integer or a [d, h, w] triple, got ${JSON.stringify(v)}`,

@@ -6,24 +6,8 @@
 import { Tensor } from "../core/tensor.ts";
 import { record } from "../core/autograd.ts";
 import { f, launch, u } from "./codegen.ts";
-import type { Triple } from "./conv.ts";
+import { type Triple, triple } from "./conv.ts";
 import { argmax, mean } from "./reduce.ts";
-
-function triple(
-  v: Triple | undefined,
-  def: number | undefined,
-  name: string,
-  op: string,
-): [number, number, number] {
-  if (v === undefined && def === undefined) throw new Error(`${op}: ${name} is required`);
-  const t = v === undefined ? [def!, def!, def!] : typeof v === "number" ? [v, v, v] : [...v];
-  if (t.length !== 3 || t.some((x) => !Number.isInteger(x) || x < 0)) {
-    throw new Error(
-      `${op}: ${name} must be a non-negative integer or a [d, h, w] triple, got ${JSON.stringify(v)}`,
-    );
-  }
-  return t as [number, number, number];
-}
 
 function check5d(op: string, x: Tensor): void {
   x.storage(op);

@@ -10,7 +10,7 @@ import { add, relu } from "../kernels/elementwise.ts";
 import type { Triple } from "../kernels/conv.ts";
 import { maxPool3d } from "../kernels/pool.ts";
 import { Module } from "../nn/module.ts";
-import { BatchNorm3d, Conv3d } from "../nn/layers.ts";
+import { BatchNorm3d, Conv3d, Sequential } from "../nn/layers.ts";
 
 /** Blocks per stage for each supported depth (26 is a small test configuration). */
 export const CSN_DEPTHS: Record<number, [number, number, number, number]> = {
@@ -56,29 +56,10 @@ export class ConvModule extends Module {
   }
 }
 
-/** A list of modules registered as children "0", "1", ... (mmaction2's nn.Sequential names). */
-class Seq extends Module {
-  readonly items: Module[];
-  constructor(items: Module[]) {
-    super();
-    this.items = items;
-    items.forEach((m, i) => this.registerModule(String(i), m));
-  }
-  forward(x: Tensor): Tensor {
-    let h = x;
-    for (const m of this.items) {
-      const n = m.forward(h);
-      if (h !== x) h.dispose();
-      h = n;
-    }
-    return h;
-  }
-}
-
 /** The CSN bottleneck: 1x1x1 reduce, (1x1x1 +) depthwise 3x3x3 with the stage's stride, 1x1x1 expand, residual. */
 export class CSNBottleneck extends Module {
   readonly conv1: ConvModule;
-  readonly conv2: Seq;
+  readonly conv2: Sequential;
   readonly conv3: ConvModule;
   readonly downsample: ConvModule | null;
   constructor(
@@ -94,7 +75,9 @@ export class CSNBottleneck extends Module {
     const dw = new ConvModule(planes, planes, 3, { device, stride, padding: 1, groups: planes });
     this.conv2 = this.registerModule(
       "conv2",
-      new Seq(kind === "ir" ? [dw] : [new ConvModule(planes, planes, 1, { device, act: false }), dw]),
+      new Sequential(
+        ...(kind === "ir" ? [dw] : [new ConvModule(planes, planes, 1, { device, act: false }), dw]),
+      ),
     );
     this.conv3 = this.registerModule("conv3", new ConvModule(planes, planes * 4, 1, { device, act: false }));
     this.downsample = down
@@ -131,7 +114,7 @@ export interface CSNOptions {
 /** The ResNet3dCSN backbone; `forward` returns the last stage, `features` all five feature maps. */
 export class ResNet3dCSN extends Module {
   readonly conv1: ConvModule;
-  readonly layers: Seq[] = [];
+  readonly layers: Sequential[] = [];
   readonly base: number;
   /** Channels of [stem, layer1, layer2, layer3, layer4]. */
   readonly channels: number[];
@@ -159,7 +142,7 @@ export class ResNet3dCSN extends Module {
       for (let k = 1; k < n; k++) {
         list.push(new CSNBottleneck(cin, planes, [1, 1, 1], o.bottleneck, false, device));
       }
-      this.layers.push(this.registerModule(`layer${i + 1}`, new Seq(list)));
+      this.layers.push(this.registerModule(`layer${i + 1}`, new Sequential(...list)));
     });
     this.channels = [base, 4 * base, 8 * base, 16 * base, 32 * base];
   }

@@ -5,6 +5,7 @@
  * problem.
  */
 import { readDicomSeries, toHounsfield } from "../data/dicom.ts";
+import { assertRejectsWith } from "./helpers.ts";
 
 const PY = Deno.env.get("CSN_PYTHON") ?? "/usr/bin/python3";
 const FIX = new URL("./dicom_fixtures.py", import.meta.url).pathname;
@@ -35,17 +36,6 @@ function sameValues(a: ArrayLike<number>, b: ArrayLike<number>, what: string): v
   for (let i = 0; i < a.length; i++) {
     if (a[i] !== b[i]) throw new Error(`${what}: value ${i} is ${a[i]}, expected ${b[i]}`);
   }
-}
-
-async function expectError(p: Promise<unknown>, ...parts: string[]): Promise<void> {
-  try {
-    await p;
-  } catch (e) {
-    const m = (e as Error).message;
-    for (const s of parts) if (!m.includes(s)) throw new Error(`"${m}" lacks "${s}"`);
-    return;
-  }
-  throw new Error(`no error (${parts.join(", ")})`);
 }
 
 Deno.test("DICOM series in every transfer syntax decode to the source values", async (t) => {
@@ -121,31 +111,34 @@ Deno.test("bad DICOM folders give errors naming the file and the problem", async
   const dir = await Deno.makeTempDir();
   try {
     await Deno.mkdir(`${dir}/empty`);
-    await expectError(readDicomSeries(`${dir}/empty`), `${dir}/empty`, "no .dcm files");
-    await expectError(readDicomSeries(`${dir}/nope`), `${dir}/nope`, "cannot list");
+    await assertRejectsWith(readDicomSeries(`${dir}/empty`), `${dir}/empty`, "no .dcm files");
+    await assertRejectsWith(readDicomSeries(`${dir}/nope`), `${dir}/nope`, "cannot list");
     await sh(PY, [FIX, `${dir}/a`, "--truth", `${dir}/t.bin`]);
     await Deno.writeTextFile(`${dir}/a/notes.dcm`, "this is not DICOM");
-    await expectError(readDicomSeries(`${dir}/a`), `${dir}/a/notes.dcm`, "not a readable DICOM file");
+    await assertRejectsWith(readDicomSeries(`${dir}/a`), `${dir}/a/notes.dcm`, "not a readable DICOM file");
     await Deno.remove(`${dir}/a/notes.dcm`);
     const bytes = await Deno.readFile(`${dir}/a/3.dcm`);
     await Deno.writeFile(`${dir}/a/3.dcm`, bytes.subarray(0, bytes.length - 1000));
-    await expectError(readDicomSeries(`${dir}/a`), `${dir}/a/3.dcm`);
+    await assertRejectsWith(readDicomSeries(`${dir}/a`), `${dir}/a/3.dcm`);
     await sh(PY, [FIX, `${dir}/b`, "--truth", `${dir}/t.bin`, "--slices", "6"]);
     // Remove the slice in the middle of z (files are named at random, so find it by position).
     const s = await readDicomSeries(`${dir}/b`);
     await Deno.remove(s.files[2]);
-    await expectError(readDicomSeries(`${dir}/b`), "missing between", s.files[1], s.files[3]);
+    await assertRejectsWith(readDicomSeries(`${dir}/b`), "missing between", s.files[1], s.files[3]);
     await sh(PY, [FIX, `${dir}/c`, "--truth", `${dir}/t.bin`, "--slices", "3"]);
     const uid2 = await sh(PY, [FIX, `${dir}/c2`, "--truth", `${dir}/t.bin`, "--slices", "4"]);
     for await (const e of Deno.readDir(`${dir}/c2`)) {
       await Deno.rename(`${dir}/c2/${e.name}`, `${dir}/c/x${e.name}`);
     }
-    await expectError(readDicomSeries(`${dir}/c`), "mixes 2 series");
+    await assertRejectsWith(readDicomSeries(`${dir}/c`), "mixes 2 series");
     const chosen = await readDicomSeries(`${dir}/c`, { series: uid2 });
     if (chosen.shape[0] !== 4 || chosen.uids.series !== uid2) throw new Error("choosing a series");
-    await expectError(readDicomSeries(`${dir}/c`, { series: "1.2.3" }), "no slice belongs to series 1.2.3");
+    await assertRejectsWith(
+      readDicomSeries(`${dir}/c`, { series: "1.2.3" }),
+      "no slice belongs to series 1.2.3",
+    );
     await sh(PY, [FIX, `${dir}/mr`, "--truth", `${dir}/t.bin`, "--modality", "MR"]);
-    await expectError(readDicomSeries(`${dir}/mr`), 'modality "MR"');
+    await assertRejectsWith(readDicomSeries(`${dir}/mr`), 'modality "MR"');
   } finally {
     await Deno.remove(dir, { recursive: true });
   }

@@ -102,3 +102,15 @@ export function assertClose(
 export function assertShape(t: Tensor, shape: readonly number[], what: string): void {
   if (t.shape.join() !== shape.join()) throw new Error(`${what}: shape [${t.shape}] != expected [${shape}]`);
 }
+
+/** Awaits `p` and throws unless it rejects with a message containing every part. */
+export async function assertRejectsWith(p: Promise<unknown>, ...parts: string[]): Promise<void> {
+  try {
+    await p;
+  } catch (e) {
+    const m = (e as Error).message;
+    for (const s of parts) if (!m.includes(s)) throw new Error(`"${m}" lacks "${s}"`);
+    return;
+  }
+  throw new Error(`no error (${parts.join(", ")})`);
+}

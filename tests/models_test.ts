@@ -16,7 +16,7 @@
 import { F, io, models, openDevice, type Tensor, tensor, tidy } from "../mod.ts";
 import type { Device } from "../core/device.ts";
 import type { Module } from "../nn/module.ts";
-import { assertClose, prng, randData } from "./helpers.ts";
+import { assertClose, assertRejectsWith, prng, randData } from "./helpers.ts";
 
 const PY = Deno.env.get("CSN_PYTHON") ?? "/usr/bin/python3";
 const REF = new URL("./csn_ref.py", import.meta.url).pathname;
@@ -176,16 +176,6 @@ Deno.test("full-size parameter counts equal PyTorch's", async () => {
 Deno.test("bad checkpoints fail with errors naming the file and the key", async () => {
   const device = await openDevice();
   const dir = await Deno.makeTempDir();
-  const expectReject = async (p: Promise<unknown>, ...parts: string[]) => {
-    try {
-      await p;
-    } catch (e) {
-      const m = (e as Error).message;
-      for (const s of parts) if (!m.includes(s)) throw new Error(`"${m}" lacks "${s}"`);
-      return;
-    }
-    throw new Error(`no error (${parts.join(", ")})`);
-  };
   try {
     const script = `
 import collections, os, torch
@@ -209,7 +199,7 @@ open("${dir}/truncated.pth", "wb").write(data[: len(data) // 2])
     if (Object.keys(nested).join() !== "w,n") throw new Error(`nested keys ${Object.keys(nested)}`);
     const strided = await io.loadCheckpoint(`${dir}/strided.pth`, { device });
     assertClose(await strided.w.toArray(), [0, 2], "strided view", 0, 0);
-    await expectReject(
+    await assertRejectsWith(
       io.loadCheckpoint(`${dir}/evil.pth`, { device }),
       `${dir}/evil.pth`,
       "system",
@@ -221,12 +211,12 @@ open("${dir}/truncated.pth", "wb").write(data[: len(data) // 2])
     } catch (e) {
       if (!(e instanceof Deno.errors.NotFound)) throw e;
     }
-    await expectReject(
+    await assertRejectsWith(
       io.loadCheckpoint(`${dir}/truncated.pth`, { device }),
       `${dir}/truncated.pth`,
       "truncated",
     );
-    await expectReject(
+    await assertRejectsWith(
       io.loadCheckpoint(`${dir}/missing.pth`, { device }),
       `${dir}/missing.pth`,
       "not found",
@@ -266,7 +256,7 @@ open("${dir}/truncated.pth", "wb").write(data[: len(data) // 2])
     assertClose(await m2.final.weight.toArray(), await m.final.weight.toArray(), "round trip", 0, 0);
     const bytes = await Deno.readFile(`${dir}/ours.safetensors`);
     await Deno.writeFile(`${dir}/cut.safetensors`, bytes.subarray(0, bytes.length - 100));
-    await expectReject(
+    await assertRejectsWith(
       io.loadCheckpoint(`${dir}/cut.safetensors`, { device }),
       `${dir}/cut.safetensors`,
       "truncated",
