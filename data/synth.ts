@@ -116,7 +116,7 @@ export function phantomStudy(seed: number, size = 128): {
             // A thin plane through the vertebra: distance to it in mm.
             const px = (x - cx) * dxy, py = (y - cy) * dxy, pz = (frac - 0.4 - c.off * 0.3) * height;
             const d = Math.abs(px * Math.cos(c.a) + py * Math.sin(c.a) + pz * c.tilt * 6);
-            if (d < c.w) val = 60;
+            if (d < c.w) val = -20; // a fracture gap: below soft tissue
           }
         }
         hu[i] = Math.round(val + gauss(r) * 18);

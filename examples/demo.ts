@@ -7,7 +7,7 @@
  *
  *   deno task demo [--studies N] [--steps N] [--batch B] [--out DIR]
  */
-import { F, io, keep, models, noGrad, openDevice, optim, type Tensor, tensor, tidy } from "../mod.ts";
+import { F, io, keep, models, nn, noGrad, openDevice, optim, type Tensor, tensor, tidy } from "../mod.ts";
 import { writeSyntheticDataset } from "../data/synth.ts";
 import { preprocessDataset } from "../data/preprocess.ts";
 import { readCube, readHeader } from "../data/cache.ts";
@@ -18,7 +18,7 @@ function arg(name: string, def: string): string {
   return i >= 0 ? Deno.args[i + 1] : def;
 }
 const nStudies = Number(arg("studies", "40")),
-  steps = Number(arg("steps", "150")),
+  steps = Number(arg("steps", "300")),
   batch = Number(arg("batch", "8"));
 const out = arg("out", "out/demo");
 const [CD, CH, CW] = [16, 32, 32]; // crop size fed to the network
@@ -105,6 +105,7 @@ console.log(
 
 const device = await openDevice();
 console.log(`device: ${device.info.description}${device.info.isFallbackAdapter ? " (software)" : ""}`);
+nn.seedInit(7);
 const model = new models.CSNClassifier({
   device,
   encoder: "r26ir",

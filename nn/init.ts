@@ -7,6 +7,11 @@ import { rand, randn, zeros } from "../kernels/creation.ts";
 
 let counter = (Math.random() * 2 ** 31) >>> 0;
 
+/** Makes the initialisers that get no explicit seed reproducible from here on. */
+export function seedInit(seed: number): void {
+  counter = seed >>> 0;
+}
+
 /** A fresh seed for an initialiser when the caller gave none. */
 export function nextSeed(): number {
   counter = (counter + 0x9e3779b9) >>> 0;

@@ -17,4 +17,4 @@ export {
   SiLU,
   Upsample,
 } from "./layers.ts";
-export { fanIn, kaimingNormal, torchDefaultUniform } from "./init.ts";
+export { fanIn, kaimingNormal, seedInit, torchDefaultUniform } from "./init.ts";
