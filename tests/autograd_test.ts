@@ -221,3 +221,9 @@ Deno.test("u8 tensors round-trip and reshape shares storage", async () => {
     assertClose(await v.toArray(), data, "view", 0, 0);
   });
 });
+
+Deno.test("the shared device is released", () => {
+  // Destroying every device before exit keeps lavapipe's threads from racing the process teardown.
+  device.destroy();
+  if (!device.destroyed) throw new Error("device not destroyed");
+});
