@@ -227,3 +227,26 @@ Deno.test("the shared device is released", () => {
   device.destroy();
   if (!device.destroyed) throw new Error("device not destroyed");
 });
+
+Deno.test("no adapter and oversized buffers give clear errors", async () => {
+  // A subprocess whose WebGPU has no backend at all.
+  const code = `import { openDevice } from "${new URL("../mod.ts", import.meta.url).href}";
+try { await openDevice(); console.log("opened"); } catch (e) { console.log(e.message); }`;
+  const o = await new Deno.Command(Deno.execPath(), {
+    args: ["eval", code],
+    env: { DENO_WEBGPU_BACKEND: "noop", XDG_RUNTIME_DIR: "/tmp" },
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  const msg = new TextDecoder().decode(o.stdout);
+  if (!msg.includes("No WebGPU adapter found") || !msg.includes("mesa-vulkan-drivers")) {
+    throw new Error(`unexpected output: ${msg} ${new TextDecoder().decode(o.stderr)}`);
+  }
+  const dev = await openDevice();
+  try {
+    const n = Math.floor(dev.info.maxBufferSize / 4) + 1024;
+    assertThrows(() => zeros([n], { device: dev }), "zeros", "maxBufferSize");
+  } finally {
+    dev.destroy();
+  }
+});
