@@ -101,8 +101,9 @@ Deno.test("conv3d matches PyTorch (forward, grad input, grad weight, grad bias)"
 });
 
 Deno.test("conv3d matches PyTorch with tensors split across bindings", async (t) => {
-  // 2 KiB windows: every activation above 512 floats is bound as several windows; 2-D dispatch grids.
-  const device = await openDevice({ maxBindingBytes: 2048, maxWorkgroupsPerDim: 8 });
+  // 2 KiB windows: every activation above 512 floats is bound as several windows; 2-D dispatch grids; the
+  // "gpu" kernel profile (workgroup-tiled GEMMs for the pointwise convs).
+  const device = await openDevice({ maxBindingBytes: 2048, maxWorkgroupsPerDim: 8, profile: "gpu" });
   try {
     await suite.check(t, device);
   } finally {
