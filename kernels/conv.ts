@@ -23,6 +23,7 @@ import { record } from "../core/autograd.ts";
 import { launch, u } from "./codegen.ts";
 import { sum } from "./reduce.ts";
 import { map, relu } from "./elementwise.ts";
+import { slab } from "./slice.ts";
 import { gemm } from "./matmul.ts";
 
 /** A size given for all three dims or per dim [d, h, w]. */
@@ -694,6 +695,70 @@ function pointwise(op: string, x: Tensor, w: Tensor, b: Tensor | null, g: Geo): 
   return out;
 }
 
+// ------------------------------------------------------------------------------------------ im2col
+// On software adapters (profile "cpu") a general conv with one group runs faster as im2col + GEMM: the
+// direct kernel is bound by per-lane loads (see docs/perf.md), the GEMM reuses each load 8x more. Columns
+// are built for a chunk of output positions at a time, so the extra memory stays bounded.
+
+const COL_FLOATS = 8 * 2 ** 20;
+
+/** col[(c, k), j] = x[n, c, tap k of output position p0 + j] (0 outside the input). */
+function im2col(op: string, x: Tensor, g: Geo, n: number, p0: number, len: number): Tensor {
+  const { C, D, H, W, OH, OW, K, S, P, L } = g;
+  const KK = K[0] * K[1] * K[2];
+  const col = Tensor.empty(x.device, [C * KK, len], "f32", op);
+  const total = C * KK * len;
+  launch({
+    op,
+    args: [{ name: "x", t: x }, { name: "col", t: col, write: true }],
+    wg: 64,
+    groups: Math.ceil(total / 64),
+    body: `  if (gid >= ${u(total)}) { return; }
+  let j = gid % ${u(len)};
+  let ck = gid / ${u(len)};
+  let c = ck / ${u(KK)};
+  let k = ck % ${u(KK)};
+  let p = ${u(p0)} + j;
+  ${split3("p", OH, OW, "od", "oh", "ow")}
+  let kd = i32(k / ${u(K[1] * K[2])}); let kh = i32((k / ${u(K[2])}) % ${u(K[1])}); let kw = i32(k % ${
+      u(K[2])
+    });
+  let id = od * ${S[0]} - ${P[0]} + kd * ${L[0]};
+  let ih = oh * ${S[1]} - ${P[1]} + kh * ${L[1]};
+  let iw = ow * ${S[2]} - ${P[2]} + kw * ${L[2]};
+  ${vox(`(${u(n)} * ${u(C)} + c) * ${u(D * H * W)}`, "", D, H, W)}
+  col_st(gid, select(0.0, x_ld(xi), ok));`,
+  });
+  return col;
+}
+
+/** Forward of a one-group conv as chunks of im2col + GEMM, written into y [N, O, OS]. */
+function forwardIm2col(op: string, x: Tensor, w: Tensor, b: Tensor | null, g: Geo): Tensor {
+  const { N, C, O, OD, OH, OW, K } = g;
+  const KK = K[0] * K[1] * K[2], OS = OD * OH * OW;
+  const y = Tensor.empty(x.device, [N, O, OD, OH, OW], "f32", op);
+  const w2 = w.reshape([O, C * KK]);
+  const chunk = Math.max(4, Math.min(OS, Math.floor(COL_FLOATS / (C * KK) / 4) * 4));
+  for (let n = 0; n < N; n++) {
+    for (let p0 = 0; p0 < OS; p0 += chunk) {
+      const len = Math.min(chunk, OS - p0);
+      const col = im2col(op, x, g, n, p0, len);
+      const yc = gemm(op, w2, col, false, false);
+      col.dispose();
+      const yn = y.share();
+      // y viewed as [N * O, OS]: rows n*O .. n*O+O-1, columns p0 .. p0+len.
+      slab(op, yc, yn, O, len, OS, 1, p0, true, n * O * OS);
+      yn.dispose();
+      yc.dispose();
+    }
+  }
+  w2.dispose();
+  if (!b) return y;
+  const yb = map(op, [y, b.reshape([O, 1, 1, 1])], "f32", (v) => `${v[0]} + ${v[1]}`);
+  y.dispose();
+  return yb;
+}
+
 /**
  * 3-D convolution with PyTorch `conv3d` semantics. x: [N, C, D, H, W]; w: [O, C/groups, kD, kH, kW];
  * b: [O] or null. `stride`, `padding`, `dilation` are ints or [d, h, w] triples. Differentiable in x, w, b.
@@ -705,7 +770,8 @@ export function conv3d(x: Tensor, w: Tensor, b?: Tensor | null, opts: Conv3dOpti
     return pointwise(op, x, w, b ?? null, g);
   }
   if (g.G === g.C && g.O === g.C && g.K[0] * g.K[1] * g.K[2] <= 64) return depthwise(op, x, w, b ?? null, g);
-  const y = forward(op, x, w, b ?? null, g);
+  const useIm2col = x.device.profile === "cpu" && g.G === 1 && g.K[0] * g.K[1] * g.K[2] > 1;
+  const y = useIm2col ? forwardIm2col(op, x, w, b ?? null, g) : forward(op, x, w, b ?? null, g);
   return record(op, y, [x, w, b ?? null], [x, w], (gy, [sx, sw]) => [
     x.requiresGrad ? gradInput(`${op}.backward`, gy, sw, g) : null,
     w.requiresGrad ? gradWeight(`${op}.backward`, gy, sx, g) : null,

@@ -9,8 +9,8 @@ import { launch, u } from "./codegen.ts";
 import { normAxes } from "./reduce.ts";
 import { zeros } from "./creation.ts";
 
-/** Copies src viewed as [O, a, I] into dst viewed as [O, b, I] at offset `off` along the middle dim (or back). */
-function slab(
+/** Copies src viewed as [O, a, I] into dst viewed as [O, b, I] at offset `off` along the middle dim (or back); no autograd. */
+export function slab(
   op: string,
   src: Tensor,
   dst: Tensor,
@@ -20,6 +20,7 @@ function slab(
   I: number,
   off: number,
   into: boolean,
+  base = 0,
 ) {
   // into: dst[o, off + j, i] = src[o, j, i] (src has a rows); else dst[o, j, i] = src[o, off + j, i] (dst has a rows).
   const n = O * a * I;
@@ -33,7 +34,7 @@ function slab(
   let i = gid % ${u(I)};
   let j = (gid / ${u(I)}) % ${u(a)};
   let o = gid / ${u(a * I)};
-  let big = (o * ${u(b)} + ${u(off)} + j) * ${u(I)} + i;
+  let big = ${u(base)} + (o * ${u(b)} + ${u(off)} + j) * ${u(I)} + i;
   ${into ? "d_st(big, s_ld(gid));" : "d_st(gid, s_ld(big));"}`,
   });
 }
