@@ -732,6 +732,34 @@ function im2col(op: string, x: Tensor, g: Geo, n: number, p0: number, len: numbe
   return col;
 }
 
+/** Weight gradient of a one-group conv as chunks of gy @ col^T, summed over batch and chunks. */
+function gradWeightIm2col(op: string, gy: Tensor, x: Tensor, g: Geo): Tensor {
+  const { N, C, O, OD, OH, OW, K } = g;
+  const KK = K[0] * K[1] * K[2], OS = OD * OH * OW;
+  const chunk = Math.max(4, Math.min(OS, Math.floor(COL_FLOATS / (C * KK) / 4) * 4));
+  let acc: Tensor | null = null;
+  for (let n = 0; n < N; n++) {
+    for (let p0 = 0; p0 < OS; p0 += chunk) {
+      const len = Math.min(chunk, OS - p0);
+      const col = im2col(op, x, g, n, p0, len);
+      const gyc = Tensor.empty(gy.device, [O, len], "f32", op);
+      slab(op, gy, gyc, O, len, OS, 1, p0, false, n * O * OS);
+      const part = gemm(op, gyc, col, false, true);
+      col.dispose();
+      gyc.dispose();
+      if (acc) {
+        const sum2 = map(op, [acc, part], "f32", (v) => `${v[0]} + ${v[1]}`);
+        acc.dispose();
+        part.dispose();
+        acc = sum2;
+      } else acc = part;
+    }
+  }
+  const r = acc!.reshape([O, C, K[0], K[1], K[2]]);
+  acc!.dispose();
+  return r;
+}
+
 /** Forward of a one-group conv as chunks of im2col + GEMM, written into y [N, O, OS]. */
 function forwardIm2col(op: string, x: Tensor, w: Tensor, b: Tensor | null, g: Geo): Tensor {
   const { N, C, O, OD, OH, OW, K } = g;
@@ -774,7 +802,7 @@ export function conv3d(x: Tensor, w: Tensor, b?: Tensor | null, opts: Conv3dOpti
   const y = useIm2col ? forwardIm2col(op, x, w, b ?? null, g) : forward(op, x, w, b ?? null, g);
   return record(op, y, [x, w, b ?? null], [x, w], (gy, [sx, sw]) => [
     x.requiresGrad ? gradInput(`${op}.backward`, gy, sw, g) : null,
-    w.requiresGrad ? gradWeight(`${op}.backward`, gy, sx, g) : null,
+    w.requiresGrad ? (useIm2col ? gradWeightIm2col : gradWeight)(`${op}.backward`, gy, sx, g) : null,
     b?.requiresGrad ? sum(gy, [0, 2, 3, 4]) : null,
   ]);
 }
