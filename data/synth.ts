@@ -29,7 +29,8 @@ export interface StudyLabels {
   vertebrae: number[];
 }
 
-function rng(seed: number): () => number {
+/** mulberry32: deterministic floats in [0, 1) from a 32-bit seed. */
+export function rng(seed: number): () => number {
   let s = seed >>> 0;
   return () => {
     s = (s + 0x6d2b79f5) >>> 0;

@@ -773,10 +773,8 @@ function forwardIm2col(op: string, x: Tensor, w: Tensor, b: Tensor | null, g: Ge
       const col = im2col(op, x, g, n, p0, len);
       const yc = gemm(op, w2, col, false, false);
       col.dispose();
-      const yn = y.share();
       // y viewed as [N * O, OS]: rows n*O .. n*O+O-1, columns p0 .. p0+len.
-      slab(op, yc, yn, O, len, OS, 1, p0, true, n * O * OS);
-      yn.dispose();
+      slab(op, yc, y, O, len, OS, 1, p0, true, n * O * OS);
       yc.dispose();
     }
   }

@@ -4,17 +4,8 @@
  */
 import type { Tensor } from "../mod.ts";
 
-/** mulberry32: deterministic floats in [0, 1). */
-export function prng(seed: number): () => number {
-  let s = seed >>> 0;
-  return () => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+/** mulberry32: deterministic floats in [0, 1) (the phantom generator's). */
+export { rng as prng } from "../data/synth.ts";
 
 /** `n` values uniform in [lo, hi), rounded to f32. */
 export function randData(rng: () => number, n: number, lo = -2, hi = 2): number[] {
