@@ -67,8 +67,8 @@ for (const c of cases) {
   const w = randn(c.w, { device, seed: 2, std: 0.1 });
   const opts = { stride: c.stride, padding: c.padding, groups: c.groups };
   const y0 = F.conv3d(x, w, null, opts);
-  const macs = y0.size * c.w[1] * c.w[2] * c.w[3] * c.w[4];
-  const ioBytes = 4 * (x.size + y0.size);
+  const macs = y0.numel() * c.w[1] * c.w[2] * c.w[3] * c.w[4];
+  const ioBytes = 4 * (x.numel() + y0.numel());
   y0.dispose();
   const fwd = await timePerCall(device, () => F.conv3d(x, w, null, opts).dispose(), reps);
   const xg = randn(c.x, { device, seed: 1 });

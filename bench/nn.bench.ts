@@ -33,7 +33,7 @@ const tBnFB = await timePerCall(device, () =>
       t.grad = null;
     }
   }), 3);
-const bytes = x.size * 4;
+const bytes = x.numel() * 4;
 console.log(`\n${device.info.description}: measured copy ${copy.toFixed(1)} GB/s`);
 console.log(
   `AdamW step, ${nParams / 2 ** 20}M params: ${(tAdam * 1e3).toFixed(1)} ms, ${

@@ -154,7 +154,7 @@ export function backward(root: Tensor, grad?: Tensor, opts: BackwardOptions = {}
   if (grad && grad.shape.join() !== root.shape.join()) {
     throw new Error(`backward: gradient shape [${grad.shape}] does not match tensor shape [${root.shape}]`);
   }
-  if (!grad && root.size !== 1) {
+  if (!grad && root.numel() !== 1) {
     throw new Error(`backward: grad can be implied only for a single-element tensor, got ${root.describe()}`);
   }
   noGrad(() => {

@@ -73,9 +73,21 @@ export class Tensor {
     return new Tensor(device, shape, dtype, Storage.alloc(device, dtype, numel(shape), what));
   }
 
-  /** Number of elements. */
-  get size(): number {
+  /** Number of elements (PyTorch's `numel()`). */
+  numel(): number {
     return numel(this.shape);
+  }
+
+  /** The shape as PyTorch's `size()` gives it, or one dimension's length (negative dims count from the end). */
+  size(): number[];
+  size(dim: number): number;
+  size(dim?: number): number | number[] {
+    if (dim === undefined) return [...this.shape];
+    const d = dim < 0 ? dim + this.shape.length : dim;
+    if (!Number.isInteger(d) || d < 0 || d >= this.shape.length) {
+      throw new Error(`size: dim ${dim} out of range for tensor ${this.describe()}`);
+    }
+    return this.shape[d];
   }
 
   /** Number of dimensions. */
@@ -126,7 +138,7 @@ export class Tensor {
   /** Copies the data to the host (waits for the GPU). */
   async toArray(): Promise<HostArray> {
     const s = this.storage("toArray");
-    const n = this.size;
+    const n = this.numel();
     const bytes = n * bytesPerElement(this.dtype);
     if (n === 0) return allocHost(this.dtype, 0);
     const buf = await this.device.read(s.buffer, 0, Math.ceil(bytes / 4) * 4);
@@ -144,7 +156,9 @@ export class Tensor {
 
   /** The single value of a one-element tensor. */
   async item(): Promise<number> {
-    if (this.size !== 1) throw new Error(`item: tensor ${this.describe()} has ${this.size} elements, not 1`);
+    if (this.numel() !== 1) {
+      throw new Error(`item: tensor ${this.describe()} has ${this.numel()} elements, not 1`);
+    }
     return (await this.toArray())[0];
   }
 
@@ -167,7 +181,7 @@ export class Tensor {
   /** Same data, new shape (no copy). One dimension may be -1. Differentiable. */
   reshape(shape: readonly number[]): Tensor {
     const s = this.storage("reshape");
-    const out = resolveShape(shape, this.size, this.shape, "reshape");
+    const out = resolveShape(shape, this.numel(), this.shape, "reshape");
     s.refs++;
     const t = new Tensor(this.device, out, this.dtype, s);
     const inShape = this.shape;
@@ -245,14 +259,23 @@ function flatten(data: Nested[], shape: number[], out: number[], depth: number):
 }
 
 /**
- * Creates a tensor from host data: a typed array or a (possibly nested) number array. `shape` defaults to the
- * nesting (or 1-D); dtype defaults to the typed array's (Int32Array -> i32, Uint8Array -> u8) or f32.
+ * Creates a tensor from host data: a typed array or a (possibly nested) number array, as `tensor(data, opts)`
+ * or `tensor(data, shape, opts)`. The shape defaults to the nesting (or 1-D); dtype defaults to the typed array's (Int32Array -> i32, Uint8Array -> u8) or f32.
  */
+export function tensor(data: ArrayLike<number> | Nested[] | HostArray, opts: TensorOptions): Tensor;
 export function tensor(
   data: ArrayLike<number> | Nested[] | HostArray,
   shape: readonly number[] | undefined,
   opts: TensorOptions,
+): Tensor;
+export function tensor(
+  data: ArrayLike<number> | Nested[] | HostArray,
+  shapeOrOpts: readonly number[] | undefined | TensorOptions,
+  maybeOpts?: TensorOptions,
 ): Tensor {
+  const shape = Array.isArray(shapeOrOpts) ? shapeOrOpts as readonly number[] : undefined;
+  const opts =
+    (Array.isArray(shapeOrOpts) || shapeOrOpts === undefined ? maybeOpts : shapeOrOpts) as TensorOptions;
   if (!opts?.device) throw new Error("tensor: options.device is required (there is no global device)");
   let flat: ArrayLike<number>;
   let inferred: number[];

@@ -132,7 +132,7 @@ const toBatch = (cs: Crop[]): [Tensor, Tensor] => {
 };
 console.log(
   `training ir-CSN-26 (${
-    model.parameters().reduce((p, t) => p + t.size, 0).toLocaleString("en-US")
+    model.parameters().reduce((p, t) => p + t.numel(), 0).toLocaleString("en-US")
   } parameters), batch ${batch}, ${steps} steps`,
 );
 let pending: Tensor[] = [];

@@ -86,7 +86,7 @@ function elemType(a: Arg): { ty: string; bytes: number } {
 
 function argBytes(a: Arg): { offset: number; total: number } {
   if (a.range) return { offset: a.range.byteOffset, total: a.range.bytes };
-  return { offset: 0, total: storageBytes(a.t.dtype, a.t.size) };
+  return { offset: 0, total: storageBytes(a.t.dtype, a.t.numel()) };
 }
 
 function bindingCode(a: Arg, first: number, device: Device, out: { bindings: number }): string {
@@ -221,6 +221,29 @@ export function launch(spec: LaunchSpec): void {
     spec.params ?? null,
     grid(spec.groups, device.maxWorkgroupsPerDim, spec.op),
   );
+}
+
+/** A {@link LaunchSpec} for {@link launch1d}: `n` items instead of a workgroup count. */
+export type Launch1dSpec = Omit<LaunchSpec, "wg" | "groups"> & {
+  /** Number of items; one lane each. */
+  n: number;
+  /** Workgroup size (default 64). */
+  wg?: number;
+};
+
+/**
+ * The common 1-D launch: one lane per item, workgroups of `wg` (64) lanes, ceil-divided, and a guard so the
+ * lanes past `n` in the last workgroup return before the body runs (ORT's out-of-bounds workgroup guard).
+ * The body sees `gid < n`.
+ */
+export function launch1d(spec: Launch1dSpec): void {
+  const wg = spec.wg ?? 64;
+  launch({
+    ...spec,
+    wg,
+    groups: Math.ceil(spec.n / wg),
+    body: `  if (gid >= ${u(spec.n)}) { return; }\n${spec.body}`,
+  });
 }
 
 /** Row-major strides of a shape. */

@@ -510,7 +510,7 @@ function dwGradWeight(op: string, gy: Tensor, x: Tensor, g: Geo): Tensor {
     let yb = nc * ${u(OD * OH * OW)} + u32(od * ${OH} + oh) * ${u(OW)} + u32(ow0);
     ${
       range(V).map((v) =>
-        `let g${v} = select(0.0, gy_ld(min(yb + ${u(v)}, ${u(gy.size - 1)})), ow0 + ${v} < ${OW});`
+        `let g${v} = select(0.0, gy_ld(min(yb + ${u(v)}, ${u(gy.numel() - 1)})), ow0 + ${v} < ${OW});`
       ).join(" ")
     }
     ${rows.join("\n    ")}
@@ -630,7 +630,7 @@ function strided(
   const [N, C, D, H, W] = full;
   const OD = Math.ceil(D / S[0]), OH = Math.ceil(H / S[1]), OW = Math.ceil(W / S[2]);
   const out = Tensor.empty(src.device, adjoint ? full : [N, C, OD, OH, OW], "f32", op);
-  const n = out.size;
+  const n = out.numel();
   const body = adjoint
     ? `  if (gid >= ${u(n)}) { return; }
   let r = gid % ${u(D * H * W)};
@@ -639,7 +639,7 @@ function strided(
   let si = (gid / ${u(D * H * W)}) * ${u(OD * OH * OW)} + u32(d / ${S[0]}) * ${u(OH * OW)} + u32(h / ${
       S[1]
     }) * ${u(OW)} + u32(w / ${S[2]});
-  out_st(gid, select(0.0, s_ld(min(si, ${u(src.size - 1)})), ok));`
+  out_st(gid, select(0.0, s_ld(min(si, ${u(src.numel() - 1)})), ok));`
     : `  if (gid >= ${u(n)}) { return; }
   let r = gid % ${u(OD * OH * OW)};
   ${split3("r", OH, OW, "d", "h", "w")}

@@ -12,7 +12,7 @@ function fill(op: string, shape: readonly number[], value: number, opts: TensorO
   const dtype: DType = opts.dtype ?? "f32";
   if (dtype === "f16") throw new Error(`${op}: dtype f16 is not supported yet`);
   const t = Tensor.empty(opts.device, checkShape(shape, op), dtype, op);
-  const words = Math.ceil(t.size * (dtype === "u8" ? 1 : 4) / 4);
+  const words = Math.ceil(t.numel() * (dtype === "u8" ? 1 : 4) / 4);
   const ty = dtype === "f32" ? "f32" : dtype === "i32" ? "i32" : "u32";
   const v = dtype === "f32" ? "pf(0u)" : dtype === "i32" ? "pi(0u)" : "(pu(0u) & 255u) * 0x01010101u";
   launch({
@@ -99,10 +99,10 @@ export function rand(
     op,
     args: [{ name: "out", t, write: true }],
     wg: 64,
-    groups: Math.ceil(t.size / 64),
+    groups: Math.ceil(t.numel() / 64),
     params: params(seedOf(opts), { f: lo }, { f: hi - lo }),
     decls: RNG_WGSL,
-    body: `  if (gid < ${u(t.size)}) { out_st(gid, pf(1u) + pf(2u) * rnd_f32(gid, pu(0u), 0u)); }`,
+    body: `  if (gid < ${u(t.numel())}) { out_st(gid, pf(1u) + pf(2u) * rnd_f32(gid, pu(0u), 0u)); }`,
   });
   if (opts.requiresGrad) t.requireGrad();
   return t;
@@ -120,10 +120,10 @@ export function randn(
     op,
     args: [{ name: "out", t, write: true }],
     wg: 64,
-    groups: Math.ceil(t.size / 64),
+    groups: Math.ceil(t.numel() / 64),
     params: params(seedOf(opts), { f: opts.mean ?? 0 }, { f: opts.std ?? 1 }),
     decls: RNG_WGSL,
-    body: `  if (gid < ${u(t.size)}) {
+    body: `  if (gid < ${u(t.numel())}) {
     let u1 = (f32(rnd_u32(gid, pu(0u), 1u) >> 8u) + 1.0) * (1.0 / 16777216.0);
     let u2 = rnd_f32(gid, pu(0u), 2u);
     out_st(gid, pf(1u) + pf(2u) * sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2));

@@ -21,10 +21,10 @@ function masked(op: string, x: Tensor, p: number, seed: number): Tensor {
     op,
     args: [{ name: "x", t: x }, { name: "y", t: y, write: true }],
     wg: 64,
-    groups: Math.ceil(x.size / 64),
+    groups: Math.ceil(x.numel() / 64),
     params: params(seed, { f: p }, { f: 1 / (1 - p) }),
     decls: RNG_WGSL,
-    body: `  if (gid >= ${u(x.size)}) { return; }
+    body: `  if (gid >= ${u(x.numel())}) { return; }
   y_st(gid, select(0.0, x_ld(gid) * pf(2u), rnd_f32(gid, pu(0u), 3u) >= pf(1u)));`,
   });
   return y;

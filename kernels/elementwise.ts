@@ -126,14 +126,14 @@ export function map(
     outShape = want;
   }
   const out = Tensor.empty(device, outShape, outDtype, op);
-  const n = out.size;
+  const n = out.numel();
   if (n === 0) return out;
   const scalarDtype = opts.scalarDtype ??
     (outDtype === "i32" ? "i32" : outDtype === "f32" ? "f32" : tensors[0].dtype === "i32" ? "i32" : "f32");
   const pvals: (number | { f: number })[] = [];
   const sameShape = tensors.every((t) => t.shape.join() === outShape.join());
   const windows = [out, ...tensors].reduce(
-    (k, t) => k + Math.ceil(storageBytes(t.dtype, t.size) / device.bindingCap),
+    (k, t) => k + Math.ceil(storageBytes(t.dtype, t.numel()) / device.bindingCap),
     0,
   );
   const fits = windows <= device.info.maxStorageBuffersPerShaderStage;
@@ -235,7 +235,7 @@ export function map(
   const ranged = (a: Arg, lo: number, hi: number): Arg => {
     const eb = a.t.dtype === "u8" ? 1 : 4;
     const b0 = Math.floor((lo * eb) / 256) * 256;
-    const b1 = Math.min(storageBytes(a.t.dtype, a.t.size), Math.ceil(((hi + 1) * eb) / 16) * 16);
+    const b1 = Math.min(storageBytes(a.t.dtype, a.t.numel()), Math.ceil(((hi + 1) * eb) / 16) * 16);
     return { ...a, vec4: false, range: { byteOffset: b0, bytes: b1 - b0 } };
   };
   for (let o0 = 0; o0 < n; o0 += chunk) {

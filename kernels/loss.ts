@@ -109,7 +109,7 @@ export function rsnaLoss(logits: Tensor, target: Tensor): Tensor {
 /** logp[n, target[n, s], s] for logp [N, C, S...] and integer targets [N, S...]; 0 where ignored. */
 function pick(op: string, logp: Tensor, target: Tensor, ignoreIndex: number): Tensor {
   const [N, C] = logp.shape;
-  const S = logp.size / (N * C);
+  const S = logp.numel() / (N * C);
   if (target.dtype !== "i32") {
     throw new Error(`${op}: target must be i32 class indices, got ${target.describe()}`);
   }
@@ -123,8 +123,8 @@ function pick(op: string, logp: Tensor, target: Tensor, ignoreIndex: number): Te
     op,
     args: [{ name: "lp", t: logp }, { name: "t", t: target }, { name: "y", t: y, write: true }],
     wg: 64,
-    groups: Math.ceil(y.size / 64),
-    body: `  if (gid >= ${u(y.size)}) { return; }
+    groups: Math.ceil(y.numel() / 64),
+    body: `  if (gid >= ${u(y.numel())}) { return; }
   let t = t_ld(gid);
   let n = gid / ${u(S)};
   let s = gid % ${u(S)};
@@ -137,8 +137,8 @@ function pick(op: string, logp: Tensor, target: Tensor, ignoreIndex: number): Te
       op: `${op}.backward`,
       args: [{ name: "g", t: g }, { name: "t", t: st }, { name: "gl", t: gl, write: true }],
       wg: 64,
-      groups: Math.ceil(gl.size / 64),
-      body: `  if (gid >= ${u(gl.size)}) { return; }
+      groups: Math.ceil(gl.numel() / 64),
+      body: `  if (gid >= ${u(gl.numel())}) { return; }
   let s = gid % ${u(S)};
   let c = i32((gid / ${u(S)}) % ${u(C)});
   let n = gid / ${u(C * S)};
@@ -195,7 +195,7 @@ export function segLoss(logits: Tensor, target: Tensor, opts: SegLossOptions = {
   const gamma = opts.gamma ?? 2, jw = opts.jaccardWeight ?? 0.1, minPixels = opts.minPixels ?? 16;
   const eps = opts.eps ?? 1e-4, ignore = opts.ignoreIndex ?? 255;
   const [N, C] = logits.shape;
-  const S = logits.size / (N * C);
+  const S = logits.numel() / (N * C);
   const logp = logSoftmax(logits, 1);
   const lpt = pick(op, logp, target, ignore);
   const valid = cast(ne(target, ignore), "f32");

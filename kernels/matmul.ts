@@ -63,14 +63,14 @@ export function gemm(op: string, a: Tensor, b: Tensor, transA: boolean, transB: 
   const batch = broadcastShapes(op, a.shape.slice(0, -2), b.shape.slice(0, -2));
   const nb = batch.reduce((p, d) => p * d, 1);
   const out = Tensor.empty(a.device, [...batch, M, N], "f32", op);
-  if (out.size === 0) return out;
+  if (out.numel() === 0) return out;
   if (K === 0) {
     launch({
       op,
       args: [{ name: "c", t: out, write: true }],
       wg: 64,
-      groups: Math.ceil(out.size / 64),
-      body: `  if (gid < ${u(out.size)}) { c_st(gid, 0.0); }`,
+      groups: Math.ceil(out.numel() / 64),
+      body: `  if (gid < ${u(out.numel())}) { c_st(gid, 0.0); }`,
     });
     return out;
   }

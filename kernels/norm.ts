@@ -31,7 +31,7 @@ function splitPairs(op: string, t: Tensor, C: number): [Tensor, Tensor] {
  * tree in workgroup memory); segments are summed afterwards. Returns [C, 2].
  */
 function channelMoments(op: string, x: Tensor, g: Tensor | null, mu: Tensor | null): Tensor {
-  const N = x.shape[0], C = x.shape[1], S = x.size / (N * C), T = N * S;
+  const N = x.shape[0], C = x.shape[1], S = x.numel() / (N * C), T = N * S;
   const segs = Math.max(1, Math.min(Math.ceil(T / 4096), 1024));
   const L = Math.ceil(T / segs);
   const part = TensorClass.empty(x.device, [segs, C, 2], "f32", op);
@@ -115,7 +115,7 @@ export function batchNorm3d(
   }
   const eps = opts.eps ?? 1e-3, momentum = opts.momentum ?? 0.1;
   const axes = [0, ...Array.from({ length: x.ndim - 2 }, (_, i) => i + 2)];
-  const M = x.size / C;
+  const M = x.numel() / C;
   const cs = [1, C, ...Array(x.ndim - 2).fill(1)];
   const w = weight ? weight.reshape(cs) : null, b = bias ? bias.reshape(cs) : null;
   if (!opts.training) {
@@ -164,7 +164,7 @@ export function batchNorm3d(
   // (x - mean)^2 then give the variance as the corrected two-pass formula (exact to f32 rounding even when
   // the mean is far from zero). A tiny per-channel kernel turns them into mean, variance and 1/std.
   const mom0 = channelMoments(op, x, null, null);
-  const S = x.size / (x.shape[0] * C);
+  const S = x.numel() / (x.shape[0] * C);
   const mean0 = TensorClass.empty(x.device, [C], "f32", op);
   launch({
     op,

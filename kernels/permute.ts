@@ -35,7 +35,7 @@ export function permute(x: Tensor, dims: readonly number[]): Tensor {
     } else merged.push({ ...d });
   }
   const y = Tensor.empty(x.device, outShape, x.dtype, op);
-  const n = y.size;
+  const n = y.numel();
   if (n > 0) {
     if (merged.length <= 1) {
       // Identity order: a plain copy.
@@ -56,7 +56,7 @@ export function permute(x: Tensor, dims: readonly number[]): Tensor {
 }
 
 function launchGather(op: string, x: Tensor, y: Tensor, index: string): void {
-  const n = y.size;
+  const n = y.numel();
   if (x.dtype === "u8") {
     launch({
       op,

@@ -48,8 +48,8 @@ export function maxPool3d(x: Tensor, opts: MaxPoolOptions): Tensor {
     op,
     args: [{ name: "x", t: x }, { name: "y", t: y, write: true }, { name: "ix", t: idx, write: true }],
     wg: 64,
-    groups: Math.ceil(y.size / 64),
-    body: `  if (gid >= ${u(y.size)}) { return; }
+    groups: Math.ceil(y.numel() / 64),
+    body: `  if (gid >= ${u(y.numel())}) { return; }
   let nc = gid / ${u(OS)};
   let p = gid % ${u(OS)};
   let od = i32(p / ${u(OH * OW)}); let oh = i32((p / ${u(OW)}) % ${u(OH)}); let ow = i32(p % ${u(OW)});
@@ -106,8 +106,8 @@ function maxPoolBackward(
     op,
     args: [{ name: "gy", t: gy }, { name: "ix", t: idx }, { name: "gx", t: gx, write: true }],
     wg: 64,
-    groups: Math.ceil(gx.size / 64),
-    body: `  if (gid >= ${u(gx.size)}) { return; }
+    groups: Math.ceil(gx.numel() / 64),
+    body: `  if (gid >= ${u(gx.numel())}) { return; }
   let nc = gid / ${u(IS)};
   let q = i32(gid % ${u(IS)});
   let qd = q / ${H * W}; let qh = (q / ${W}) % ${H}; let qw = q % ${W};
@@ -159,8 +159,8 @@ export function adaptiveMaxPool3d(x: Tensor, outputSize: Triple = 1): Tensor {
       op: `${op}.backward`,
       args: [{ name: "g", t: g }, { name: "i", t: si }, { name: "gx", t: gx, write: true }],
       wg: 64,
-      groups: Math.ceil(gx.size / 64),
-      body: `  if (gid >= ${u(gx.size)}) { return; }
+      groups: Math.ceil(gx.numel() / 64),
+      body: `  if (gid >= ${u(gx.numel())}) { return; }
   let r = gid / ${u(S)};
   gx_st(gid, select(0.0, g_ld(r), u32(i_ld(r)) == gid % ${u(S)}));`,
     });
@@ -194,8 +194,8 @@ export function upsampleNearest3d(x: Tensor, scale: Triple): Tensor {
     op,
     args: [{ name: "x", t: x }, { name: "y", t: y, write: true }],
     wg: 64,
-    groups: Math.ceil(y.size / 64),
-    body: `  if (gid >= ${u(y.size)}) { return; }
+    groups: Math.ceil(y.numel() / 64),
+    body: `  if (gid >= ${u(y.numel())}) { return; }
   let nc = gid / ${u(OD * OH * OW)};
   let p = gid % ${u(OD * OH * OW)};
   let d = p / ${u(OH * OW)}; let h = (p / ${u(OW)}) % ${u(OH)}; let w = p % ${u(OW)};
@@ -217,8 +217,8 @@ export function upsampleNearest3d(x: Tensor, scale: Triple): Tensor {
       op: `${op}.backward`,
       args: [{ name: "g", t: g }, { name: "gx", t: gx, write: true }],
       wg: 64,
-      groups: Math.ceil(gx.size / 64),
-      body: `  if (gid >= ${u(gx.size)}) { return; }
+      groups: Math.ceil(gx.numel() / 64),
+      body: `  if (gid >= ${u(gx.numel())}) { return; }
   let nc = gid / ${u(D * H * W)};
   let q = gid % ${u(D * H * W)};
   let d = q / ${u(H * W)}; let h = (q / ${u(W)}) % ${u(H)}; let w = q % ${u(W)};

@@ -296,8 +296,8 @@ export function argmax(x: Tensor, axis?: number | null, keepDim = false): Tensor
   const op = "F.argmax";
   checkReduceInput(op, x);
   if (axis === undefined || axis === null) {
-    if (x.size === 0) throw new Error(`${op}: empty tensor`);
-    const flat = x.reshape([x.size]);
+    if (x.numel() === 0) throw new Error(`${op}: empty tensor`);
+    const flat = x.reshape([x.numel()]);
     const r = reduceAxes(op, flat, [0], "argmax");
     flat.dispose();
     const y = r.reshape(keepDim ? x.shape.map(() => 1) : []);

@@ -18,7 +18,7 @@ function kernel(op: string, x: Tensor, dim: number, logOut: boolean): Tensor {
   const R = x.ndim ? x.shape[a] : 1;
   const I = x.shape.slice(a + 1).reduce((p, d) => p * d, 1);
   const y = Tensor.empty(x.device, x.shape, "f32", op);
-  if (y.size === 0) return y;
+  if (y.numel() === 0) return y;
   const args = [{ name: "x", t: x }, { name: "y", t: y, write: true }];
   const fin = logOut ? "v - m - log(s)" : "exp(v - m) / s";
   if (I === 1) {

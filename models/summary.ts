@@ -52,12 +52,12 @@ export async function summary(model: Module, inputShape: number[]): Promise<Summ
   for (const [name, m] of mods) {
     if (!(m instanceof Conv3d || m instanceof Linear || m instanceof BatchNorm3d)) continue;
     const orig = m.forward.bind(m);
-    const own = m.parameters().reduce((p, t) => p + t.size, 0);
+    const own = m.parameters().reduce((p, t) => p + t.numel(), 0);
     m.forward = (x: Tensor) => {
       const y = orig(x);
       let macs = 0;
-      if (m instanceof Conv3d) macs = y.size * m.weight.shape.slice(1).reduce((p, d) => p * d, 1);
-      if (m instanceof Linear) macs = y.size * m.inFeatures;
+      if (m instanceof Conv3d) macs = y.numel() * m.weight.shape.slice(1).reduce((p, d) => p * d, 1);
+      if (m instanceof Linear) macs = y.numel() * m.inFeatures;
       layers.push({ name, type: m.constructor.name, outShape: [...y.shape], params: own, macs });
       return y;
     };
@@ -78,7 +78,7 @@ export async function summary(model: Module, inputShape: number[]): Promise<Summ
     for (const r of restore) r();
     model.train(wasTraining);
   }
-  const total = params.reduce((p, t) => p + t.size, 0);
+  const total = params.reduce((p, t) => p + t.numel(), 0);
   const macs = layers.reduce((p, l) => p + l.macs, 0);
   const act = layers.reduce((p, l) => p + 4 * l.outShape.reduce((a, b) => a * b, 1), 0);
   const entries = Object.keys(model.stateDict()).length;

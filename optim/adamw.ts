@@ -85,7 +85,7 @@ export class AdamW {
           this.#m.set(p, m);
           this.#v.set(p, v);
         }
-        const n = p.size;
+        const n = p.numel();
         launch({
           op: "AdamW.step",
           args: [

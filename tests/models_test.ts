@@ -159,7 +159,7 @@ Deno.test("full-size parameter counts equal PyTorch's", async () => {
     for (const [name, make, cfg] of cases) {
       const ref = JSON.parse(await py(["count", JSON.stringify(cfg)]));
       const m = make();
-      const params = m.parameters().reduce((p, t) => p + t.size, 0);
+      const params = m.parameters().reduce((p, t) => p + t.numel(), 0);
       const entries = Object.keys(m.stateDict()).length;
       m.dispose();
       if (params !== ref.params || entries !== ref.entries) {

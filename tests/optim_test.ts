@@ -31,7 +31,7 @@ Deno.test("20 AdamW steps with a cosine schedule match torch.optim.AdamW + Cosin
     const state: Record<string, { data: number[]; shape: number[] }> = {};
     for (const [k, t] of Object.entries(net.stateDict())) {
       if (t.dtype !== "f32") continue;
-      const n = t.size;
+      const n = t.numel();
       const data = k.includes("running_var")
         ? Array(n).fill(1)
         : k.includes("running_mean")
