@@ -7,8 +7,23 @@
  * reference and every consumer node one more, so disposing the last tensor of a graph frees its saved
  * activations even if `backward()` never ran; `backward()` frees them as it goes.
  */
-import type { Tensor } from "./tensor.ts";
 import { keep, tidy } from "./scope.ts";
+
+/**
+ * What autograd needs of a tensor. core/tensor.ts's `Tensor` implements it; it is declared here, not
+ * imported, so that the tensor and the tape do not depend on each other in both directions.
+ */
+export interface GradTensor {
+  readonly shape: readonly number[];
+  requiresGrad: boolean;
+  grad: GradTensor | null;
+  node: Node | null;
+  readonly disposed: boolean;
+  dispose(): void;
+  share(): GradTensor;
+  describe(): string;
+  numel(): number;
+}
 
 let gradEnabled = true;
 
@@ -40,31 +55,31 @@ export function noGrad<T>(fn: () => T): T {
 /** Where a gradient flows: into another node, or into a leaf tensor's `.grad`. */
 interface Edge {
   node: Node | null;
-  leaf: Tensor | null;
+  leaf: GradTensor | null;
   shape: readonly number[];
 }
 
 /** Backward closure: receives the output gradient and the saved tensors, returns one gradient per input. */
-export type BackwardFn = (grad: Tensor, saved: Tensor[]) => (Tensor | null)[];
+export type BackwardFn<T extends GradTensor = GradTensor> = (grad: T, saved: T[]) => (T | null)[];
 
 /** One recorded op. */
 export class Node {
   refs = 1;
-  #saved: Tensor[];
+  #saved: GradTensor[];
   #freed = false;
 
   constructor(
     readonly name: string,
     readonly edges: (Edge | null)[],
     readonly fn: BackwardFn,
-    saved: Tensor[],
+    saved: GradTensor[],
   ) {
     this.#saved = saved;
     for (const e of edges) if (e?.node) e.node.refs++;
   }
 
   /** The saved tensors (throws if they were freed by a previous backward). */
-  saved(): Tensor[] {
+  saved(): GradTensor[] {
     if (this.#freed) {
       throw new Error(
         `backward: ${this.name}'s saved tensors were freed by a previous backward(); ` +
@@ -92,8 +107,8 @@ export class Node {
 
 /** Ops needed by the engine, registered by the kernels module to avoid an import cycle. */
 export interface GradOps {
-  add(a: Tensor, b: Tensor): Tensor;
-  onesLike(t: Tensor): Tensor;
+  add(a: GradTensor, b: GradTensor): GradTensor;
+  onesLike(t: GradTensor): GradTensor;
 }
 let ops: GradOps | null = null;
 
@@ -106,25 +121,25 @@ export function registerGradOps(o: GradOps): void {
  * Attaches a backward node to `out` when grad mode is on and some input requires grad. `save` lists tensors
  * the backward needs; they are kept alive (sharing storage) until the node is freed.
  */
-export function record(
+export function record<T extends GradTensor>(
   name: string,
-  out: Tensor,
-  inputs: readonly (Tensor | null)[],
-  save: Tensor[],
-  fn: BackwardFn,
-): Tensor {
+  out: T,
+  inputs: readonly (T | null)[],
+  save: T[],
+  fn: BackwardFn<T>,
+): T {
   if (!gradEnabled || !inputs.some((t) => t?.requiresGrad)) return out;
   const edges = inputs.map((t): Edge | null => {
     if (!t || !t.requiresGrad) return null;
     return t.node ? { node: t.node, leaf: null, shape: t.shape } : { node: null, leaf: t, shape: t.shape };
   });
   const saved = save.map((t) => t.share());
-  out.node = new Node(name, edges, fn, saved);
+  out.node = new Node(name, edges, fn as unknown as BackwardFn, saved);
   out.requiresGrad = true;
   return out;
 }
 
-function accumulateLeaf(leaf: Tensor, g: Tensor): void {
+function accumulateLeaf(leaf: GradTensor, g: GradTensor): void {
   if (leaf.disposed) {
     g.dispose();
     return;
@@ -146,7 +161,7 @@ export interface BackwardOptions {
 }
 
 /** Runs reverse-mode differentiation from `root`, accumulating into the leaves' `.grad`. */
-export function backward(root: Tensor, grad?: Tensor, opts: BackwardOptions = {}): void {
+export function backward(root: GradTensor, grad?: GradTensor, opts: BackwardOptions = {}): void {
   if (!ops) throw new Error("backward: kernels not loaded (import mod.ts)");
   if (!root.requiresGrad) {
     throw new Error(`backward: tensor ${root.describe()} does not require grad (no input had requiresGrad)`);
@@ -184,18 +199,18 @@ export function backward(root: Tensor, grad?: Tensor, opts: BackwardOptions = {}
       }
     }
     order.reverse();
-    const grads = new Map<Node, Tensor>([[root.node, seed]]);
+    const grads = new Map<Node, GradTensor>([[root.node, seed]]);
     try {
       for (const n of order) {
         const g = grads.get(n);
         if (!g) continue;
         grads.delete(n);
-        let results: (Tensor | null)[];
+        let results: (GradTensor | null)[];
         try {
           // Backward closures may return `g` itself or one tensor for several inputs: give each its own handle.
           // A scope per node frees the closure's temporaries (reshapes, masks) and keeps what it returns.
           const raw = tidy(() => n.fn(g, n.saved()));
-          const used = new Set<Tensor>();
+          const used = new Set<GradTensor>();
           results = raw.map((r) => {
             if (!r) return null;
             if (r === g || used.has(r)) return r.share();

@@ -8,16 +8,19 @@
  * submission, so pipelines do not depend on them. A process may open several devices; there is no global one.
  */
 import { BufferPool, type PoolStats } from "./buffer_pool.ts";
+import {
+  type AdapterOptions,
+  defaultProfile,
+  type KernelProfile,
+  listAdapters,
+  requestDevice,
+  selectAdapter,
+} from "./adapter.ts";
+
+export { type AdapterOptions, type KernelProfile, listAdapters };
 
 /** Options of {@link openDevice}. */
-export interface DeviceOptions {
-  /**
-   * Preferred adapter: a substring of its description/vendor/architecture (case-insensitive) or an index
-   * into the candidate list (`listAdapters()`). Defaults to env `CSN_WEBGPU_ADAPTER`, else the first.
-   */
-  adapter?: string | number;
-  /** Use the fallback (software) adapter. Defaults to env `CSN_WEBGPU_FALLBACK=1`. */
-  fallback?: boolean;
+export interface DeviceOptions extends AdapterOptions {
   /**
    * Cap on the bytes of one storage binding, below the adapter's `maxStorageBufferBindingSize`. Tensors
    * larger than this are bound as several windows. Tests set it tiny to exercise that path.
@@ -25,8 +28,6 @@ export interface DeviceOptions {
   maxBindingBytes?: number;
   /** Cap on workgroups per dispatch dimension (default the adapter's limit); tests set it tiny. */
   maxWorkgroupsPerDim?: number;
-  /** Ask for the `subgroups` feature (default true; silently dropped when the adapter refuses it). */
-  subgroups?: boolean;
   /** A label for error messages when a process holds several devices. */
   label?: string;
   /**
@@ -34,7 +35,7 @@ export interface DeviceOptions {
    * kernels favour uniform loads and register reuse), "gpu" otherwise (workgroup-memory tiling). Defaults
    * from the adapter; tests force each to cover both code paths.
    */
-  profile?: "cpu" | "gpu";
+  profile?: KernelProfile;
 }
 
 /** What {@link openDevice} got. */
@@ -51,7 +52,7 @@ export interface DeviceInfo {
   /** Effective binding cap (after the `maxBindingBytes` option). */
   bindingCap: number;
   /** Kernel tuning profile in use. */
-  profile: "cpu" | "gpu";
+  profile: KernelProfile;
   maxComputeWorkgroupsPerDimension: number;
   maxComputeWorkgroupStorageSize: number;
   maxComputeInvocationsPerWorkgroup: number;
@@ -67,107 +68,11 @@ export interface BufferBinding {
   write: boolean;
 }
 
-const INSTALL_HINT = "Install a Vulkan driver: on Debian/Ubuntu without a GPU, Mesa's software driver " +
-  "(`apt-get install -y mesa-vulkan-drivers libvulkan1`); with an NVIDIA GPU, its Vulkan ICD " +
-  "(e.g. `libnvidia-gl-*` / `nvidia-vulkan-icd`).";
-
-/** Lists the distinct adapters Deno exposes (by power preference and the fallback one). */
-export async function listAdapters(): Promise<GPUAdapter[]> {
-  const gpu = (globalThis.navigator as { gpu?: GPU }).gpu;
-  if (!gpu) {
-    throw new Error(`WebGPU is not available in this runtime (navigator.gpu is missing). ${INSTALL_HINT}`);
-  }
-  const out: GPUAdapter[] = [];
-  const seen = new Set<string>();
-  const tries: GPURequestAdapterOptions[] = [
-    { powerPreference: "high-performance" },
-    { powerPreference: "low-power" },
-    { forceFallbackAdapter: true },
-  ];
-  for (const opt of tries) {
-    let a: GPUAdapter | null = null;
-    try {
-      a = await gpu.requestAdapter(opt);
-    } catch {
-      a = null;
-    }
-    if (!a) continue;
-    const key = `${a.info.vendor}|${a.info.device}|${a.info.description}|${a.info.isFallbackAdapter}`;
-    if (seen.has(key)) continue;
-    seen.add(key);
-    out.push(a);
-  }
-  return out;
-}
-
-function describe(a: GPUAdapter, i: number): string {
-  return `#${i} "${a.info.description || a.info.vendor}"${a.info.isFallbackAdapter ? " (fallback)" : ""}`;
-}
-
 /** Picks an adapter, requests its maximum limits and optional features, and wraps the device. */
 export async function openDevice(opts: DeviceOptions = {}): Promise<Device> {
-  const env = (k: string) => {
-    try {
-      return Deno.env.get(k);
-    } catch {
-      return undefined;
-    }
-  };
-  const adapters = await listAdapters();
-  if (adapters.length === 0) throw new Error(`No WebGPU adapter found. ${INSTALL_HINT}`);
-  const fallback = opts.fallback ?? env("CSN_WEBGPU_FALLBACK") === "1";
-  let want: string | number | undefined = opts.adapter ?? env("CSN_WEBGPU_ADAPTER");
-  if (typeof want === "string" && /^\d+$/.test(want)) want = Number(want);
-  let adapter: GPUAdapter | undefined;
-  if (fallback) {
-    adapter = adapters.find((a) => a.info.isFallbackAdapter);
-    if (!adapter) {
-      throw new Error(
-        `No fallback WebGPU adapter; found ${adapters.map(describe).join(", ")}. ${INSTALL_HINT}`,
-      );
-    }
-  } else if (typeof want === "number") {
-    adapter = adapters[want];
-    if (!adapter) throw new Error(`No WebGPU adapter #${want}; found ${adapters.map(describe).join(", ")}`);
-  } else if (typeof want === "string" && want !== "") {
-    const w = want.toLowerCase();
-    adapter = adapters.find((a) =>
-      `${a.info.description} ${a.info.vendor} ${a.info.architecture}`.toLowerCase().includes(w)
-    );
-    if (!adapter) {
-      throw new Error(`No WebGPU adapter matches "${want}"; found ${adapters.map(describe).join(", ")}`);
-    }
-  } else {
-    adapter = adapters[0];
-  }
-
-  const requiredLimits: Record<string, number> = {};
-  for (const key in adapter.limits) {
-    const v = (adapter.limits as unknown as Record<string, number>)[key];
-    if (typeof v === "number") requiredLimits[key] = v;
-  }
-  const features: string[] = [];
-  for (const f of ["shader-f16", "timestamp-query"] as GPUFeatureName[]) {
-    if (adapter.features.has(f)) features.push(f);
-  }
-  let gpu: GPUDevice | undefined;
-  let gotSubgroups = false;
-  if (opts.subgroups ?? true) {
-    // Deno's wgpu hides "subgroups" from adapter.features but grants it on request (see webgpu-notes §3.4).
-    try {
-      gpu = await adapter.requestDevice({
-        requiredFeatures: [...features, "subgroups"] as GPUFeatureName[],
-        requiredLimits,
-      });
-      gotSubgroups = true;
-    } catch {
-      gpu = undefined;
-    }
-  }
-  if (!gpu) {
-    gpu = await adapter.requestDevice({ requiredFeatures: features as GPUFeatureName[], requiredLimits });
-  }
-  return new Device(gpu, adapter, opts, gotSubgroups);
+  const adapter = await selectAdapter(opts);
+  const { gpu, subgroups } = await requestDevice(adapter, opts);
+  return new Device(gpu, adapter, opts, subgroups);
 }
 
 const ARENA_BYTES = 256 * 1024;
@@ -188,7 +93,7 @@ export class Device {
   /** Whether subgroup built-ins may be used in WGSL (without `enable subgroups;` under Deno). */
   readonly hasSubgroups: boolean;
   /** Kernel tuning profile (see {@link DeviceOptions.profile}). */
-  readonly profile: "cpu" | "gpu";
+  readonly profile: KernelProfile;
 
   #pipelines = new Map<string, { pipeline: GPUComputePipeline; layout: GPUBindGroupLayout }>();
   #encoder: GPUCommandEncoder | null = null;
@@ -214,7 +119,7 @@ export class Device {
       lim.maxComputeWorkgroupsPerDimension,
     );
     this.hasSubgroups = subgroups;
-    this.profile = opts.profile ?? (adapter.info.isFallbackAdapter ? "cpu" : "gpu");
+    this.profile = opts.profile ?? defaultProfile(adapter);
     this.pool = new BufferPool(
       gpu,
       GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST,

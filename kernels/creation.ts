@@ -5,7 +5,7 @@
  */
 import { checkShape, Tensor, type TensorOptions } from "../core/tensor.ts";
 import type { DType } from "../core/dtype.ts";
-import { launch, params, u } from "./codegen.ts";
+import { launch1d, params } from "./codegen.ts";
 
 function fill(op: string, shape: readonly number[], value: number, opts: TensorOptions): Tensor {
   if (!opts?.device) throw new Error(`${op}: options.device is required (there is no global device)`);
@@ -15,13 +15,12 @@ function fill(op: string, shape: readonly number[], value: number, opts: TensorO
   const words = Math.ceil(t.numel() * (dtype === "u8" ? 1 : 4) / 4);
   const ty = dtype === "f32" ? "f32" : dtype === "i32" ? "i32" : "u32";
   const v = dtype === "f32" ? "pf(0u)" : dtype === "i32" ? "pi(0u)" : "(pu(0u) & 255u) * 0x01010101u";
-  launch({
+  launch1d({
     op,
     args: [{ name: "out", t, write: true }],
-    wg: 64,
-    groups: Math.ceil(words / 64),
+    n: words,
     params: params(dtype === "f32" ? { f: value } : value),
-    body: `  if (gid < ${u(words)}) { ${dtype === "u8" ? "out_stw" : "out_st"}(gid, ${ty}(${v})); }`,
+    body: `  ${dtype === "u8" ? "out_stw" : "out_st"}(gid, ${ty}(${v}));`,
   });
   if (opts.requiresGrad) t.requireGrad();
   return t;
@@ -57,12 +56,11 @@ export function arange(n: number, opts: TensorOptions): Tensor {
   const dtype = opts.dtype ?? "f32";
   if (dtype !== "f32" && dtype !== "i32") throw new Error(`arange: dtype must be f32 or i32, not ${dtype}`);
   const t = Tensor.empty(opts.device, checkShape([n], "arange"), dtype, "arange");
-  launch({
+  launch1d({
     op: "arange",
     args: [{ name: "out", t, write: true }],
-    wg: 64,
-    groups: Math.ceil(n / 64),
-    body: `  if (gid < ${u(n)}) { out_st(gid, ${dtype}(gid)); }`,
+    n,
+    body: `  out_st(gid, ${dtype}(gid));`,
   });
   return t;
 }
@@ -95,14 +93,13 @@ export function rand(
   if (!opts?.device) throw new Error(`${op}: options.device is required`);
   const t = Tensor.empty(opts.device, checkShape(shape, op), "f32", op);
   const lo = opts.low ?? 0, hi = opts.high ?? 1;
-  launch({
+  launch1d({
     op,
     args: [{ name: "out", t, write: true }],
-    wg: 64,
-    groups: Math.ceil(t.numel() / 64),
+    n: t.numel(),
     params: params(seedOf(opts), { f: lo }, { f: hi - lo }),
     decls: RNG_WGSL,
-    body: `  if (gid < ${u(t.numel())}) { out_st(gid, pf(1u) + pf(2u) * rnd_f32(gid, pu(0u), 0u)); }`,
+    body: `  out_st(gid, pf(1u) + pf(2u) * rnd_f32(gid, pu(0u), 0u));`,
   });
   if (opts.requiresGrad) t.requireGrad();
   return t;
@@ -116,18 +113,15 @@ export function randn(
   const op = "randn";
   if (!opts?.device) throw new Error(`${op}: options.device is required`);
   const t = Tensor.empty(opts.device, checkShape(shape, op), "f32", op);
-  launch({
+  launch1d({
     op,
     args: [{ name: "out", t, write: true }],
-    wg: 64,
-    groups: Math.ceil(t.numel() / 64),
+    n: t.numel(),
     params: params(seedOf(opts), { f: opts.mean ?? 0 }, { f: opts.std ?? 1 }),
     decls: RNG_WGSL,
-    body: `  if (gid < ${u(t.numel())}) {
-    let u1 = (f32(rnd_u32(gid, pu(0u), 1u) >> 8u) + 1.0) * (1.0 / 16777216.0);
-    let u2 = rnd_f32(gid, pu(0u), 2u);
-    out_st(gid, pf(1u) + pf(2u) * sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2));
-  }`,
+    body: `  let u1 = (f32(rnd_u32(gid, pu(0u), 1u) >> 8u) + 1.0) * (1.0 / 16777216.0);
+  let u2 = rnd_f32(gid, pu(0u), 2u);
+  out_st(gid, pf(1u) + pf(2u) * sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2));`,
   });
   if (opts.requiresGrad) t.requireGrad();
   return t;

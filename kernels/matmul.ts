@@ -7,8 +7,9 @@
  */
 import { Tensor } from "../core/tensor.ts";
 import { record } from "../core/autograd.ts";
-import { launch, u } from "./codegen.ts";
-import { add, broadcastShapes } from "./elementwise.ts";
+import { launch, launch1d, u } from "./codegen.ts";
+import { broadcastShapes } from "./elementwise/map.ts";
+import { add } from "./elementwise/binary.ts";
 import { sum, sumTo } from "./reduce.ts";
 
 /** Options of {@link matmul}. */
@@ -65,12 +66,11 @@ export function gemm(op: string, a: Tensor, b: Tensor, transA: boolean, transB: 
   const out = Tensor.empty(a.device, [...batch, M, N], "f32", op);
   if (out.numel() === 0) return out;
   if (K === 0) {
-    launch({
+    launch1d({
       op,
       args: [{ name: "c", t: out, write: true }],
-      wg: 64,
-      groups: Math.ceil(out.numel() / 64),
-      body: `  if (gid < ${u(out.numel())}) { c_st(gid, 0.0); }`,
+      n: out.numel(),
+      body: `  c_st(gid, 0.0);`,
     });
     return out;
   }

@@ -2,38 +2,12 @@
  * @file The functional op namespace `F`: every differentiable op over tensors.
  */
 import { registerGradOps } from "../core/autograd.ts";
-import { add } from "./elementwise.ts";
+import { add } from "./elementwise/binary.ts";
 import { onesLike } from "./creation.ts";
+import type { Tensor } from "../core/tensor.ts";
 
-export {
-  abs,
-  add,
-  broadcastTo,
-  cast,
-  clamp,
-  div,
-  eq,
-  exp,
-  ge,
-  gt,
-  le,
-  log,
-  lt,
-  maximum,
-  minimum,
-  mul,
-  ne,
-  neg,
-  pow,
-  relu,
-  sigmoid,
-  silu,
-  sqrt,
-  sub,
-  tanh,
-  where,
-} from "./elementwise.ts";
-export { argmax, max, mean, min, sum, sumTo } from "./reduce.ts";
+export * from "./elementwise/mod.ts";
+export { argmax, max, mean, min, sum } from "./reduce.ts";
 export { logSoftmax, softmax } from "./softmax.ts";
 export { permute, squeeze, transpose, unsqueeze } from "./permute.ts";
 export { linear, matmul, type MatmulOptions } from "./matmul.ts";
@@ -52,11 +26,9 @@ export {
   bceWithLogits,
   crossEntropy,
   type CrossEntropyOptions,
+  nllLoss,
   type Reduction,
-  rsnaLoss,
-  segLoss,
-  type SegLossOptions,
 } from "./loss.ts";
-export { conv2p1d, type Conv2p1dOptions, conv3d, type Conv3dOptions, type Triple } from "./conv.ts";
+export { conv2p1d, type Conv2p1dOptions, conv3d, type Conv3dOptions, type Triple } from "./conv/mod.ts";
 
-registerGradOps({ add: (a, b) => add(a, b), onesLike });
+registerGradOps({ add: (a, b) => add(a as Tensor, b as Tensor), onesLike: (t) => onesLike(t as Tensor) });

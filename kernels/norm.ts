@@ -7,19 +7,18 @@
 import type { Tensor } from "../core/tensor.ts";
 import { record } from "../core/autograd.ts";
 import { Tensor as TensorClass } from "../core/tensor.ts";
-import { map } from "./elementwise.ts";
+import { map } from "./elementwise/map.ts";
 import { sum } from "./reduce.ts";
-import { f, launch, u } from "./codegen.ts";
+import { f, launch, launch1d, u } from "./codegen.ts";
 
 /** The two columns of a [C, 2] tensor as two [C] tensors. */
 function splitPairs(op: string, t: Tensor, C: number): [Tensor, Tensor] {
   const a = TensorClass.empty(t.device, [C], "f32", op), b = TensorClass.empty(t.device, [C], "f32", op);
-  launch({
+  launch1d({
     op,
     args: [{ name: "t", t }, { name: "a", t: a, write: true }, { name: "b", t: b, write: true }],
-    wg: 64,
-    groups: Math.ceil(C / 64),
-    body: `  if (gid < ${u(C)}) { a_st(gid, t_ld(2u * gid)); b_st(gid, t_ld(2u * gid + 1u)); }`,
+    n: C,
+    body: `  a_st(gid, t_ld(2u * gid)); b_st(gid, t_ld(2u * gid + 1u));`,
   });
   return [a, b];
 }
@@ -166,29 +165,26 @@ export function batchNorm3d(
   const mom0 = channelMoments(op, x, null, null);
   const S = x.numel() / (x.shape[0] * C);
   const mean0 = TensorClass.empty(x.device, [C], "f32", op);
-  launch({
+  launch1d({
     op,
     args: [{ name: "x", t: x }, { name: "mom", t: mom0 }, { name: "mu", t: mean0, write: true }],
-    wg: 64,
-    groups: Math.ceil(C / 64),
-    body: `  if (gid < ${u(C)}) { mu_st(gid, x_ld(gid * ${u(S)}) + mom_ld(gid * 2u) / ${f(M)}); }`,
+    n: C,
+    body: `  mu_st(gid, x_ld(gid * ${u(S)}) + mom_ld(gid * 2u) / ${f(M)});`,
   });
   mom0.dispose();
   const mom = channelMoments(op, x, null, mean0);
   const muC = TensorClass.empty(x.device, [C], "f32", op);
   const varC = TensorClass.empty(x.device, [C], "f32", op);
   const invC = TensorClass.empty(x.device, [C], "f32", op);
-  launch({
+  launch1d({
     op,
     args: [{ name: "m0", t: mean0 }, { name: "mom", t: mom }, { name: "mu", t: muC, write: true }, {
       name: "va",
       t: varC,
       write: true,
     }, { name: "iv", t: invC, write: true }],
-    wg: 64,
-    groups: Math.ceil(C / 64),
-    body: `  if (gid >= ${u(C)}) { return; }
-  let m1 = mom_ld(gid * 2u) / ${f(M)};
+    n: C,
+    body: `  let m1 = mom_ld(gid * 2u) / ${f(M)};
   let v = max(mom_ld(gid * 2u + 1u) / ${f(M)} - m1 * m1, 0.0);
   mu_st(gid, m0_ld(gid) + m1);
   va_st(gid, v);

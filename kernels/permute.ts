@@ -5,7 +5,7 @@
  */
 import { Tensor } from "../core/tensor.ts";
 import { record } from "../core/autograd.ts";
-import { launch, stridesOf, u } from "./codegen.ts";
+import { launch1d, stridesOf, u } from "./codegen.ts";
 import { normAxes } from "./reduce.ts";
 
 /** Reorders the dims of `x`: output dim i is input dim `dims[i]` (negative indices allowed). */
@@ -58,11 +58,10 @@ export function permute(x: Tensor, dims: readonly number[]): Tensor {
 function launchGather(op: string, x: Tensor, y: Tensor, index: string): void {
   const n = y.numel();
   if (x.dtype === "u8") {
-    launch({
+    launch1d({
       op,
       args: [{ name: "x", t: x }, { name: "y", t: y, write: true }],
-      wg: 64,
-      groups: Math.ceil(Math.ceil(n / 4) / 64),
+      n: Math.ceil(n / 4),
       body: `  var w = 0u;
   for (var e = 0u; e < 4u; e = e + 1u) {
     let i = gid * 4u + e;
@@ -71,15 +70,14 @@ function launchGather(op: string, x: Tensor, y: Tensor, index: string): void {
       w = w | (x_ld(o) << (e * 8u));
     }
   }
-  if (gid * 4u < ${u(n)}) { y_stw(gid, w); }`,
+  y_stw(gid, w);`,
     });
     return;
   }
-  launch({
+  launch1d({
     op,
     args: [{ name: "x", t: x }, { name: "y", t: y, write: true }],
-    wg: 64,
-    groups: Math.ceil(Math.ceil(n / 4) / 64),
+    n: Math.ceil(n / 4),
     body: `  for (var e = 0u; e < 4u; e = e + 1u) {
     let i = gid * 4u + e;
     if (i < ${u(n)}) {

@@ -5,8 +5,8 @@
  */
 import { Tensor } from "../core/tensor.ts";
 import { record } from "../core/autograd.ts";
-import { f, launch, u } from "./codegen.ts";
-import { type Triple, triple } from "./conv.ts";
+import { f, launch1d, u } from "./codegen.ts";
+import { type Triple, triple } from "./conv/mod.ts";
 import { argmax, mean } from "./reduce.ts";
 
 function check5d(op: string, x: Tensor): void {
@@ -44,13 +44,11 @@ export function maxPool3d(x: Tensor, opts: MaxPoolOptions): Tensor {
   const y = Tensor.empty(x.device, [N, C, OD, OH, OW], "f32", op);
   const idx = Tensor.empty(x.device, [N, C, OD, OH, OW], "i32", op);
   const OS = OD * OH * OW, IS = D * H * W;
-  launch({
+  launch1d({
     op,
     args: [{ name: "x", t: x }, { name: "y", t: y, write: true }, { name: "ix", t: idx, write: true }],
-    wg: 64,
-    groups: Math.ceil(y.numel() / 64),
-    body: `  if (gid >= ${u(y.numel())}) { return; }
-  let nc = gid / ${u(OS)};
+    n: y.numel(),
+    body: `  let nc = gid / ${u(OS)};
   let p = gid % ${u(OS)};
   let od = i32(p / ${u(OH * OW)}); let oh = i32((p / ${u(OW)}) % ${u(OH)}); let ow = i32(p % ${u(OW)});
   var best = ${f(-Infinity)};
@@ -102,13 +100,11 @@ function maxPoolBackward(
     `let ${name}0 = max(0, (${q} + ${P[i]} - ${K[i] - 1} + ${St[i] - 1}) / ${St[i]}); let ${name}1 = min(${
       n - 1
     }, (${q} + ${P[i]}) / ${St[i]});`;
-  launch({
+  launch1d({
     op,
     args: [{ name: "gy", t: gy }, { name: "ix", t: idx }, { name: "gx", t: gx, write: true }],
-    wg: 64,
-    groups: Math.ceil(gx.numel() / 64),
-    body: `  if (gid >= ${u(gx.numel())}) { return; }
-  let nc = gid / ${u(IS)};
+    n: gx.numel(),
+    body: `  let nc = gid / ${u(IS)};
   let q = i32(gid % ${u(IS)});
   let qd = q / ${H * W}; let qh = (q / ${W}) % ${H}; let qw = q % ${W};
   ${rng("qd", 0, OD, "d")}
@@ -145,23 +141,19 @@ export function adaptiveMaxPool3d(x: Tensor, outputSize: Triple = 1): Tensor {
   const am = argmax(flat, 1);
   flat.dispose();
   const y = Tensor.empty(x.device, [N, C, 1, 1, 1], "f32", op);
-  launch({
+  launch1d({
     op,
     args: [{ name: "x", t: x }, { name: "i", t: am }, { name: "y", t: y, write: true }],
-    wg: 64,
-    groups: Math.ceil((N * C) / 64),
-    body: `  if (gid >= ${u(N * C)}) { return; }
-  y_st(gid, x_ld(gid * ${u(S)} + u32(i_ld(gid))));`,
+    n: N * C,
+    body: `  y_st(gid, x_ld(gid * ${u(S)} + u32(i_ld(gid))));`,
   });
   const out = record(op, y, [x], [am], (g, [si]) => {
     const gx = Tensor.empty(g.device, [N, C, D, H, W], "f32", `${op}.backward`);
-    launch({
+    launch1d({
       op: `${op}.backward`,
       args: [{ name: "g", t: g }, { name: "i", t: si }, { name: "gx", t: gx, write: true }],
-      wg: 64,
-      groups: Math.ceil(gx.numel() / 64),
-      body: `  if (gid >= ${u(gx.numel())}) { return; }
-  let r = gid / ${u(S)};
+      n: gx.numel(),
+      body: `  let r = gid / ${u(S)};
   gx_st(gid, select(0.0, g_ld(r), u32(i_ld(r)) == gid % ${u(S)}));`,
     });
     return [gx];
@@ -190,13 +182,11 @@ export function upsampleNearest3d(x: Tensor, scale: Triple): Tensor {
   const [N, C, D, H, W] = x.shape;
   const [OD, OH, OW] = [D * s[0], H * s[1], W * s[2]];
   const y = Tensor.empty(x.device, [N, C, OD, OH, OW], "f32", op);
-  launch({
+  launch1d({
     op,
     args: [{ name: "x", t: x }, { name: "y", t: y, write: true }],
-    wg: 64,
-    groups: Math.ceil(y.numel() / 64),
-    body: `  if (gid >= ${u(y.numel())}) { return; }
-  let nc = gid / ${u(OD * OH * OW)};
+    n: y.numel(),
+    body: `  let nc = gid / ${u(OD * OH * OW)};
   let p = gid % ${u(OD * OH * OW)};
   let d = p / ${u(OH * OW)}; let h = (p / ${u(OW)}) % ${u(OH)}; let w = p % ${u(OW)};
   y_st(gid, x_ld(nc * ${u(D * H * W)} + ((d / ${u(s[0])}) * ${u(H)} + h / ${u(s[1])}) * ${u(W)} + w / ${
@@ -213,13 +203,11 @@ export function upsampleNearest3d(x: Tensor, scale: Triple): Tensor {
         }
       }
     }
-    launch({
+    launch1d({
       op: `${op}.backward`,
       args: [{ name: "g", t: g }, { name: "gx", t: gx, write: true }],
-      wg: 64,
-      groups: Math.ceil(gx.numel() / 64),
-      body: `  if (gid >= ${u(gx.numel())}) { return; }
-  let nc = gid / ${u(D * H * W)};
+      n: gx.numel(),
+      body: `  let nc = gid / ${u(D * H * W)};
   let q = gid % ${u(D * H * W)};
   let d = q / ${u(H * W)}; let h = (q / ${u(W)}) % ${u(H)}; let w = q % ${u(W)};
   let base = nc * ${u(OD * OH * OW)} + ((d * ${u(s[0])}) * ${u(OH)} + h * ${u(s[1])}) * ${u(OW)} + w * ${

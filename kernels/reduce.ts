@@ -10,8 +10,8 @@
  */
 import { Tensor } from "../core/tensor.ts";
 import { record } from "../core/autograd.ts";
-import { f, launch, u } from "./codegen.ts";
-import { broadcastTo, eq, map } from "./elementwise.ts";
+import { f, launch, launch1d, u } from "./codegen.ts";
+import { map } from "./elementwise/map.ts";
 
 type Kind = "sum" | "max" | "min" | "argmax";
 
@@ -56,12 +56,11 @@ function reduceORI(
   if (O * I === 0) return out;
   if (R === 0) {
     if (kind !== "sum") throw new Error(`${op}: cannot reduce an empty dimension`);
-    launch({
+    launch1d({
       op,
       args: [{ name: "out", t: out, write: true }],
-      wg: 64,
-      groups: Math.ceil((O * I) / 64),
-      body: `  if (gid < ${u(O * I)}) { out_st(gid, ${init("sum", ty)}); }`,
+      n: O * I,
+      body: `  out_st(gid, ${init("sum", ty)});`,
     });
     return out;
   }
@@ -70,29 +69,14 @@ function reduceORI(
   if (kind !== "argmax" && ((O * I < 2048 && R >= 8192) || (kind === "sum" && R >= 4096))) {
     const S = Math.min(Math.ceil(R / 2048), 4096);
     const L = Math.ceil(R / S);
-    const part = reduceSeg(op, x, O, R, I, kind, S, L, [O, S, I]);
+    const part = Tensor.empty(device, [O, S, I], x.dtype, op);
+    reduceSegInto(op, x, part, O, R, I, kind, S, L);
     const res = reduceORI(op, part, O, S, I, kind, outShape);
     part.dispose();
     out.dispose();
     return res;
   }
   reduceSegInto(op, x, out, O, R, I, kind, 1, R);
-  return out;
-}
-
-function reduceSeg(
-  op: string,
-  x: Tensor,
-  O: number,
-  R: number,
-  I: number,
-  kind: Kind,
-  S: number,
-  L: number,
-  shape: number[],
-) {
-  const out = Tensor.empty(x.device, shape, x.dtype, op);
-  reduceSegInto(op, x, out, O, R, I, kind, S, L);
   return out;
 }
 
@@ -150,15 +134,12 @@ function reduceSegInto(
     return;
   }
   // One thread per output element.
-  const WG = 64;
   const upd = argmax ? `if (v > acc) { acc = v; ai = r; }` : `acc = ${combine(kind, "acc", "v")};`;
-  launch({
+  launch1d({
     op,
     args,
-    wg: WG,
-    groups: Math.ceil((rows * I) / WG),
-    body: `  if (gid >= ${u(rows * I)}) { return; }
-  let i = gid % ${u(I)};
+    n: rows * I,
+    body: `  let i = gid % ${u(I)};
   let os = gid / ${u(I)};
   let o = os / ${u(S)};
   let s = os - o * ${u(S)};
@@ -224,7 +205,9 @@ export function sum(x: Tensor, axes?: number | readonly number[] | null, keepDim
   const y = keepDim ? k : k.reshape(dropAxes(x.shape, ax));
   if (!keepDim) k.dispose();
   const xs = x.shape;
-  return record(op, y, [x], [], (g) => [broadcastTo(g.reshape(keptShape(xs, ax)), xs)]);
+  return record(op, y, [x], [], (g) => [
+    map("F.sum.backward", [g.reshape(keptShape(xs, ax))], g.dtype, (v) => v[0], { outShape: xs }),
+  ]);
 }
 
 /** Mean over `axes` (all by default). */
@@ -267,8 +250,7 @@ function extreme(
   return record(op, y, [x], [x, y], (g, [sx, sy]) => {
     const kshape = keptShape(xs, ax);
     const yk = sy.reshape(kshape);
-    const mask = eq(sx, yk);
-    const maskF = map(`${op}.backward`, [mask], "f32", (v) => `f32(${v[0]})`);
+    const maskF = map(`${op}.backward`, [sx, yk], "f32", (v) => `select(0.0, 1.0, ${v[0]} == ${v[1]})`);
     const cnt = reduceAxes(`${op}.backward`, maskF, ax, "sum");
     const gx = map(
       `${op}.backward`,
@@ -276,7 +258,7 @@ function extreme(
       "f32",
       (v) => `${v[0]} * ${v[1]} / ${v[2]}`,
     );
-    for (const t of [yk, mask, maskF, cnt]) t.dispose();
+    for (const t of [yk, maskF, cnt]) t.dispose();
     return [gx];
   });
 }

@@ -5,7 +5,7 @@
  */
 import { Tensor } from "../core/tensor.ts";
 import { record } from "../core/autograd.ts";
-import { launch, u } from "./codegen.ts";
+import { launch1d, u } from "./codegen.ts";
 import { normAxes } from "./reduce.ts";
 import { zeros } from "./creation.ts";
 
@@ -25,13 +25,11 @@ export function slab(
   // into: dst[o, off + j, i] = src[o, j, i] (src has a rows); else dst[o, j, i] = src[o, off + j, i] (dst has a rows).
   const n = O * a * I;
   if (n === 0) return;
-  launch({
+  launch1d({
     op,
     args: [{ name: "s", t: src }, { name: "d", t: dst, write: true }],
-    wg: 64,
-    groups: Math.ceil(n / 64),
-    body: `  if (gid >= ${u(n)}) { return; }
-  let i = gid % ${u(I)};
+    n,
+    body: `  let i = gid % ${u(I)};
   let j = (gid / ${u(I)}) % ${u(a)};
   let o = gid / ${u(a * I)};
   let big = ${u(base)} + (o * ${u(b)} + ${u(off)} + j) * ${u(I)} + i;

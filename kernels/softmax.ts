@@ -6,9 +6,10 @@
  */
 import { Tensor } from "../core/tensor.ts";
 import { record } from "../core/autograd.ts";
-import { f, launch, u } from "./codegen.ts";
+import { f, launch, launch1d, u } from "./codegen.ts";
 import { normAxes, sum } from "./reduce.ts";
-import { exp, mul, sub } from "./elementwise.ts";
+import { exp } from "./elementwise/unary.ts";
+import { mul, sub } from "./elementwise/binary.ts";
 
 function kernel(op: string, x: Tensor, dim: number, logOut: boolean): Tensor {
   x.storage(op);
@@ -52,13 +53,11 @@ function kernel(op: string, x: Tensor, dim: number, logOut: boolean): Tensor {
   for (var r = lid; r < ${u(R)}; r = r + WG) { let v = x_ld(base + r); y_st(base + r, ${fin}); }`,
     });
   } else {
-    launch({
+    launch1d({
       op,
       args,
-      wg: 64,
-      groups: Math.ceil((O * I) / 64),
-      body: `  if (gid >= ${u(O * I)}) { return; }
-  let o = gid / ${u(I)};
+      n: O * I,
+      body: `  let o = gid / ${u(I)};
   let i = gid - o * ${u(I)};
   let base = o * ${u(R * I)} + i;
   var m = ${f(-Infinity)};

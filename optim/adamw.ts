@@ -5,7 +5,7 @@
  */
 import type { Tensor } from "../core/tensor.ts";
 import { keep } from "../core/scope.ts";
-import { launch, params, u } from "../kernels/codegen.ts";
+import { launch1d, params } from "../kernels/codegen.ts";
 import { zerosLike } from "../kernels/creation.ts";
 
 /** A group of parameters sharing hyper-parameters (anything omitted falls back to the optimizer's). */
@@ -86,7 +86,7 @@ export class AdamW {
           this.#v.set(p, v);
         }
         const n = p.numel();
-        launch({
+        launch1d({
           op: "AdamW.step",
           args: [
             { name: "p", t: p, write: true },
@@ -94,8 +94,7 @@ export class AdamW {
             { name: "m", t: m, write: true },
             { name: "v", t: v, write: true },
           ],
-          wg: 64,
-          groups: Math.ceil(n / 64),
+          n,
           params: params(
             { f: 1 - lr * g.weightDecay },
             { f: b1 },
@@ -104,8 +103,7 @@ export class AdamW {
             { f: Math.sqrt(bc2) },
             { f: this.eps },
           ),
-          body: `  if (gid >= ${u(n)}) { return; }
-  let gr = g_ld(gid);
+          body: `  let gr = g_ld(gid);
   let pd = p_ld(gid) * pf(0u);
   // exp_avg.lerp_(grad, 1 - beta1); exp_avg_sq.mul_(beta2).addcmul_(grad, grad, 1 - beta2)
   let mn = m_ld(gid) + (1.0 - pf(1u)) * (gr - m_ld(gid));

@@ -4,7 +4,7 @@
 import type { Tensor } from "../core/tensor.ts";
 import { keep } from "../core/scope.ts";
 import { noGrad } from "../core/autograd.ts";
-import { add, clamp, div, mul, sqrt } from "../kernels/elementwise.ts";
+import { add, clamp, div, mul, sqrt } from "../kernels/elementwise/mod.ts";
 import { sum } from "../kernels/reduce.ts";
 
 /** Options of {@link cosineSchedule}. */

@@ -1,0 +1,173 @@
+/**
+ * @file What the conv algorithms share: the validated geometry ({@link Geo}), WGSL snippets for index
+ * decomposition and bounds-masked gathers, and {@link directKernel}, the one generator behind the three
+ * general direct kernels (forward, input gradient, weight gradient; see direct.ts).
+ *
+ * The direct structure, chosen for both GPUs and llvmpipe: a workgroup owns a few (ROWS) channels of its
+ * output and 64 positions per lane column; the values that only depend on the channel (the weights, or the
+ * output gradient in the weight gradient) are the same for the whole workgroup, so they are uniform loads
+ * (one scalar load on llvmpipe, a broadcast from cache on a GPU), while each lane loads only its own
+ * activation and reuses it for ROWS multiply-adds. Out-of-range taps are read at a clamped address and
+ * masked, so control flow stays uniform.
+ */
+import type { Tensor } from "../../core/tensor.ts";
+import { type Arg, launch, u } from "../codegen.ts";
+import { map } from "../elementwise/map.ts";
+
+/** Validated geometry of one convolution. */
+export interface Geo {
+  N: number;
+  C: number;
+  O: number;
+  G: number;
+  CG: number;
+  OG: number;
+  D: number;
+  H: number;
+  W: number;
+  OD: number;
+  OH: number;
+  OW: number;
+  K: [number, number, number];
+  S: [number, number, number];
+  P: [number, number, number];
+  L: [number, number, number];
+}
+
+/** Lanes per workgroup of the conv kernels. */
+export const LANES = 64;
+/** Positions (or weight columns) per lane: each loaded activation feeds ROWS multiply-adds and each weight V. */
+export const V = 4;
+
+/** ROWS: output channels per workgroup of a direct kernel with `n` channels per group. */
+export function rowsFor(n: number): number {
+  return Math.min(4, n);
+}
+
+/** 0, 1, ..., n - 1. */
+export const range = (n: number): number[] => [...Array(n).keys()];
+
+/** WGSL: decompose a flat position `v` of a [A, B, C] grid into `a`, `b`, `c` (as i32). */
+export function split3(v: string, B: number, C: number, a: string, b: string, c: string): string {
+  return `let ${a} = i32(${v} / ${u(B * C)}); let ${b} = i32((${v} / ${u(C)}) % ${
+    u(B)
+  }); let ${c} = i32(${v} % ${u(C)});`;
+}
+
+/**
+ * WGSL: the input voxel at i32 coords (`d`, `h`, `w`) of the [D, H, W] volume starting at `base`, as
+ * `xv<s>` (0 outside the volume). The address is clamped so the load is always legal; `ok<s>` masks it.
+ */
+export function gatherX(
+  s: string,
+  base: string,
+  [d, h, w]: [string, string, string],
+  D: number,
+  H: number,
+  W: number,
+): string {
+  return `let id${s} = ${d}; let ih${s} = ${h}; let iw${s} = ${w};
+    let ok${s} = id${s} >= 0 && id${s} < ${D} && ih${s} >= 0 && ih${s} < ${H} && iw${s} >= 0 && iw${s} < ${W};
+    let xi${s} = ${base} + u32(clamp(id${s}, 0, ${D - 1})) * ${u(H * W)} + u32(clamp(ih${s}, 0, ${
+    H - 1
+  })) * ${u(W)} + u32(clamp(iw${s}, 0, ${W - 1}));
+    let xv${s} = select(0.0, x_ld(xi${s}), ok${s});`;
+}
+
+/** WGSL: loops over the kernel taps (i32 `kd`, `kh`, `kw`, flat u32 `k`) as [open, close]. */
+export function tapLoops(K: [number, number, number]): [string, string] {
+  return [
+    `for (var kd = 0; kd < ${K[0]}; kd = kd + 1) {
+      for (var kh = 0; kh < ${K[1]}; kh = kh + 1) {
+        for (var kw = 0; kw < ${K[2]}; kw = kw + 1) {
+          let k = u32((kd * ${K[1]} + kh) * ${K[2]} + kw);`,
+    `}
+      }
+    }`,
+  ];
+}
+
+/** A direct kernel: out[outer, grp, row, col] = sum over `loop` of rv<row> * xv<col>. */
+export interface DirectSpec {
+  op: string;
+  /** Inputs; the output is appended as `out`. */
+  args: Arg[];
+  out: Tensor;
+  /** Extent of the leading index (batch, or weight-gradient segments), bound in WGSL as `outerName`. */
+  outer: number;
+  outerName: string;
+  /** Groups; bound in WGSL as `grp`. */
+  G: number;
+  /** Output rows (channels) per group; lane-uniform, ROWS of them per workgroup (`row<r>`, clamped). */
+  rows: number;
+  /** Output columns; V per lane (`col<v>`, and `cc<v>` clamped to the last one). */
+  cols: number;
+  /** WGSL run once per lane column v, after `cc<v>`. */
+  colSetup: (v: number) => string;
+  /** The reduction loops around the loads and multiply-adds: [open, close]. */
+  loop: [string, string];
+  /** WGSL defining the row factor `rv<r>` for `row<r>` (the group's first channel is `grp * rows`). */
+  rowLoad: (r: number) => string;
+  /** WGSL defining the lane factor `xv<v>`, masked to 0 where the tap is out of range. */
+  laneLoad: (v: number) => string;
+  /** Bias tensor (argument `b`) added per output channel. */
+  bias?: Tensor | null;
+}
+
+/** Generates and launches a direct kernel (the workgroup-index decomposition, tiles, tails and stores). */
+export function directKernel(s: DirectSpec): void {
+  const R = rowsFor(s.rows), rt = Math.ceil(s.rows / R), ct = Math.ceil(s.cols / (LANES * V));
+  const rs = range(R), vs = range(V);
+  const each = (f: (r: number, v: number) => string) => rs.flatMap((r) => vs.map((v) => f(r, v))).join(" ");
+  const bias = s.bias ? [{ name: "b", t: s.bias }] : [];
+  const args = [...s.args, ...bias, { name: "out", t: s.out, write: true }];
+  launch({
+    op: s.op,
+    args,
+    wg: LANES,
+    groups: s.outer * s.G * rt * ct,
+    body: `  let cTile = wg % ${u(ct)};
+  let r1 = wg / ${u(ct)};
+  let rTile = r1 % ${u(rt)};
+  let r2 = r1 / ${u(rt)};
+  let grp = r2 % ${u(s.G)};
+  let ${s.outerName} = r2 / ${u(s.G)};
+  ${
+      vs.map((v) =>
+        `let col${v} = cTile * ${u(LANES * V)} + ${u(v * LANES)} + lid; let cc${v} = min(col${v}, ${
+          u(s.cols - 1)
+        });
+  ${s.colSetup(v)}`
+      ).join("\n  ")
+    }
+  let r0 = rTile * ${u(R)};
+  ${rs.map((r) => `let row${r} = min(r0 + ${r}u, ${u(s.rows - 1)});`).join("\n  ")}
+  ${each((r, v) => `var a${r}_${v} = 0.0;`)}
+  ${s.loop[0]}
+    ${rs.map(s.rowLoad).join(" ")}
+    ${vs.map(s.laneLoad).join("\n    ")}
+    ${each((r, v) => `a${r}_${v} = fma(rv${r}, xv${v}, a${r}_${v});`)}
+  ${s.loop[1]}
+  let ob = (${s.outerName} * ${u(s.G)} + grp) * ${u(s.rows)} + r0;
+  ${
+      vs.map((v) =>
+        `if (col${v} < ${u(s.cols)}) {
+    ${
+          rs.map((r) =>
+            `if (r0 + ${r}u < ${u(s.rows)}) { out_st((ob + ${r}u) * ${u(s.cols)} + col${v}, a${r}_${v}${
+              s.bias ? ` + b_ld(grp * ${u(s.rows)} + r0 + ${r}u)` : ""
+            }); }`
+          ).join("\n    ")
+        }
+  }`
+      ).join("\n  ")
+    }`,
+  });
+}
+
+/** y + b over the channels of an [N, O, D, H, W] output (a new tensor; `y` is disposed). */
+export function addBias(op: string, y: Tensor, b: Tensor): Tensor {
+  const yb = map(op, [y, b.reshape([b.shape[0], 1, 1, 1])], "f32", (v) => `${v[0]} + ${v[1]}`);
+  y.dispose();
+  return yb;
+}

@@ -1,0 +1,262 @@
+/**
+ * @file Depthwise conv: groups == in == out channels (the CSN's channel-separated 3x3x3), forward, input
+ * gradient and weight gradient. Each lane computes V outputs along W and loads every input value of a
+ * kernel row once into registers (6 loads feed 12 multiply-adds for a 3-wide, stride-1 kernel); the KK
+ * weights of its channel are loaded once.
+ */
+import { Tensor } from "../../core/tensor.ts";
+import { launch, u } from "../codegen.ts";
+import { sum } from "../reduce.ts";
+import { type Geo, LANES, range, split3, V } from "./common.ts";
+
+type Dims = [number, number, number];
+
+/** Distinct W offsets (relative to the first output's window start) needed by V outputs. */
+function rowOffsets(K: number, S: number, Ld: number): number[] {
+  const set = new Set<number>();
+  for (let v = 0; v < V; v++) for (let k = 0; k < K; k++) set.add(v * S + k * Ld);
+  return [...set].sort((a, b) => a - b);
+}
+
+/**
+ * WGSL: coordinates of the strip of V outputs along W with flat index `s` over [OD, OH, strips]: `od`,
+ * `oh`, the first column `ow0`, and the input window starts `d0`, `h0`, `bw`.
+ */
+function stripCoords(s: string, OH: number, strips: number, S: Dims, P: Dims): string {
+  return `let od = i32(${s} / ${u(OH * strips)}); let oh = i32((${s} / ${u(strips)}) % ${
+    u(OH)
+  }); let ow0 = i32(${s} % ${u(strips)}) * ${V};
+  let d0 = od * ${S[0]} - ${P[0]}; let h0 = oh * ${S[1]} - ${P[1]}; let bw = ow0 * ${S[2]} - ${P[2]};`;
+}
+
+/**
+ * WGSL: one block per kernel row (kd, kh) that loads the row's distinct inputs `x<offset>` of the
+ * [D, H, W] volume at `xc` once (masked, clamped address) and then runs `fmas(kd, kh)` on them.
+ */
+function rowBlocks(
+  [D, H, W]: Dims,
+  K: Dims,
+  S: Dims,
+  L: Dims,
+  fmas: (kd: number, kh: number) => string,
+): string {
+  const loads = rowOffsets(K[2], S[2], L[2]).map((o) =>
+    `let x${o} = select(0.0, x_ld(rb + u32(clamp(bw + ${o}, 0, ${
+      W - 1
+    }))), okr && bw + ${o} >= 0 && bw + ${o} < ${W});`
+  ).join("\n    ");
+  const rows: string[] = [];
+  for (let kd = 0; kd < K[0]; kd++) {
+    for (let kh = 0; kh < K[1]; kh++) {
+      rows.push(`{
+    let id = d0 + ${kd * L[0]}; let ih = h0 + ${kh * L[1]};
+    let okr = id >= 0 && id < ${D} && ih >= 0 && ih < ${H};
+    let rb = xc + u32(clamp(id, 0, ${D - 1})) * ${u(H * W)} + u32(clamp(ih, 0, ${H - 1})) * ${u(W)};
+    ${loads}
+    ${fmas(kd, kh)}
+  }`);
+    }
+  }
+  return rows.join("\n  ");
+}
+
+/**
+ * y[n, c] = correlation of x[n, c] with w[c] (flipped when `flip`, for the input gradient) at the given
+ * stride / padding / dilation; output spatial size `out`.
+ */
+function dwConv(
+  op: string,
+  x: Tensor,
+  w: Tensor,
+  b: Tensor | null,
+  out: Dims,
+  K: Dims,
+  S: Dims,
+  P: Dims,
+  L: Dims,
+  flip: boolean,
+): Tensor {
+  const [N, C, D, H, W] = x.shape;
+  const [OD, OH, OW] = out;
+  const KK = K[0] * K[1] * K[2];
+  const y = Tensor.empty(x.device, [N, C, OD, OH, OW], "f32", op);
+  const strips = Math.ceil(OW / V), OSs = OD * OH * strips, st = Math.ceil(OSs / LANES);
+  const widx = (kd: number, kh: number, kw: number) => {
+    const k = (kd * K[1] + kh) * K[2] + kw;
+    return flip ? KK - 1 - k : k;
+  };
+  const rows = rowBlocks([D, H, W], K, S, L, (kd, kh) => {
+    const fmas: string[] = [];
+    for (let v = 0; v < V; v++) {
+      for (let kw = 0; kw < K[2]; kw++) {
+        fmas.push(`a${v} = fma(w${widx(kd, kh, kw)}, x${v * S[2] + kw * L[2]}, a${v});`);
+      }
+    }
+    return fmas.join(" ");
+  });
+  const args = [{ name: "x", t: x }, { name: "w", t: w }, { name: "y", t: y, write: true }];
+  if (b) args.splice(2, 0, { name: "b", t: b });
+  launch({
+    op,
+    args,
+    wg: LANES,
+    groups: N * C * st,
+    body: `  let sTile = wg % ${u(st)};
+  let nc = wg / ${u(st)};
+  let c = nc % ${u(C)};
+  let s = sTile * ${u(LANES)} + lid;
+  let sc = min(s, ${u(OSs - 1)});
+  ${stripCoords("sc", OH, strips, S, P)}
+  let xc = nc * ${u(D * H * W)};
+  ${range(KK).map((k) => `let w${k} = w_ld(c * ${u(KK)} + ${u(k)});`).join(" ")}
+  ${range(V).map((v) => `var a${v} = 0.0;`).join(" ")}
+  ${rows}
+  if (s < ${u(OSs)}) {
+    let yb = nc * ${u(OD * OH * OW)} + u32(od * ${OH} + oh) * ${u(OW)} + u32(ow0);
+    ${
+      range(V).map((v) => `if (ow0 + ${v} < ${OW}) { y_st(yb + ${u(v)}, a${v}${b ? " + b_ld(c)" : ""}); }`)
+        .join("\n    ")
+    }
+  }`,
+  });
+  return y;
+}
+
+/** Depthwise forward. */
+export function depthwiseForward(op: string, x: Tensor, w: Tensor, b: Tensor | null, g: Geo): Tensor {
+  return dwConv(op, x, w, b, [g.OD, g.OH, g.OW], g.K, g.S, g.P, g.L, false);
+}
+
+/** gw[c, k] = sum over n and outputs of gy * x at the tap's input position; segments reduced afterwards. */
+export function depthwiseGradWeight(op: string, gy: Tensor, x: Tensor, g: Geo): Tensor {
+  const { N, C, D, H, W, OD, OH, OW, K, S, P, L } = g;
+  const KK = K[0] * K[1] * K[2];
+  const strips = Math.ceil(OW / V), total = N * OD * OH * strips;
+  const segs = Math.max(1, Math.min(Math.ceil(4096 / C), Math.ceil(total / (4 * LANES))));
+  const seg = Math.ceil(total / segs);
+  const part = Tensor.empty(gy.device, [segs, C, KK], "f32", op);
+  const rows = rowBlocks([D, H, W], K, S, L, (kd, kh) => {
+    const fmas: string[] = [];
+    for (let kw = 0; kw < K[2]; kw++) {
+      const k = (kd * K[1] + kh) * K[2] + kw;
+      for (let v = 0; v < V; v++) fmas.push(`a${k} = fma(g${v}, x${v * S[2] + kw * L[2]}, a${k});`);
+    }
+    return fmas.join(" ");
+  });
+  launch({
+    op,
+    args: [{ name: "gy", t: gy }, { name: "x", t: x }, { name: "gw", t: part, write: true }],
+    wg: LANES,
+    groups: segs * C,
+    decls: `var<workgroup> red: array<f32, ${KK * LANES}>;`,
+    body: `  let c = wg % ${u(C)};
+  let sg = wg / ${u(C)};
+  ${range(KK).map((k) => `var a${k} = 0.0;`).join(" ")}
+  let e1 = min((sg + 1u) * ${u(seg)}, ${u(total)});
+  for (var e = sg * ${u(seg)} + lid; e < e1; e = e + ${u(LANES)}) {
+    let n = e / ${u(OD * OH * strips)};
+    let r = e % ${u(OD * OH * strips)};
+    ${stripCoords("r", OH, strips, S, P)}
+    let nc = n * ${u(C)} + c;
+    let xc = nc * ${u(D * H * W)};
+    let yb = nc * ${u(OD * OH * OW)} + u32(od * ${OH} + oh) * ${u(OW)} + u32(ow0);
+    ${
+      range(V).map((v) =>
+        `let g${v} = select(0.0, gy_ld(min(yb + ${u(v)}, ${u(gy.numel() - 1)})), ow0 + ${v} < ${OW});`
+      ).join(" ")
+    }
+    ${rows}
+  }
+  ${range(KK).map((k) => `red[${u(k * LANES)} + lid] = a${k};`).join(" ")}
+  workgroupBarrier();
+  if (lid < ${u(KK)}) {
+    var t = 0.0;
+    for (var i = 0u; i < ${u(LANES)}; i = i + 1u) { t = t + red[lid * ${u(LANES)} + i]; }
+    gw_st((sg * ${u(C)} + c) * ${u(KK)} + lid, t);
+  }`,
+  });
+  const r = segs === 1 ? part.reshape([C, KK]) : sum(part, 0);
+  part.dispose();
+  const out = r.reshape([C, 1, K[0], K[1], K[2]]);
+  r.dispose();
+  return out;
+}
+
+/**
+ * Input gradient of a strided depthwise conv, split by the residue of the input position modulo the stride
+ * ("sub-pixel" decomposition): within one residue class the set of taps that land on the output grid is the
+ * same for every voxel, so each class is one dispatch with exactly those taps unrolled (about 27 / 8 taps
+ * per voxel for stride 2, instead of 27 masked ones).
+ */
+function dwGradInputStrided(op: string, gy: Tensor, w: Tensor, g: Geo): Tensor {
+  const { N, C, D, H, W, OD, OH, OW, K, S, P, L } = g;
+  const KK = K[0] * K[1] * K[2];
+  const gx = Tensor.empty(gy.device, [N, C, D, H, W], "f32", op);
+  const ins = [D, H, W], outs = [OD, OH, OW];
+  // Valid taps of residue r along dim i: k with (r + P - k L) divisible by S; output offset (r + P - k L) / S.
+  const taps = (i: number, r: number) => {
+    const t: { k: number; off: number }[] = [];
+    for (let k = 0; k < K[i]; k++) {
+      const v = r + P[i] - k * L[i];
+      if (((v % S[i]) + S[i]) % S[i] === 0) t.push({ k, off: Math.floor(v / S[i]) });
+    }
+    return t;
+  };
+  for (let rd = 0; rd < S[0]; rd++) {
+    for (let rh = 0; rh < S[1]; rh++) {
+      for (let rw = 0; rw < S[2]; rw++) {
+        const r = [rd, rh, rw];
+        const M = ins.map((n, i) => Math.max(0, Math.ceil((n - r[i]) / S[i])));
+        const count = M[0] * M[1] * M[2];
+        if (!count) continue;
+        const td = taps(0, rd), th = taps(1, rh), tw = taps(2, rw);
+        const lines: string[] = [];
+        for (const a of td) {
+          for (const b of th) {
+            for (const c of tw) {
+              const k = (a.k * K[1] + b.k) * K[2] + c.k;
+              const o = [`md + ${a.off}`, `mh + ${b.off}`, `mw + ${c.off}`];
+              const ok = o.map((e, i) => `(${e}) >= 0 && (${e}) < ${outs[i]}`).join(" && ");
+              const idx = `u32((clamp(${o[0]}, 0, ${OD - 1}) * ${OH} + clamp(${o[1]}, 0, ${
+                OH - 1
+              })) * ${OW} + clamp(${o[2]}, 0, ${OW - 1}))`;
+              lines.push(
+                `acc = acc + w_ld(c * ${u(KK)} + ${u(k)}) * select(0.0, gy_ld(yb + ${idx}), ${ok});`,
+              );
+            }
+          }
+        }
+        const st = Math.ceil(count / LANES);
+        launch({
+          op,
+          args: [{ name: "gy", t: gy }, { name: "w", t: w }, { name: "gx", t: gx, write: true }],
+          wg: LANES,
+          groups: N * C * st,
+          body: `  let sTile = wg % ${u(st)};
+  let nc = wg / ${u(st)};
+  let c = nc % ${u(C)};
+  let m = sTile * ${u(LANES)} + lid;
+  if (m >= ${u(count)}) { return; }
+  ${split3("m", M[1], M[2], "md", "mh", "mw")}
+  let yb = nc * ${u(OD * OH * OW)};
+  var acc = 0.0;
+  ${lines.join("\n  ")}
+  let q = u32(((md * ${S[0]} + ${rd}) * ${H} + mh * ${S[1]} + ${rh}) * ${W} + mw * ${S[2]} + ${rw});
+  gx_st(nc * ${u(D * H * W)} + q, acc);`,
+        });
+      }
+    }
+  }
+  return gx;
+}
+
+/**
+ * Depthwise input gradient. Stride 1: the correlation of gy with the flipped kernel, padded
+ * (K-1)*dil - pad; otherwise (or where that padding would be negative) the sub-pixel kernel.
+ */
+export function depthwiseGradInput(op: string, gy: Tensor, w: Tensor, g: Geo): Tensor {
+  const Pf = g.K.map((k, i) => (k - 1) * g.L[i] - g.P[i]) as Dims;
+  return g.S.every((s) => s === 1) && Pf.every((p) => p >= 0)
+    ? dwConv(op, gy, w, null, [g.D, g.H, g.W], g.K, [1, 1, 1], Pf, g.L, true)
+    : dwGradInputStrided(op, gy, w, g);
+}

@@ -1,0 +1,111 @@
+/**
+ * @file im2col + GEMM forward and weight gradient of one-group convs. On software adapters (profile "cpu")
+ * these run faster than the direct kernels: the direct kernel is bound by per-lane loads (see docs/perf.md),
+ * the GEMM reuses each load 8x more. Columns are built for a chunk of output positions at a time, so the
+ * extra memory stays bounded. (The input gradient stays with the direct kernel.)
+ */
+import { Tensor } from "../../core/tensor.ts";
+import { launch1d, u } from "../codegen.ts";
+import { map } from "../elementwise/map.ts";
+import { gemm } from "../matmul.ts";
+import { slab } from "../slice.ts";
+import { addBias, gatherX, type Geo, split3 } from "./common.ts";
+
+/** Floats of one column buffer at the most. */
+const COL_FLOATS = 8 * 2 ** 20;
+
+/** col[(c, k), j] = x[n, c, tap k of output position p0 + j] (0 outside the input). */
+function im2col(op: string, x: Tensor, g: Geo, n: number, p0: number, len: number): Tensor {
+  const { C, D, H, W, OH, OW, K, S, P, L } = g;
+  const KK = K[0] * K[1] * K[2];
+  const col = Tensor.empty(x.device, [C * KK, len], "f32", op);
+  launch1d({
+    op,
+    args: [{ name: "x", t: x }, { name: "col", t: col, write: true }],
+    n: C * KK * len,
+    body: `  let j = gid % ${u(len)};
+  let ck = gid / ${u(len)};
+  let c = ck / ${u(KK)};
+  let k = ck % ${u(KK)};
+  let p = ${u(p0)} + j;
+  ${split3("p", OH, OW, "od", "oh", "ow")}
+  let kd = i32(k / ${u(K[1] * K[2])}); let kh = i32((k / ${u(K[2])}) % ${u(K[1])}); let kw = i32(k % ${
+      u(K[2])
+    });
+  ${
+      gatherX(
+        "",
+        `(${u(n)} * ${u(C)} + c) * ${u(D * H * W)}`,
+        [
+          `od * ${S[0]} - ${P[0]} + kd * ${L[0]}`,
+          `oh * ${S[1]} - ${P[1]} + kh * ${L[1]}`,
+          `ow * ${S[2]} - ${P[2]} + kw * ${L[2]}`,
+        ],
+        D,
+        H,
+        W,
+      )
+    }
+  col_st(gid, xv);`,
+  });
+  return col;
+}
+
+/** Calls `fn` with the columns of each chunk of output positions [p0, p0 + len) of each sample n. */
+function eachChunk(
+  op: string,
+  x: Tensor,
+  g: Geo,
+  fn: (col: Tensor, n: number, p0: number, len: number) => void,
+) {
+  const { N, C, OD, OH, OW, K } = g;
+  const KK = K[0] * K[1] * K[2], OS = OD * OH * OW;
+  const chunk = Math.max(4, Math.min(OS, Math.floor(COL_FLOATS / (C * KK) / 4) * 4));
+  for (let n = 0; n < N; n++) {
+    for (let p0 = 0; p0 < OS; p0 += chunk) {
+      const len = Math.min(chunk, OS - p0);
+      const col = im2col(op, x, g, n, p0, len);
+      fn(col, n, p0, len);
+      col.dispose();
+    }
+  }
+}
+
+/** Forward of a one-group conv as chunks of im2col + GEMM, written into y [N, O, OS]. */
+export function im2colForward(op: string, x: Tensor, w: Tensor, b: Tensor | null, g: Geo): Tensor {
+  const { N, C, O, OD, OH, OW, K } = g;
+  const OS = OD * OH * OW;
+  const y = Tensor.empty(x.device, [N, O, OD, OH, OW], "f32", op);
+  const w2 = w.reshape([O, C * K[0] * K[1] * K[2]]);
+  eachChunk(op, x, g, (col, n, p0, len) => {
+    const yc = gemm(op, w2, col, false, false);
+    // y viewed as [N * O, OS]: rows n*O .. n*O+O-1, columns p0 .. p0+len.
+    slab(op, yc, y, O, len, OS, 1, p0, true, n * O * OS);
+    yc.dispose();
+  });
+  w2.dispose();
+  return b ? addBias(op, y, b) : y;
+}
+
+/** Weight gradient of a one-group conv as chunks of gy @ col^T, summed over batch and chunks. */
+export function im2colGradWeight(op: string, gy: Tensor, x: Tensor, g: Geo): Tensor {
+  const { C, O, OD, OH, OW, K } = g;
+  const OS = OD * OH * OW;
+  // (a cast, not an annotation: the callback assigns it, so it must not narrow to null here)
+  let acc = null as Tensor | null;
+  eachChunk(op, x, g, (col, n, p0, len) => {
+    const gyc = Tensor.empty(gy.device, [O, len], "f32", op);
+    slab(op, gy, gyc, O, len, OS, 1, p0, false, n * O * OS);
+    const part = gemm(op, gyc, col, false, true);
+    gyc.dispose();
+    if (acc) {
+      const sum2 = map(op, [acc, part], "f32", (v) => `${v[0]} + ${v[1]}`);
+      acc.dispose();
+      part.dispose();
+      acc = sum2;
+    } else acc = part;
+  });
+  const r = acc!.reshape([O, C, K[0], K[1], K[2]]);
+  acc!.dispose();
+  return r;
+}

@@ -1,0 +1,195 @@
+/**
+ * @file 3-D convolution (`F.conv3d`, PyTorch semantics, any stride / padding / dilation / groups) and the
+ * (2+1)D unit (`F.conv2p1d`), forward and backward, as WGSL kernels.
+ *
+ * This module validates the geometry, chooses an algorithm by shape and device profile, and wires its
+ * gradient kernels into autograd; each algorithm's forward, input gradient and weight gradient live side by
+ * side in their own file:
+ *
+ * - pointwise.ts: 1x1x1, unpadded, one group: GEMMs over channels
+ * - depthwise.ts: groups == in == out channels, up to 64 taps: per-channel register-blocked kernels
+ * - im2col.ts: other one-group convs on the "cpu" profile: im2col + GEMM forward and weight gradient
+ * - direct.ts: everything else (and the input gradient of the im2col case): direct tiled kernels
+ */
+import { Tensor } from "../../core/tensor.ts";
+import { record } from "../../core/autograd.ts";
+import { sum } from "../reduce.ts";
+import { relu } from "../elementwise/unary.ts";
+import type { Geo } from "./common.ts";
+import { directForward, directGradInput, directGradWeight } from "./direct.ts";
+import { depthwiseForward, depthwiseGradInput, depthwiseGradWeight } from "./depthwise.ts";
+import { im2colForward, im2colGradWeight } from "./im2col.ts";
+import { pointwiseForward, pointwiseGradInput, pointwiseGradWeight } from "./pointwise.ts";
+
+/** A size given for all three dims or per dim [d, h, w]. */
+export type Triple = number | readonly [number, number, number];
+
+/** Options of {@link conv3d}. */
+export interface Conv3dOptions {
+  stride?: Triple;
+  padding?: Triple;
+  dilation?: Triple;
+  groups?: number;
+}
+
+/** A size option as [d, h, w]; `def` fills an omitted one (omitting it without a default is an error). */
+export function triple(
+  v: Triple | undefined,
+  def: number | undefined,
+  name: string,
+  op: string,
+): [number, number, number] {
+  if (v === undefined && def === undefined) throw new Error(`${op}: ${name} is required`);
+  const t = v === undefined ? [def!, def!, def!] : typeof v === "number" ? [v, v, v] : [...v];
+  if (t.length !== 3 || t.some((x) => !Number.isInteger(x) || x < 0)) {
+    throw new Error(
+      `${op}: ${name} must be a non-negative integer or a [d, h, w] triple, got ${JSON.stringify(v)}`,
+    );
+  }
+  return t as [number, number, number];
+}
+
+function geometry(op: string, x: Tensor, w: Tensor, b: Tensor | null | undefined, o: Conv3dOptions): Geo {
+  if (!(x instanceof Tensor) || !(w instanceof Tensor)) throw new Error(`${op}: x and w must be tensors`);
+  x.storage(op);
+  w.storage(op);
+  if (x.ndim !== 5) throw new Error(`${op}: input must be 5-D [N, C, D, H, W], got [${x.shape}]`);
+  if (w.ndim !== 5) throw new Error(`${op}: weight must be 5-D [O, C/groups, kD, kH, kW], got [${w.shape}]`);
+  if (x.dtype !== "f32" || w.dtype !== "f32") {
+    throw new Error(`${op}: expects f32, got ${x.describe()} and ${w.describe()}`);
+  }
+  if (x.device !== w.device || (b && b.device !== x.device)) {
+    throw new Error(`${op}: tensors are on different devices`);
+  }
+  const G = o.groups ?? 1;
+  const [N, C, D, H, W] = x.shape;
+  const [O, CG, kd, kh, kw] = w.shape;
+  if (!Number.isInteger(G) || G < 1) throw new Error(`${op}: groups must be a positive integer, got ${G}`);
+  if (C % G !== 0) {
+    throw new Error(`${op}: groups ${G} does not divide the ${C} input channels of [${x.shape}]`);
+  }
+  if (O % G !== 0) {
+    throw new Error(`${op}: groups ${G} does not divide the ${O} output channels of weight [${w.shape}]`);
+  }
+  if (CG !== C / G) {
+    throw new Error(
+      `${op}: weight [${w.shape}] expects ${
+        CG * G
+      } input channels (groups ${G}), input [${x.shape}] has ${C}`,
+    );
+  }
+  if (b && (b.ndim !== 1 || b.shape[0] !== O)) {
+    throw new Error(`${op}: bias must be [${O}], got [${b.shape}]`);
+  }
+  const S = triple(o.stride, 1, "stride", op), P = triple(o.padding, 0, "padding", op);
+  const L = triple(o.dilation, 1, "dilation", op);
+  if (S.some((s) => s < 1) || L.some((l) => l < 1)) {
+    throw new Error(`${op}: stride and dilation must be >= 1`);
+  }
+  const K: [number, number, number] = [kd, kh, kw];
+  const ins = [D, H, W];
+  const outs = ins.map((n, i) => {
+    const span = L[i] * (K[i] - 1) + 1;
+    if (n + 2 * P[i] < span) {
+      throw new Error(
+        `${op}: kernel [${K}] (dilation [${L}]) is larger than the padded input [${
+          ins.map((v, j) => v + 2 * P[j])
+        }] ` +
+          `(input [${x.shape}], padding [${P}])`,
+      );
+    }
+    return Math.floor((n + 2 * P[i] - span) / S[i]) + 1;
+  });
+  return { N, C, O, G, CG, OG: O / G, D, H, W, OD: outs[0], OH: outs[1], OW: outs[2], K, S, P, L };
+}
+
+/** A gradient kernel: `t` is the weight (input gradient) or the saved input (weight gradient). */
+type GradKernel = (op: string, gy: Tensor, t: Tensor, g: Geo) => Tensor;
+
+/** The forward output of the chosen algorithm, the input it saves, and its gradient kernels. */
+interface Chosen {
+  y: Tensor;
+  /** What the weight gradient reads: `x`, or a derived tensor the caller disposes once it is saved. */
+  saved: Tensor;
+  gradInput: GradKernel;
+  gradWeight: GradKernel;
+}
+
+function choose(op: string, x: Tensor, w: Tensor, b: Tensor | null, g: Geo): Chosen {
+  const KK = g.K[0] * g.K[1] * g.K[2];
+  if (g.G === 1 && KK === 1 && g.P.every((p) => p === 0)) {
+    const { y, xs } = pointwiseForward(op, x, w, b, g);
+    return { y, saved: xs, gradInput: pointwiseGradInput, gradWeight: pointwiseGradWeight };
+  }
+  if (g.G === g.C && g.O === g.C && KK <= 64) {
+    const y = depthwiseForward(op, x, w, b, g);
+    return { y, saved: x, gradInput: depthwiseGradInput, gradWeight: depthwiseGradWeight };
+  }
+  if (x.device.profile === "cpu" && g.G === 1 && KK > 1) {
+    const y = im2colForward(op, x, w, b, g);
+    return { y, saved: x, gradInput: directGradInput, gradWeight: im2colGradWeight };
+  }
+  const y = directForward(op, x, w, b, g);
+  return { y, saved: x, gradInput: directGradInput, gradWeight: directGradWeight };
+}
+
+/**
+ * 3-D convolution with PyTorch `conv3d` semantics. x: [N, C, D, H, W]; w: [O, C/groups, kD, kH, kW];
+ * b: [O] or null. `stride`, `padding`, `dilation` are ints or [d, h, w] triples. Differentiable in x, w, b.
+ */
+export function conv3d(x: Tensor, w: Tensor, b?: Tensor | null, opts: Conv3dOptions = {}): Tensor {
+  const op = "F.conv3d", back = `${op}.backward`;
+  const g = geometry(op, x, w, b, opts);
+  const bias = b ?? null;
+  const { y, saved, gradInput, gradWeight } = choose(op, x, w, bias, g);
+  const out = record(op, y, [x, w, bias], [saved, w], (gy, [sx, sw]) => [
+    x.requiresGrad ? gradInput(back, gy, sw, g) : null,
+    w.requiresGrad ? gradWeight(back, gy, sx, g) : null,
+    bias?.requiresGrad ? sum(gy, [0, 2, 3, 4]) : null,
+  ]);
+  if (saved !== x) saved.dispose();
+  return out;
+}
+
+/** Options of {@link conv2p1d}. */
+export interface Conv2p1dOptions {
+  /** Spatial padding of the (1, kH, kW) conv; default half the kernel ("same"). */
+  spatialPadding?: [number, number];
+  /** Temporal padding of the (kT, 1, 1) conv; default half the kernel. */
+  temporalPadding?: number;
+  /** Apply ReLU after each conv, as the seed's decoder unit does (default true). */
+  relu?: boolean;
+}
+
+/**
+ * The (2+1)D unit of the seed's decoder: a (1, kH, kW) conv (`ws`, `bs`), ReLU, then a (kT, 1, 1) conv
+ * (`wt`, `bt`), ReLU. Weights: ws [M, C, 1, kH, kW], wt [O, M, kT, 1, 1].
+ */
+export function conv2p1d(
+  x: Tensor,
+  ws: Tensor,
+  bs: Tensor | null,
+  wt: Tensor,
+  bt: Tensor | null,
+  opts: Conv2p1dOptions = {},
+): Tensor {
+  const op = "F.conv2p1d";
+  if (ws.ndim !== 5 || ws.shape[2] !== 1) {
+    throw new Error(`${op}: spatial weight must be [M, C, 1, kH, kW], got [${ws.shape}]`);
+  }
+  if (wt.ndim !== 5 || wt.shape[3] !== 1 || wt.shape[4] !== 1) {
+    throw new Error(`${op}: temporal weight must be [O, M, kT, 1, 1], got [${wt.shape}]`);
+  }
+  const [ph, pw] = opts.spatialPadding ?? [Math.floor(ws.shape[3] / 2), Math.floor(ws.shape[4] / 2)];
+  const pt = opts.temporalPadding ?? Math.floor(wt.shape[2] / 2);
+  const act = opts.relu ?? true;
+  const s = conv3d(x, ws, bs, { padding: [0, ph, pw] });
+  const s2 = act ? relu(s) : s;
+  if (act) s.dispose();
+  const t = conv3d(s2, wt, bt, { padding: [pt, 0, 0] });
+  s2.dispose();
+  if (!act) return t;
+  const r = relu(t);
+  t.dispose();
+  return r;
+}

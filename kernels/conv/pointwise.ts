@@ -1,0 +1,77 @@
+/**
+ * @file Pointwise (1x1x1, no padding, one group) convs as GEMMs over channels: y[n] = W (O x C) @ x[n]
+ * (C x S). Strided ones first take the strided sample of x (and scatter it back in the input gradient).
+ */
+import { Tensor } from "../../core/tensor.ts";
+import { launch1d, u } from "../codegen.ts";
+import { gemm } from "../matmul.ts";
+import { sum } from "../reduce.ts";
+import { addBias, type Geo, split3 } from "./common.ts";
+
+/** x[:, :, ::sd, ::sh, ::sw] as a new tensor (forward), or its adjoint: scatter into zeros (backward). */
+function strided(
+  op: string,
+  src: Tensor,
+  full: readonly number[],
+  S: [number, number, number],
+  adjoint: boolean,
+): Tensor {
+  const [N, C, D, H, W] = full;
+  const OD = Math.ceil(D / S[0]), OH = Math.ceil(H / S[1]), OW = Math.ceil(W / S[2]);
+  const out = Tensor.empty(src.device, adjoint ? full : [N, C, OD, OH, OW], "f32", op);
+  const body = adjoint
+    ? `  let r = gid % ${u(D * H * W)};
+  ${split3("r", H, W, "d", "h", "w")}
+  let ok = d % ${S[0]} == 0 && h % ${S[1]} == 0 && w % ${S[2]} == 0;
+  let si = (gid / ${u(D * H * W)}) * ${u(OD * OH * OW)} + u32(d / ${S[0]}) * ${u(OH * OW)} + u32(h / ${
+      S[1]
+    }) * ${u(OW)} + u32(w / ${S[2]});
+  out_st(gid, select(0.0, s_ld(min(si, ${u(src.numel() - 1)})), ok));`
+    : `  let r = gid % ${u(OD * OH * OW)};
+  ${split3("r", OH, OW, "d", "h", "w")}
+  out_st(gid, s_ld((gid / ${u(OD * OH * OW)}) * ${u(D * H * W)} + u32(d * ${S[0]}) * ${u(H * W)} + u32(h * ${
+      S[1]
+    }) * ${u(W)} + u32(w * ${S[2]})));`;
+  launch1d({ op, args: [{ name: "s", t: src }, { name: "out", t: out, write: true }], n: out.numel(), body });
+  return out;
+}
+
+/**
+ * Pointwise forward. Returns the output and the (strided sample of the) input that the gradients need:
+ * `x` itself at stride 1, else a new tensor the caller disposes once it is saved.
+ */
+export function pointwiseForward(
+  op: string,
+  x: Tensor,
+  w: Tensor,
+  b: Tensor | null,
+  g: Geo,
+): { y: Tensor; xs: Tensor } {
+  const { N, C, O, OD, OH, OW, S } = g;
+  const xs = S.every((s) => s === 1) ? x : strided(op, x, x.shape, S, false);
+  const w2 = w.reshape([O, C]);
+  const xs3 = xs.reshape([N, C, OD * OH * OW]);
+  const y3 = gemm(op, w2, xs3, false, false);
+  let y = y3.reshape([N, O, OD, OH, OW]);
+  y3.dispose();
+  if (b) y = addBias(op, y, b);
+  w2.dispose();
+  xs3.dispose();
+  return { y, xs };
+}
+
+/** Pointwise input gradient: W^T @ gy per sample, scattered back to the stride grid when strided. */
+export function pointwiseGradInput(op: string, gy: Tensor, w: Tensor, g: Geo): Tensor {
+  const { N, C, O, D, H, W, OD, OH, OW, S } = g;
+  const gy3 = gy.reshape([N, O, OD * OH * OW]);
+  const gxs = gemm(op, w.reshape([O, C]), gy3, true, false).reshape([N, C, OD, OH, OW]);
+  return S.every((s) => s === 1) ? gxs : strided(op, gxs, [N, C, D, H, W], S, true);
+}
+
+/** Pointwise weight gradient: gy @ xs^T per sample, summed over the batch; `xs` from the forward. */
+export function pointwiseGradWeight(op: string, gy: Tensor, xs: Tensor, g: Geo): Tensor {
+  const { N, C, O, OD, OH, OW } = g;
+  const OS = OD * OH * OW;
+  const per = gemm(op, gy.reshape([N, O, OS]), xs.reshape([N, C, OS]), false, true);
+  return sum(per, 0).reshape([O, C, 1, 1, 1]);
+}
