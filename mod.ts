@@ -1,6 +1,8 @@
 /**
- * @module csn-webgpu: a deep-learning engine on WebGPU (Deno), and the CT cervical-spine fracture pipeline
- * built on it.
+ * @module csn-webgpu: a deep-learning engine on WebGPU. This entry is the engine only (device, tensors,
+ * autograd, `F`, `nn`, `optim`, `models`, `io` on bytes): it uses web APIs only, so it loads in a Worker
+ * without permissions or in a browser bundle. The CT pipeline has its own entries: `./data` (`data/mod.ts`)
+ * and `./files` (`io/files.ts`: checkpoint files, atomic writes).
  *
  * ```ts
  * import { F, openDevice, tensor, tidy } from "./mod.ts";
@@ -23,4 +25,3 @@ export * as nn from "./nn/mod.ts";
 export * as optim from "./optim/mod.ts";
 export * as models from "./models/mod.ts";
 export * as io from "./io/mod.ts";
-export * as data from "./data/mod.ts";

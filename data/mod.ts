@@ -26,3 +26,14 @@ export { type CtSliceSpec, encodeJpegLossless, writeCtSlice } from "./dicom_writ
 export { type Box, type CacheHeader, type CubeName, isCached, readCube, readHeader } from "./cache.ts";
 export { preprocessDataset, type PreprocessOptions, preprocessStudy, type Progress } from "./preprocess.ts";
 export { resizeLinear16, resizeNearest8 } from "./resize.ts";
+export {
+  applyPlan,
+  type AugmentPlan,
+  type AugmentStep,
+  cropAugment,
+  drawAugment,
+  type Rng,
+  segAugment,
+  type TransformSpec,
+} from "./augment.ts";
+export { type LabelBox, labelBoxes, resampleArea, type ResampleAreaOptions } from "./crops.ts";

@@ -10,7 +10,7 @@
 import * as nifti from "nifti-reader-js";
 import { gunzipSync, gzipSync } from "node:zlib";
 import type { DicomSeries } from "./dicom.ts";
-import { writeFileAtomic } from "../core/fs.ts";
+import { writeFileAtomic } from "../io/files.ts";
 
 /** Element arrays a NIfTI volume may hold. */
 export type NiftiData =

@@ -1,13 +1,11 @@
 /**
- * @file Checkpoints: `loadCheckpoint` reads ours (.safetensors) or PyTorch's (.pth/.pt) into tensors on a
- * device; `saveCheckpoint` writes safetensors with JSON metadata atomically (temporary file + rename).
+ * @file Checkpoints from bytes: ours (safetensors with JSON metadata) or PyTorch's (`.pth`/`.pt` ZIP
+ * archives), told apart by the name's extension. No file access here, so the engine can read checkpoints
+ * in a browser or a Worker without permissions; `io/files.ts` adds the path-based readers and the writer.
  */
-import type { Device } from "../core/device.ts";
-import type { Tensor } from "../core/tensor.ts";
-import { decodeSafetensors, encodeSafetensors } from "./safetensors.ts";
+import { decodeSafetensors } from "./safetensors.ts";
 import { pthStateDict, readPth } from "./pth.ts";
-import { type HostTensor, upload } from "./host.ts";
-import { writeFileAtomic } from "../core/fs.ts";
+import type { HostTensor } from "./host.ts";
 
 /** Metadata stored with our checkpoints. */
 export interface CheckpointMeta {
@@ -17,22 +15,16 @@ export interface CheckpointMeta {
   [k: string]: unknown;
 }
 
-async function readFile(path: string): Promise<Uint8Array> {
-  try {
-    return await Deno.readFile(path);
-  } catch (e) {
-    if (e instanceof Deno.errors.NotFound) throw new Error(`${path}: checkpoint file not found`);
-    throw new Error(`${path}: cannot read checkpoint (${(e as Error).message})`);
-  }
-}
-
-/** Reads a checkpoint into host tensors (no device), with its metadata when it is ours. */
-export async function readCheckpoint(
-  path: string,
-): Promise<{ tensors: Record<string, HostTensor>; meta: CheckpointMeta }> {
-  const buf = await readFile(path);
-  if (/\.safetensors$/i.test(path)) {
-    const { tensors, meta } = decodeSafetensors(buf, path);
+/**
+ * Decodes a checkpoint held in memory into host tensors, with its metadata when it is ours. `name` (a file
+ * name or path) picks the format by extension (.safetensors, or .pth/.pt/.bin/.ckpt) and names errors.
+ */
+export function checkpointFromBytes(
+  bytes: Uint8Array,
+  name: string,
+): { tensors: Record<string, HostTensor>; meta: CheckpointMeta } {
+  if (/\.safetensors$/i.test(name)) {
+    const { tensors, meta } = decodeSafetensors(bytes, name);
     const parsed: CheckpointMeta = {};
     for (const [k, v] of Object.entries(meta)) {
       try {
@@ -43,30 +35,10 @@ export async function readCheckpoint(
     }
     return { tensors, meta: parsed };
   }
-  if (/\.(pth|pt|bin|ckpt)$/i.test(path)) {
-    return { tensors: pthStateDict(readPth(buf, path), path), meta: {} };
+  if (/\.(pth|pt|bin|ckpt)$/i.test(name)) {
+    return { tensors: pthStateDict(readPth(bytes, name), name), meta: {} };
   }
-  throw new Error(`${path}: unknown checkpoint extension (expected .safetensors, .pth or .pt)`);
-}
-
-/** Loads a checkpoint's state dict (name -> tensor on `device`); `module.` prefixes are stripped. */
-export async function loadCheckpoint(
-  path: string,
-  opts: { device: Device },
-): Promise<Record<string, Tensor>> {
-  const { tensors } = await readCheckpoint(path);
-  return upload(tensors, opts.device);
-}
-
-/** Writes tensors and metadata as safetensors, atomically. */
-export async function saveCheckpoint(
-  path: string,
-  sd: Record<string, Tensor>,
-  meta: CheckpointMeta = {},
-): Promise<void> {
-  const strMeta: Record<string, string> = {};
-  for (const [k, v] of Object.entries(meta)) if (v !== undefined) strMeta[k] = JSON.stringify(v);
-  await writeFileAtomic(path, await encodeSafetensors(sd, strMeta), "checkpoint");
+  throw new Error(`${name}: unknown checkpoint extension (expected .safetensors, .pth or .pt)`);
 }
 
 /** Keeps the entries whose names start with `prefix`, with the prefix removed (e.g. "backbone."). */

@@ -3,8 +3,9 @@
  * header {name: {dtype, shape, data_offsets}, "__metadata__": {string: string}}, then the raw data.
  * Writes are atomic (a temporary file renamed into place).
  */
-import type { Tensor } from "../core/tensor.ts";
+import { Tensor } from "../core/tensor.ts";
 import { halfToFloat, type HostTensor } from "./host.ts";
+import { downloadTensors } from "./download.ts";
 
 const DT: Record<string, { ours: HostTensor["dtype"]; bytes: number }> = {
   F32: { ours: "f32", bytes: 4 },
@@ -15,20 +16,28 @@ const DT: Record<string, { ours: HostTensor["dtype"]; bytes: number }> = {
   F64: { ours: "f32", bytes: 8 },
 };
 
-/** Serialises tensors (read back from the GPU) and string metadata. */
+/**
+ * Serialises tensors and string metadata. Device tensors are read back together with one GPU wait
+ * ({@link downloadTensors}); host tensors are written as they are.
+ */
 export async function encodeSafetensors(
-  sd: Record<string, Tensor>,
+  sd: Record<string, Tensor | HostTensor>,
   meta: Record<string, string> = {},
 ): Promise<Uint8Array> {
+  const entries = Object.entries(sd);
+  const onDevice = entries.filter((e): e is [string, Tensor] => e[1] instanceof Tensor);
+  const got = await downloadTensors(onDevice.map(([, t]) => t));
+  const host = new Map<string, HostTensor>(onDevice.map(([k], i) => [k, got[i]]));
   const header: Record<string, unknown> = { __metadata__: meta };
   const chunks: Uint8Array[] = [];
   let off = 0;
-  for (const [k, t] of Object.entries(sd)) {
-    const a = await t.toArray();
+  for (const [k, v] of entries) {
+    const h = host.get(k) ?? (v as HostTensor);
+    const a = h.data;
     const bytes = new Uint8Array(a.buffer, a.byteOffset, a.byteLength);
     header[k] = {
-      dtype: t.dtype === "f32" ? "F32" : t.dtype === "i32" ? "I32" : "U8",
-      shape: [...t.shape],
+      dtype: h.dtype === "f32" ? "F32" : h.dtype === "i32" ? "I32" : "U8",
+      shape: [...h.shape],
       data_offsets: [off, off + bytes.length],
     };
     chunks.push(bytes);

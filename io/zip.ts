@@ -2,7 +2,7 @@
  * @file A minimal ZIP reader for PyTorch checkpoints (torch.save writes an uncompressed ZIP, sometimes with
  * ZIP64 records): the central directory gives each entry's name and where its data lies.
  */
-import { inflateRawSync } from "node:zlib";
+import { inflateRaw } from "./inflate.ts";
 
 /** One archive member. */
 export interface ZipEntry {
@@ -89,7 +89,13 @@ export class ZipArchive {
     }
     const raw = this.buf.subarray(start, start + e.compressedSize);
     if (e.method === 0) return raw;
-    if (e.method === 8) return new Uint8Array(inflateRawSync(raw));
+    if (e.method === 8) {
+      const out = inflateRaw(raw, e.size, `${this.path}: entry "${name}"`);
+      if (out.length !== e.size) {
+        throw new Error(`${this.path}: entry "${name}" inflates to ${out.length} bytes, expected ${e.size}`);
+      }
+      return out;
+    }
     throw new Error(`${this.path}: entry "${name}" uses unsupported compression method ${e.method}`);
   }
 }

@@ -8,8 +8,8 @@ import { max, mean } from "../kernels/reduce.ts";
 import { dropout } from "../kernels/dropout.ts";
 import { Module } from "../nn/module.ts";
 import { Linear } from "../nn/layers.ts";
-import { ResNet3dCSN } from "./csn.ts";
-import { parseEncoder } from "./encoder.ts";
+import type { ResNet3dCSN } from "./csn.ts";
+import { buildBackbone } from "./encoder.ts";
 import { repeatChannels } from "./util.ts";
 
 /** Options of {@link CSNClassifier}. */
@@ -31,15 +31,9 @@ export class CSNClassifier extends Module {
   readonly p: number;
   constructor(o: CSNClassifierOptions) {
     super();
-    const enc = parseEncoder(o.encoder ?? "r152ir");
     this.backbone = this.registerModule(
       "backbone",
-      new ResNet3dCSN({
-        device: o.device,
-        depth: enc.depth,
-        bottleneck: enc.bottleneck,
-        baseChannels: o.baseChannels,
-      }),
+      buildBackbone(o.device, o.encoder ?? "r152ir", o.baseChannels),
     );
     this.pool = o.pool ?? "max";
     if (this.pool !== "max" && this.pool !== "avg") {

@@ -6,8 +6,8 @@
  */
 import type { Device } from "../core/device.ts";
 import type { Tensor } from "../core/tensor.ts";
-import { add, relu } from "../kernels/elementwise.ts";
-import type { Triple } from "../kernels/conv.ts";
+import { add, relu } from "../kernels/elementwise/mod.ts";
+import type { Triple } from "../kernels/conv/mod.ts";
 import { maxPool3d } from "../kernels/pool.ts";
 import { Module } from "../nn/module.ts";
 import { BatchNorm3d, Conv3d, Sequential } from "../nn/layers.ts";

@@ -7,13 +7,14 @@
 import type { Device } from "../core/device.ts";
 import type { Tensor } from "../core/tensor.ts";
 import { cat } from "../kernels/slice.ts";
-import { relu, silu } from "../kernels/elementwise.ts";
+import { relu, silu } from "../kernels/elementwise/mod.ts";
 import { upsampleNearest3d } from "../kernels/pool.ts";
-import type { Triple } from "../kernels/conv.ts";
+import type { Triple } from "../kernels/conv/mod.ts";
 import { Module } from "../nn/module.ts";
 import { Conv3d } from "../nn/layers.ts";
-import { ResNet3dCSN } from "./csn.ts";
-import { parseEncoder } from "./encoder.ts";
+import { ModuleList } from "../nn/containers.ts";
+import type { ResNet3dCSN } from "./csn.ts";
+import { buildBackbone } from "./encoder.ts";
 import { repeatChannels } from "./util.ts";
 
 /** (2+1)D unit: (1,3,3) conv -> ReLU -> (3,1,1) conv -> ReLU, both with bias, Kaiming-normal init. */
@@ -43,24 +44,13 @@ export class Unit2p1d extends Module {
   }
 }
 
-/** A module that holds its children under index names ("0", "1", ...) and applies its own forward. */
-class Indexed extends Module {
-  constructor(items: (Module | null)[], readonly run: (x: Tensor) => Tensor) {
-    super();
-    items.forEach((m, i) => m && this.registerModule(String(i), m));
-  }
-  forward(x: Tensor): Tensor {
-    return this.run(x);
-  }
-}
-
 /** Upsample then (2+1)D unit: `layer.0` is the (parameterless) upsampling, `layer.1` the unit. */
 class DecoderStage extends Module {
   readonly unit: Unit2p1d;
   constructor(cin: number, cout: number, readonly scale: Triple, device: Device) {
     super();
     this.unit = new Unit2p1d(cin, cout, device);
-    this.registerModule("layer", new Indexed([null, this.unit], (x) => x));
+    this.registerModule("layer", new ModuleList([null, this.unit]));
   }
   forward(x: Tensor): Tensor {
     const u = upsampleNearest3d(x, this.scale);
@@ -76,7 +66,7 @@ class SkipBlock extends Module {
   constructor(cin: number, cout: number, device: Device) {
     super();
     this.unit = new Unit2p1d(cin, cout, device);
-    this.registerModule("seq", new Indexed([this.unit], (x) => x));
+    this.registerModule("seq", new ModuleList([this.unit]));
   }
   forward(x: Tensor): Tensor {
     return this.unit.forward(x);
@@ -89,7 +79,7 @@ class LastBlock extends Module {
   constructor(cin: number, cout: number, device: Device) {
     super();
     this.conv = new Conv3d(cin, cout, 3, { device, padding: 1 });
-    this.registerModule("layer", new Indexed([null, this.conv], (x) => x));
+    this.registerModule("layer", new ModuleList([null, this.conv]));
   }
   forward(x: Tensor): Tensor {
     const u = upsampleNearest3d(x, [1, 2, 2]);
@@ -113,8 +103,8 @@ class Decoder extends Module {
     this.skips = [0, 1, 2, 3].map((i) =>
       new SkipBlock(filters[3 - i] + skipCh[3 - i], filters[3 - i], device)
     );
-    this.registerModule("decoder_stages", new Indexed(this.stages, (x) => x));
-    this.registerModule("bottlenecks", new Indexed(this.skips, (x) => x));
+    this.registerModule("decoder_stages", new ModuleList(this.stages));
+    this.registerModule("bottlenecks", new ModuleList(this.skips));
     this.last = this.registerModule("last_block", new LastBlock(filters[0], lastCh, device));
   }
   forward(x: Tensor): Tensor {
@@ -157,15 +147,9 @@ export class CSNUNet extends Module {
   readonly final: Conv3d;
   constructor(o: CSNUNetOptions) {
     super();
-    const enc = parseEncoder(o.encoder ?? "r50ir");
     this.backbone = this.registerModule(
       "backbone",
-      new ResNet3dCSN({
-        device: o.device,
-        depth: enc.depth,
-        bottleneck: enc.bottleneck,
-        baseChannels: o.baseChannels,
-      }),
+      buildBackbone(o.device, o.encoder ?? "r50ir", o.baseChannels),
     );
     const ch = this.backbone.channels;
     this.decoder = this.registerModule(

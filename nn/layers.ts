@@ -6,10 +6,10 @@
 import type { Device } from "../core/device.ts";
 import type { Tensor } from "../core/tensor.ts";
 import { ones, zeros } from "../kernels/creation.ts";
-import { conv3d, type Triple } from "../kernels/conv.ts";
+import { conv3d, type Triple } from "../kernels/conv/mod.ts";
 import { batchNorm3d } from "../kernels/norm.ts";
 import { linear } from "../kernels/matmul.ts";
-import { add, relu, silu } from "../kernels/elementwise.ts";
+import { add, relu, silu } from "../kernels/elementwise/mod.ts";
 import { maxPool3d, upsampleNearest3d } from "../kernels/pool.ts";
 import { dropout } from "../kernels/dropout.ts";
 import { Module } from "./module.ts";

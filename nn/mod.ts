@@ -17,4 +17,5 @@ export {
   SiLU,
   Upsample,
 } from "./layers.ts";
+export { ModuleList } from "./containers.ts";
 export { fanIn, kaimingNormal, seedInit, torchDefaultUniform } from "./init.ts";

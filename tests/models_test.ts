@@ -14,6 +14,7 @@
  * checkpoints fail with errors naming the file and the key.
  */
 import { F, io, models, openDevice, type Tensor, tensor, tidy } from "../mod.ts";
+import { loadCheckpointToDevice, readCheckpointHost, saveCheckpoint } from "../io/files.ts";
 import type { Device } from "../core/device.ts";
 import type { Module } from "../nn/module.ts";
 import { assertClose, assertRejectsWith, prng, randData } from "./helpers.ts";
@@ -65,7 +66,7 @@ async function compare(cfg: Cfg) {
     await py(["run", JSON.stringify({ ...cfg, grad_eval: cfg.gradEval }), dir]);
     const ref = JSON.parse(await Deno.readTextFile(`${dir}/out.json`));
     const model = build(cfg, device);
-    const sd = await io.loadCheckpoint(`${dir}/model.pth`, { device });
+    const sd = await loadCheckpointToDevice(`${dir}/model.pth`, { device });
     model.loadStateDict(sd);
     for (const t of Object.values(sd)) t.dispose();
     model.eval();
@@ -189,18 +190,27 @@ torch.save({"state_dict": sd, "x": Evil()}, "${dir}/evil.pth")
 torch.save({"w": torch.arange(4.)[::2]}, "${dir}/strided.pth")
 data = open("${dir}/good.pth", "rb").read()
 open("${dir}/truncated.pth", "wb").write(data[: len(data) // 2])
+# torch.save stores entries uncompressed; the same archive deflated must read the same.
+import zipfile
+torch.save({"w": (torch.arange(5000.) % 17).reshape(50, 100)}, "${dir}/big.pth")
+with zipfile.ZipFile("${dir}/big.pth") as zi, zipfile.ZipFile("${dir}/deflated.pth", "w", zipfile.ZIP_DEFLATED) as zo:
+    for it in zi.infolist():
+        zo.writestr(it.filename, zi.read(it.filename))
+assert all(i.compress_type == zipfile.ZIP_DEFLATED for i in zipfile.ZipFile("${dir}/deflated.pth").infolist())
 `;
     const o = await new Deno.Command(PY, { args: ["-c", script], stderr: "piped" }).output();
     if (!o.success) throw new Error(new TextDecoder().decode(o.stderr));
-    const good = await io.loadCheckpoint(`${dir}/good.pth`, { device });
+    const good = await loadCheckpointToDevice(`${dir}/good.pth`, { device });
     assertClose(await good.w.toArray(), [0, 1, 2, 3, 4, 5], "good w", 0, 0);
     if (good.n.dtype !== "i32" || (await good.n.item()) !== 5) throw new Error("int64 scalar");
-    const nested = await io.loadCheckpoint(`${dir}/nested.pth`, { device });
+    const nested = await loadCheckpointToDevice(`${dir}/nested.pth`, { device });
     if (Object.keys(nested).join() !== "w,n") throw new Error(`nested keys ${Object.keys(nested)}`);
-    const strided = await io.loadCheckpoint(`${dir}/strided.pth`, { device });
+    const strided = await loadCheckpointToDevice(`${dir}/strided.pth`, { device });
     assertClose(await strided.w.toArray(), [0, 2], "strided view", 0, 0);
+    const deflated = await loadCheckpointToDevice(`${dir}/deflated.pth`, { device });
+    assertClose(await deflated.w.toArray(), Array.from({ length: 5000 }, (_, i) => i % 17), "deflated", 0, 0);
     await assertRejectsWith(
-      io.loadCheckpoint(`${dir}/evil.pth`, { device }),
+      loadCheckpointToDevice(`${dir}/evil.pth`, { device }),
       `${dir}/evil.pth`,
       "system",
       "not an allowed type",
@@ -212,12 +222,12 @@ open("${dir}/truncated.pth", "wb").write(data[: len(data) // 2])
       if (!(e instanceof Deno.errors.NotFound)) throw e;
     }
     await assertRejectsWith(
-      io.loadCheckpoint(`${dir}/truncated.pth`, { device }),
+      loadCheckpointToDevice(`${dir}/truncated.pth`, { device }),
       `${dir}/truncated.pth`,
       "truncated",
     );
     await assertRejectsWith(
-      io.loadCheckpoint(`${dir}/missing.pth`, { device }),
+      loadCheckpointToDevice(`${dir}/missing.pth`, { device }),
       `${dir}/missing.pth`,
       "not found",
     );
@@ -241,14 +251,35 @@ open("${dir}/truncated.pth", "wb").write(data[: len(data) // 2])
       }
     }
     // Our own format round-trips with metadata.
-    await io.saveCheckpoint(`${dir}/ours.safetensors`, m.stateDict(), {
+    await saveCheckpoint(`${dir}/ours.safetensors`, m.stateDict(), {
       epoch: 7,
       metrics: { loss: 0.25 },
       config: { encoder: "r26ir" },
     });
-    const back = await io.readCheckpoint(`${dir}/ours.safetensors`);
+    const back = await readCheckpointHost(`${dir}/ours.safetensors`);
     if (back.meta.epoch !== 7 || (back.meta.metrics as Record<string, number>).loss !== 0.25) {
       throw new Error("meta");
+    }
+    // The bytes-level reader (the engine's, no file access) sees the same checkpoint.
+    const fromBytes = io.checkpointFromBytes(
+      await Deno.readFile(`${dir}/ours.safetensors`),
+      "ours.safetensors",
+    );
+    if (JSON.stringify(fromBytes.meta) !== JSON.stringify(back.meta)) {
+      throw new Error("checkpointFromBytes meta");
+    }
+    assertClose(
+      fromBytes.tensors["final.weight"].data,
+      back.tensors["final.weight"].data,
+      "from bytes",
+      0,
+      0,
+    );
+    try {
+      io.checkpointFromBytes(new Uint8Array(8), "weights.npz");
+      throw new Error("no error");
+    } catch (e) {
+      if (!(e as Error).message.includes("weights.npz: unknown checkpoint extension")) throw e;
     }
     const loaded = io.upload(back.tensors, device);
     const m2 = new models.CSNClassifier({ device, encoder: "r26ir", baseChannels: 4 });
@@ -257,7 +288,7 @@ open("${dir}/truncated.pth", "wb").write(data[: len(data) // 2])
     const bytes = await Deno.readFile(`${dir}/ours.safetensors`);
     await Deno.writeFile(`${dir}/cut.safetensors`, bytes.subarray(0, bytes.length - 100));
     await assertRejectsWith(
-      io.loadCheckpoint(`${dir}/cut.safetensors`, { device }),
+      loadCheckpointToDevice(`${dir}/cut.safetensors`, { device }),
       `${dir}/cut.safetensors`,
       "truncated",
     );

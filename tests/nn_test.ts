@@ -1,9 +1,10 @@
 /**
  * Neural-network ops against PyTorch (forward and backward, rtol 1e-4): batch norm (train and eval),
  * pooling, upsampling, cat/narrow, linear, the losses on random and saturated logits. Plus dropout's
- * statistics, BN running statistics over 3 steps, and the modules' state dicts.
+ * statistics, BN running statistics over 3 steps, the modules' state dicts and ModuleList. The task's
+ * losses (models.rsnaLoss, models.segLoss) are checked here with the ops they are built from.
  */
-import { F, nn, openDevice, type Tensor, tensor, tidy } from "../mod.ts";
+import { F, models, nn, openDevice, type Tensor, tensor, tidy } from "../mod.ts";
 import type { Device } from "../core/device.ts";
 import { type Case, CaseSuite, f } from "./cases.ts";
 import { assertClose, prng, randData, torchRef } from "./helpers.ts";
@@ -145,13 +146,13 @@ add({
   name: "rsnaLoss",
   inputs: [f([5, 8], { lo: -4, hi: 4 }), t01([5, 8])],
   py: "rsna_loss(a, b)",
-  ts: (x, t) => F.rsnaLoss(x, t),
+  ts: (x, t) => models.rsnaLoss(x, t),
 });
 add({
   name: "rsnaLoss saturated",
   inputs: [f([5, 8], { lo: -60, hi: 60 }), t01([5, 8])],
   py: "rsna_loss(a, b)",
-  ts: (x, t) => F.rsnaLoss(x, t),
+  ts: (x, t) => models.rsnaLoss(x, t),
 });
 add({
   name: "crossEntropy over a volume, ignoreIndex",
@@ -171,6 +172,24 @@ add({
   py: "F.cross_entropy(a, b.long(), reduction='sum')",
   ts: (x, t) => F.crossEntropy(x, t, { reduction: "sum" }),
 });
+add({
+  name: "nllLoss over a volume, ignoreIndex, none",
+  inputs: [f([2, 4, 3, 2, 5], { lo: -3, hi: 3 }), {
+    shape: [2, 3, 2, 5],
+    dtype: "i32",
+    lo: 0,
+    hi: 5,
+    ints: true,
+  }],
+  py: "F.nll_loss(F.log_softmax(a, 1), b.long(), ignore_index=4, reduction='none')",
+  ts: (x, t) => F.nllLoss(F.logSoftmax(x, 1), t, { ignoreIndex: 4, reduction: "none" }),
+});
+add({
+  name: "nllLoss mean",
+  inputs: [f([6, 3], { lo: -2, hi: 0 }), { shape: [6], dtype: "i32", lo: 0, hi: 3, ints: true }],
+  py: "F.nll_loss(a, b.long())",
+  ts: (x, t) => F.nllLoss(x, t),
+});
 // Segmentation loss: labels with large blobs so that some classes pass the min-pixels rule and some do not.
 add({
   name: "segLoss (focal + 0.1 Jaccard, min pixels)",
@@ -182,7 +201,7 @@ add({
     ints: true,
   }],
   py: "seg_loss(a, b)",
-  ts: (x, t) => F.segLoss(x, t),
+  ts: (x, t) => models.segLoss(x, t),
 });
 add({
   name: "segLoss saturated logits, ignore 255",
@@ -194,7 +213,7 @@ add({
     ints: true,
   }],
   py: "seg_loss(a, torch.where(b == 2, torch.tensor(255, dtype=torch.int32), b))",
-  ts: (x, t) => F.segLoss(x, F.where(F.eq(t, 2), 255, t)),
+  ts: (x, t) => models.segLoss(x, F.where(F.eq(t, 2), 255, t)),
 });
 
 const suite = new CaseSuite(cases, 777);
@@ -334,6 +353,45 @@ Deno.test("state dicts: PyTorch names, round trip, clear load errors", async () 
     if (r.missing.length !== 8) throw new Error("non-strict missing list");
     a.dispose();
     b.dispose();
+  } finally {
+    device.destroy();
+  }
+});
+
+class Holder extends nn.Module {
+  readonly list: nn.ModuleList<nn.Linear>;
+  constructor(device: Device) {
+    super();
+    const lin = (seed: number) => new nn.Linear(2, 2, { device, seed });
+    this.list = this.registerModule("layer", new nn.ModuleList([null, lin(1)]));
+    this.list.append(lin(2)).append(null);
+  }
+  forward(x: Tensor): Tensor {
+    return x;
+  }
+}
+
+Deno.test("ModuleList: index names with holes, at(), iteration, no forward", async () => {
+  const device = await openDevice();
+  try {
+    const h = new Holder(device);
+    const keys = Object.keys(h.stateDict()).join();
+    if (keys !== "layer.1.weight,layer.1.bias,layer.2.weight,layer.2.bias") throw new Error(`keys ${keys}`);
+    if (h.list.length !== 4 || h.list.at(0) !== null || h.list.at(-2) !== h.list.at(2)) {
+      throw new Error("length / at()");
+    }
+    if ([...h.list].length !== 2 || [...h.list][1] !== h.list.at(2)) throw new Error("iteration");
+    for (const bad of [() => h.list.at(4), () => h.list.forward(h.list.at(1)!.weight)]) {
+      try {
+        bad();
+        throw new Error("no error");
+      } catch (e) {
+        if (!/ModuleList: index 4 out of range|ModuleList has no forward/.test((e as Error).message)) throw e;
+      }
+    }
+    h.eval();
+    if (h.list.at(1)!.training) throw new Error("train() does not reach the children");
+    h.dispose();
   } finally {
     device.destroy();
   }
