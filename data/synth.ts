@@ -6,6 +6,7 @@
  * (cortical shell, cancellous body, posterior arch) separated by discs along a lordotic curve; a fractured
  * vertebra gets a thin low-density crack at a random angle.
  */
+import { mulberry32 } from "../core/random.ts";
 import { writeCtSlice } from "./dicom_write.ts";
 import { volumeToNifti, writeNifti } from "./nifti.ts";
 
@@ -30,16 +31,7 @@ export interface StudyLabels {
 }
 
 /** mulberry32: deterministic floats in [0, 1) from a 32-bit seed. */
-export function rng(seed: number): () => number {
-  let s = seed >>> 0;
-  return () => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+export const rng: (seed: number) => () => number = mulberry32;
 
 function gauss(r: () => number): number {
   return Math.sqrt(-2 * Math.log(r() + 1e-12)) * Math.cos(2 * Math.PI * r());

@@ -1,0 +1,75 @@
+/**
+ * Training throughput of the segmentation stage: a few optimizer steps of a preset through the real harness
+ * (loader Workers reading the phantom cache, augmentation, AdamW, checkpoints off), printing samples/s after
+ * the first (compiling) step and the share of time the device waited for data.
+ *
+ *   deno task bench:train [--preset tiny|seed] [--steps N] [--batch B] [--workers N]
+ */
+import { openDevice } from "../mod.ts";
+import { parseFlags } from "../train/args.ts";
+import { RunFolder } from "../train/run_folder.ts";
+import { train } from "../train/trainer.ts";
+import { SEG_PRESETS } from "../train/presets.ts";
+import { buildSegModel, segStudies, segTask } from "../train/seg.ts";
+import { ensureCache } from "../train/dataset.ts";
+
+const f = parseFlags(Deno.args, {
+  preset: { type: "string", default: "tiny", help: "" },
+  steps: { type: "number", default: 6, help: "" },
+  batch: { type: "number", help: "" },
+  workers: { type: "number", default: 2, help: "" },
+});
+const c = { ...SEG_PRESETS[f.preset as string] };
+if (f.batch) c.batch = f.batch as number;
+const { cache } = await ensureCache({ workers: 2 });
+const studies = await segStudies(cache);
+const device = await openDevice();
+const model = buildSegModel(device, c);
+const dir = await Deno.makeTempDir({ prefix: "csn-bench-train-" });
+const run = await RunFolder.open(dir, {}, false);
+const task = segTask({ device, model, cache, train: studies, val: [], config: c });
+const steps = f.steps as number;
+const saveEvery = 1e9;
+const t0 = performance.now();
+await train(task, run, {
+  epochs: 1,
+  batch: c.batch,
+  lr: c.lr,
+  etaMin: c.etaMin,
+  weightDecay: c.weightDecay,
+  clip: c.clip,
+  maxSteps: steps,
+  seed: 0,
+  keep: 0,
+  logEvery: 1,
+  saveEvery,
+  workers: f.workers as number,
+  prefetch: 2,
+  resume: false,
+  config: {},
+}).catch((e) => {
+  if (!String(e).includes("do not fill")) throw e;
+});
+const recs = run.records().filter((
+  r,
+): r is { step: number; samplesPerSec: number; dataWait: number } & never =>
+  "samplesPerSec" in r
+) as unknown as { step: number; samplesPerSec: number; dataWait: number }[];
+const warm = recs.slice(1);
+const rate = warm.length ? warm.length / warm.reduce((s, r) => s + 1 / r.samplesPerSec, 0) : NaN;
+const wait = warm.length ? warm.reduce((s, r) => s + r.dataWait, 0) / warm.length : NaN;
+console.log(
+  `seg training, preset ${f.preset} (${c.encoder} width ${c.baseChannels}, ${c.slices}x${c.size}x${c.size}, batch ${c.batch}) ` +
+    `on ${device.info.description}: ${rate.toFixed(3)} samples/s (${
+      (c.batch / rate).toFixed(2)
+    } s/step) over steps 2..${recs.length}, ` +
+    `first step ${(c.batch / recs[0].samplesPerSec).toFixed(1)} s (compiles), data wait ${
+      (100 * wait).toFixed(1)
+    }%, ` +
+    `peak GPU memory ${(device.stats().peakBytes / 2 ** 30).toFixed(2)} GiB, total ${
+      ((performance.now() - t0) / 1000).toFixed(0)
+    } s`,
+);
+model.dispose();
+device.destroy();
+await Deno.remove(dir, { recursive: true });

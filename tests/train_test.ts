@@ -1,0 +1,219 @@
+/**
+ * The training harness on a toy task (tests/fixtures/toy_task.ts): the seed's T_max and parameter groups,
+ * exact resumption, signals, atomic files and the run-folder contract.
+ */
+import { openDevice } from "../mod.ts";
+import { readCheckpointHost } from "../io/files.ts";
+import { cosineSchedule } from "../optim/schedule.ts";
+import { RunFolder } from "../train/run_folder.ts";
+import { seedAdamW, seedTMax, train } from "../train/trainer.ts";
+import { Prefetcher, WorkerPool } from "../train/loader.ts";
+import type { SampleJob } from "../train/jobs.ts";
+import { toyOptions, toyTask } from "./fixtures/toy_task.ts";
+
+const tmp = await Deno.makeTempDir({ prefix: "csn-train-" });
+const device = await openDevice();
+
+function assert(cond: unknown, msg: string): asserts cond {
+  if (!cond) throw new Error(msg);
+}
+
+async function runToy(dir: string, maxSteps: number, resume: boolean, workers = 0) {
+  const task = toyTask(device, 5);
+  const o = toyOptions({ maxSteps, resume, workers });
+  const run = await RunFolder.open(dir, o.config, resume);
+  try {
+    return await train(task, run, o);
+  } finally {
+    task.model.dispose();
+  }
+}
+
+Deno.test("T_max, cosine and the seed's parameter groups", () => {
+  assert(seedTMax(40, 76 * 64, 16) === 12160, "seg T_max (seed 2.4)");
+  assert(seedTMax(50, 1755 * 8, 64) === 10968, "ir cls T_max (seed 4.6)");
+  assert(seedTMax(50, 3510, 64) === 2742, "ip cls T_max (seed 4.6)");
+  const s = cosineSchedule({ lrMax: 3e-4, etaMin: 1e-5, totalSteps: 100 });
+  assert(Math.abs(s(0) - 3e-4) < 1e-12 && Math.abs(s(100) - 1e-5) < 1e-12, "cosine end points");
+  assert(Math.abs(s(50) - (1e-5 + (3e-4 - 1e-5) / 2)) < 1e-12, "cosine midpoint");
+  const task = toyTask(device, 1);
+  const opt = seedAdamW(task.model, 1e-3, 0.01);
+  const names = new Map(task.model.namedParameters().map(([k, t]) => [t, k]));
+  const [decay, noDecay] = opt.groups;
+  assert(decay.weightDecay === 0.01 && noDecay.weightDecay === 0, "group weight decays");
+  assert(
+    noDecay.params.length > 0 && noDecay.params.every((p) => names.get(p)!.includes("bias")),
+    "bias group",
+  );
+  assert(decay.params.every((p) => !names.get(p)!.includes("bias")), "decay group has no bias");
+  assert(noDecay.params.some((p) => names.get(p)!.endsWith("bn.bias")), "BN betas are not decayed");
+  assert(decay.params.some((p) => names.get(p)!.endsWith("bn.weight")), "BN gammas are decayed");
+  opt.dispose();
+  task.model.dispose();
+});
+
+Deno.test("a run of 2k steps equals k steps + --resume to 2k (weights, losses, metrics)", async () => {
+  const a = `${tmp}/a`, b = `${tmp}/b`;
+  const ra = await runToy(a, 6, false);
+  assert(ra.steps === 6 && ra.epochs.length === 1, `uninterrupted run: ${ra.steps} steps`);
+  const rb1 = await runToy(b, 3, false);
+  assert(rb1.steps === 3 && rb1.stoppedAtMaxSteps, "first half stops at --max-steps");
+  const rb2 = await runToy(b, 6, true, 1); // resumed with a loader Worker: the same samples
+  assert(rb2.steps === 6, "resumed to 6 steps");
+  const A = await readCheckpointHost(`${a}/last.safetensors`),
+    B = await readCheckpointHost(`${b}/last.safetensors`);
+  const keys = Object.keys(A.tensors);
+  assert(keys.length > 10 && keys.join() === Object.keys(B.tensors).join(), "same keys");
+  for (const k of keys) {
+    const x = A.tensors[k].data, y = B.tensors[k].data;
+    for (let i = 0; i < x.length; i++) {
+      if (x[i] !== y[i]) throw new Error(`${k}[${i}]: ${x[i]} (uninterrupted) vs ${y[i]} (resumed)`);
+    }
+  }
+  const logA = (await Deno.readTextFile(`${a}/log.jsonl`)).trim().split("\n").map((l) => JSON.parse(l));
+  const logB = (await Deno.readTextFile(`${b}/log.jsonl`)).trim().split("\n").map((l) => JSON.parse(l));
+  const losses = (l: { loss?: number; step: number }[]) =>
+    l.filter((r) => r.loss !== undefined).map((r) => r.loss);
+  assert(JSON.stringify(losses(logA)) === JSON.stringify(losses(logB)), "same per-step losses");
+  assert(losses(logA).length === 6, "one log record per step");
+  const epochA = logA.find((r) => r.metrics), epochB = logB.find((r) => r.metrics);
+  assert(epochA && JSON.stringify(epochA) === JSON.stringify(epochB), "same epoch metrics");
+  for (
+    const f of [
+      "config.json",
+      "best.safetensors",
+      "epoch-001.safetensors",
+      "resume.safetensors",
+      "curves.svg",
+    ]
+  ) {
+    assert(await Deno.stat(`${a}/${f}`).then(() => true, () => false), `run folder has ${f}`);
+  }
+  const svg = await Deno.readTextFile(`${a}/curves.svg`);
+  assert(svg.startsWith("<svg") && svg.includes("polyline"), "curves.svg is a plot");
+  const left = [...Deno.readDirSync(a)].filter((e) => e.name.includes(".tmp-"));
+  assert(left.length === 0, `no temporary files left: ${left.map((e) => e.name)}`);
+  const meta = A.meta as { step: number; epoch: number; config: unknown };
+  assert(
+    meta.step === 6 && meta.epoch === 1 && !!meta.config,
+    "last.safetensors metadata: step, epoch, config",
+  );
+});
+
+Deno.test("a run folder of another configuration is refused; resuming needs the same flags", async () => {
+  const dir = `${tmp}/cfg`;
+  await RunFolder.open(dir, { a: 1, "max-steps": 2 }, false);
+  let msg = "";
+  await RunFolder.open(dir, { a: 1 }, false).catch((e) => (msg = e.message));
+  assert(msg.includes("already holds a run") && msg.includes("--resume"), `no silent overwrite: ${msg}`);
+  msg = "";
+  await RunFolder.open(dir, { a: 2, "max-steps": 2 }, true).catch((e) => (msg = e.message));
+  assert(msg.includes("another configuration") && msg.includes("a: 1 -> 2"), `config change: ${msg}`);
+  await RunFolder.open(dir, { a: 1, "max-steps": 9 }, true); // --max-steps may change
+  msg = "";
+  await RunFolder.open(`${tmp}/none`, { a: 1 }, true).catch((e) => (msg = e.message));
+  assert(msg.includes("nothing to resume"), msg);
+});
+
+Deno.test("the prefetching loader: Workers build the same samples, the wait is measured", async () => {
+  const jobs = (i: number): SampleJob[] | null =>
+    i < 3
+      ? [0, 1].map((k) => ({
+        kind: "synthetic",
+        seed: 10 * i + k,
+        shape: [2, 4, 4],
+        classes: 3,
+        delayMs: 30,
+      }))
+      : null;
+  const main = new WorkerPool(0), workers = new WorkerPool(2);
+  try {
+    const a = new Prefetcher(main, jobs, 1), b = new Prefetcher(workers, jobs, 2);
+    for (let i = 0; i < 3; i++) {
+      const [x, y] = [await a.next(), await b.next()];
+      assert(x && y && x.length === 2, "batches");
+      for (let k = 0; k < 2; k++) {
+        assert(
+          x[k].image.join() === y[k].image.join() && x[k].target.join() === y[k].target.join(),
+          "same sample",
+        );
+      }
+    }
+    assert((await a.next()) === null && (await b.next()) === null, "the jobs end");
+    assert(a.waitMs > 0 && b.waitMs >= 0, "wait measured");
+  } finally {
+    workers.close();
+  }
+});
+
+async function waitFor(cond: () => Promise<boolean>, ms: number, what: string) {
+  const t = performance.now();
+  while (!(await cond())) {
+    if (performance.now() - t > ms) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+async function loggedSteps(dir: string): Promise<number> {
+  const text = await Deno.readTextFile(`${dir}/log.jsonl`).catch(() => "");
+  return text.trim() ? text.trim().split("\n").length : 0;
+}
+
+Deno.test("SIGINT finishes the step, saves and exits 130; kill -9 leaves a loadable checkpoint", async () => {
+  const dir = `${tmp}/sig`;
+  const script = new URL("./fixtures/toy_task.ts", import.meta.url).pathname;
+  const start = (resume: boolean) =>
+    new Deno.Command(Deno.execPath(), {
+      args: [
+        "run",
+        "-A",
+        script,
+        dir,
+        "0",
+        "--epochs",
+        "50",
+        "--save-every",
+        "1000",
+        "--delay",
+        "150",
+        ...(resume ? ["--resume"] : []),
+      ],
+      stdout: "piped",
+      stderr: "piped",
+      env: { XDG_RUNTIME_DIR: "/tmp" },
+    }).spawn();
+  const p = start(false);
+  await waitFor(async () => (await loggedSteps(dir)) >= 1, 120_000, "the first logged steps");
+  p.kill("SIGINT");
+  const o = await p.output();
+  const out = new TextDecoder().decode(o.stdout);
+  assert(o.code === 130, `exit code ${o.code}: ${out} ${new TextDecoder().decode(o.stderr)}`);
+  const stopped = JSON.parse(out.trim().split("\n").pop()!);
+  const st = await readCheckpointHost(`${dir}/resume.safetensors`);
+  assert(
+    (st.meta as { step: number }).step === stopped.steps,
+    "the state saved is the step it stopped after",
+  );
+  assert(stopped.steps >= 1, "at least one step done");
+
+  const q = start(true);
+  await waitFor(
+    async () => (await loggedSteps(dir)) >= stopped.steps + 4,
+    120_000,
+    "the resumed run's steps",
+  );
+  q.kill("SIGKILL");
+  await q.output();
+  const last = await readCheckpointHost(`${dir}/last.safetensors`);
+  const res = await readCheckpointHost(`${dir}/resume.safetensors`);
+  assert(Object.keys(last.tensors).length > 10, "last.safetensors loads after kill -9");
+  assert((res.meta as { step: number }).step >= stopped.steps, "resume state is at least as new as before");
+});
+
+Deno.test({
+  name: "cleanup",
+  fn: async () => {
+    device.destroy();
+    await Deno.remove(tmp, { recursive: true });
+  },
+});

@@ -1,0 +1,79 @@
+/**
+ * @file Stage configurations: `seed` is the 4th-place solution's (seed-pipeline.md), `tiny` fits the 2-core
+ * CPU machine (lavapipe) and still learns the phantoms. Flags override single values.
+ */
+
+/** Segmentation-stage configuration. */
+export interface SegConfig {
+  encoder: string;
+  /** Encoder width (64 = the real ResNet3dCSN). */
+  baseChannels: number;
+  decoderFilters: [number, number, number, number];
+  lastChannels: number;
+  /** Slices of a training window ([::2] grid) and in-plane size fed to the model. */
+  slices: number;
+  size: number;
+  batch: number;
+  epochs: number;
+  lr: number;
+  etaMin: number;
+  weightDecay: number;
+  clip: number;
+  /** Times the train list is repeated per epoch (the seed's `multiplier`). */
+  multiplier: number;
+  /** Validation sliding window over whole studies (seed 2.5: 256 / 64). */
+  valWindow: number;
+  valOverlap: number;
+  /** Folds of seg_folds.csv when it is written, and the validation fold. */
+  folds: number;
+  fold: number;
+  /** Augmentations on (seed 2.2). */
+  augment: boolean;
+}
+
+/** The seed's segmentation stage (r50ir CSN-UNet, 64x256x256, batch 4, 40 epochs, lr 2e-4). */
+export const SEG_SEED: SegConfig = {
+  encoder: "r50ir",
+  baseChannels: 64,
+  decoderFilters: [40, 64, 128, 256],
+  lastChannels: 32,
+  slices: 64,
+  size: 256,
+  batch: 4,
+  epochs: 40,
+  lr: 2e-4,
+  etaMin: 1e-5,
+  weightDecay: 0.01,
+  clip: 5,
+  multiplier: 64,
+  valWindow: 256,
+  valOverlap: 64,
+  folds: 8,
+  fold: 1,
+  augment: true,
+};
+
+/** Small enough for the CPU machine: a narrow ir-CSN-26 UNet on 32 x 64 x 64 windows. */
+export const SEG_TINY: SegConfig = {
+  encoder: "r26ir",
+  baseChannels: 8,
+  decoderFilters: [8, 16, 16, 32],
+  lastChannels: 8,
+  slices: 32,
+  size: 64,
+  batch: 2,
+  epochs: 6,
+  lr: 2e-3,
+  etaMin: 1e-5,
+  weightDecay: 0.01,
+  clip: 5,
+  multiplier: 4,
+  valWindow: 64,
+  valOverlap: 16,
+  folds: 4,
+  fold: 1,
+  augment: true,
+};
+
+/** Presets by name. */
+export const SEG_PRESETS: Record<string, SegConfig> = { seed: SEG_SEED, tiny: SEG_TINY };

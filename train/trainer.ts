@@ -1,0 +1,356 @@
+/**
+ * @file The training harness every stage shares: epochs of optimizer steps over a task's items, AdamW with
+ * the seed's parameter groups (no weight decay for any parameter whose name contains "bias"), a per-step
+ * cosine schedule with the seed's T_max rule, global gradient-norm clipping, validation every epoch, the run
+ * folder (run_folder.ts) and exact resumption.
+ *
+ * Reproducibility by construction: the epoch order, each sample's augmentation draw and each step's dropout
+ * seed are pure functions of (seed, epoch, position) or (seed, step), never of a generator's history. So a
+ * resumed run needs only its counters, weights and optimizer moments to continue exactly where an
+ * uninterrupted run would be.
+ */
+import { keep, type Tensor, tidy } from "../mod.ts";
+import type { Module } from "../nn/module.ts";
+import { AdamW } from "../optim/adamw.ts";
+import { clipGradNorm, cosineSchedule } from "../optim/schedule.ts";
+import { hash32, manualSeed, mulberry32 as rng } from "../core/random.ts";
+import { readCheckpointHost } from "../io/files.ts";
+import { upload } from "../io/host.ts";
+import type { LogRecord, RunFolder } from "./run_folder.ts";
+import { Prefetcher, WorkerPool } from "./loader.ts";
+import type { SampleJob, SampleResult } from "./jobs.ts";
+import { duration, Progress } from "./progress.ts";
+import { curvesSvg } from "./curves.ts";
+
+/** What a stage provides to the harness. */
+export interface TrainTask {
+  /** Stage name for logs ("seg", "cls"). */
+  name: string;
+  model: Module;
+  /** Items in one epoch (the train list times its multiplier). */
+  items: number;
+  /** The order of items in an epoch (default: a permutation), from a generator seeded by (seed, epoch). */
+  order?(epoch: number, rnd: () => number): number[];
+  /** The loader job of item `item` with its own generator (augmentation draws). */
+  job(item: number, rnd: () => number): SampleJob;
+  /** The loss of a batch (builds the device tensors; called inside a tidy scope). */
+  loss(batch: SampleResult[]): Tensor;
+  /** Validation metrics (the model is put in eval mode before and back in train mode after). */
+  validate(progress: Progress): Promise<Record<string, number>>;
+  /** The metric `best.safetensors` follows. */
+  metric: { name: string; mode: "max" | "min" };
+}
+
+/** Harness options (the resolved flags). */
+export interface TrainerOptions {
+  epochs: number;
+  batch: number;
+  lr: number;
+  /** Final learning rate of the cosine (seed: 1e-5). */
+  etaMin: number;
+  weightDecay: number;
+  /** Global gradient-norm limit (0: none). */
+  clip: number;
+  /** Stop after this many optimizer steps in total, counting resumed ones (0: no limit). */
+  maxSteps: number;
+  seed: number;
+  /** Per-epoch checkpoints to keep (the best by the metric). */
+  keep: number;
+  /** Log (and print) every N steps. */
+  logEvery: number;
+  /** Save resume state + last.safetensors every N steps (and at every epoch end and stop). */
+  saveEvery: number;
+  workers: number;
+  prefetch: number;
+  resume: boolean;
+  /** Configuration stored in checkpoint metadata. */
+  config: Record<string, unknown>;
+}
+
+/** Thrown when SIGINT/SIGTERM stopped a run after saving; the CLI exits non-zero. */
+export class Interrupted extends Error {
+  constructor(readonly signal: string, readonly step: number) {
+    super(`stopped by ${signal} after step ${step}; state saved, continue with --resume`);
+  }
+}
+
+interface EpochRecord {
+  epoch: number;
+  step: number;
+  metrics: Record<string, number>;
+}
+
+/** Summary of a finished (or stopped) run. */
+export interface TrainResult {
+  steps: number;
+  epochs: EpochRecord[];
+  best: { value: number; epoch: number } | null;
+  stoppedAtMaxSteps: boolean;
+  dataWaitShare: number;
+  seconds: number;
+}
+
+/** AdamW with the seed's groups: weight decay on everything except parameters named "*bias*". */
+export function seedAdamW(model: Module, lr: number, weightDecay: number): AdamW {
+  const named = model.namedParameters();
+  return new AdamW([
+    { params: named.filter(([k]) => !k.includes("bias")).map(([, p]) => p) },
+    { params: named.filter(([k]) => k.includes("bias")).map(([, p]) => p), weightDecay: 0 },
+  ], { lr, weightDecay, eps: 1e-8, betas: [0.9, 0.999] });
+}
+
+/** The seed's T_max: floor(epochs * items / (devices * batch)). */
+export function seedTMax(epochs: number, items: number, globalBatch: number): number {
+  return Math.floor((epochs * items) / globalBatch);
+}
+
+/** Trains `task` into `run`; resumes from `run` when `o.resume`. */
+export async function train(task: TrainTask, run: RunFolder, o: TrainerOptions): Promise<TrainResult> {
+  const model = task.model;
+  const stepsPerEpoch = Math.floor(task.items / o.batch);
+  if (stepsPerEpoch < 1) {
+    throw new Error(`${task.name}: ${task.items} training items do not fill one batch of ${o.batch}`);
+  }
+  const tMax = Math.max(1, seedTMax(o.epochs, task.items, o.batch));
+  const sched = cosineSchedule({ lrMax: o.lr, etaMin: o.etaMin, totalSteps: tMax });
+  const opt = seedAdamW(model, o.lr, o.weightDecay);
+  const params = model.parameters();
+  const progress = new Progress(o.logEvery);
+  let step = 0, epoch = 0, inEpoch = 0;
+  let best: { value: number; epoch: number } | null = null;
+  let epochs: EpochRecord[] = [];
+
+  if (o.resume && await run.has("resume.safetensors")) {
+    const st = await loadResume(run, model, opt);
+    ({ step, epoch, inEpoch, best, epochs } = st);
+    await run.truncateLog(step, inEpoch >= stepsPerEpoch ? epoch : epoch);
+    progress.log(
+      `resuming ${run.dir} at step ${step} (epoch ${epoch + 1}, batch ${inEpoch}/${stepsPerEpoch})`,
+    );
+  }
+
+  let stop: string | null = null;
+  const onSignal = (sig: Deno.Signal) => () => {
+    if (stop) return;
+    stop = sig;
+    progress.log(`${sig}: finishing the current step, then saving`);
+  };
+  const handlers: [Deno.Signal, () => void][] = (["SIGINT", "SIGTERM"] as Deno.Signal[]).map((
+    s,
+  ) => [s, onSignal(s)]);
+  for (const [s, h] of handlers) Deno.addSignalListener(s, h);
+
+  const pool = new WorkerPool(o.workers);
+  const meta = () => ({ step, epoch, inEpoch, best, epochs, config: o.config });
+  const save = async () => {
+    const sd: Record<string, Tensor> = {};
+    for (const [k, t] of Object.entries(model.stateDict())) sd[`model.${k}`] = t;
+    const s = opt.stateDict();
+    s.m.forEach((t, i) => (sd[`optim.m.${i}`] = t));
+    s.v.forEach((t, i) => (sd[`optim.v.${i}`] = t));
+    await run.save("resume", sd, { ...meta(), optimStep: s.step });
+    await run.save("last", model.stateDict(), { epoch, step, config: o.config });
+  };
+  const t0 = performance.now();
+  let waitMs = 0, stoppedAtMaxSteps = false;
+  const logBuf: LogRecord[] = [];
+  let winStart = performance.now(), winWait = 0, winSteps = 0;
+  try {
+    model.train();
+    while (epoch < o.epochs) {
+      if (inEpoch < stepsPerEpoch) {
+        const order = task.order
+          ? task.order(epoch, rng(hash32(o.seed, 0xe0c, epoch)))
+          : permutation(task.items, rng(hash32(o.seed, 0xe0c, epoch)));
+        const first = inEpoch;
+        const fetch = new Prefetcher(pool, (b) => {
+          const bi = first + b;
+          if (bi >= stepsPerEpoch) return null;
+          return Array.from({ length: o.batch }, (_, k) => {
+            const pos = bi * o.batch + k;
+            return task.job(order[pos], rng(hash32(o.seed, 0xa09, epoch, pos)));
+          });
+        }, o.prefetch);
+        while (inEpoch < stepsPerEpoch) {
+          if (stop) {
+            await save();
+            throw new Interrupted(stop, step);
+          }
+          if (o.maxSteps && step >= o.maxSteps) {
+            stoppedAtMaxSteps = true;
+            break;
+          }
+          const w0 = fetch.waitMs;
+          const batch = await fetch.next();
+          if (!batch) {
+            throw new Error(`${task.name}: the loader ran out of batches at ${inEpoch}/${stepsPerEpoch}`);
+          }
+          const lr = sched(step);
+          opt.lr = lr;
+          manualSeed(hash32(o.seed, 0xd40, step));
+          opt.zeroGrad();
+          const lossT = tidy(() => {
+            const loss = task.loss(batch);
+            loss.backward();
+            if (o.clip > 0) clipGradNorm(params, o.clip).dispose();
+            opt.step();
+            return keep(loss);
+          });
+          const loss = await lossT.item();
+          lossT.dispose();
+          if (!Number.isFinite(loss)) throw new Error(`${task.name}: loss is ${loss} at step ${step + 1}`);
+          step++, inEpoch++;
+          const dw = fetch.waitMs - w0;
+          waitMs += dw, winWait += dw, winSteps++;
+          logBuf.push({ step, epoch: epoch + 1, loss, lr });
+          const last = inEpoch === stepsPerEpoch || (o.maxSteps > 0 && step >= o.maxSteps) || !!stop;
+          if (step % o.logEvery === 0 || last) {
+            const now = performance.now();
+            const sec = (now - winStart) / 1000;
+            const rate = (winSteps * o.batch) / sec;
+            const share = winWait / (now - winStart);
+            const total = o.maxSteps
+              ? Math.min(o.maxSteps, o.epochs * stepsPerEpoch)
+              : o.epochs * stepsPerEpoch;
+            const eta = ((total - step) * o.batch) / rate;
+            const avg = logBuf.slice(-winSteps).reduce((s, r) => s + (r as { loss: number }).loss, 0) /
+              winSteps;
+            logBuf[logBuf.length - 1] = {
+              ...logBuf[logBuf.length - 1],
+              samplesPerSec: rate,
+              dataWait: share,
+            };
+            await run.log(...logBuf.splice(0));
+            progress.update(
+              `${task.name} epoch ${epoch + 1}/${o.epochs} step ${step}/${total} loss ${avg.toFixed(4)} lr ${
+                lr.toExponential(2)
+              } ${rate.toFixed(2)} samples/s data-wait ${(100 * share).toFixed(0)}% ETA ${duration(eta)}`,
+              true,
+            );
+            winStart = now, winWait = 0, winSteps = 0;
+          }
+          if (step % o.saveEvery === 0 || last) await save();
+        }
+        if (stoppedAtMaxSteps) break;
+      }
+      // End of an epoch: validate, record, checkpoint.
+      progress.done();
+      model.eval();
+      const metrics = await task.validate(progress);
+      model.train();
+      const value = metrics[task.metric.name];
+      const rec: EpochRecord = { epoch: epoch + 1, step, metrics };
+      epochs.push(rec);
+      await run.log({ epoch: epoch + 1, step, metrics });
+      const better = value !== undefined && Number.isFinite(value) &&
+        (!best || (task.metric.mode === "max" ? value > best.value : value < best.value));
+      const ckMeta = { epoch: epoch + 1, step, metrics, config: o.config };
+      await run.save(`epoch-${String(epoch + 1).padStart(3, "0")}`, model.stateDict(), ckMeta);
+      if (better) {
+        best = { value, epoch: epoch + 1 };
+        await run.save("best", model.stateDict(), ckMeta);
+      }
+      await pruneEpochs(run, epochs, task.metric, o.keep);
+      progress.log(
+        `${task.name} epoch ${epoch + 1}/${o.epochs}: ${
+          Object.entries(metrics).map(([k, v]) => `${k} ${v.toFixed(4)}`).join(" ")
+        }${better ? " (best)" : ""}`,
+      );
+      epoch++, inEpoch = 0;
+      await save();
+      await writeCurves(run, task, epochs);
+    }
+  } finally {
+    progress.done();
+    pool.close();
+    for (const [s, h] of handlers) Deno.removeSignalListener(s, h);
+    opt.dispose();
+  }
+  await writeCurves(run, task, epochs);
+  const seconds = (performance.now() - t0) / 1000;
+  return { steps: step, epochs, best, stoppedAtMaxSteps, dataWaitShare: waitMs / (seconds * 1000), seconds };
+}
+
+/** A permutation of 0..n-1 (Fisher-Yates). */
+export function permutation(n: number, rnd: () => number): number[] {
+  const p = Array.from({ length: n }, (_, i) => i);
+  for (let i = n - 1; i > 0; i--) {
+    const j = Math.floor(rnd() * (i + 1));
+    [p[i], p[j]] = [p[j], p[i]];
+  }
+  return p;
+}
+
+async function loadResume(run: RunFolder, model: Module, opt: AdamW) {
+  const path = `${run.dir}/resume.safetensors`;
+  const { tensors, meta } = await readCheckpointHost(path);
+  const device = model.parameters()[0].device;
+  const weights: Record<string, (typeof tensors)[string]> = {};
+  for (const [k, v] of Object.entries(tensors)) if (k.startsWith("model.")) weights[k.slice(6)] = v;
+  const up = upload(weights, device);
+  try {
+    model.loadStateDict(up);
+  } catch (e) {
+    throw new Error(`${path}: does not fit the model (${(e as Error).message})`);
+  } finally {
+    for (const t of Object.values(up)) t.dispose();
+  }
+  const n = model.parameters().length;
+  const mv: Record<string, (typeof tensors)[string]> = {};
+  for (let i = 0; i < n; i++) {
+    for (const w of ["m", "v"]) {
+      const t = tensors[`optim.${w}.${i}`];
+      if (!t) throw new Error(`${path}: optimizer state optim.${w}.${i} missing`);
+      mv[`${w}${i}`] = t;
+    }
+  }
+  const dev = upload(mv, device);
+  const ids = [...Array(n).keys()];
+  opt.loadStateDict({
+    step: meta.optimStep as number,
+    m: ids.map((i) => dev[`m${i}`]),
+    v: ids.map((i) => dev[`v${i}`]),
+  });
+  for (const t of Object.values(dev)) t.dispose();
+  return {
+    step: meta.step as number,
+    epoch: meta.epoch as number,
+    inEpoch: meta.inEpoch as number,
+    best: (meta.best ?? null) as { value: number; epoch: number } | null,
+    epochs: (meta.epochs ?? []) as EpochRecord[],
+  };
+}
+
+async function pruneEpochs(
+  run: RunFolder,
+  epochs: EpochRecord[],
+  metric: TrainTask["metric"],
+  keepN: number,
+): Promise<void> {
+  const scored = epochs.filter((e) => Number.isFinite(e.metrics[metric.name]));
+  scored.sort((a, b) =>
+    metric.mode === "max"
+      ? b.metrics[metric.name] - a.metrics[metric.name]
+      : a.metrics[metric.name] - b.metrics[metric.name]
+  );
+  const kept = new Set(scored.slice(0, Math.max(0, keepN)).map((e) => e.epoch));
+  for (const e of epochs) {
+    if (!kept.has(e.epoch)) await run.remove(`epoch-${String(e.epoch).padStart(3, "0")}.safetensors`);
+  }
+}
+
+async function writeCurves(run: RunFolder, task: TrainTask, epochs: EpochRecord[]): Promise<void> {
+  const recs = run.records().filter((r): r is Extract<LogRecord, { loss: number }> => "loss" in r);
+  await run.writeText(
+    "curves.svg",
+    curvesSvg({
+      title: `${task.name}: ${run.dir}`,
+      loss: recs.map((r) => [r.step, r.loss]),
+      lr: recs.map((r) => [r.step, r.lr]),
+      metric: {
+        name: task.metric.name,
+        points: epochs.map((e) => [e.step, e.metrics[task.metric.name]] as [number, number]),
+      },
+    }),
+  );
+}
