@@ -8,7 +8,7 @@ import { cosineSchedule } from "../optim/schedule.ts";
 import { RunFolder } from "../train/run_folder.ts";
 import { seedAdamW, seedTMax, train } from "../train/trainer.ts";
 import { Prefetcher, WorkerPool } from "../train/loader.ts";
-import type { SampleJob } from "../train/jobs.ts";
+import type { SampleJob } from "../train/samples.ts";
 import { toyOptions, toyTask } from "./fixtures/toy_task.ts";
 
 const tmp = await Deno.makeTempDir({ prefix: "csn-train-" });

@@ -3,7 +3,7 @@
  * reading the cache and augmenting overlap the device's work on the previous batches. The trainer asks for
  * batches in order and the loader measures how long it had to wait for them (the data-wait share).
  */
-import { runJob, type SampleJob, type SampleResult } from "./jobs.ts";
+import { runJob, type SampleJob, type SampleResult } from "./samples.ts";
 
 /** A pool of loader Workers (or the main thread when `workers` is 0). */
 export class WorkerPool {

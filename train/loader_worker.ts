@@ -3,7 +3,7 @@
  * does not wait for data.
  */
 /// <reference lib="deno.worker" />
-import { runJob, type SampleJob, transferables } from "./jobs.ts";
+import { runJob, type SampleJob, transferables } from "./samples.ts";
 
 self.onmessage = async (e: MessageEvent<{ id: number; job: SampleJob }>) => {
   const { id, job } = e.data;

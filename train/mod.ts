@@ -15,7 +15,7 @@ export {
   type TrainTask,
 } from "./trainer.ts";
 export { Prefetcher, WorkerPool } from "./loader.ts";
-export { runJob, type SampleJob, type SampleResult } from "./jobs.ts";
+export { runJob, type SampleJob, type SampleResult } from "./samples.ts";
 export { buildSegSample, type SegSample, type SegSampleSpec, segWindowStart } from "./seg_data.ts";
 export { buildSegModel, segFolds, segModelConfig, segStudies, type SegStudy, segTask } from "./seg.ts";
 export { SEG_PRESETS, SEG_SEED, SEG_TINY, type SegConfig } from "./presets.ts";

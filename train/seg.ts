@@ -106,7 +106,9 @@ export function segTask(o: {
         t.set(s.target, i * vox);
       });
       const logits = o.model.forward(tensor(x, [B, 1, Z, H, W], { device: o.device }));
-      return models.segLoss(logits, tensor(t, [B, Z, H, W], { device: o.device }));
+      return models.segLoss(logits, tensor(t, [B, Z, H, W], { device: o.device }), {
+        jaccardWeight: c.jaccardWeight,
+      });
     },
     async validate(progress: Progress) {
       const meter = new DiceMeter();

@@ -18,7 +18,7 @@ import { readCheckpointHost } from "../io/files.ts";
 import { upload } from "../io/host.ts";
 import type { LogRecord, RunFolder } from "./run_folder.ts";
 import { Prefetcher, WorkerPool } from "./loader.ts";
-import type { SampleJob, SampleResult } from "./jobs.ts";
+import type { SampleJob, SampleResult } from "./samples.ts";
 import { duration, Progress } from "./progress.ts";
 import { curvesSvg } from "./curves.ts";
 
