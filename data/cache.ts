@@ -105,3 +105,18 @@ export async function readCube(cache: string, uid: string, cube: CubeName, box: 
     : new Uint16Array(bytes.buffer);
   return { data, shape: [nz, ny, nx] };
 }
+
+/** The uids of the studies completely cached in `cache` (sorted); an error names the folder if unreadable. */
+export async function listCached(cache: string): Promise<string[]> {
+  let entries: Deno.DirEntry[];
+  try {
+    entries = await Array.fromAsync(Deno.readDir(cache));
+  } catch (e) {
+    throw new Error(`${cache}: cannot read the cache (${(e as Error).message})`);
+  }
+  const out: string[] = [];
+  for (const e of entries) {
+    if (e.isDirectory && !e.name.includes(".partial") && await isCached(cache, e.name)) out.push(e.name);
+  }
+  return out.sort();
+}

@@ -9,6 +9,7 @@ import { RunFolder } from "../train/run_folder.ts";
 import { seedAdamW, seedTMax, train } from "../train/trainer.ts";
 import { Prefetcher, WorkerPool } from "../train/loader.ts";
 import type { SampleJob } from "../train/samples.ts";
+import type { SegSample } from "../train/seg_data.ts";
 import { toyOptions, toyTask } from "./fixtures/toy_task.ts";
 
 const tmp = await Deno.makeTempDir({ prefix: "csn-train-" });
@@ -130,7 +131,7 @@ Deno.test("the prefetching loader: Workers build the same samples, the wait is m
   try {
     const a = new Prefetcher(main, jobs, 1), b = new Prefetcher(workers, jobs, 2);
     for (let i = 0; i < 3; i++) {
-      const [x, y] = [await a.next(), await b.next()];
+      const [x, y] = [await a.next(), await b.next()] as (SegSample[] | null)[];
       assert(x && y && x.length === 2, "batches");
       for (let k = 0; k < 2; k++) {
         assert(

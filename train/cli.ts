@@ -3,21 +3,16 @@
  *
  *   seg          train the CSN-UNet segmentor (seed-pipeline.md 2) into a run folder
  *   predict-seg  predict vertebra masks + metadata for every cached study (seed stage 3)
+ *   cls          train a CSN classifier on vertebra crops (seed 4) into a run folder
+ *   average      average a classifier run's best epochs (seed 4.8)
+ *   all          all of the above, resumable stage by stage
  *
  * `deno task train <stage> --help` lists the stage's flags with their defaults. With no --data and no
  * --cache, the built-in phantoms are written (once) under out/phantoms and used.
  */
-import { openDevice } from "../mod.ts";
-import { nn } from "../mod.ts";
 import { type Flags, type FlagSpec, parseFlags, usage, UsageError } from "./args.ts";
-import { RunFolder } from "./run_folder.ts";
-import { Interrupted, train } from "./trainer.ts";
-import { SEG_PRESETS, type SegConfig } from "./presets.ts";
-import { buildSegModel, segFolds, segModelConfig, segStudies, segTask } from "./seg.ts";
-import { initFrom, loadModel } from "../infer/load.ts";
-import { predictDataset } from "../infer/predict_dataset.ts";
-import { ensureCache } from "./dataset.ts";
-import { duration } from "./progress.ts";
+import { Interrupted } from "./trainer.ts";
+import { runAll, runAverage, runCls, runPredictSeg, runSeg } from "./stages.ts";
 
 const COMMON: Record<string, FlagSpec> = {
   data: {
@@ -33,15 +28,12 @@ const COMMON: Record<string, FlagSpec> = {
   },
 };
 
-const SEG_FLAGS: Record<string, FlagSpec> = {
-  ...COMMON,
-  out: { type: "string", default: "out/seg", help: "run folder" },
+const HARNESS: Record<string, FlagSpec> = {
   preset: {
     type: "string",
     default: "tiny",
     help: "tiny (CPU-sized) or seed (the solution's configuration)",
   },
-  fold: { type: "number", help: "validation fold of seg_folds.csv (preset: seed 1, tiny 1)" },
   epochs: { type: "number", help: "epochs (preset)" },
   batch: { type: "number", help: "batch size (preset)" },
   lr: { type: "number", help: "peak learning rate (preset)" },
@@ -53,10 +45,21 @@ const SEG_FLAGS: Record<string, FlagSpec> = {
   },
   init: { type: "string", help: "initial weights (.pth from mmaction2 or .safetensors): fitting keys load" },
   resume: { type: "boolean", default: false, help: "continue the run in --out where it stopped" },
-  keep: { type: "number", default: 5, help: "per-epoch checkpoints kept (the best by validation dice)" },
+  keep: {
+    type: "number",
+    default: 5,
+    help: "per-epoch checkpoints kept (the best by the validation metric)",
+  },
   "log-every": { type: "number", default: 10, help: "log and print every N steps" },
   "save-every": { type: "number", default: 1, help: "save resume state every N steps (and each epoch end)" },
   prefetch: { type: "number", default: 2, help: "batches prepared ahead by the loader" },
+};
+
+const SEG_FLAGS: Record<string, FlagSpec> = {
+  ...COMMON,
+  ...HARNESS,
+  out: { type: "string", default: "out/seg", help: "run folder" },
+  fold: { type: "number", help: "validation fold of <cache>/seg_folds.csv (preset: 1)" },
   "no-augment": { type: "boolean", default: false, help: "turn the seed's augmentations off" },
 };
 
@@ -75,155 +78,59 @@ const PREDICT_FLAGS: Record<string, FlagSpec> = {
   },
 };
 
+const CLS_FLAGS: Record<string, FlagSpec> = {
+  ...COMMON,
+  ...HARNESS,
+  out: { type: "string", help: "run folder (default: out/cls-<encoder>-fold<fold>)" },
+  encoder: { type: "string", help: "r152ir, r152ip, r50ir, r26ir, ... (preset: seed r152ir, tiny r26ir)" },
+  crop: { type: "string", help: "crop D,H,W fed to the model (preset: seed 40,256,256, tiny 16,64,64)" },
+  fold: { type: "number", help: "validation fold of the folds file (preset: 0)" },
+  folds: {
+    type: "string",
+    help: "folds file (StudyInstanceUID or cube_id, fold); default <cache>/folds.csv",
+  },
+  labels: { type: "string", help: "train.csv with the labels (default: <data>/train.csv)" },
+  "seed-val-bug": {
+    type: "boolean",
+    default: false,
+    help: "validation crops as the seed's bug 7.3 makes them",
+  },
+};
+
+const AVERAGE_FLAGS: Record<string, FlagSpec> = {
+  run: { type: "string", help: "classifier run folder" },
+  best: { type: "number", default: 5, help: "number of best epochs (lowest validation loss) to average" },
+};
+
+const ALL_FLAGS: Record<string, FlagSpec> = {
+  ...COMMON,
+  out: { type: "string", default: "out/pipeline", help: "folder of the stages' run folders" },
+  preset: { type: "string", default: "tiny", help: "tiny (CPU-sized) or seed" },
+  encoders: {
+    type: "string",
+    help: "classifier encoders, comma-separated (preset: seed r152ir,r152ip, tiny r26ir)",
+  },
+  "cls-folds": {
+    type: "string",
+    help: "classifier validation folds to train (preset: seed 0,1,2,3, tiny 0)",
+  },
+  labels: { type: "string", help: "train.csv (default: <data>/train.csv)" },
+};
+
 const STAGES: Record<
   string,
-  { help: string; flags: Record<string, FlagSpec>; run: (f: Flags) => Promise<void> }
+  { help: string; flags: Record<string, FlagSpec>; run: (f: Flags) => Promise<unknown> }
 > = {
   seg: { help: "train the CSN-UNet segmentor", flags: SEG_FLAGS, run: runSeg },
   "predict-seg": {
     help: "predict masks and metadata for every cached study",
     flags: PREDICT_FLAGS,
-    run: runPredict,
+    run: runPredictSeg,
   },
+  cls: { help: "train a CSN classifier on vertebra crops", flags: CLS_FLAGS, run: runCls },
+  average: { help: "average the best epochs of a classifier run", flags: AVERAGE_FLAGS, run: runAverage },
+  all: { help: "the whole training pipeline, resumable stage by stage", flags: ALL_FLAGS, run: runAll },
 };
-
-function segConfig(f: Flags): SegConfig {
-  const base = SEG_PRESETS[f.preset as string];
-  if (!base) throw new UsageError(`--preset must be one of ${Object.keys(SEG_PRESETS).join(", ")}`);
-  const c = { ...base };
-  if (f.fold !== undefined) c.fold = f.fold as number;
-  if (f.epochs !== undefined) c.epochs = f.epochs as number;
-  if (f.batch !== undefined) c.batch = f.batch as number;
-  if (f.lr !== undefined) c.lr = f.lr as number;
-  if (f.multiplier !== undefined) c.multiplier = f.multiplier as number;
-  if (f["no-augment"]) c.augment = false;
-  for (const k of ["epochs", "batch", "multiplier"] as const) {
-    if (!Number.isInteger(c[k]) || c[k] < 1) throw new UsageError(`--${k} must be a positive integer`);
-  }
-  if (!(c.lr > 0)) throw new UsageError(`--lr must be positive`);
-  return c;
-}
-
-async function runSeg(f: Flags): Promise<void> {
-  const c = segConfig(f);
-  const { cache, data } = await ensureCache(f);
-  const studies = await segStudies(cache);
-  if (!studies.length) throw new Error(`${cache}: no study with a segmentation mask in the cache`);
-  const folds = await segFolds(cache, studies, c.folds);
-  const val = studies.filter((s) => folds.get(s.uid) === c.fold);
-  const tr = studies.filter((s) => folds.get(s.uid) !== c.fold);
-  if (!val.length) throw new Error(`${cache}/seg_folds.csv: fold ${c.fold} has no studies`);
-  if (!tr.length) throw new Error(`${cache}/seg_folds.csv: no training studies outside fold ${c.fold}`);
-  const seed = f.seed as number;
-  const config = {
-    stage: "seg",
-    preset: f.preset,
-    data,
-    cache,
-    seed,
-    ...c,
-    model: segModelConfig(c),
-    init: f.init ?? null,
-    "max-steps": f["max-steps"],
-  };
-  const run = await RunFolder.open(f.out as string, config, f.resume as boolean);
-  const device = await openDevice();
-  console.log(
-    `seg: ${tr.length} training studies x ${c.multiplier}, ${val.length} validation (fold ${c.fold}); ` +
-      `${c.encoder} width ${c.baseChannels} on ${c.slices}x${c.size}x${c.size}, batch ${c.batch}, ` +
-      `${c.epochs} epochs; device ${device.info.description}`,
-  );
-  nn.seedInit(seed);
-  const model = buildSegModel(device, c);
-  try {
-    if (f.init && !f.resume) {
-      const r = await initFrom(model, f.init as string, device);
-      console.log(
-        `init ${f.init}: ${r.loaded} tensors loaded, ${r.skipped.length} skipped${
-          r.skipped.length
-            ? ` (${r.skipped.slice(0, 5).join("; ")}${r.skipped.length > 5 ? "; ..." : ""})`
-            : ""
-        }, ${r.missing.length} model tensors not in the file`,
-      );
-    }
-    const task = segTask({ device, model, cache, train: tr, val, config: c });
-    const r = await train(task, run, {
-      epochs: c.epochs,
-      batch: c.batch,
-      lr: c.lr,
-      etaMin: c.etaMin,
-      weightDecay: c.weightDecay,
-      clip: c.clip,
-      maxSteps: f["max-steps"] as number,
-      seed,
-      keep: f.keep as number,
-      logEvery: f["log-every"] as number,
-      saveEvery: f["save-every"] as number,
-      workers: f.workers as number,
-      prefetch: f.prefetch as number,
-      resume: f.resume as boolean,
-      config,
-    });
-    const best = r.best
-      ? `best dice ${r.best.value.toFixed(4)} (epoch ${r.best.epoch})`
-      : "no validation yet";
-    console.log(
-      `seg: ${r.steps} steps in ${duration(r.seconds)}, data wait ${
-        (100 * r.dataWaitShare).toFixed(1)
-      }%, ${best}${r.stoppedAtMaxSteps ? ` (stopped at --max-steps ${f["max-steps"]})` : ""}`,
-    );
-    console.log(`run folder: ${run.dir} (best.safetensors, last.safetensors, log.jsonl, curves.svg)`);
-  } finally {
-    model.dispose();
-    device.destroy();
-  }
-}
-
-async function runPredict(f: Flags): Promise<void> {
-  if (!f.weights) {
-    throw new UsageError("--weights is required (a seg run folder or checkpoint, comma-separated)");
-  }
-  const { cache } = await ensureCache(f);
-  const device = await openDevice();
-  const specs = (f.weights as string).split(",").filter(Boolean);
-  const loaded = [];
-  try {
-    for (const s of specs) loaded.push(await loadModel(s, device));
-    const sizes = new Set(loaded.map((l) => l.config.size ?? 256));
-    if (sizes.size > 1) throw new Error(`--weights: models trained at different sizes (${[...sizes]})`);
-    for (const l of loaded) {
-      if (l.config.model !== "CSNUNet") throw new Error(`${l.path}: not a segmentor (${l.config.model})`);
-    }
-    const headers = await Array.fromAsync(Deno.readDir(cache));
-    const uids = headers.filter((e) => e.isDirectory && !e.name.endsWith(".partial")).map((e) => e.name)
-      .sort();
-    const r = await predictDataset({
-      cache,
-      uids,
-      models: loaded.map((l) => l.model as never),
-      size: [...sizes][0],
-      window: f.window as number,
-      overlap: f.overlap as number,
-      weights: loaded.map((l) => l.path),
-      force: f.force as boolean,
-      onStudy: (p) => {
-        const rate = p.seconds / p.done;
-        console.log(
-          `predict-seg ${p.done}/${p.total} ${p.uid}${p.skipped ? " (already predicted)" : ""} ` +
-            `(${rate.toFixed(1)} s/study, ETA ${duration(rate * (p.total - p.done))})`,
-        );
-      },
-    });
-    console.log(
-      `predict-seg: masks and metadata in ${cache}/<uid>/ (seg_pred.raw, seg_meta.json); ${
-        JSON.stringify(r)
-      }`,
-    );
-  } finally {
-    for (const l of loaded) l.model.dispose();
-    device.destroy();
-  }
-}
 
 if (import.meta.main) {
   const [stage, ...rest] = Deno.args;

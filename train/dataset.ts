@@ -4,6 +4,7 @@
  */
 import { writeSyntheticDataset } from "../data/synth.ts";
 import { preprocessDataset } from "../data/preprocess.ts";
+import { listCached } from "../data/cache.ts";
 import type { Flags } from "./args.ts";
 
 /** The built-in dataset: 64 phantom studies, about half with masks. */
@@ -31,12 +32,7 @@ export async function ensurePhantoms(dir = PHANTOMS.dir): Promise<{ dir: string;
 export async function ensureCache(f: Flags): Promise<{ cache: string; data: string | null }> {
   if (f.cache && !f.data) {
     const cache = f.cache as string;
-    const n = await Array.fromAsync(Deno.readDir(cache)).then(
-      (es) => es.filter((e) => e.isDirectory && !e.name.endsWith(".partial")).length,
-      (e) => {
-        throw new Error(`${cache}: cannot read the cache (${(e as Error).message})`);
-      },
-    );
+    const n = (await listCached(cache)).length;
     if (!n) throw new Error(`${cache}: the cache holds no studies (preprocess with --data DIR first)`);
     return { cache, data: null };
   }

@@ -6,6 +6,8 @@
 import { readCube } from "../data/cache.ts";
 import { mulberry32 as rng } from "../core/random.ts";
 import { buildSegSample, type SegSample, type SegSampleSpec } from "./seg_data.ts";
+import type { ClsSample, ClsTrainSpec } from "./cls_data.ts";
+import { readClsTrainSample } from "./cls_data/read.ts";
 
 /**
  * A job for the loader: a segmentation window from the cache, or a synthetic sample (seeded noise with a
@@ -13,10 +15,11 @@ import { buildSegSample, type SegSample, type SegSampleSpec } from "./seg_data.t
  */
 export type SampleJob =
   | { kind: "seg"; cache: string; spec: SegSampleSpec }
+  | { kind: "cls"; cache: string; spec: ClsTrainSpec }
   | { kind: "synthetic"; seed: number; shape: [number, number, number]; classes: number; delayMs?: number };
 
 /** What a job produces: host arrays, transferable between threads. */
-export type SampleResult = SegSample;
+export type SampleResult = SegSample | ClsSample;
 
 /** Reads and builds one sample. */
 export async function runJob(job: SampleJob): Promise<SampleResult> {
@@ -28,6 +31,8 @@ export async function runJob(job: SampleJob): Promise<SampleResult> {
       const msk = await readCube(job.cache, s.uid, "mask_256", box);
       return buildSegSample(s, img.data, msk.data as Uint8Array, img.shape);
     }
+    case "cls":
+      return readClsTrainSample(job.cache, job.spec);
     case "synthetic": {
       const r = rng(job.seed);
       const [Z, H, W] = job.shape;
@@ -47,5 +52,6 @@ export async function runJob(job: SampleJob): Promise<SampleResult> {
 
 /** The transferable buffers of a result (moved, not copied, between threads). */
 export function transferables(r: SampleResult): ArrayBuffer[] {
+  if ("input" in r) return [r.input.buffer as ArrayBuffer, r.labels.buffer as ArrayBuffer];
   return [r.image.buffer as ArrayBuffer, r.target.buffer as ArrayBuffer];
 }

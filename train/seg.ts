@@ -4,12 +4,12 @@
  * for a whole dataset with its metadata (seed stage 3), which the classifier stage and inference read.
  */
 import { type Device, models, tensor } from "../mod.ts";
-import { readCube, readHeader } from "../data/cache.ts";
+import { listCached, readCube, readHeader } from "../data/cache.ts";
 import { readFoldsCsv, writeFoldsCsv } from "../data/rsna.ts";
 import { drawAugment, segAugment } from "../data/augment.ts";
 import { DiceMeter } from "../infer/dice.ts";
 import { predictVolume } from "../infer/segment.ts";
-import { segWindowStart } from "./seg_data.ts";
+import { type SegSample, segWindowStart } from "./seg_data.ts";
 import type { TrainTask } from "./trainer.ts";
 import type { SegConfig } from "./presets.ts";
 import type { Progress } from "./progress.ts";
@@ -38,14 +38,8 @@ export function buildSegModel(device: Device, c: SegConfig): models.CSNUNet {
 /** The cached studies that have a mask, with their [::2] geometry and statistics. */
 export async function segStudies(cache: string): Promise<SegStudy[]> {
   const out: SegStudy[] = [];
-  let entries: Deno.DirEntry[];
-  try {
-    entries = await Array.fromAsync(Deno.readDir(cache));
-  } catch (e) {
-    throw new Error(`${cache}: cannot read the cache (${(e as Error).message})`);
-  }
-  for (const e of entries.filter((e) => e.isDirectory && !e.name.endsWith(".partial"))) {
-    const h = await readHeader(cache, e.name).catch(() => null);
+  for (const uid of await listCached(cache)) {
+    const h = await readHeader(cache, uid).catch(() => null);
     if (!h?.cubes.mask_256 || !h.cubes.image_256) continue;
     out.push({ uid: h.uid, z2: Math.ceil(h.cubes.image_256[0] / 2), mean2: h.mean2, std2: h.std2 });
   }
@@ -80,7 +74,7 @@ export function segTask(o: {
   train: SegStudy[];
   val: SegStudy[];
   config: SegConfig;
-}): TrainTask {
+}): TrainTask<SegSample> {
   const c = o.config;
   const n = o.train.length;
   return {

@@ -23,7 +23,7 @@ import { duration, Progress } from "./progress.ts";
 import { curvesSvg } from "./curves.ts";
 
 /** What a stage provides to the harness. */
-export interface TrainTask {
+export interface TrainTask<S extends SampleResult = SampleResult> {
   /** Stage name for logs ("seg", "cls"). */
   name: string;
   model: Module;
@@ -34,7 +34,7 @@ export interface TrainTask {
   /** The loader job of item `item` with its own generator (augmentation draws). */
   job(item: number, rnd: () => number): SampleJob;
   /** The loss of a batch (builds the device tensors; called inside a tidy scope). */
-  loss(batch: SampleResult[]): Tensor;
+  loss(batch: S[]): Tensor;
   /** Validation metrics (the model is put in eval mode before and back in train mode after). */
   validate(progress: Progress): Promise<Record<string, number>>;
   /** The metric `best.safetensors` follows. */
@@ -105,7 +105,11 @@ export function seedTMax(epochs: number, items: number, globalBatch: number): nu
 }
 
 /** Trains `task` into `run`; resumes from `run` when `o.resume`. */
-export async function train(task: TrainTask, run: RunFolder, o: TrainerOptions): Promise<TrainResult> {
+export async function train<S extends SampleResult>(
+  task: TrainTask<S>,
+  run: RunFolder,
+  o: TrainerOptions,
+): Promise<TrainResult> {
   const model = task.model;
   const stepsPerEpoch = Math.floor(task.items / o.batch);
   if (stepsPerEpoch < 1) {
@@ -190,7 +194,7 @@ export async function train(task: TrainTask, run: RunFolder, o: TrainerOptions):
           manualSeed(hash32(o.seed, 0xd40, step));
           opt.zeroGrad();
           const lossT = tidy(() => {
-            const loss = task.loss(batch);
+            const loss = task.loss(batch as S[]);
             loss.backward();
             if (o.clip > 0) clipGradNorm(params, o.clip).dispose();
             opt.step();
@@ -324,7 +328,7 @@ async function loadResume(run: RunFolder, model: Module, opt: AdamW) {
 async function pruneEpochs(
   run: RunFolder,
   epochs: EpochRecord[],
-  metric: TrainTask["metric"],
+  metric: TrainTask<never>["metric"],
   keepN: number,
 ): Promise<void> {
   const scored = epochs.filter((e) => Number.isFinite(e.metrics[metric.name]));
@@ -339,7 +343,7 @@ async function pruneEpochs(
   }
 }
 
-async function writeCurves(run: RunFolder, task: TrainTask, epochs: EpochRecord[]): Promise<void> {
+async function writeCurves(run: RunFolder, task: TrainTask<never>, epochs: EpochRecord[]): Promise<void> {
   const recs = run.records().filter((r): r is Extract<LogRecord, { loss: number }> => "loss" in r);
   await run.writeText(
     "curves.svg",

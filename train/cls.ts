@@ -1,0 +1,147 @@
+/**
+ * @file The classifier stage (seed-pipeline.md 4): a CSN classifier trained on vertebra crops guided by the
+ * predicted masks, with the seed's weighted sampler and plain mean BCE-with-logits, validated per study
+ * (one crop per vertebra, per-output max over crops, clipped) with the competition metric (lower is
+ * better); and the folds file the stage shares with inference.
+ */
+import { type Device, F, models, noGrad, tensor, tidy } from "../mod.ts";
+import { makeFolds, readFoldsCsv, readTrainCsv, writeFoldsCsv } from "../data/rsna.ts";
+import { listCached } from "../data/cache.ts";
+import { readSegMetaFile } from "../infer/meta.ts";
+import { aggregateStudy, competitionScore } from "../infer/metric.ts";
+import { type ClsStudy, drawClsTrainSpec, weightedSampler } from "./cls_data.ts";
+import { readClsStudy, readClsValItem } from "./cls_data/read.ts";
+import type { TrainTask } from "./trainer.ts";
+import type { ClsConfig } from "./presets.ts";
+import type { Progress } from "./progress.ts";
+import type { ClsSample } from "./cls_data.ts";
+
+/** Builds the classifier of a configuration. */
+export function buildClsModel(device: Device, c: ClsConfig): models.CSNClassifier {
+  return new models.CSNClassifier({
+    device,
+    encoder: c.encoder,
+    baseChannels: c.baseChannels,
+    numClasses: 8,
+    pool: "max",
+    dropout: c.dropout,
+  });
+}
+
+/** Model options stored in config.json (how inference rebuilds the model). */
+export function clsModelConfig(c: ClsConfig): Record<string, unknown> {
+  return {
+    model: "CSNClassifier",
+    encoder: c.encoder,
+    baseChannels: c.baseChannels,
+    numClasses: 8,
+    pool: "max",
+    dropout: c.dropout,
+    crop: c.crop,
+    minArea: c.minArea,
+  };
+}
+
+/**
+ * The studies the stage can use: cached, with a predicted mask (`deno task train predict-seg`) and a row in
+ * train.csv. Studies missing either are listed so the caller can report them.
+ */
+export async function clsStudies(
+  cache: string,
+  trainCsv: string,
+): Promise<{ studies: ClsStudy[]; noPrediction: string[]; noLabels: string[] }> {
+  const rows = await readTrainCsv(trainCsv);
+  const labels = new Map(rows.map((r) => [r.uid, r.labels]));
+  const uids = await listCached(cache);
+  const studies: ClsStudy[] = [], noPrediction: string[] = [], noLabels: string[] = [];
+  for (const uid of uids) {
+    const l = labels.get(uid);
+    if (!l) {
+      noLabels.push(uid);
+      continue;
+    }
+    const has = await readSegMetaFile(cache, uid).then(() => true, () => false);
+    if (!has) {
+      noPrediction.push(uid);
+      continue;
+    }
+    studies.push(await readClsStudy(cache, uid, l));
+  }
+  return { studies, noPrediction, noLabels };
+}
+
+/**
+ * The fold of every study: `path` (the seed's folds.csv: `cube_id`/`StudyInstanceUID`, `fold`), written
+ * stratified by patient_overall with `k` folds when absent; an existing file must cover every study.
+ */
+export async function clsFolds(path: string, studies: ClsStudy[], k: number): Promise<Map<string, number>> {
+  if (await Deno.stat(path).then(() => true, () => false)) {
+    const f = await readFoldsCsv(path);
+    const missing = studies.filter((s) => !f.has(s.uid));
+    if (missing.length) {
+      throw new Error(`${path}: no fold for ${missing.length} studies (e.g. ${missing[0].uid})`);
+    }
+    return f;
+  }
+  const f = makeFolds(studies.map((s) => ({ uid: s.uid, labels: s.labels })), k, 0);
+  await writeFoldsCsv(path, f);
+  return f;
+}
+
+/** The classifier task for the harness. */
+export function clsTask(o: {
+  device: Device;
+  model: models.CSNClassifier;
+  cache: string;
+  train: ClsStudy[];
+  val: ClsStudy[];
+  config: ClsConfig;
+}): TrainTask<ClsSample> {
+  const c = o.config;
+  const [D, S] = [c.crop[0], c.crop[1]];
+  const data = { slices: D, size: S, minArea: c.minArea, seedValBug: c.seedValBug };
+  const n = o.train.length;
+  const items = n * c.multiplier;
+  const overall = Array.from({ length: items }, (_, i) => o.train[i % n].labels[0]);
+  return {
+    name: "cls",
+    model: o.model,
+    items,
+    order: (_epoch, rnd) => weightedSampler(overall, items, rnd),
+    job: (item, rnd) => ({
+      kind: "cls",
+      cache: o.cache,
+      spec: drawClsTrainSpec(o.train[item % n], rnd, data),
+    }),
+    loss(batch) {
+      const per = 3 * D * S * S;
+      const x = new Float32Array(batch.length * per), y = new Float32Array(batch.length * 8);
+      batch.forEach((s, i) => {
+        x.set(s.input, i * per);
+        y.set(s.labels, i * 8);
+      });
+      const logits = o.model.forward(tensor(x, [batch.length, 3, D, S, S], { device: o.device }));
+      return F.bceWithLogits(logits, tensor(y, [batch.length, 8], { device: o.device }));
+    },
+    async validate(progress: Progress) {
+      const pred = new Map<string, number[]>(), truth = new Map<string, number[]>();
+      for (const [i, s] of o.val.entries()) {
+        const item = await readClsValItem(o.cache, s, data);
+        const k = item.shape[0];
+        const logits = await tidy(async () => {
+          const out = noGrad(() => o.model.forward(tensor(item.input, item.shape, { device: o.device })));
+          return (await out.toArray()) as Float32Array;
+        });
+        pred.set(s.uid, aggregateStudy(logits, k));
+        truth.set(s.uid, Array.from(item.labels));
+        progress.update(`cls validation ${i + 1}/${o.val.length} studies`);
+      }
+      const r = competitionScore(pred, truth);
+      return {
+        loss: r.score,
+        ...Object.fromEntries(Object.entries(r.perTarget).map(([k, v]) => [`loss_${k}`, v])),
+      };
+    },
+    metric: { name: "loss", mode: "min" },
+  };
+}

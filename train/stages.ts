@@ -1,0 +1,393 @@
+/**
+ * @file The training stages as functions (the command line in train/cli.ts and `train all` call them):
+ * segmentation, mask prediction, classifier, averaging. Each takes resolved flags and prints where its
+ * outputs went.
+ */
+import { openDevice } from "../mod.ts";
+import { nn } from "../mod.ts";
+import type { Flags } from "./args.ts";
+import { UsageError } from "./args.ts";
+import { RunFolder } from "./run_folder.ts";
+import { train, type TrainerOptions, type TrainResult } from "./trainer.ts";
+import { CLS_SEED, CLS_TINY, type ClsConfig, SEG_PRESETS, type SegConfig } from "./presets.ts";
+import { buildSegModel, segFolds, segModelConfig, segStudies, segTask } from "./seg.ts";
+import { buildClsModel, clsFolds, clsModelConfig, clsStudies, clsTask } from "./cls.ts";
+import { initFrom, loadModel } from "../infer/load.ts";
+import { predictDataset } from "../infer/predict_dataset.ts";
+import { ensureCache } from "./dataset.ts";
+import { listCached } from "../data/cache.ts";
+import { duration } from "./progress.ts";
+import { averageCheckpoints } from "./average.ts";
+import { competitionScore } from "../infer/metric.ts";
+
+function positive(c: Record<string, unknown>, keys: string[]): void {
+  for (const k of keys) {
+    const v = c[k] as number;
+    if (!Number.isInteger(v) || v < 1) throw new UsageError(`--${k} must be a positive integer, got ${v}`);
+  }
+}
+
+/** The segmentation configuration: the preset with the flags' overrides. */
+export function segConfig(f: Flags): SegConfig {
+  const base = SEG_PRESETS[f.preset as string];
+  if (!base) throw new UsageError(`--preset must be one of ${Object.keys(SEG_PRESETS).join(", ")}`);
+  const c = { ...base };
+  if (f.fold !== undefined) c.fold = f.fold as number;
+  if (f.epochs !== undefined) c.epochs = f.epochs as number;
+  if (f.batch !== undefined) c.batch = f.batch as number;
+  if (f.lr !== undefined) c.lr = f.lr as number;
+  if (f.multiplier !== undefined) c.multiplier = f.multiplier as number;
+  if (f["no-augment"]) c.augment = false;
+  positive(c as unknown as Record<string, unknown>, ["epochs", "batch", "multiplier"]);
+  if (!(c.lr > 0)) throw new UsageError(`--lr must be positive`);
+  return c;
+}
+
+/** The classifier configuration: preset x encoder kind, with the flags' overrides. */
+export function clsConfig(f: Flags): ClsConfig {
+  const enc = (f.encoder as string | undefined) ?? (f.preset === "seed" ? "r152ir" : CLS_TINY.encoder);
+  const m = /^r(26|50|101|152)(ir|ip)$/.exec(enc);
+  if (!m) throw new UsageError(`--encoder must look like r152ir, r152ip, r50ir, r26ir, ... (got "${enc}")`);
+  const kind = m[2] as "ir" | "ip";
+  let base: ClsConfig;
+  if (f.preset === "seed") base = CLS_SEED[kind];
+  else if (f.preset === "tiny") base = { ...CLS_TINY, multiplier: kind === "ir" ? CLS_TINY.multiplier : 2 };
+  else throw new UsageError(`--preset must be tiny or seed`);
+  const c: ClsConfig = { ...base, encoder: enc };
+  if (f.crop !== undefined) {
+    const p = String(f.crop).split(",").map(Number);
+    if (p.length !== 3 || p.some((v) => !Number.isInteger(v) || v < 1) || p[1] !== p[2] || p[1] % 32) {
+      throw new UsageError(
+        `--crop must be D,H,W with H = W a multiple of 32 (seed: 40,256,256), got ${f.crop}`,
+      );
+    }
+    c.crop = [p[0], p[1]];
+  }
+  for (const k of ["fold", "epochs", "batch", "lr", "multiplier"] as const) {
+    if (f[k] !== undefined) (c as unknown as Record<string, unknown>)[k] = f[k];
+  }
+  if (f["seed-val-bug"]) c.seedValBug = true;
+  positive(c as unknown as Record<string, unknown>, ["epochs", "batch", "multiplier"]);
+  if (!(c.lr > 0)) throw new UsageError(`--lr must be positive`);
+  return c;
+}
+
+function harness(f: Flags, c: SegConfig | ClsConfig, config: Record<string, unknown>): TrainerOptions {
+  return {
+    epochs: c.epochs,
+    batch: c.batch,
+    lr: c.lr,
+    etaMin: c.etaMin,
+    weightDecay: c.weightDecay,
+    clip: c.clip,
+    maxSteps: f["max-steps"] as number,
+    seed: f.seed as number,
+    keep: f.keep as number,
+    logEvery: f["log-every"] as number,
+    saveEvery: f["save-every"] as number,
+    workers: f.workers as number,
+    prefetch: f.prefetch as number,
+    resume: f.resume as boolean,
+    config,
+  };
+}
+
+function report(stage: string, r: TrainResult, f: Flags, run: RunFolder, metric: string): void {
+  const best = r.best
+    ? `best ${metric} ${r.best.value.toFixed(4)} (epoch ${r.best.epoch})`
+    : "no validation yet";
+  console.log(
+    `${stage}: ${r.steps} steps in ${duration(r.seconds)}, data wait ${
+      (100 * r.dataWaitShare).toFixed(1)
+    }%, ${best}${r.stoppedAtMaxSteps ? ` (stopped at --max-steps ${f["max-steps"]})` : ""}`,
+  );
+  console.log(`run folder: ${run.dir} (best.safetensors, last.safetensors, log.jsonl, curves.svg)`);
+}
+
+/** `train seg`: the segmentation stage. Returns the run folder. */
+export async function runSeg(f: Flags): Promise<string> {
+  const c = segConfig(f);
+  const { cache, data } = await ensureCache(f);
+  const studies = await segStudies(cache);
+  if (!studies.length) throw new Error(`${cache}: no study with a segmentation mask in the cache`);
+  const folds = await segFolds(cache, studies, c.folds);
+  const val = studies.filter((s) => folds.get(s.uid) === c.fold);
+  const tr = studies.filter((s) => folds.get(s.uid) !== c.fold);
+  if (!val.length) throw new Error(`${cache}/seg_folds.csv: fold ${c.fold} has no studies`);
+  if (!tr.length) throw new Error(`${cache}/seg_folds.csv: no training studies outside fold ${c.fold}`);
+  const seed = f.seed as number;
+  const config = {
+    stage: "seg",
+    preset: f.preset,
+    data,
+    cache,
+    seed,
+    ...c,
+    model: segModelConfig(c),
+    init: f.init ?? null,
+    "max-steps": f["max-steps"],
+  };
+  const device = await openDevice();
+  console.log(
+    `seg: ${tr.length} training studies x ${c.multiplier}, ${val.length} validation (fold ${c.fold}); ` +
+      `${c.encoder} width ${c.baseChannels} on ${c.slices}x${c.size}x${c.size}, batch ${c.batch}, ` +
+      `${c.epochs} epochs; device ${device.info.description}`,
+  );
+  nn.seedInit(seed);
+  const model = buildSegModel(device, c);
+  try {
+    if (f.init && !f.resume) await init(model, f.init as string, device);
+    const run = await RunFolder.open(f.out as string, config, f.resume as boolean);
+    const r = await train(
+      segTask({ device, model, cache, train: tr, val, config: c }),
+      run,
+      harness(f, c, config),
+    );
+    report("seg", r, f, run, "dice");
+  } finally {
+    model.dispose();
+    device.destroy();
+  }
+  return f.out as string;
+}
+
+async function init(model: nn.Module, path: string, device: Awaited<ReturnType<typeof openDevice>>) {
+  const r = await initFrom(model, path, device);
+  if (r.loaded === 0) {
+    throw new Error(
+      `${path}: no tensor of this checkpoint fits the model (${r.skipped.slice(0, 3).join("; ")})`,
+    );
+  }
+  console.log(
+    `init ${path}: ${r.loaded} tensors loaded, ${r.skipped.length} skipped${
+      r.skipped.length ? ` (${r.skipped.slice(0, 5).join("; ")}${r.skipped.length > 5 ? "; ..." : ""})` : ""
+    }, ${r.missing.length} model tensors not in the file`,
+  );
+}
+
+/** `train predict-seg`: masks and metadata for every cached study. */
+export async function runPredictSeg(f: Flags): Promise<void> {
+  if (!f.weights) {
+    throw new UsageError("--weights is required (a seg run folder or checkpoint, comma-separated)");
+  }
+  const { cache } = await ensureCache(f);
+  const device = await openDevice();
+  const specs = (f.weights as string).split(",").filter(Boolean);
+  const loaded = [];
+  try {
+    for (const s of specs) loaded.push(await loadModel(s, device));
+    for (const l of loaded) {
+      if (l.config.model !== "CSNUNet") throw new Error(`${l.path}: not a segmentor (${l.config.model})`);
+    }
+    const sizes = new Set(loaded.map((l) => l.config.size ?? 256));
+    if (sizes.size > 1) throw new Error(`--weights: models trained at different sizes (${[...sizes]})`);
+    const uids = await listCached(cache);
+    const t0 = performance.now();
+    const r = await predictDataset({
+      cache,
+      uids,
+      models: loaded.map((l) => l.model as never),
+      size: [...sizes][0],
+      window: f.window as number,
+      overlap: f.overlap as number,
+      weights: loaded.map((l) => l.path),
+      force: f.force as boolean,
+      onStudy: (p) => {
+        const rate = (performance.now() - t0) / 1000 / p.done;
+        console.log(
+          `predict-seg ${p.done}/${p.total} ${p.uid}${p.skipped ? " (already predicted)" : ""} ` +
+            `(${rate.toFixed(1)} s/study, ETA ${duration(rate * (p.total - p.done))})`,
+        );
+      },
+    });
+    console.log(
+      `predict-seg: ${r.predicted.length} studies predicted, ${r.skipped.length} already done; ` +
+        `masks and metadata in ${cache}/<uid>/ (seg_pred.raw, seg_meta.json)`,
+    );
+  } finally {
+    for (const l of loaded) l.model.dispose();
+    device.destroy();
+  }
+}
+
+/** `train cls`: one classifier (encoder x fold). Returns the run folder. */
+export async function runCls(f: Flags): Promise<string> {
+  const c = clsConfig(f);
+  const { cache, data } = await ensureCache(f);
+  const csv = (f.labels as string | undefined) ?? (data ? `${data}/train.csv` : undefined);
+  if (!csv) throw new UsageError("--labels train.csv is needed when only --cache is given");
+  const { studies, noPrediction } = await clsStudies(cache, csv);
+  if (noPrediction.length) {
+    throw new Error(
+      `${cache}: ${noPrediction.length} studies have no predicted mask (e.g. ${noPrediction[0]}); run ` +
+        `'deno task train predict-seg --cache ${cache} --weights SEG_RUN' first`,
+    );
+  }
+  if (!studies.length) throw new Error(`${cache}: no study with labels in ${csv}`);
+  const foldsPath = (f.folds as string | undefined) ?? `${cache}/folds.csv`;
+  const folds = await clsFolds(foldsPath, studies, c.folds);
+  const val = studies.filter((s) => folds.get(s.uid) === c.fold);
+  const tr = studies.filter((s) => folds.get(s.uid) !== c.fold);
+  if (!val.length) throw new Error(`${foldsPath}: fold ${c.fold} has no studies`);
+  if (!tr.length) throw new Error(`${foldsPath}: no training studies outside fold ${c.fold}`);
+  const seed = f.seed as number;
+  const config = {
+    stage: "cls",
+    preset: f.preset,
+    data,
+    cache,
+    labels: csv,
+    foldsFile: foldsPath,
+    seed,
+    ...c,
+    model: clsModelConfig(c),
+    init: f.init ?? null,
+    "max-steps": f["max-steps"],
+  };
+  const out = (f.out as string | undefined) ?? `out/cls-${c.encoder}-fold${c.fold}`;
+  const device = await openDevice();
+  const pos = tr.filter((s) => s.labels[0]).length;
+  console.log(
+    `cls: ${tr.length} training studies (${pos} positive) x ${c.multiplier}, ${val.length} validation (fold ` +
+      `${c.fold}); ${c.encoder} width ${c.baseChannels} on 3x${c.crop[0]}x${c.crop[1]}x${
+        c.crop[1]
+      }, batch ${c.batch}, ` +
+      `${c.epochs} epochs; device ${device.info.description}`,
+  );
+  nn.seedInit(seed);
+  const model = buildClsModel(device, c);
+  try {
+    if (f.init && !f.resume) await init(model, f.init as string, device);
+    const run = await RunFolder.open(out, config, f.resume as boolean);
+    const r = await train(
+      clsTask({ device, model, cache, train: tr, val, config: c }),
+      run,
+      harness(f, c, config),
+    );
+    report("cls", r, f, run, "loss");
+  } finally {
+    model.dispose();
+    device.destroy();
+  }
+  return out;
+}
+
+/** `train average`: the seed's averaging of the best epochs of a classifier run. */
+export async function runAverage(f: Flags): Promise<string> {
+  if (!f.run) throw new UsageError("--run RUN is required");
+  const r = await averageCheckpoints(f.run as string, f.best as number);
+  console.log(
+    `average: epochs ${r.epochs.join(", ")} (validation loss ${
+      r.values.map((v) => v.toFixed(4)).join(", ")
+    }) -> ${r.path}`,
+  );
+  return r.path;
+}
+
+/** Marks a run folder's stage as finished (what `train all` skips on a rerun). */
+async function markDone(dir: string, what: Record<string, unknown>): Promise<void> {
+  const run = await RunFolder.open(dir, JSON.parse(await Deno.readTextFile(`${dir}/config.json`)), true);
+  await run.writeText("done.json", JSON.stringify({ finished: new Date().toISOString(), ...what }) + "\n");
+}
+
+async function isDone(dir: string): Promise<boolean> {
+  return await Deno.stat(`${dir}/done.json`).then(() => true, () => false);
+}
+
+async function hasRun(dir: string): Promise<boolean> {
+  return await Deno.stat(`${dir}/config.json`).then(() => true, () => false);
+}
+
+/**
+ * Scores classifier weights on the validation fold of a classifier run's configuration, beside the best
+ * constant prediction (each target's positive rate in the training fold), with the competition metric.
+ */
+export async function evaluateCls(
+  weights: string,
+  runDir: string,
+): Promise<{ score: number; constant: number }> {
+  const cfg = JSON.parse(await Deno.readTextFile(`${runDir}/config.json`));
+  const { studies } = await clsStudies(cfg.cache, cfg.labels);
+  const folds = await clsFolds(cfg.foldsFile, studies, cfg.folds);
+  const val = studies.filter((s) => folds.get(s.uid) === cfg.fold);
+  const tr = studies.filter((s) => folds.get(s.uid) !== cfg.fold);
+  const device = await openDevice();
+  const { model } = await loadModel(weights, device);
+  try {
+    const task = clsTask({ device, model: model as never, cache: cfg.cache, train: tr, val, config: cfg });
+    const quiet = { update() {}, log() {}, done() {} } as never;
+    const m = await task.validate(quiet);
+    const rate = Array.from({ length: 8 }, (_, j) => tr.reduce((s, t) => s + t.labels[j], 0) / tr.length);
+    const constant = competitionScore(
+      new Map(val.map((s) => [s.uid, rate])),
+      new Map(val.map((s) => [s.uid, [s.labels.slice(1).some((v) => v) ? 1 : 0, ...s.labels.slice(1)]])),
+    ).score;
+    return { score: m.loss, constant };
+  } finally {
+    model.dispose();
+    device.destroy();
+  }
+}
+
+/**
+ * `train all`: preprocessing (when not cached), the segmentation stage, mask prediction for every study,
+ * the classifier stage for each configured encoder x fold, and averaging. A finished stage is skipped on a
+ * rerun; an unfinished one resumes.
+ */
+export async function runAll(f: Flags): Promise<void> {
+  const out = f.out as string;
+  const t0 = performance.now();
+  const common = { data: f.data, cache: f.cache, workers: f.workers, seed: f.seed, preset: f.preset };
+  const stageFlags = { ...common, keep: 5, "log-every": 10, "save-every": 1, prefetch: 2, "max-steps": 0 };
+  const { cache, data } = await ensureCache(f);
+  const segDir = `${out}/seg`;
+  if (await isDone(segDir)) console.log(`all: segmentation done (${segDir}), skipped`);
+  else {
+    await runSeg({
+      ...stageFlags,
+      cache,
+      data: data ?? undefined,
+      out: segDir,
+      resume: await hasRun(segDir),
+    });
+    await markDone(segDir, {});
+  }
+  await runPredictSeg({
+    ...common,
+    cache,
+    data: undefined,
+    weights: segDir,
+    window: 384,
+    overlap: 128,
+    force: false,
+  });
+  const encoders = String(f.encoders ?? (f.preset === "seed" ? "r152ir,r152ip" : "r26ir")).split(",");
+  const foldList = String(f["cls-folds"] ?? (f.preset === "seed" ? "0,1,2,3" : "0")).split(",").map(Number);
+  const results: string[] = [];
+  for (const enc of encoders) {
+    for (const fold of foldList) {
+      const dir = `${out}/cls-${enc}-fold${fold}`;
+      const cf = { ...stageFlags, cache, data: data ?? undefined, encoder: enc, fold, out: dir };
+      const c = clsConfig(cf);
+      if (await isDone(dir)) console.log(`all: classifier ${enc} fold ${fold} done (${dir}), skipped`);
+      else {
+        await runCls({ ...cf, labels: data ? `${data}/train.csv` : f.labels, resume: await hasRun(dir) });
+        await markDone(dir, {});
+      }
+      const swa = await runAverage({ run: dir, best: Math.min(c.averageBest, c.epochs) });
+      const e = await evaluateCls(swa, dir);
+      results.push(
+        `${enc} fold ${fold}: averaged classifier ${e.score.toFixed(4)} vs best constant ${
+          e.constant.toFixed(4)
+        } ` +
+          `(ratio ${(e.score / e.constant).toFixed(2)}) -> ${swa}`,
+      );
+    }
+  }
+  console.log(
+    `all: done in ${
+      duration((performance.now() - t0) / 1000)
+    }; held-out competition metric (lower is better):`,
+  );
+  for (const r of results) console.log(`  ${r}`);
+}
