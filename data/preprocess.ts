@@ -3,11 +3,13 @@
  * (or, with `units: "hu"`, Hounsfield units rounded to int16), slices ordered cranial to caudal by position,
  * each resized to 256x256 like cv2 INTER_LINEAR, MONOCHROME1 inverted after the resize (slice max - value),
  * masks mapped with the RSNA rule and resized nearest; per-study mean/std of the 256 cube (all slices and
- * [::2]). `preprocessDataset` runs studies in parallel Workers, shows progress, skips studies already
- * cached and never leaves a half-written study (a `.partial` folder is renamed into place).
+ * [::2]). `preprocessSeries` is the one computation (infer/study.ts keeps its result in memory);
+ * `preprocessStudy` writes it to the cache. `preprocessDataset` runs studies in parallel Workers, shows
+ * progress, skips studies already cached and never leaves a half-written study (a `.partial` folder is
+ * renamed into place).
  */
-import { readDicomSeries, type ReadSeriesOptions } from "./dicom.ts";
-import { niftiToVolume, readNifti } from "./nifti.ts";
+import { type DicomSeries, readDicomSeries, type ReadSeriesOptions } from "./dicom.ts";
+import { niftiToVolume, type NiftiVolume, readNifti } from "./nifti.ts";
 import { resizeLinear16, resizeNearest8 } from "./resize.ts";
 import type { CacheHeader } from "./cache.ts";
 import { listStudies, type Study } from "./rsna.ts";
@@ -44,14 +46,32 @@ function stats(v: ArrayLike<number>, n: number, slices: number, step: number): [
   return [m, Math.sqrt(Math.max(0, s2 / c - m * m))];
 }
 
-/** Preprocesses one study into `<cache>/<uid>/` atomically; returns its header. */
-export async function preprocessStudy(
-  study: Study,
-  cache: string,
-  o: PreprocessOptions = {},
-): Promise<CacheHeader> {
+/** The arrays and header of one preprocessed study: what the cache holds, in memory. */
+export interface PreprocessedStudy {
+  /** The header.json the cache writes for it. */
+  header: CacheHeader;
+  /** [Z, size, size], the element type of the stored values (or int16 HU). */
+  image_256: Int16Array | Uint16Array;
+  /** [Z, H, W] at the DICOM's size (null with `full: false`). */
+  image_full: Int16Array | Uint16Array | null;
+  /** [Z, size, size] uint8 labels (null without a mask). */
+  mask_256: Uint8Array | null;
+}
+
+/**
+ * The seed's preprocessing of a series already read (the one computation behind the cache and the
+ * in-memory studies of infer/study.ts): optional HU, 256 resize like cv2 INTER_LINEAR, MONOCHROME1
+ * inversion after the resize, the mask through the RSNA rule resized nearest, and the statistics. With
+ * stored units, `image_full` is the series' own pixel array (inverted in place for MONOCHROME1).
+ */
+export function preprocessSeries(
+  series: DicomSeries,
+  o: PreprocessOptions & { uid: string; mask?: { volume: NiftiVolume; path: string } },
+): PreprocessedStudy {
   const size = o.size ?? 256;
-  const series = await readDicomSeries(study.dir, o.series);
+  if (!Number.isInteger(size) || size < 1) {
+    throw new Error(`preprocess ${o.uid}: size must be >= 1, got ${size}`);
+  }
   const [Z, H, W] = series.shape;
   let px: Int16Array | Uint16Array = series.pixels;
   if (o.units === "hu") {
@@ -69,14 +89,14 @@ export async function preprocessStudy(
   for (let z = 0; z < Z; z++) {
     small.set(resizeLinear16(px.subarray(z * H * W, (z + 1) * H * W), H, W, size, size), z * n);
   }
-  const mono1 = series.photometric === "MONOCHROME1";
-  if (mono1) {
+  const full = o.full ?? true;
+  if (series.photometric === "MONOCHROME1") {
     invertMono1(small, n, Z);
-    if (o.full ?? true) invertMono1(px, H * W, Z);
+    if (full) invertMono1(px, H * W, Z);
   }
   let mask: Uint8Array | null = null;
-  if (study.mask) {
-    const m = niftiToVolume(await readNifti(study.mask), series.shape, study.mask);
+  if (o.mask) {
+    const m = niftiToVolume(o.mask.volume, series.shape, o.mask.path);
     mask = new Uint8Array(Z * n);
     for (let z = 0; z < Z; z++) {
       mask.set(resizeNearest8(m.subarray(z * H * W, (z + 1) * H * W), H, W, size, size), z * n);
@@ -86,12 +106,12 @@ export async function preprocessStudy(
   const [mean2, std2] = stats(small, n, Z, 2);
   const header: CacheHeader = {
     version: 1,
-    uid: study.uid,
+    uid: o.uid,
     units: o.units ?? "stored",
     dtype: px instanceof Int16Array ? "int16" : "uint16",
     cubes: {
       image_256: [Z, size, size],
-      ...(o.full ?? true ? { image_full: [Z, H, W] } : {}),
+      ...(full ? { image_full: [Z, H, W] } : {}),
       ...(mask ? { mask_256: [Z, size, size] } : {}),
     },
     spacing: series.spacing,
@@ -102,17 +122,29 @@ export async function preprocessStudy(
     mean2,
     std2,
   };
+  return { header, image_256: small, image_full: full ? px : null, mask_256: mask };
+}
+
+/** Preprocesses one study into `<cache>/<uid>/` atomically; returns its header. */
+export async function preprocessStudy(
+  study: Study,
+  cache: string,
+  o: PreprocessOptions = {},
+): Promise<CacheHeader> {
+  const series = await readDicomSeries(study.dir, o.series);
+  const mask = study.mask ? { volume: await readNifti(study.mask), path: study.mask } : undefined;
+  const p = preprocessSeries(series, { ...o, uid: study.uid, mask });
   const dir = `${cache}/${study.uid}`, tmp = `${dir}.partial`;
   await Deno.remove(tmp, { recursive: true }).catch(() => {});
   await Deno.mkdir(tmp, { recursive: true });
   const raw = (a: ArrayBufferView) => new Uint8Array(a.buffer, a.byteOffset, a.byteLength);
-  await Deno.writeFile(`${tmp}/image_256.raw`, raw(small));
-  if (o.full ?? true) await Deno.writeFile(`${tmp}/image_full.raw`, raw(px));
-  if (mask) await Deno.writeFile(`${tmp}/mask_256.raw`, mask);
-  await Deno.writeTextFile(`${tmp}/header.json`, JSON.stringify(header, null, 1));
+  await Deno.writeFile(`${tmp}/image_256.raw`, raw(p.image_256));
+  if (p.image_full) await Deno.writeFile(`${tmp}/image_full.raw`, raw(p.image_full));
+  if (p.mask_256) await Deno.writeFile(`${tmp}/mask_256.raw`, p.mask_256);
+  await Deno.writeTextFile(`${tmp}/header.json`, JSON.stringify(p.header, null, 1));
   await Deno.remove(dir, { recursive: true }).catch(() => {});
   await Deno.rename(tmp, dir);
-  return header;
+  return p.header;
 }
 
 /** Progress of {@link preprocessDataset}. */

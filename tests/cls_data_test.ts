@@ -1,5 +1,5 @@
 /**
- * The classifier's data (train/cls_data.ts, train/cls_data/read.ts) against hand-computed cases of
+ * The classifier's data (infer/crops.ts, infer/crops/read.ts) against hand-computed cases of
  * seed-pipeline.md 3, 4.1-4.3 and 7: crop geometry (16 px margin, full grid by the real ratio, also 128, 300
  * and non-square), the train and val z rules (centred start, first and last D slices, the seed-bug flag),
  * the visibility rule on a hand-painted prediction (boundary 0.3, slices outside the D window counted, z
@@ -20,8 +20,8 @@ import {
   valZRanges,
   visibleLabels,
   weightedSampler,
-} from "../train/cls_data.ts";
-import { readClsStudy, readClsTrainSample, readClsValItem } from "../train/cls_data/read.ts";
+} from "../infer/crops.ts";
+import { readClsStudy, readClsTrainSample, readClsValItem } from "../infer/crops/read.ts";
 import { applyPlan } from "../data/augment.ts";
 import type { CacheHeader } from "../data/cache.ts";
 import { computeMeta, type StudyMeta, writeSegPrediction } from "../infer/meta.ts";

@@ -47,14 +47,14 @@ Deno.test("data errors before any work: missing or empty cache, no masks, empty 
   await Deno.mkdir(`${tmp}/empty`);
   expect(await train("seg", "--cache", `${tmp}/empty`), 1, "the cache holds no studies");
   expect(await train("seg", "--data", `${tmp}/empty`), 1, "no train_images/ folder");
-  // A small dataset: 4 studies, 2 with masks.
-  await writeSyntheticDataset({ out: `${tmp}/data`, studies: 4, seed: 9, size: 32, maskFraction: 0.5 });
+  // A small dataset: 4 studies with masks, two per fold.
+  await writeSyntheticDataset({ out: `${tmp}/data`, studies: 4, seed: 9, size: 32, maskFraction: 1 });
   await preprocessDataset(`${tmp}/data`, `${tmp}/cache`, { workers: 1 });
   const masked = [...Deno.readDirSync(`${tmp}/data/segmentations`)].length;
   if (masked === 0) throw new Error("fixture needs a study with a mask");
   await writeFoldsCsv(
     `${tmp}/cache/seg_folds.csv`,
-    new Map([...Deno.readDirSync(`${tmp}/data/segmentations`)].map((e) => [e.name.replace(".nii", ""), 0])),
+    new Map([...Deno.readDirSync(`${tmp}/data/segmentations`)].map((e, i) => [e.name.replace(".nii", ""), i % 2])),
   );
   expect(
     await train("seg", "--cache", `${tmp}/cache`, "--fold", "3"),
@@ -95,6 +95,8 @@ Deno.test("checkpoint errors: weights of another model, --init that fits nothing
     1,
     "no tensor of this checkpoint fits the model",
   );
+  await Deno.mkdir(`${tmp}/run`);
+  await Deno.writeTextFile(`${tmp}/run/config.json`, JSON.stringify({ stage: "seg", lr: 0.005 }));
   expect(
     await train("seg", "--cache", `${tmp}/cache`, "--fold", "0", "--out", `${tmp}/run`),
     1,

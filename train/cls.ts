@@ -9,12 +9,12 @@ import { makeFolds, readFoldsCsv, readTrainCsv, writeFoldsCsv } from "../data/rs
 import { listCached } from "../data/cache.ts";
 import { readSegMetaFile } from "../infer/meta.ts";
 import { aggregateStudy, competitionScore } from "../infer/metric.ts";
-import { type ClsStudy, drawClsTrainSpec, weightedSampler } from "./cls_data.ts";
-import { readClsStudy, readClsValItem } from "./cls_data/read.ts";
+import { type ClsStudy, drawClsTrainSpec, weightedSampler } from "../infer/crops.ts";
+import { readClsStudy, readClsValItem } from "../infer/crops/read.ts";
 import type { TrainTask } from "./trainer.ts";
 import type { ClsConfig } from "./presets.ts";
 import type { Progress } from "./progress.ts";
-import type { ClsSample } from "./cls_data.ts";
+import type { ClsSample } from "../infer/crops.ts";
 
 /** Builds the classifier of a configuration. */
 export function buildClsModel(device: Device, c: ClsConfig): models.CSNClassifier {

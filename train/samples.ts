@@ -6,8 +6,8 @@
 import { readCube } from "../data/cache.ts";
 import { mulberry32 as rng } from "../core/random.ts";
 import { buildSegSample, type SegSample, type SegSampleSpec } from "./seg_data.ts";
-import type { ClsSample, ClsTrainSpec } from "./cls_data.ts";
-import { readClsTrainSample } from "./cls_data/read.ts";
+import type { ClsSample, ClsTrainSpec } from "../infer/crops.ts";
+import { readClsTrainSample } from "../infer/crops/read.ts";
 
 /**
  * A job for the loader: a segmentation window from the cache, or a synthetic sample (seeded noise with a

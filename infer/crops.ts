@@ -11,12 +11,12 @@
  * Sizes D (slices, 40) and S (size, 256) are parameters so that tiny presets can shrink them.
  *
  * Everything here is pure computation on host arrays (no Deno APIs), for the loader's Workers and tests:
- * the sampling rules live in train/cls_data/rules.ts (re-exported here); train/cls_data/read.ts reads the
+ * the sampling rules live in infer/crops/rules.ts (re-exported here); infer/crops/read.ts reads the
  * boxes from the cache and calls these builders.
  */
 import { applyPlan, type AugmentPlan, cropAugment, drawAugment } from "../data/augment.ts";
 import { resizeNearestIndex } from "../data/augment/cv.ts";
-import type { StudyMeta } from "../infer/meta.ts";
+import type { StudyMeta } from "./meta.ts";
 import {
   checkLabels,
   type ClsCropGeometry,
@@ -28,7 +28,7 @@ import {
   trainZRange,
   valZRanges,
   visibleLabels,
-} from "./cls_data/rules.ts";
+} from "./crops/rules.ts";
 
 export {
   checkLabels,
@@ -44,7 +44,7 @@ export {
   valZRanges,
   visibleLabels,
   weightedSampler,
-} from "./cls_data/rules.ts";
+} from "./crops/rules.ts";
 
 /** What {@link drawClsTrainSpec} and the readers need to know of a study. */
 export interface ClsStudy {

@@ -2,9 +2,9 @@
  * @file The classifier stage's sampling rules (seed-pipeline.md 3, 4.1-4.3, 7): which vertebra a training
  * crop shows, its xy box on the meta and full-resolution grids, the train and validation z ranges, the
  * visibility rule on the labels, and the weighted sampler. Pure functions on boxes, labels and counts (no
- * voxel data, no Deno APIs); train/cls_data.ts builds the samples with them.
+ * voxel data, no Deno APIs); infer/crops.ts builds the samples with them.
  */
-import type { StudyMeta } from "../../infer/meta.ts";
+import type { StudyMeta } from "../meta.ts";
 
 /** Uniform random numbers in [0, 1). */
 export type Rnd = () => number;

@@ -1,0 +1,69 @@
+/**
+ * `deno task infer (--data DIR | --study DIR) --weights SPEC --out DIR [flags]`: CT studies in, per-vertebra
+ * fracture probabilities out (submission.csv, predictions.jsonl, per study vertebrae.nii.gz and report.html,
+ * and index.html). `--help` lists the flags.
+ */
+import { type Flags, type FlagSpec, parseFlags, usage, UsageError } from "../train/args.ts";
+import { runInference } from "./pipeline.ts";
+
+const FLAGS: Record<string, FlagSpec> = {
+  data: {
+    type: "string",
+    help: "dataset root (test_images/ or train_images/ of the RSNA layout, or a folder of studies)",
+  },
+  study: { type: "string", help: "one study folder of DICOM files (instead of --data)" },
+  weights: {
+    type: "string",
+    help: "segmentor + classifier checkpoints or run folders, comma-separated, or a `train all` folder",
+  },
+  out: { type: "string", default: "out/infer", help: "output folder" },
+  truth: { type: "string", help: "train.csv: also print and write the competition score" },
+  tta: { type: "string", default: "none", help: "test-time augmentation of the crops: none or flip" },
+  resume: { type: "boolean", default: false, help: "skip studies already written in --out" },
+  window: { type: "number", default: 384, help: "segmentation window along z ([::2] slices)" },
+  overlap: { type: "number", default: 128, help: "overlap of consecutive segmentation windows" },
+  "no-report": { type: "boolean", default: false, help: "skip report.html pages" },
+  "no-nifti": { type: "boolean", default: false, help: "skip vertebrae.nii.gz masks" },
+};
+
+if (import.meta.main) {
+  let f: Flags;
+  try {
+    f = parseFlags(Deno.args, FLAGS);
+  } catch (e) {
+    console.error(`infer: ${(e as Error).message}`);
+    Deno.exit(2);
+  }
+  if (f.help) {
+    console.log(usage("deno task infer: CT studies -> fracture probabilities, masks and reports", FLAGS));
+    Deno.exit(0);
+  }
+  try {
+    if (!f.weights) throw new UsageError("--weights is required");
+    if (!f.data && !f.study) throw new UsageError("give --data DIR or --study DIR");
+    if (f.tta !== "none" && f.tta !== "flip") {
+      throw new UsageError(`--tta must be none or flip, got ${f.tta}`);
+    }
+    const r = await runInference({
+      data: f.data as string | undefined,
+      study: f.study as string | undefined,
+      weights: f.weights as string,
+      out: f.out as string,
+      truth: f.truth as string | undefined,
+      tta: f.tta as "none" | "flip",
+      resume: f.resume as boolean,
+      window: f.window as number,
+      overlap: f.overlap as number,
+      report: !f["no-report"],
+      nifti: !f["no-nifti"],
+    });
+    if (r.failed.length) {
+      console.error(`infer: ${r.failed.length} of ${r.total} studies failed:`);
+      for (const x of r.failed) console.error(`  ${x.uid}: ${x.error}`);
+      Deno.exit(1);
+    }
+  } catch (e) {
+    console.error(`infer: ${e instanceof UsageError ? "" : "error: "}${(e as Error).message}`);
+    Deno.exit(e instanceof UsageError ? 2 : 1);
+  }
+}

@@ -1,0 +1,283 @@
+/**
+ * @file `deno task infer`: studies in, fracture probabilities out. Per study, one at a time with bounded
+ * memory: read the DICOM series and preprocess it in memory (the seed's steps, no cache), segment it with the
+ * sliding window (an ensemble sums softmaxes), compute the metadata, cut one crop per vertebra, run every
+ * classifier (optionally with horizontal-flip TTA), aggregate per study (sigmoid, max over crops, clip) and
+ * average the classifiers. Reading the next study overlaps the device work of the current one (a Worker).
+ *
+ * Outputs in `out/`: submission.csv (8 rows per study), predictions.jsonl (per study: probabilities, boxes,
+ * voxel counts, timings, or the error), `<uid>/vertebrae.nii.gz` (labels on the study's own grid),
+ * `<uid>/report.html` and index.html. A failing study is reported with its reason and the others go on;
+ * `resume` skips studies already written.
+ */
+import { noGrad, openDevice, tensor, tidy } from "../mod.ts";
+import { writeFileAtomic } from "../io/files.ts";
+import { readTrainCsv } from "../data/rsna.ts";
+import { findStudies, type StudyRef } from "./discover.ts";
+import { loadEnsemble, type Member } from "./ensemble.ts";
+import { predictVolume } from "./segment.ts";
+import { computeMeta, type StudyMeta } from "./meta.ts";
+import { aggregateStudy, competitionScore } from "./metric.ts";
+import { writeSubmission } from "./score.ts";
+import { type InMemoryStudy, StudyLoader } from "./study_loader.ts";
+import { clsValItemFromMemory } from "./crops/read.ts";
+import { labelsToNifti } from "./nifti_out.ts";
+import { writeNifti } from "../data/nifti.ts";
+import { indexHtml, type ReportCrop, studyReportHtml } from "./report.ts";
+import { duration, Progress } from "../train/progress.ts";
+
+/** Options of {@link runInference} (the resolved flags). */
+export interface InferOptions {
+  data?: string;
+  study?: string;
+  weights: string;
+  out: string;
+  truth?: string;
+  tta: "none" | "flip";
+  resume: boolean;
+  window: number;
+  overlap: number;
+  report: boolean;
+  nifti: boolean;
+}
+
+/** One line of predictions.jsonl. */
+export interface StudyResult {
+  uid: string;
+  ok: boolean;
+  error?: string;
+  /** patient_overall, C1..C7. */
+  probabilities?: number[];
+  /** Per vertebra "1".."7": box on the [::2] x 256 x 256 grid and predicted voxel count. */
+  vertebrae?: Record<string, { box: number[]; voxels: number }>;
+  /** Seconds per step. */
+  timings?: Record<string, number>;
+}
+
+/** Horizontal flip (last axis) of a stack of crops [..., S] in place of a copy. */
+export function flipLastAxis(x: Float32Array, width: number): Float32Array {
+  const out = new Float32Array(x.length);
+  for (let r = 0; r < x.length; r += width) {
+    for (let i = 0; i < width; i++) out[r + i] = x[r + width - 1 - i];
+  }
+  return out;
+}
+
+/** The classifier ensemble's probabilities for one study: mean over members of each member's aggregate. */
+export async function classifyStudy(
+  members: Member[],
+  study: InMemoryStudy,
+  labels: Uint8Array,
+  meta: StudyMeta,
+  tta: "none" | "flip",
+): Promise<{ probabilities: number[]; crops: ReportCrop[] }> {
+  const sum = new Array(8).fill(0);
+  let crops: ReportCrop[] = [];
+  for (const m of members) {
+    const crop = (m.config.crop as [number, number] | undefined) ?? [40, 256];
+    const item = await clsValItemFromMemory(study, labels, meta, { slices: crop[0], size: crop[1] });
+    const [k, , , , S] = item.shape;
+    const views = tta === "flip" ? [item.input, flipLastAxis(item.input, S)] : [item.input];
+    const probs = new Array(8).fill(0);
+    for (const v of views) {
+      const logits = await tidy(async () => {
+        const y = noGrad(() =>
+          m.model.forward(tensor(v, item.shape, { device: m.model.parameters()[0].device }))
+        );
+        return (await y.toArray()) as Float32Array;
+      });
+      aggregateStudy(logits, k).forEach((p, j) => (probs[j] += p / views.length));
+    }
+    probs.forEach((p, j) => (sum[j] += p / members.length));
+    if (!crops.length) {
+      const per = item.input.length / k;
+      crops = item.vertebrae.map((vert, i) => ({
+        vertebra: vert,
+        crop: meta.boxes[String(vert)] ? item.input.subarray(i * per, (i + 1) * per) : null,
+        shape: item.shape.slice(1) as [number, number, number, number],
+      }));
+    }
+  }
+  return { probabilities: sum, crops };
+}
+
+async function readDone(path: string): Promise<Map<string, StudyResult>> {
+  const text = await Deno.readTextFile(path).catch(() => "");
+  const done = new Map<string, StudyResult>();
+  for (const line of text.split("\n")) {
+    if (!line.trim()) continue;
+    try {
+      const r = JSON.parse(line) as StudyResult;
+      done.set(r.uid, r);
+    } catch {
+      // a line cut by a kill: that study is processed again
+    }
+  }
+  return done;
+}
+
+/** Runs inference; returns what was done and what failed. */
+export async function runInference(o: InferOptions): Promise<{
+  total: number;
+  failed: { uid: string; error: string }[];
+  score?: number;
+}> {
+  const studies = await findStudies(o);
+  await Deno.mkdir(o.out, { recursive: true });
+  const jsonl = `${o.out}/predictions.jsonl`;
+  const done = o.resume ? await readDone(jsonl) : new Map<string, StudyResult>();
+  if (!o.resume) await writeFileAtomic(jsonl, new Uint8Array(0), "predictions");
+  else {
+    // Rewrite without cut lines and without failures (they are tried again).
+    const keep = [...done.values()].filter((r) => r.ok);
+    done.clear();
+    for (const r of keep) done.set(r.uid, r);
+    await writeFileAtomic(
+      jsonl,
+      new TextEncoder().encode(keep.map((r) => JSON.stringify(r) + "\n").join("")),
+    );
+  }
+  const device = await openDevice();
+  const { seg, cls } = await loadEnsemble(o.weights, device);
+  const segSize = seg[0].config.size ?? 256;
+  console.log(
+    `infer: ${studies.length} studies, ${seg.length} segmentor(s) + ${cls.length} classifier(s) ` +
+      `(${cls.map((c) => c.config.encoder).join(", ")}), TTA ${o.tta}; device ${device.info.description}`,
+  );
+  const todo = studies.filter((s) => !done.has(s.uid));
+  if (done.size) console.log(`infer: ${done.size} studies already written, skipped (--resume)`);
+  const loader = new StudyLoader();
+  const progress = new Progress(1);
+  const t0 = performance.now();
+  const failed: { uid: string; error: string }[] = [];
+  try {
+    let next: Promise<InMemoryStudy> | null = todo.length ? loader.load(todo[0].dir) : null;
+    for (let i = 0; i < todo.length; i++) {
+      const ref: StudyRef = todo[i];
+      const current = next!;
+      next = i + 1 < todo.length ? loader.load(todo[i + 1].dir) : null;
+      next?.catch(() => {}); // reported when its turn comes
+      let result: StudyResult;
+      try {
+        result = await processStudy(ref, current, { seg, cls, segSize, o });
+      } catch (e) {
+        result = { uid: ref.uid, ok: false, error: (e as Error).message };
+        failed.push({ uid: ref.uid, error: result.error! });
+      }
+      await Deno.writeTextFile(jsonl, JSON.stringify(result) + "\n", { append: true });
+      done.set(ref.uid, result);
+      const sec = (performance.now() - t0) / 1000, per = sec / (i + 1);
+      progress.update(
+        `infer ${i + 1}/${todo.length} studies, ${per.toFixed(1)} s/study, ETA ${
+          duration(per * (todo.length - i - 1))
+        }` +
+          (failed.length ? `, ${failed.length} failed` : ""),
+        true,
+      );
+    }
+  } finally {
+    progress.done();
+    loader.close();
+    for (const m of [...seg, ...cls]) m.model.dispose();
+    device.destroy();
+  }
+  const ok = [...done.values()].filter((r) => r.ok && r.probabilities);
+  const preds = new Map(ok.map((r) => [r.uid, r.probabilities!]));
+  await writeSubmission(`${o.out}/submission.csv`, preds);
+  if (o.report) {
+    const rows = [...done.values()].map((r) => ({
+      uid: r.uid,
+      ok: r.ok,
+      error: r.error,
+      probabilities: r.probabilities ?? null,
+      reportPath: r.ok ? `${r.uid}/report.html` : undefined,
+    }));
+    await writeFileAtomic(`${o.out}/index.html`, new TextEncoder().encode(indexHtml(rows)), "index");
+  }
+  let score: number | undefined;
+  if (o.truth && !preds.size) console.log(`infer: no study was predicted, nothing to score`);
+  else if (o.truth) {
+    const rows = await readTrainCsv(o.truth);
+    const truth = new Map(rows.map((r) => [r.uid, r.labels]));
+    const missing = [...preds.keys()].filter((u) => !truth.has(u));
+    if (missing.length) {
+      throw new Error(`${o.truth}: no labels for ${missing.length} studies (e.g. ${missing[0]})`);
+    }
+    const s = competitionScore(preds, new Map([...preds.keys()].map((u) => [u, truth.get(u)!])));
+    score = s.score;
+    await writeFileAtomic(`${o.out}/score.json`, new TextEncoder().encode(JSON.stringify(s, null, 2) + "\n"));
+    console.log(`infer: competition score ${s.score.toFixed(4)} over ${s.studies} studies (lower is better)`);
+  }
+  console.log(
+    `infer: ${ok.length} studies -> ${o.out}/submission.csv, predictions.jsonl` +
+      (o.report ? `, index.html and <uid>/report.html` : "") + (o.nifti ? `, <uid>/vertebrae.nii.gz` : ""),
+  );
+  return { total: studies.length, failed, score };
+}
+
+async function processStudy(
+  ref: StudyRef,
+  loading: Promise<InMemoryStudy>,
+  c: { seg: Member[]; cls: Member[]; segSize: number; o: InferOptions },
+): Promise<StudyResult> {
+  const t: Record<string, number> = {};
+  let t0 = performance.now();
+  const lap = (k: string) => {
+    const now = performance.now();
+    t[k] = (now - t0) / 1000;
+    t0 = now;
+  };
+  const study = await loading;
+  lap("read+preprocess (waited)");
+  const h = study.header;
+  const [Z] = h.cubes.image_256!;
+  const z2 = Math.ceil(Z / 2), n = 256 * 256;
+  const sub = new Float32Array(z2 * n);
+  for (let k = 0; k < z2; k++) {
+    const s = study.image_256.subarray(2 * k * n, (2 * k + 1) * n);
+    for (let i = 0; i < n; i++) sub[k * n + i] = s[i];
+  }
+  const pred = await predictVolume(c.seg.map((m) => m.model as never), { data: sub, shape: [z2, 256, 256] }, {
+    mean: h.mean2,
+    std: h.std2,
+    window: c.o.window,
+    overlap: c.o.overlap,
+    padMultiple: 32,
+    size: c.segSize,
+  });
+  lap("segment");
+  const meta = computeMeta(pred.labels, [z2, 256, 256], { mean: h.mean, std: h.std });
+  lap("metadata");
+  const r = await classifyStudy(c.cls, study, pred.labels, meta, c.o.tta);
+  lap("classify");
+  const dir = `${c.o.out}/${ref.uid}`;
+  await Deno.mkdir(dir, { recursive: true });
+  if (c.o.nifti) await writeNifti(`${dir}/vertebrae.nii.gz`, labelsToNifti(pred.labels, study));
+  if (c.o.report) {
+    const html = await studyReportHtml({
+      uid: ref.uid,
+      image: {
+        data: study.image_256,
+        shape: [Z, 256, 256],
+        slope: h.units === "hu" ? 1 : h.rescale.slope,
+        intercept: h.units === "hu" ? 0 : h.rescale.intercept,
+        // The 256 cube's voxel size: the series' in-plane spacing scaled by its size / 256.
+        spacing: [
+          h.spacing[0],
+          (h.spacing[1] * study.geometry.shape[1]) / 256,
+          (h.spacing[2] * study.geometry.shape[2]) / 256,
+        ],
+      },
+      labels: { data: pred.labels, shape: [z2, 256, 256] },
+      meta,
+      crops: r.crops,
+      probabilities: r.probabilities,
+      timings: Object.fromEntries(Object.entries(t).map(([k, v]) => [k, v * 1000])),
+    });
+    await writeFileAtomic(`${dir}/report.html`, new TextEncoder().encode(html), "report");
+  }
+  lap("write");
+  const vertebrae: StudyResult["vertebrae"] = {};
+  for (const [k, [box, area]] of Object.entries(meta.boxes)) vertebrae[k] = { box, voxels: area };
+  return { uid: ref.uid, ok: true, probabilities: r.probabilities, vertebrae, timings: t };
+}
