@@ -91,11 +91,12 @@ export async function classifyStudy(
     probs.forEach((p, j) => (sum[j] += p / members.length));
     if (!crops.length) {
       const per = item.input.length / k;
+      // The report shows one crop per vertebra (a vertebra longer than D slices has two).
       crops = item.vertebrae.map((vert, i) => ({
         vertebra: vert,
         crop: meta.boxes[String(vert)] ? item.input.subarray(i * per, (i + 1) * per) : null,
         shape: item.shape.slice(1) as [number, number, number, number],
-      }));
+      })).filter((c, i, all) => all.findIndex((d) => d.vertebra === c.vertebra) === i);
     }
   }
   return { probabilities: sum, crops };
