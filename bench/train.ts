@@ -1,33 +1,50 @@
 /**
- * Training throughput of the segmentation stage: a few optimizer steps of a preset through the real harness
- * (loader Workers reading the phantom cache, augmentation, AdamW, checkpoints off), printing samples/s after
- * the first (compiling) step and the share of time the device waited for data.
+ * Training throughput of a stage: a few optimizer steps of a preset through the real harness (loader
+ * Workers reading the phantom cache, augmentation, AdamW, checkpoints off), printing samples/s after the
+ * first (compiling) step and the share of time the device waited for data. The classifier stage needs the
+ * phantoms' predicted masks (`deno task train predict-seg`, or `train all`).
  *
- *   deno task bench:train [--preset tiny|seed] [--steps N] [--batch B] [--workers N]
+ *   deno task bench:train [--stage seg|cls] [--preset tiny|seed] [--steps N] [--batch B] [--workers N]
  */
 import { openDevice } from "../mod.ts";
 import { parseFlags } from "../train/args.ts";
 import { RunFolder } from "../train/run_folder.ts";
 import { train } from "../train/trainer.ts";
-import { SEG_PRESETS } from "../train/presets.ts";
+import { CLS_SEED, CLS_TINY, type ClsConfig, SEG_PRESETS, type SegConfig } from "../train/presets.ts";
 import { buildSegModel, segStudies, segTask } from "../train/seg.ts";
-import { ensureCache } from "../train/dataset.ts";
+import { buildClsModel, clsStudies, clsTask } from "../train/cls.ts";
+import { ensureCache, PHANTOMS } from "../train/dataset.ts";
+import type { TrainTask } from "../train/trainer.ts";
 
 const f = parseFlags(Deno.args, {
+  stage: { type: "string", default: "seg", help: "" },
   preset: { type: "string", default: "tiny", help: "" },
   steps: { type: "number", default: 6, help: "" },
   batch: { type: "number", help: "" },
   workers: { type: "number", default: 2, help: "" },
 });
-const c = { ...SEG_PRESETS[f.preset as string] };
-if (f.batch) c.batch = f.batch as number;
 const { cache } = await ensureCache({ workers: 2 });
-const studies = await segStudies(cache);
 const device = await openDevice();
-const model = buildSegModel(device, c);
 const dir = await Deno.makeTempDir({ prefix: "csn-bench-train-" });
 const run = await RunFolder.open(dir, {}, false);
-const task = segTask({ device, model, cache, train: studies, val: [], config: c });
+let c: SegConfig | ClsConfig, task: TrainTask<never>, model: { dispose(): void }, what: string;
+if (f.stage === "cls") {
+  const cc: ClsConfig = { ...(f.preset === "seed" ? CLS_SEED.ir : CLS_TINY) };
+  if (f.batch) cc.batch = f.batch as number;
+  const { studies } = await clsStudies(cache, `${PHANTOMS.dir}/train.csv`);
+  const m = buildClsModel(device, cc);
+  task = clsTask({ device, model: m, cache, train: studies, val: [], config: cc }) as TrainTask<never>;
+  model = m, c = cc;
+  what = `cls ${cc.encoder} width ${cc.baseChannels}, 3x${cc.crop[0]}x${cc.crop[1]}x${cc.crop[1]}`;
+} else {
+  const sc: SegConfig = { ...SEG_PRESETS[f.preset as string] };
+  if (f.batch) sc.batch = f.batch as number;
+  const studies = await segStudies(cache);
+  const m = buildSegModel(device, sc);
+  task = segTask({ device, model: m, cache, train: studies, val: [], config: sc }) as TrainTask<never>;
+  model = m, c = sc;
+  what = `seg ${sc.encoder} width ${sc.baseChannels}, ${sc.slices}x${sc.size}x${sc.size}`;
+}
 const steps = f.steps as number;
 const saveEvery = 1e9;
 const t0 = performance.now();
@@ -59,7 +76,7 @@ const warm = recs.slice(1);
 const rate = warm.length ? warm.length / warm.reduce((s, r) => s + 1 / r.samplesPerSec, 0) : NaN;
 const wait = warm.length ? warm.reduce((s, r) => s + r.dataWait, 0) / warm.length : NaN;
 console.log(
-  `seg training, preset ${f.preset} (${c.encoder} width ${c.baseChannels}, ${c.slices}x${c.size}x${c.size}, batch ${c.batch}) ` +
+  `${what} training, preset ${f.preset}, batch ${c.batch}, ` +
     `on ${device.info.description}: ${rate.toFixed(3)} samples/s (${
       (c.batch / rate).toFixed(2)
     } s/step) over steps 2..${recs.length}, ` +

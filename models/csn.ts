@@ -39,6 +39,8 @@ export class ConvModule extends Module {
         padding: o.padding,
         groups: o.groups,
         bias: false,
+        // From scratch the seed's backbone keeps PyTorch's default init (its pretrained weights replace it).
+        init: "torch",
       }),
     );
     this.bn = this.registerModule("bn", new BatchNorm3d(cout, { device: o.device, eps: 1e-3 }));

@@ -164,7 +164,8 @@ export class CSNUNet extends Module {
     );
     this.final = this.registerModule(
       "final",
-      new Conv3d(o.lastChannels ?? 32, o.numClasses ?? 8, 1, { device: o.device }),
+      // The seed's `final` is a plain nn.Conv3d: PyTorch's default init (only decoder blocks get Kaiming).
+      new Conv3d(o.lastChannels ?? 32, o.numClasses ?? 8, 1, { device: o.device, init: "torch" }),
     );
   }
   forward(x: Tensor): Tensor {

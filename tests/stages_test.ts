@@ -54,7 +54,9 @@ Deno.test("data errors before any work: missing or empty cache, no masks, empty 
   if (masked === 0) throw new Error("fixture needs a study with a mask");
   await writeFoldsCsv(
     `${tmp}/cache/seg_folds.csv`,
-    new Map([...Deno.readDirSync(`${tmp}/data/segmentations`)].map((e, i) => [e.name.replace(".nii", ""), i % 2])),
+    new Map(
+      [...Deno.readDirSync(`${tmp}/data/segmentations`)].map((e, i) => [e.name.replace(".nii", ""), i % 2]),
+    ),
   );
   expect(
     await train("seg", "--cache", `${tmp}/cache`, "--fold", "3"),

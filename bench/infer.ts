@@ -1,0 +1,105 @@
+/**
+ * Seconds per study of `deno task infer` and the share of each step (read + preprocess, segment, metadata,
+ * classify, write), for a preset's models with random weights (speed does not depend on the weights):
+ *
+ *   deno task bench:infer [--preset tiny|seed] [--slices 300] [--size 512] [--studies 2]
+ *
+ * `seed` = the ir-CSN-50 UNet + one ir-CSN-152 classifier on 3x40x256x256 crops; the study is a phantom
+ * resampled to `--slices` slices of `--size`^2 (the default: a 300-slice 512x512 study, minutes on lavapipe).
+ */
+import { models, nn, openDevice } from "../mod.ts";
+import { saveCheckpoint } from "../io/files.ts";
+import { phantomStudy } from "../data/synth.ts";
+import { writeCtSlice } from "../data/dicom_write.ts";
+import { parseFlags } from "../train/args.ts";
+import { runInference } from "../infer/pipeline.ts";
+import { CLS_SEED, CLS_TINY, SEG_SEED, SEG_TINY } from "../train/presets.ts";
+import { buildSegModel, segModelConfig } from "../train/seg.ts";
+import { clsModelConfig } from "../train/cls.ts";
+
+const f = parseFlags(Deno.args, {
+  preset: { type: "string", default: "seed", help: "" },
+  slices: { type: "number", default: 300, help: "" },
+  size: { type: "number", default: 512, help: "" },
+  studies: { type: "number", default: 2, help: "" },
+});
+const tmp = await Deno.makeTempDir({ prefix: "csn-bench-infer-" });
+const seed = f.preset === "seed";
+const segC = seed ? SEG_SEED : SEG_TINY, clsC = seed ? CLS_SEED.ir : CLS_TINY;
+const device = await openDevice();
+nn.seedInit(1);
+const seg = buildSegModel(device, segC);
+await saveCheckpoint(`${tmp}/seg.safetensors`, seg.stateDict(), { config: { model: segModelConfig(segC) } });
+seg.dispose();
+const cls = new models.CSNClassifier({
+  device,
+  encoder: clsC.encoder,
+  baseChannels: clsC.baseChannels,
+  numClasses: 8,
+});
+await saveCheckpoint(`${tmp}/cls.safetensors`, cls.stateDict(), { config: { model: clsModelConfig(clsC) } });
+cls.dispose();
+device.destroy();
+
+// Phantom studies resampled (nearest) to the requested size.
+const Zt = f.slices as number, S = f.size as number;
+for (let s = 0; s < (f.studies as number); s++) {
+  const st = phantomStudy(100 + s, S);
+  const [Z, Y, X] = st.shape;
+  const dir = `${tmp}/data/test_images/bench-${s}`;
+  await Deno.mkdir(dir, { recursive: true });
+  const dz = (st.spacing[0] * Z) / Zt;
+  for (let z = 0; z < Zt; z++) {
+    const src = Math.min(Z - 1, Math.floor((z * Z) / Zt));
+    await Deno.writeFile(
+      `${dir}/${z + 1}.dcm`,
+      writeCtSlice({
+        studyUid: `1.2.3.${s}`,
+        seriesUid: `1.2.3.${s}.1`,
+        sopUid: `1.2.3.${s}.1.${z + 1}`,
+        patientId: `bench-${s}`,
+        instanceNumber: z + 1,
+        position: [0, 0, -z * dz],
+        orientation: [1, 0, 0, 0, 1, 0],
+        pixelSpacing: [st.spacing[1], st.spacing[2]],
+        sliceThickness: dz,
+        rows: Y,
+        cols: X,
+        pixels: st.hu.slice(src * Y * X, (src + 1) * Y * X),
+        rescaleIntercept: 0,
+        rescaleSlope: 1,
+      }),
+    );
+  }
+}
+const t0 = performance.now();
+await runInference({
+  data: `${tmp}/data`,
+  weights: `${tmp}/seg.safetensors,${tmp}/cls.safetensors`,
+  out: `${tmp}/out`,
+  tta: "none",
+  resume: false,
+  window: 384,
+  overlap: 128,
+  report: true,
+  nifti: true,
+});
+const total = (performance.now() - t0) / 1000;
+const lines = (await Deno.readTextFile(`${tmp}/out/predictions.jsonl`)).trim().split("\n").map((l) =>
+  JSON.parse(l)
+);
+const steps: Record<string, number> = {};
+for (const l of lines) {
+  for (const [k, v] of Object.entries(l.timings ?? {})) steps[k] = (steps[k] ?? 0) + (v as number);
+}
+const per = Object.values(steps).reduce((a, b) => a + b, 0) / lines.length;
+console.log(
+  `infer, preset ${f.preset} (${segC.encoder} UNet at ${segC.size} + ${clsC.encoder} on 3x${clsC.crop[0]}x${
+    clsC.crop[1]
+  }^2), ` +
+    `${lines.length} studies of ${Zt}x${S}x${S}: ${per.toFixed(1)} s/study (wall ${
+      (total / lines.length).toFixed(1)
+    } s/study); ` +
+    Object.entries(steps).map(([k, v]) => `${k} ${(100 * v / (per * lines.length)).toFixed(0)}%`).join(", "),
+);
+await Deno.remove(tmp, { recursive: true });
