@@ -26,17 +26,18 @@ const FLAGS: Record<string, FlagSpec> = {
   "no-nifti": { type: "boolean", default: false, help: "skip vertebrae.nii.gz masks" },
 };
 
-if (import.meta.main) {
+/** Runs the command line; returns the exit code (set as `Deno.exitCode`, see train/cli.ts). */
+export async function main(args: string[]): Promise<number> {
   let f: Flags;
   try {
-    f = parseFlags(Deno.args, FLAGS);
+    f = parseFlags(args, FLAGS);
   } catch (e) {
     console.error(`infer: ${(e as Error).message}`);
-    Deno.exit(2);
+    return 2;
   }
   if (f.help) {
     console.log(usage("deno task infer: CT studies -> fracture probabilities, masks and reports", FLAGS));
-    Deno.exit(0);
+    return 0;
   }
   try {
     if (!f.weights) throw new UsageError("--weights is required");
@@ -60,10 +61,13 @@ if (import.meta.main) {
     if (r.failed.length) {
       console.error(`infer: ${r.failed.length} of ${r.total} studies failed:`);
       for (const x of r.failed) console.error(`  ${x.uid}: ${x.error}`);
-      Deno.exit(1);
+      return 1;
     }
+    return 0;
   } catch (e) {
     console.error(`infer: ${e instanceof UsageError ? "" : "error: "}${(e as Error).message}`);
-    Deno.exit(e instanceof UsageError ? 2 : 1);
+    return e instanceof UsageError ? 2 : 1;
   }
 }
+
+if (import.meta.main) Deno.exitCode = await main(Deno.args);

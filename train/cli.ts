@@ -132,8 +132,13 @@ const STAGES: Record<
   all: { help: "the whole training pipeline, resumable stage by stage", flags: ALL_FLAGS, run: runAll },
 };
 
-if (import.meta.main) {
-  const [stage, ...rest] = Deno.args;
+/**
+ * Runs the command line; returns the exit code. Errors end the process through `Deno.exitCode` rather than
+ * `Deno.exit()`, so that the WebGPU device is torn down before the process exits (an immediate exit right
+ * after destroying a lavapipe device has crashed in native teardown).
+ */
+export async function main(args: string[]): Promise<number> {
+  const [stage, ...rest] = args;
   const st = STAGES[stage];
   if (!st) {
     console.log(
@@ -141,27 +146,30 @@ if (import.meta.main) {
         Object.entries(STAGES).map(([k, s]) => `  ${k.padEnd(12)} ${s.help}`).join("\n")
       }\n\n'deno task train <stage> --help' lists a stage's flags.`,
     );
-    Deno.exit(stage && stage !== "--help" ? 2 : 0);
+    return stage && stage !== "--help" ? 2 : 0;
   }
   let flags: Flags;
   try {
     flags = parseFlags(rest, st.flags);
   } catch (e) {
     console.error(`train ${stage}: ${(e as Error).message}`);
-    Deno.exit(2);
+    return 2;
   }
   if (flags.help) {
     console.log(usage(`deno task train ${stage}: ${st.help}`, st.flags));
-    Deno.exit(0);
+    return 0;
   }
   try {
     await st.run(flags);
+    return 0;
   } catch (e) {
     if (e instanceof Interrupted) {
       console.error(`train ${stage}: ${e.message}`);
-      Deno.exit(e.signal === "SIGTERM" ? 143 : 130);
+      return e.signal === "SIGTERM" ? 143 : 130;
     }
     console.error(`train ${stage}: ${e instanceof UsageError ? "" : "error: "}${(e as Error).message}`);
-    Deno.exit(e instanceof UsageError ? 2 : 1);
+    return e instanceof UsageError ? 2 : 1;
   }
 }
+
+if (import.meta.main) Deno.exitCode = await main(Deno.args);

@@ -50,4 +50,4 @@ console.log(
     r.score?.toFixed(4)
   } (lower is better); open out/infer/index.html for the reports, out/infer/<uid>/vertebrae.nii.gz for the masks`,
 );
-if (r.failed.length) Deno.exit(1);
+if (r.failed.length) Deno.exitCode = 1;
