@@ -246,6 +246,18 @@ export function launch1d(spec: Launch1dSpec): void {
   });
 }
 
+/** Batch, channels and the input / output spatial sizes of a 3-D op (convolutions, pooling). */
+export interface Geo3d {
+  N: number;
+  C: number;
+  D: number;
+  H: number;
+  W: number;
+  OD: number;
+  OH: number;
+  OW: number;
+}
+
 /** Row-major strides of a shape. */
 export function stridesOf(shape: readonly number[]): number[] {
   const s = new Array(shape.length);

@@ -5,7 +5,7 @@
  */
 import { Tensor } from "../core/tensor.ts";
 import { record } from "../core/autograd.ts";
-import { f, launch1d, u } from "./codegen.ts";
+import { f, type Geo3d, launch1d, u } from "./codegen.ts";
 import { type Triple, triple } from "./conv/mod.ts";
 import { argmax, mean } from "./reduce.ts";
 
@@ -78,15 +78,7 @@ function maxPoolBackward(
   op: string,
   gy: Tensor,
   idx: Tensor,
-  g: {
-    N: number;
-    C: number;
-    D: number;
-    H: number;
-    W: number;
-    OD: number;
-    OH: number;
-    OW: number;
+  g: Geo3d & {
     K: number[];
     St: number[];
     P: number[];

@@ -11,23 +11,15 @@
  * masked, so control flow stays uniform.
  */
 import type { Tensor } from "../../core/tensor.ts";
-import { type Arg, launch, u } from "../codegen.ts";
+import { type Arg, type Geo3d, launch, u } from "../codegen.ts";
 import { map } from "../elementwise/map.ts";
 
 /** Validated geometry of one convolution. */
-export interface Geo {
-  N: number;
-  C: number;
+export interface Geo extends Geo3d {
   O: number;
   G: number;
   CG: number;
   OG: number;
-  D: number;
-  H: number;
-  W: number;
-  OD: number;
-  OH: number;
-  OW: number;
   K: [number, number, number];
   S: [number, number, number];
   P: [number, number, number];
