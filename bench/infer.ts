@@ -73,7 +73,7 @@ for (let s = 0; s < (f.studies as number); s++) {
   }
 }
 const t0 = performance.now();
-await runInference({
+const res = await runInference({
   data: `${tmp}/data`,
   weights: `${tmp}/seg.safetensors,${tmp}/cls.safetensors`,
   out: `${tmp}/out`,
@@ -85,6 +85,7 @@ await runInference({
   nifti: true,
 });
 const total = (performance.now() - t0) / 1000;
+for (const x of res.failed) console.log(`bench:infer: study ${x.uid} failed: ${x.error}`);
 const lines = (await Deno.readTextFile(`${tmp}/out/predictions.jsonl`)).trim().split("\n").map((l) =>
   JSON.parse(l)
 );

@@ -10,7 +10,7 @@
  * `<uid>/report.html` and index.html. A failing study is reported with its reason and the others go on;
  * `resume` skips studies already written.
  */
-import { noGrad, openDevice, tensor, tidy } from "../mod.ts";
+import { type nn, noGrad, openDevice, tensor, tidy } from "../mod.ts";
 import { writeFileAtomic } from "../io/files.ts";
 import { readTrainCsv } from "../data/rsna.ts";
 import { findStudies, type StudyRef } from "./discover.ts";
@@ -63,6 +63,36 @@ export function flipLastAxis(x: Float32Array, width: number): Float32Array {
   return out;
 }
 
+/**
+ * Classifier logits [k, numClasses] of a stack of crops [k, 3, D, S, S], run a few crops at a time so that
+ * the largest activation (the stem's 64 x D x S/2 x S/2 per crop) stays near 128 Mi elements whatever k is:
+ * a study's 7+ seed-size crops at once would need tensors of several GiB.
+ */
+export async function classifyCrops(
+  model: nn.Module,
+  input: Float32Array,
+  shape: number[],
+): Promise<Float32Array> {
+  const [k, C, D, H, W] = shape;
+  const per = C * D * H * W;
+  const chunk = Math.max(1, Math.floor(2 ** 27 / (64 * D * Math.ceil(H / 2) * Math.ceil(W / 2))));
+  const device = model.parameters()[0].device;
+  const parts: Float32Array[] = [];
+  for (let i = 0; i < k; i += chunk) {
+    const n = Math.min(chunk, k - i);
+    parts.push(
+      await tidy(async () => {
+        const x = tensor(input.subarray(i * per, (i + n) * per), [n, C, D, H, W], { device });
+        return (await noGrad(() => model.forward(x)).toArray()) as Float32Array;
+      }),
+    );
+  }
+  const out = new Float32Array(parts.reduce((a, p) => a + p.length, 0));
+  let o = 0;
+  for (const p of parts) out.set(p, o), (o += p.length);
+  return out;
+}
+
 /** The classifier ensemble's probabilities for one study: mean over members of each member's aggregate. */
 export async function classifyStudy(
   members: Member[],
@@ -80,12 +110,7 @@ export async function classifyStudy(
     const views = tta === "flip" ? [item.input, flipLastAxis(item.input, S)] : [item.input];
     const probs = new Array(8).fill(0);
     for (const v of views) {
-      const logits = await tidy(async () => {
-        const y = noGrad(() =>
-          m.model.forward(tensor(v, item.shape, { device: m.model.parameters()[0].device }))
-        );
-        return (await y.toArray()) as Float32Array;
-      });
+      const logits = await classifyCrops(m.model, v, item.shape);
       aggregateStudy(logits, k).forEach((p, j) => (probs[j] += p / views.length));
     }
     probs.forEach((p, j) => (sum[j] += p / members.length));

@@ -4,11 +4,12 @@
  * (one crop per vertebra, per-output max over crops, clipped) with the competition metric (lower is
  * better); and the folds file the stage shares with inference.
  */
-import { type Device, F, models, noGrad, tensor, tidy } from "../mod.ts";
+import { type Device, F, models, tensor } from "../mod.ts";
 import { makeFolds, readFoldsCsv, readTrainCsv, writeFoldsCsv } from "../data/rsna.ts";
 import { listCached } from "../data/cache.ts";
 import { readSegMetaFile } from "../infer/meta.ts";
 import { aggregateStudy, competitionScore } from "../infer/metric.ts";
+import { classifyCrops } from "../infer/pipeline.ts";
 import { type ClsStudy, drawClsTrainSpec, weightedSampler } from "../infer/crops.ts";
 import { readClsStudy, readClsValItem } from "../infer/crops/read.ts";
 import type { TrainTask } from "./trainer.ts";
@@ -128,10 +129,7 @@ export function clsTask(o: {
       for (const [i, s] of o.val.entries()) {
         const item = await readClsValItem(o.cache, s, data);
         const k = item.shape[0];
-        const logits = await tidy(async () => {
-          const out = noGrad(() => o.model.forward(tensor(item.input, item.shape, { device: o.device })));
-          return (await out.toArray()) as Float32Array;
-        });
+        const logits = await classifyCrops(o.model, item.input, item.shape);
         pred.set(s.uid, aggregateStudy(logits, k));
         truth.set(s.uid, Array.from(item.labels));
         progress.update(`cls validation ${i + 1}/${o.val.length} studies`);
