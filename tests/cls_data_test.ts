@@ -26,7 +26,7 @@ import { applyPlan } from "../data/augment.ts";
 import type { CacheHeader } from "../data/cache.ts";
 import { computeMeta, type StudyMeta, writeSegPrediction } from "../infer/meta.ts";
 import { mulberry32 } from "../core/random.ts";
-import { assertRejectsWith } from "./helpers.ts";
+import { assertRejectsWith, assertThrows } from "./helpers.ts";
 
 function eq(a: unknown, b: unknown, what: string): void {
   const sa = JSON.stringify(a), sb = JSON.stringify(b);
@@ -40,17 +40,6 @@ function eqArrays(a: ArrayLike<number>, b: ArrayLike<number>, what: string, tol 
       throw new Error(`${what}: element ${i}: ${a[i]} != expected ${b[i]}`);
     }
   }
-}
-
-function assertThrows(f: () => unknown, ...parts: string[]): void {
-  try {
-    f();
-  } catch (e) {
-    const m = (e as Error).message;
-    for (const s of parts) if (!m.includes(s)) throw new Error(`"${m}" lacks "${s}"`);
-    return;
-  }
-  throw new Error(`no error (${parts.join(", ")})`);
 }
 
 /** A scripted generator: the given values, then `rest` forever. */

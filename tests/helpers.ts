@@ -105,3 +105,27 @@ export async function assertRejectsWith(p: Promise<unknown>, ...parts: string[])
   }
   throw new Error(`no error (${parts.join(", ")})`);
 }
+
+/** Throws unless `f` throws synchronously with a message containing every part. */
+export function assertThrows(f: () => unknown, ...parts: string[]): void {
+  try {
+    f();
+  } catch (e) {
+    const m = (e as Error).message;
+    for (const s of parts) if (!m.includes(s)) throw new Error(`"${m}" lacks "${s}"`);
+    return;
+  }
+  throw new Error(`no error (${parts.join(", ")})`);
+}
+
+/** Runs a Python fixture script of tests/ with `req` as JSON on stdin; returns its JSON stdout. */
+export async function pyFixture(script: string, req: unknown): Promise<any> {
+  const path = new URL(`./${script}`, import.meta.url).pathname;
+  const p = new Deno.Command(PY, { args: [path], stdin: "piped", stdout: "piped", stderr: "piped" }).spawn();
+  const w = p.stdin.getWriter();
+  await w.write(new TextEncoder().encode(JSON.stringify(req)));
+  await w.close();
+  const o = await p.output();
+  if (!o.success) throw new Error(`${script} failed:\n${new TextDecoder().decode(o.stderr)}`);
+  return JSON.parse(new TextDecoder().decode(o.stdout));
+}

@@ -22,21 +22,7 @@ import {
   writeSegPrediction,
 } from "../infer/mod.ts";
 import { resampleSlices } from "../infer/resample.ts";
-import { assertRejectsWith, prng } from "./helpers.ts";
-
-const PY = Deno.env.get("CSN_PYTHON") ?? "/usr/bin/python3";
-const FIXTURES = new URL("./infer_fixtures.py", import.meta.url).pathname;
-
-async function numpyRef(req: unknown): Promise<any> {
-  const p = new Deno.Command(PY, { args: [FIXTURES], stdin: "piped", stdout: "piped", stderr: "piped" })
-    .spawn();
-  const w = p.stdin.getWriter();
-  await w.write(new TextEncoder().encode(JSON.stringify(req)));
-  await w.close();
-  const o = await p.output();
-  if (!o.success) throw new Error(`infer_fixtures.py failed:\n${new TextDecoder().decode(o.stderr)}`);
-  return JSON.parse(new TextDecoder().decode(o.stdout));
-}
+import { assertRejectsWith, prng, pyFixture } from "./helpers.ts";
 
 function assertEqualArrays(a: ArrayLike<number>, b: ArrayLike<number>, what: string): void {
   if (a.length !== b.length) throw new Error(`${what}: length ${a.length} != ${b.length}`);
@@ -376,7 +362,7 @@ Deno.test("computeMeta and DiceMeter match numpy", async () => {
     let k = 0;
     for (let i = 0; i < n; i++) if (st.truth[i] === 6 && k++ >= 10) st.truth[i] = 0;
   }
-  const ref = await numpyRef({
+  const ref = await pyFixture("infer_fixtures.py", {
     meta: vols.map((v, i) => ({ labels: Array.from(v), shape: shapes[i] })),
     dice: [
       { studies: studies.map((s) => ({ above: Array.from(s.above), truth: Array.from(s.truth) })) },

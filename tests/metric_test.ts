@@ -6,32 +6,7 @@
  */
 import { aggregateStudy, competitionScore, LOG_EPS, targetWeight } from "../infer/metric.ts";
 import { TARGETS } from "../data/rsna.ts";
-import { assertClose, prng } from "./helpers.ts";
-
-const PY = Deno.env.get("CSN_PYTHON") ?? "/usr/bin/python3";
-const FIXTURES = new URL("./metric_fixtures.py", import.meta.url).pathname;
-
-async function numpyRef(req: unknown): Promise<any> {
-  const p = new Deno.Command(PY, { args: [FIXTURES], stdin: "piped", stdout: "piped", stderr: "piped" })
-    .spawn();
-  const w = p.stdin.getWriter();
-  await w.write(new TextEncoder().encode(JSON.stringify(req)));
-  await w.close();
-  const o = await p.output();
-  if (!o.success) throw new Error(`metric_fixtures.py failed:\n${new TextDecoder().decode(o.stderr)}`);
-  return JSON.parse(new TextDecoder().decode(o.stdout));
-}
-
-function assertThrows(f: () => unknown, ...parts: string[]): void {
-  try {
-    f();
-  } catch (e) {
-    const m = (e as Error).message;
-    for (const s of parts) if (!m.includes(s)) throw new Error(`"${m}" lacks "${s}"`);
-    return;
-  }
-  throw new Error(`no error (${parts.join(", ")})`);
-}
+import { assertClose, assertThrows, prng, pyFixture } from "./helpers.ts";
 
 type Study = { pred: number[][]; truth: number[][] };
 
@@ -75,7 +50,7 @@ Deno.test("metric: aggregateStudy and competitionScore match numpy", async () =>
     { pred: [[0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8]], truth: [[0, 0, 0, 0, 0, 0, 0, 0]] },
     { pred: [[0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8]], truth: [[1, 1, 1, 1, 1, 1, 1, 1]] },
   ];
-  const ref = await numpyRef({ aggregate: agg, score: scores });
+  const ref = await pyFixture("metric_fixtures.py", { aggregate: agg, score: scores });
   agg.forEach((c, i) => {
     const got = aggregateStudy(Float32Array.from(c.logits.flat()), c.logits.length);
     // f32 logits in, f64 numpy on the same f32 values: compare tightly.

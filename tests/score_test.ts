@@ -7,18 +7,7 @@
 import { parseSubmission, readSubmission, scoreSubmission, writeSubmission } from "../infer/score.ts";
 import { competitionScore } from "../infer/metric.ts";
 import { rowIds, TARGETS } from "../data/rsna.ts";
-import { assertClose, assertRejectsWith, prng } from "./helpers.ts";
-
-function assertThrows(f: () => unknown, ...parts: string[]): void {
-  try {
-    f();
-  } catch (e) {
-    const m = (e as Error).message;
-    for (const s of parts) if (!m.includes(s)) throw new Error(`"${m}" lacks "${s}"`);
-    return;
-  }
-  throw new Error(`no error (${parts.join(", ")})`);
-}
+import { assertClose, assertRejectsWith, assertThrows, prng } from "./helpers.ts";
 
 const TRUTH = [
   "StudyInstanceUID,patient_overall,C1,C2,C3,C4,C5,C6,C7",

@@ -4,24 +4,7 @@
  */
 import { buildSegSample, segWindowStart } from "../train/seg_data.ts";
 import { resampleSlices } from "../infer/resample.ts";
-import { assertClose, prng } from "./helpers.ts";
-
-const PY = Deno.env.get("CSN_PYTHON") ?? "/usr/bin/python3";
-
-async function fixture(req: unknown): Promise<any> {
-  const p = new Deno.Command(PY, {
-    args: [new URL("./seg_data_fixtures.py", import.meta.url).pathname],
-    stdin: "piped",
-    stdout: "piped",
-    stderr: "piped",
-  }).spawn();
-  const w = p.stdin.getWriter();
-  await w.write(new TextEncoder().encode(JSON.stringify(req)));
-  await w.close();
-  const o = await p.output();
-  if (!o.success) throw new Error(`seg_data_fixtures.py failed:\n${new TextDecoder().decode(o.stderr)}`);
-  return JSON.parse(new TextDecoder().decode(o.stdout));
-}
+import { assertClose, prng, pyFixture } from "./helpers.ts";
 
 Deno.test("window starts: uniform over [0, Z - slices - 1], 0 when the study fits", () => {
   const r = prng(3);
@@ -51,7 +34,7 @@ Deno.test("samples: zero padding to the window and to 16, z-score with [::2] sta
       std: 456.25 + r(),
     };
   });
-  const ref = await fixture({
+  const ref = await pyFixture("seg_data_fixtures.py", {
     samples: specs.map((s) => ({
       window: s.window,
       mask: s.mask,
@@ -100,7 +83,7 @@ Deno.test("in-plane resampling equals OpenCV (INTER_AREA for integer factors, IN
       ? Uint8Array.from({ length: n }, () => Math.floor(r() * 8))
       : Float32Array.from({ length: n }, () => Math.fround(r() * 2000 - 500));
   });
-  const ref = await fixture({
+  const ref = await pyFixture("seg_data_fixtures.py", {
     samples: [],
     resize: cases.map((c, i) => ({ data: Array.from(data[i]), shape: c.shape, size: c.size, mode: c.mode })),
   });
