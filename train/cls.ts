@@ -13,24 +13,18 @@ import { classifyCrops } from "../infer/pipeline.ts";
 import { type ClsStudy, drawClsTrainSpec, weightedSampler } from "../infer/crops.ts";
 import { readClsStudy, readClsValItem } from "../infer/crops/read.ts";
 import type { TrainTask } from "./trainer.ts";
+import { buildModel, type ModelConfig } from "../infer/load.ts";
 import type { ClsConfig } from "./presets.ts";
 import type { Progress } from "./progress.ts";
 import type { ClsSample } from "../infer/crops.ts";
 
-/** Builds the classifier of a configuration. */
+/** Builds the classifier of a configuration, from the same model config that config.json stores. */
 export function buildClsModel(device: Device, c: ClsConfig): models.CSNClassifier {
-  return new models.CSNClassifier({
-    device,
-    encoder: c.encoder,
-    baseChannels: c.baseChannels,
-    numClasses: 8,
-    pool: "max",
-    dropout: c.dropout,
-  });
+  return buildModel(device, clsModelConfig(c)) as models.CSNClassifier;
 }
 
 /** Model options stored in config.json (how inference rebuilds the model). */
-export function clsModelConfig(c: ClsConfig): Record<string, unknown> {
+export function clsModelConfig(c: ClsConfig): ModelConfig {
   return {
     model: "CSNClassifier",
     encoder: c.encoder,

@@ -11,6 +11,7 @@ import { DiceMeter } from "../infer/dice.ts";
 import { predictVolume } from "../infer/segment.ts";
 import { type SegSample, segWindowStart } from "./seg_data.ts";
 import type { TrainTask } from "./trainer.ts";
+import { buildModel, type ModelConfig } from "../infer/load.ts";
 import type { SegConfig } from "./presets.ts";
 import type { Progress } from "./progress.ts";
 
@@ -23,16 +24,9 @@ export interface SegStudy {
   std2: number;
 }
 
-/** Builds the CSN-UNet of a configuration. */
+/** Builds the CSN-UNet of a configuration, from the same model config that config.json stores. */
 export function buildSegModel(device: Device, c: SegConfig): models.CSNUNet {
-  return new models.CSNUNet({
-    device,
-    encoder: c.encoder,
-    baseChannels: c.baseChannels,
-    decoderFilters: c.decoderFilters,
-    lastChannels: c.lastChannels,
-    numClasses: 8,
-  });
+  return buildModel(device, segModelConfig(c)) as models.CSNUNet;
 }
 
 /** The cached studies that have a mask, with their [::2] geometry and statistics. */
@@ -133,7 +127,7 @@ export function segTask(o: {
 }
 
 /** Model options stored in config.json, so a run folder says how to rebuild its model. */
-export function segModelConfig(c: SegConfig): Record<string, unknown> {
+export function segModelConfig(c: SegConfig): ModelConfig {
   return {
     model: "CSNUNet",
     encoder: c.encoder,

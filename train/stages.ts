@@ -18,6 +18,7 @@ import { ensureCache } from "./dataset.ts";
 import { listCached } from "../data/cache.ts";
 import { duration } from "./progress.ts";
 import { averageCheckpoints } from "./average.ts";
+import { writeFileAtomic } from "../io/files.ts";
 import { competitionScore } from "../infer/metric.ts";
 
 function positive(c: Record<string, unknown>, keys: string[]): void {
@@ -286,8 +287,8 @@ export async function runAverage(f: Flags): Promise<string> {
 
 /** Marks a run folder's stage as finished (what `train all` skips on a rerun). */
 async function markDone(dir: string, what: Record<string, unknown>): Promise<void> {
-  const run = await RunFolder.open(dir, JSON.parse(await Deno.readTextFile(`${dir}/config.json`)), true);
-  await run.writeText("done.json", JSON.stringify({ finished: new Date().toISOString(), ...what }) + "\n");
+  const text = JSON.stringify({ finished: new Date().toISOString(), ...what }) + "\n";
+  await writeFileAtomic(`${dir}/done.json`, new TextEncoder().encode(text), "done.json");
 }
 
 async function isDone(dir: string): Promise<boolean> {
