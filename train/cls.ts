@@ -4,7 +4,7 @@
  * (one crop per vertebra, per-output max over crops, clipped) with the competition metric (lower is
  * better); and the folds file the stage shares with inference.
  */
-import { type Device, F, models, tensor } from "../mod.ts";
+import { type Device, F, type models, tensor } from "../mod.ts";
 import { makeFolds, readFoldsCsv, readTrainCsv, writeFoldsCsv } from "../data/rsna.ts";
 import { listCached } from "../data/cache.ts";
 import { readSegMetaFile } from "../infer/meta.ts";
