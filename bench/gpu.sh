@@ -1,0 +1,74 @@
+#!/usr/bin/env bash
+# The GPU machine's benchmark, as one call of at most ~8 minutes (GPU_BUDGET_S, default 450 s):
+#
+#   bash scripts/gpu_pack.sh                 # here, once: .gpu/ = Deno, the Vulkan loader, the npm cache
+#   bash bench/gpu.sh [OUTDIR]               # there (device tool: carry .gpu, OUTDIR = $OUT)
+#
+# Runs, each in its own process under a time limit so that one stall cannot lose the others' figures:
+# adapter + measured peaks, kernel benches (GEMM, depthwise, stem, (2+1)D, pointwise, BN, AdamW), the seed's
+# stack on the same GPU (PyTorch eager + cuDNN, fp32 and AMP, when python3 has CUDA torch), one training step
+# of the ir-CSN-152 classifier (batch 16 per GPU, the seed's) and of the ir-CSN-50 UNet (batch 4), and the
+# seconds per study of the seed-configuration inference. Results: OUTDIR/gpu-results.jsonl (one JSON line
+# per figure) and OUTDIR/gpu.log (everything printed).
+set -u
+cd "$(dirname "$0")/.."
+OUTDIR=${1:-${OUT:-out/gpu}}
+mkdir -p "$OUTDIR"
+R="$OUTDIR/gpu-results.jsonl"
+LOG="$OUTDIR/gpu.log"
+BUDGET=${GPU_BUDGET_S:-450}
+T0=$(date +%s)
+export XDG_RUNTIME_DIR=/tmp DENO_NO_UPDATE_CHECK=1 NO_COLOR=1
+exec > >(tee -a "$LOG") 2>&1
+
+if ! command -v deno >/dev/null 2>&1; then
+  mkdir -p /tmp/csn-deno
+  if command -v xz >/dev/null 2>&1; then xz -dc .gpu/deno.xz > /tmp/csn-deno/deno
+  else python3 -c "import lzma,sys,shutil; shutil.copyfileobj(lzma.open('.gpu/deno.xz'), open('/tmp/csn-deno/deno','wb'))"; fi
+  chmod +x /tmp/csn-deno/deno
+  export PATH="/tmp/csn-deno:$PATH"
+fi
+if [ -d .gpu/denodir ]; then export DENO_DIR="$PWD/.gpu/denodir"; fi
+if ! ldconfig -p 2>/dev/null | grep -q libvulkan.so.1 && ls .gpu/libvulkan1_*.deb >/dev/null 2>&1; then
+  for f in .gpu/libvulkan1_*.deb; do dpkg -x "$f" /; done
+  ldconfig
+fi
+nv_icd=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
+if [ -z "${VK_DRIVER_FILES:-}" ] && [ -f "$nv_icd" ]; then export VK_DRIVER_FILES="$nv_icd" VK_ICD_FILENAMES="$nv_icd"; fi
+echo "== $(date -u +%FT%TZ) $(deno --version | head -1); Vulkan ICD: ${VK_DRIVER_FILES:-system}"
+nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv,noheader 2>/dev/null || true
+
+# part NAME LIMIT_S CMD...: runs CMD under min(LIMIT_S, what is left of the budget).
+part() {
+  local name=$1 limit=$2
+  shift 2
+  local left=$((BUDGET - ($(date +%s) - T0) - 5))
+  if [ "$left" -lt 20 ]; then
+    echo "== $name: skipped (budget spent)"
+    echo "{\"part\":\"$name\",\"skipped\":\"budget\"}" >> "$R"
+    return
+  fi
+  [ "$limit" -gt "$left" ] && limit=$left
+  echo "== $name (limit ${limit} s, $(( $(date +%s) - T0 )) s elapsed)"
+  local t=$(date +%s)
+  timeout -k 5 "$limit" "$@"
+  local rc=$?
+  echo "== $name: rc $rc in $(( $(date +%s) - t )) s"
+  [ $rc -ne 0 ] && echo "{\"part\":\"$name\",\"rc\":$rc}" >> "$R"
+  return 0
+}
+D="deno run -A --no-lock --cached-only"
+# GPU_SMOKE=1: tiny sizes, to check this script on lavapipe before spending GPU time on it.
+S=""; P=seed
+if [ "${GPU_SMOKE:-}" = 1 ]; then S="--smoke"; P=tiny; CLS_BATCH=1; UNET_BATCH=1; fi
+part info 60 $D bench/gpu.ts --part info --results "$R" $S
+part kernels 100 $D bench/gpu.ts --part kernels --results "$R" $S
+part cls-train 120 $D bench/gpu.ts --part train --model cls --batch "${CLS_BATCH:-16}" --results "$R" $S
+part unet-train 120 $D bench/gpu.ts --part train --model unet --batch "${UNET_BATCH:-4}" --results "$R" $S
+if python3 -c "import torch,sys; sys.exit(0 if torch.cuda.is_available() else 1)" 2>/dev/null; then
+  part torch-peer 110 env PYTHONUNBUFFERED=1 python3 bench/torch_gpu.py "$R"
+else
+  echo "== torch-peer: skipped (no CUDA PyTorch)"
+fi
+part infer 100 $D bench/infer.ts --preset $P --studies 2 $([ -n "$S" ] && echo "--slices 20 --size 64")
+echo "== done in $(( $(date +%s) - T0 )) s; results in $R"

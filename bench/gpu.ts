@@ -1,0 +1,261 @@
+/**
+ * The GPU machine's measurements, one part per process so that a stall or an out-of-memory in one part
+ * cannot take the others' figures with it (`bench/gpu.sh` runs them all under time limits):
+ *
+ *   deno run -A bench/gpu.ts --part info|kernels|train [--model cls|unet] [--batch B] [--steps 3]
+ *                            [--results FILE.jsonl]
+ *
+ * - info: the adapter (name, features, limits, kernel profile), its measured FMA peak and copy bandwidth.
+ * - kernels: GEMMs (square and the pointwise-conv shapes of the CSN), the conv bench cases at a GPU-sized
+ *   batch, BatchNorm3d train forward+backward, the fused AdamW step on the ir-CSN-152's 28.9 M parameters.
+ * - train: one optimizer step (forward, loss, backward, AdamW) of a full-size model at the seed's input size:
+ *   `cls` = ir-CSN-152 on Bx3x40x256x256 (seed: B = 16 per GPU), `unet` = ir-CSN-50 UNet on Bx1x64x256x256
+ *   (seed: B = 4 per GPU). Step 1 includes pipeline compilation; the warm figure is the best of steps 2..
+ *
+ * Every record is printed and appended as one JSON line to `--results`. Times of kernels come from
+ * differencing two batch sizes chosen so that the shorter one runs for at least ~0.2 s: Deno's GPU wait polls
+ * every ~10 ms, which would otherwise swamp sub-millisecond kernels.
+ */
+import { F, models, nn, openDevice, optim, randn, tidy } from "../mod.ts";
+import type { Device } from "../core/device.ts";
+
+type Triple = [number, number, number];
+import { measureCopyGBs, measurePeakGflops } from "./measure.ts";
+
+// No flag library: this file imports the engine only, so the GPU machine needs no npm cache.
+const flag = (k: string, d: string) => {
+  const i = Deno.args.indexOf(`--${k}`);
+  return i >= 0 && i + 1 < Deno.args.length ? Deno.args[i + 1] : d;
+};
+const f = {
+  part: flag("part", "info"),
+  model: flag("model", "cls"),
+  batch: Number(flag("batch", "0")),
+  steps: Number(flag("steps", "3")),
+  results: flag("results", ""),
+  /** Tiny sizes, to check this script on lavapipe before spending GPU time on it. */
+  smoke: Deno.args.includes("--smoke"),
+};
+const S = f.smoke ? 8 : 1;
+
+const device = await openDevice();
+const record = async (r: Record<string, unknown>) => {
+  const line = JSON.stringify({ date: new Date().toISOString(), adapter: device.info.description, ...r });
+  console.log(line);
+  if (f.results) await Deno.writeTextFile(f.results, line + "\n", { append: true });
+};
+
+/** Seconds per call of `fn` by differencing k and 2k calls, k grown until k calls take >= `minS`. */
+async function timeCall(dev: Device, fn: () => void, minS = f.smoke ? 0.02 : 0.2): Promise<number> {
+  fn();
+  await dev.sync();
+  const run = async (k: number) => {
+    const t0 = performance.now();
+    for (let i = 0; i < k; i++) fn();
+    await dev.sync();
+    return (performance.now() - t0) / 1000;
+  };
+  let k = 1;
+  while (k < 4096) {
+    const t = await run(k);
+    if (t >= minS) break;
+    k = Math.min(4096, Math.max(2 * k, Math.ceil(k * minS / Math.max(t, 1e-4))));
+  }
+  const s: number[] = [];
+  for (let i = 0; i < 3; i++) {
+    const a = await run(k), b = await run(2 * k);
+    // A difference swamped by the wait's jitter falls back to the upper bound (the 2k run's time per call).
+    s.push((b - a) / k > 0.05 * b / (2 * k) ? (b - a) / k : b / (2 * k));
+  }
+  s.sort((x, y) => x - y);
+  return s[1];
+}
+
+const part = f.part as string;
+if (part === "info") {
+  const t0 = performance.now();
+  const peak = await measurePeakGflops(device);
+  const copy = await measureCopyGBs(device, 256);
+  await record({
+    part,
+    info: device.info,
+    peakGflops: peak,
+    copyGBs: copy,
+    seconds: (performance.now() - t0) / 1000,
+  });
+} else if (part === "kernels") {
+  const peak = await measurePeakGflops(device);
+  const copy = await measureCopyGBs(device, 256);
+  await record({ part, what: "peak", peakGflops: peak, copyGBs: copy });
+  // GEMMs: square, and the CSN's pointwise convs as [Cout x Cin] @ [Cin x N*D*H*W].
+  const gemms: [string, number, number, number][] = f.smoke ? [["pw 64->256", 256, 64, 4096]] : [
+    ["square 4096", 4096, 4096, 4096],
+    ["square 8192", 8192, 8192, 8192],
+    ["pw 64->256 (layer1, 16x40x64x64 voxels)", 256, 64, 16 * 40 * 64 * 64 / 4],
+    ["pw 256->64", 64, 256, 16 * 40 * 64 * 64 / 4],
+    ["pw 512->128 (layer2)", 128, 512, 16 * 20 * 32 * 32],
+    ["pw 1024->256 (layer3)", 256, 1024, 16 * 10 * 16 * 16],
+    ["pw 2048->512 (layer4)", 512, 2048, 16 * 5 * 8 * 8],
+  ];
+  for (const [name, M0, K0, N0] of gemms) {
+    const [M, K, N] = [M0, K0, N0].map((v) => Math.max(4, Math.round(v / S)));
+    try {
+      const a = randn([M, K], { device, seed: 1 }), b = randn([K, N], { device, seed: 2 });
+      const s = await timeCall(device, () => F.matmul(a, b).dispose());
+      await record({ part, what: "gemm", name, M, K, N, ms: s * 1e3, gflops: 2 * M * K * N / s / 1e9 });
+      a.dispose();
+      b.dispose();
+    } catch (e) {
+      await record({ part, what: "gemm", name, error: String(e) });
+    }
+  }
+  const cases = JSON.parse(
+    await Deno.readTextFile(new URL("./conv_cases.json", import.meta.url)),
+  ) as {
+    name: string;
+    x: number[];
+    w: number[];
+    stride: number[];
+    padding: number[];
+    groups: number;
+    noInputGrad?: boolean;
+  }[];
+  for (const c of f.smoke ? cases.slice(-3) : cases) {
+    try {
+      const xs = [f.smoke ? 1 : 8, ...c.x.slice(1).map((v, i) => i === 0 ? v : Math.ceil(v / Math.sqrt(S)))];
+      const x = randn(xs, { device, seed: 1 });
+      const w = randn(c.w, { device, seed: 2, std: 0.1 });
+      const opts = { stride: c.stride as Triple, padding: c.padding as Triple, groups: c.groups };
+      const y0 = F.conv3d(x, w, null, opts);
+      const macs = y0.numel() * c.w[1] * c.w[2] * c.w[3] * c.w[4];
+      const ioBytes = 4 * (x.numel() + y0.numel());
+      y0.dispose();
+      const fwd = await timeCall(device, () => F.conv3d(x, w, null, opts).dispose());
+      if (!c.noInputGrad) x.requireGrad();
+      w.requireGrad();
+      const fb = await timeCall(device, () =>
+        tidy(() => {
+          F.sum(F.conv3d(x, w, null, opts)).backward();
+          w.grad?.dispose();
+          w.grad = null;
+          if (x.grad) {
+            x.grad.dispose();
+            x.grad = null;
+          }
+        }));
+      const flopsFb = 2 * macs * (c.noInputGrad ? 2 : 3);
+      await record({
+        part,
+        what: "conv",
+        name: c.name.replace(/^(\S+)/, "$1"),
+        x: xs,
+        fwdMs: fwd * 1e3,
+        fwdGflops: 2 * macs / fwd / 1e9,
+        fwdGBs: ioBytes / fwd / 1e9,
+        fwdBwdMs: fb * 1e3,
+        fwdBwdGflops: flopsFb / fb / 1e9,
+      });
+      x.dispose();
+      w.dispose();
+    } catch (e) {
+      await record({ part, what: "conv", name: c.name, error: String(e) });
+    }
+  }
+  {
+    const shape = f.smoke ? [2, 16, 5, 8, 8] : [16, 256, 10, 64, 64];
+    const x = randn(shape, { device, seed: 3 });
+    const C = shape[1];
+    const g = randn([C], { device, seed: 4 }), b = randn([C], { device, seed: 5 });
+    const rm = randn([C], { device, seed: 6 }), rv = F.abs(randn([C], { device, seed: 7 }));
+    const fw = await timeCall(
+      device,
+      () => F.batchNorm3d(x, g, b, rm, rv, { training: true, eps: 1e-3 }).dispose(),
+    );
+    x.requireGrad();
+    g.requireGrad();
+    b.requireGrad();
+    const fb = await timeCall(device, () =>
+      tidy(() => {
+        F.sum(F.batchNorm3d(x, g, b, rm, rv, { training: true, eps: 1e-3 })).backward();
+        for (const t of [x, g, b]) {
+          t.grad?.dispose();
+          t.grad = null;
+        }
+      }));
+    const n = x.numel() * 4;
+    await record({
+      part,
+      what: "batchnorm",
+      shape,
+      fwdMs: fw * 1e3,
+      fwdGBs: 3 * n / fw / 1e9,
+      fwdBwdMs: fb * 1e3,
+      fwdBwdGBs: 8 * n / fb / 1e9,
+    });
+  }
+  {
+    const n = f.smoke ? 100_000 : 28_900_360;
+    const p = randn([n], { device, seed: 8 }).requireGrad();
+    p.grad = randn([n], { device, seed: 9 });
+    const opt = new optim.AdamW([p], { lr: 1e-4, weightDecay: 0.01 });
+    const s = await timeCall(device, () => opt.step());
+    await record({ part, what: "adamw", params: n, ms: s * 1e3, GBs: 28 * n / s / 1e9 });
+  }
+} else if (part === "train") {
+  const unet = f.model === "unet";
+  const batch = f.batch || (unet ? 4 : 16);
+  const shape = unet ? [batch, 1, 64, 256 / S, 256 / S] : [batch, 3, 40, 256 / S, 256 / S];
+  nn.seedInit(1);
+  const model = unet
+    ? new models.CSNUNet({ device, encoder: "r50ir" })
+    : new models.CSNClassifier({ device, encoder: "r152ir" });
+  model.train();
+  const opt = new optim.AdamW(model.parameters(), { lr: 1e-4, weightDecay: 0.01 });
+  const times: number[] = [];
+  const base = device.stats();
+  let pipelinesAfterFirst = 0;
+  for (let s = 0; s < f.steps; s++) {
+    const t0 = performance.now();
+    const loss = await tidy(async () => {
+      const x = randn(shape, { device, seed: 10 + s });
+      const y = model.forward(x);
+      const l = F.mean(F.mul(y, y));
+      l.backward();
+      opt.step();
+      opt.zeroGrad();
+      return await l.item();
+    });
+    times.push((performance.now() - t0) / 1000);
+    if (s === 0) pipelinesAfterFirst = device.stats().pipelines;
+    // One line per step too, so that a step cut off by the time limit keeps those before it.
+    await record({
+      part,
+      what: "step",
+      model: unet ? "ir-CSN-50 UNet" : "ir-CSN-152 classifier",
+      batch,
+      step: s + 1,
+      seconds: times[s],
+      loss,
+      pipelines: device.stats().pipelines - base.pipelines,
+      peakGiB: device.stats().peakBytes / 2 ** 30,
+    });
+  }
+  const st = device.stats();
+  const warm = times.length > 1 ? Math.min(...times.slice(1)) : NaN;
+  await record({
+    part,
+    model: unet ? "ir-CSN-50 UNet" : "ir-CSN-152 classifier",
+    shape,
+    batch,
+    stepSeconds: times,
+    warmStepSeconds: warm,
+    samplesPerSecond: batch / warm,
+    peakGiB: st.peakBytes / 2 ** 30,
+    pipelines: pipelinesAfterFirst - base.pipelines,
+    dispatchesPerStep: (st.dispatches - base.dispatches) / times.length,
+  });
+  model.dispose();
+} else {
+  throw new Error(`bench/gpu.ts: unknown --part "${part}" (info | kernels | train)`);
+}
+device.destroy();
