@@ -63,12 +63,12 @@ S=""; P=seed
 if [ "${GPU_SMOKE:-}" = 1 ]; then S="--smoke"; P=tiny; CLS_BATCH=1; UNET_BATCH=1; fi
 part info 60 $D bench/gpu.ts --part info --results "$R" $S
 part kernels 100 $D bench/gpu.ts --part kernels --results "$R" $S
-part cls-train 120 $D bench/gpu.ts --part train --model cls --batch "${CLS_BATCH:-16}" --results "$R" $S
-part unet-train 120 $D bench/gpu.ts --part train --model unet --batch "${UNET_BATCH:-4}" --results "$R" $S
 if python3 -c "import torch,sys; sys.exit(0 if torch.cuda.is_available() else 1)" 2>/dev/null; then
   part torch-peer 110 env PYTHONUNBUFFERED=1 python3 bench/torch_gpu.py "$R"
 else
   echo "== torch-peer: skipped (no CUDA PyTorch)"
 fi
+part cls-train 120 $D bench/gpu.ts --part train --model cls --batch "${CLS_BATCH:-16}" --results "$R" $S
+part unet-train 120 $D bench/gpu.ts --part train --model unet --batch "${UNET_BATCH:-4}" --results "$R" $S
 part infer 100 $D bench/infer.ts --preset $P --studies 2 $([ -n "$S" ] && echo "--slices 20 --size 64")
 echo "== done in $(( $(date +%s) - T0 )) s; results in $R"
