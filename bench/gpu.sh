@@ -29,13 +29,28 @@ if ! command -v deno >/dev/null 2>&1; then
   export PATH="/tmp/csn-deno:$PATH"
 fi
 if [ -d .gpu/denodir ]; then export DENO_DIR="$PWD/.gpu/denodir"; fi
-if ! ldconfig -p 2>/dev/null | grep -q libvulkan.so.1 && ls .gpu/libvulkan1_*.deb >/dev/null 2>&1; then
-  for f in .gpu/libvulkan1_*.deb; do dpkg -x "$f" /; done
+# The Vulkan loader and libglvnd (NVIDIA's Vulkan driver lives in libGLX_nvidia, which needs libGLdispatch).
+if ls .gpu/*.deb >/dev/null 2>&1; then
+  for f in .gpu/*.deb; do dpkg -x "$f" /; done
   ldconfig
 fi
 nv_icd=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
-if [ -z "${VK_DRIVER_FILES:-}" ] && [ -f "$nv_icd" ]; then export VK_DRIVER_FILES="$nv_icd" VK_ICD_FILENAMES="$nv_icd"; fi
+if [ -z "${VK_DRIVER_FILES:-}" ] && [ -f "$nv_icd" ]; then
+  export VK_DRIVER_FILES="$nv_icd" VK_ICD_FILENAMES="$nv_icd"
+  export __EGL_VENDOR_LIBRARY_FILENAMES=/usr/local/nvidia/share/glvnd/egl_vendor.d/10_nvidia.json
+fi
 echo "== $(date -u +%FT%TZ) $(deno --version | head -1); Vulkan ICD: ${VK_DRIVER_FILES:-system}"
+if [ -n "${VK_DRIVER_FILES:-}" ]; then
+  cat "$VK_DRIVER_FILES"
+  lib=$(python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['ICD']['library_path'])" "$VK_DRIVER_FILES" 2>/dev/null)
+  p=$(ldconfig -p | awk -v l="$lib" '$1==l {print $NF; exit}')
+  echo "ICD library $lib -> ${p:-not in ldconfig}"; [ -n "$p" ] && ldd "$p" | grep -i "not found"
+fi
+cat > /tmp/csn-adapter.ts <<'TS'
+const a = await navigator.gpu.requestAdapter({ powerPreference: "high-performance" });
+console.log("adapter:", a ? JSON.stringify({ ...a.info, description: a.info.description }) : "none");
+TS
+VK_LOADER_DEBUG=error,warn,driver deno run -A /tmp/csn-adapter.ts 2>&1 | tail -25
 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv,noheader 2>/dev/null || true
 
 # part NAME LIMIT_S CMD...: runs CMD under min(LIMIT_S, what is left of the budget).

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Packs what bench/gpu.sh needs on a bare GPU machine that cannot reach any registry, into .gpu/ (ignored by
-# git; the device tool carries it): this machine's Deno binary (xz), Debian's Vulkan loader (libvulkan1 .deb,
+# git; the device tool carries it): this machine's Deno binary (xz), Debian's Vulkan loader and libglvnd (.debs,
 # unpacked there only if the machine has none), and a DENO_DIR holding the npm packages the inference bench
 # imports. About 37 MiB.
 set -euo pipefail
@@ -11,7 +11,7 @@ if [ ! -f .gpu/deno.xz ] || [ "$deno_bin" -nt .gpu/deno.xz ]; then
   xz -T2 -6 -c "$deno_bin" > .gpu/deno.xz.part && mv .gpu/deno.xz.part .gpu/deno.xz
 fi
 if ! ls .gpu/libvulkan1_*.deb >/dev/null 2>&1; then
-  (cd .gpu && apt-get download libvulkan1 2>/dev/null)
+  (cd .gpu && apt-get download libvulkan1 libglvnd0 libegl1 libgl1 libglx0 libopengl0 libgles2 2>/dev/null)
 fi
 # Without the lockfile, Deno caches (and later wants) only the packages these entries import, not every
 # package of deno.json (the browser tests' puppeteer-core would double the size); bench/gpu.sh runs --no-lock.
