@@ -35,6 +35,8 @@ const f = {
   results: flag("results", ""),
   /** Tiny sizes, to check this script on lavapipe before spending GPU time on it. */
   smoke: Deno.args.includes("--smoke"),
+  /** kernels: which groups (gemm, conv, bn, adamw). */
+  only: flag("only", "gemm,conv,bn,adamw").split(","),
 };
 const S = f.smoke ? 8 : 1;
 
@@ -97,7 +99,7 @@ if (part === "info") {
     ["pw 1024->256 (layer3)", 256, 1024, 16 * 10 * 16 * 16],
     ["pw 2048->512 (layer4)", 512, 2048, 16 * 5 * 8 * 8],
   ];
-  for (const [name, M0, K0, N0] of gemms) {
+  for (const [name, M0, K0, N0] of f.only.includes("gemm") ? gemms : []) {
     const [M, K, N] = [M0, K0, N0].map((v) => Math.max(4, Math.round(v / S)));
     try {
       const a = randn([M, K], { device, seed: 1 }), b = randn([K, N], { device, seed: 2 });
@@ -120,7 +122,7 @@ if (part === "info") {
     groups: number;
     noInputGrad?: boolean;
   }[];
-  for (const c of f.smoke ? cases.slice(-3) : cases) {
+  for (const c of !f.only.includes("conv") ? [] : f.smoke ? cases.slice(-3) : cases) {
     try {
       const xs = [f.smoke ? 1 : 8, ...c.x.slice(1).map((v, i) => i === 0 ? v : Math.ceil(v / Math.sqrt(S)))];
       const x = randn(xs, { device, seed: 1 });
@@ -161,7 +163,7 @@ if (part === "info") {
       await record({ part, what: "conv", name: c.name, error: String(e) });
     }
   }
-  {
+  if (f.only.includes("bn")) {
     const shape = f.smoke ? [2, 16, 5, 8, 8] : [16, 256, 10, 64, 64];
     const x = randn(shape, { device, seed: 3 });
     const C = shape[1];
@@ -193,7 +195,7 @@ if (part === "info") {
       fwdBwdGBs: 8 * n / fb / 1e9,
     });
   }
-  {
+  if (f.only.includes("adamw")) {
     const n = f.smoke ? 100_000 : 28_900_360;
     const p = randn([n], { device, seed: 8 }).requireGrad();
     p.grad = randn([n], { device, seed: 9 });
