@@ -34,10 +34,18 @@ let charls: any = null;
 // deno-lint-ignore no-explicit-any
 let openjpeg: any = null;
 
-/** Loads the wasm codecs (once per process). */
+// Why the wasm codecs could not load (a browser page cannot fetch their wasm): only JPEG-LS and JPEG 2000
+// series need them, so the other syntaxes still decode and those two report this.
+let codecError = "";
+
+/** Loads the wasm codecs (once per process); a failure is reported when a JPEG-LS/2000 frame needs them. */
 export async function initCodecs(): Promise<void> {
-  if (!charls) charls = await CharLSWASM();
-  if (!openjpeg) openjpeg = await OpenJPEGWASM({ print() {}, printErr() {} });
+  try {
+    if (!charls) charls = await CharLSWASM();
+    if (!openjpeg) openjpeg = await OpenJPEGWASM({ print() {}, printErr() {} });
+  } catch (e) {
+    codecError = `the wasm codecs could not be loaded here (${(e as Error)?.message ?? e})`;
+  }
 }
 
 // deno-lint-ignore no-explicit-any
@@ -101,11 +109,11 @@ export function decodeFrame(
     }
     case "1.2.840.10008.1.2.4.80":
     case "1.2.840.10008.1.2.4.81":
-      if (!charls) throw new Error("JPEG-LS codec not initialised (call initCodecs)");
+      if (!charls) throw new Error(`JPEG-LS codec not available: ${codecError || "call initCodecs"}`);
       return wasmDecode(charls, "JpegLSDecoder", frame);
     case "1.2.840.10008.1.2.4.90":
     case "1.2.840.10008.1.2.4.91":
-      if (!openjpeg) throw new Error("JPEG 2000 codec not initialised (call initCodecs)");
+      if (!openjpeg) throw new Error(`JPEG 2000 codec not available: ${codecError || "call initCodecs"}`);
       return wasmDecode(openjpeg, "J2KDecoder", frame);
     case "1.2.840.10008.1.2.5":
       return decodeRle(frame, rows, cols, bitsAllocated);

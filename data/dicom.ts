@@ -183,12 +183,26 @@ export async function readDicomSeries(dir: string, opts: ReadSeriesOptions = {})
   }
   if (!entries.length) throw new Error(`${dir}: no .dcm files in the folder`);
   entries.sort();
+  const files: { name: string; bytes: Uint8Array }[] = [];
+  for (const name of entries) {
+    files.push({ name: `${dir}/${name}`, bytes: await Deno.readFile(`${dir}/${name}`) });
+  }
+  return await seriesFromFiles(files, dir, opts);
+}
+
+/**
+ * The series of DICOM files held in memory (`name` names each in errors; order does not matter): the
+ * computation of {@link readDicomSeries} without file access, so a browser can run it on dropped files.
+ */
+export async function seriesFromFiles(
+  files: { name: string; bytes: Uint8Array }[],
+  dir: string,
+  opts: ReadSeriesOptions = {},
+): Promise<DicomSeries> {
+  if (!files.length) throw new Error(`${dir}: no DICOM files`);
   await initCodecs();
   const slices: DicomSlice[] = [];
-  for (const name of entries) {
-    const file = `${dir}/${name}`;
-    slices.push(readDicomFile(await Deno.readFile(file), file));
-  }
+  for (const f of files) slices.push(readDicomFile(f.bytes, f.name));
   const bySeries = new Map<string, DicomSlice[]>();
   for (const s of slices) {
     let l = bySeries.get(s.seriesUid);

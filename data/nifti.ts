@@ -88,6 +88,15 @@ export async function readNifti(path: string): Promise<NiftiVolume> {
 
 /** Writes a volume as .nii (or .nii.gz by extension), sform and qform code 1, atomically. */
 export async function writeNifti(path: string, vol: NiftiVolume): Promise<void> {
+  const out = encodeNifti(vol, path);
+  await writeFileAtomic(path, path.endsWith(".gz") ? new Uint8Array(gzipSync(out)) : out, "NIfTI file");
+}
+
+/**
+ * The bytes of an uncompressed .nii file of a volume (what {@link writeNifti} writes, before any gzip);
+ * `path` names it in errors. No file access: a browser builds its downloads with it.
+ */
+export function encodeNifti(vol: NiftiVolume, path = "<nifti>"): Uint8Array {
   const [I, J, K] = vol.shape;
   if (vol.data.length !== I * J * K) {
     throw new Error(`${path}: ${vol.data.length} values do not fill [${vol.shape}]`);
@@ -111,7 +120,7 @@ export async function writeNifti(path: string, vol: NiftiVolume): Promise<void> 
   const out = new Uint8Array(352 + vol.data.byteLength);
   out.set(hdr.subarray(0, 348));
   out.set(new Uint8Array(vol.data.buffer, vol.data.byteOffset, vol.data.byteLength), 352);
-  await writeFileAtomic(path, path.endsWith(".gz") ? new Uint8Array(gzipSync(out)) : out, "NIfTI file");
+  return out;
 }
 
 /**

@@ -5,7 +5,8 @@
  */
 import { type Device, models, type nn } from "../mod.ts";
 import { readCheckpointHost } from "../io/files.ts";
-import { upload } from "../io/host.ts";
+import { type HostTensor, upload } from "../io/host.ts";
+import type { CheckpointMeta } from "../io/checkpoint.ts";
 
 /** The model part of a run's configuration. */
 export interface ModelConfig {
@@ -66,6 +67,20 @@ export async function loadModel(
 ): Promise<{ model: nn.Module; config: ModelConfig; path: string }> {
   const path = await resolveWeights(spec);
   const { tensors, meta } = await readCheckpointHost(path);
+  return modelFromCheckpoint(tensors, meta, path, device, fallback);
+}
+
+/**
+ * {@link loadModel} of a checkpoint already decoded (e.g. by `checkpointFromBytes` in a browser): builds the
+ * model its metadata (else `fallback`) describes and loads the tensors; `path` names it in errors.
+ */
+export function modelFromCheckpoint(
+  tensors: Record<string, HostTensor>,
+  meta: CheckpointMeta,
+  path: string,
+  device: Device,
+  fallback?: ModelConfig,
+): { model: nn.Module; config: ModelConfig; path: string } {
   const cfg = (meta.config as { model?: ModelConfig } | undefined)?.model ?? fallback;
   if (!cfg) {
     throw new Error(

@@ -241,6 +241,47 @@ export async function runInference(o: InferOptions): Promise<{
   return { total: studies.length, failed, score };
 }
 
+/**
+ * One study's prediction, the device part of `deno task infer` without files: segment the [::2] x 256 x 256
+ * cube (the ensemble of `seg`), compute the metadata, classify the crops (`cls`, mean over members).
+ * `lap(step)` is called after "segment", "metadata" and "classify" (for timings).
+ */
+export async function predictStudy(
+  study: InMemoryStudy,
+  models: { seg: Member[]; cls: Member[]; segSize?: number },
+  o: { window: number; overlap: number; tta: "none" | "flip" },
+  lap: (step: string) => void = () => {},
+): Promise<
+  & { labels: Uint8Array; shape: [number, number, number]; meta: StudyMeta }
+  & Awaited<ReturnType<typeof classifyStudy>>
+> {
+  const h = study.header;
+  const [Z] = h.cubes.image_256!;
+  const z2 = Math.ceil(Z / 2), n = 256 * 256;
+  const sub = new Float32Array(z2 * n);
+  for (let k = 0; k < z2; k++) {
+    const s = study.image_256.subarray(2 * k * n, (2 * k + 1) * n);
+    for (let i = 0; i < n; i++) sub[k * n + i] = s[i];
+  }
+  const pred = await predictVolume(models.seg.map((m) => m.model as never), {
+    data: sub,
+    shape: [z2, 256, 256],
+  }, {
+    mean: h.mean2,
+    std: h.std2,
+    window: o.window,
+    overlap: o.overlap,
+    padMultiple: 32,
+    size: models.segSize ?? models.seg[0].config.size ?? 256,
+  });
+  lap("segment");
+  const meta = computeMeta(pred.labels, [z2, 256, 256], { mean: h.mean, std: h.std });
+  lap("metadata");
+  const r = await classifyStudy(models.cls, study, pred.labels, meta, o.tta);
+  lap("classify");
+  return { labels: pred.labels, shape: [z2, 256, 256], meta, ...r };
+}
+
 async function processStudy(
   ref: StudyRef,
   loading: Promise<InMemoryStudy>,
@@ -257,25 +298,9 @@ async function processStudy(
   lap("read+preprocess (waited)");
   const h = study.header;
   const [Z] = h.cubes.image_256!;
-  const z2 = Math.ceil(Z / 2), n = 256 * 256;
-  const sub = new Float32Array(z2 * n);
-  for (let k = 0; k < z2; k++) {
-    const s = study.image_256.subarray(2 * k * n, (2 * k + 1) * n);
-    for (let i = 0; i < n; i++) sub[k * n + i] = s[i];
-  }
-  const pred = await predictVolume(c.seg.map((m) => m.model as never), { data: sub, shape: [z2, 256, 256] }, {
-    mean: h.mean2,
-    std: h.std2,
-    window: c.o.window,
-    overlap: c.o.overlap,
-    padMultiple: 32,
-    size: c.segSize,
-  });
-  lap("segment");
-  const meta = computeMeta(pred.labels, [z2, 256, 256], { mean: h.mean, std: h.std });
-  lap("metadata");
-  const r = await classifyStudy(c.cls, study, pred.labels, meta, c.o.tta);
-  lap("classify");
+  const z2 = Math.ceil(Z / 2);
+  const { labels, meta, ...r } = await predictStudy(study, c, c.o, lap);
+  const pred = { labels };
   const dir = `${c.o.out}/${ref.uid}`;
   await Deno.mkdir(dir, { recursive: true });
   if (c.o.nifti) await writeNifti(`${dir}/vertebrae.nii.gz`, labelsToNifti(pred.labels, study));

@@ -79,6 +79,11 @@ export function parseSubmission(text: string, path = "<submission>"): Map<string
  * C1..C7, each a probability in [0, 1].
  */
 export async function writeSubmission(path: string, preds: Map<string, ArrayLike<number>>): Promise<void> {
+  await writeFileAtomic(path, new TextEncoder().encode(submissionCsv(preds, path)), "submission");
+}
+
+/** The text {@link writeSubmission} writes (`path` names it in errors); no file access. */
+export function submissionCsv(preds: Map<string, ArrayLike<number>>, path = "<submission>"): string {
   const lines = ["row_id,fractured"];
   for (const [uid, p] of preds) {
     if (!uid || /[,"\r\n]/.test(uid)) throw new Error(`writeSubmission: ${path}: bad study uid "${uid}"`);
@@ -93,7 +98,7 @@ export async function writeSubmission(path: string, preds: Map<string, ArrayLike
       lines.push(`${id},${v}`);
     }
   }
-  await writeFileAtomic(path, new TextEncoder().encode(lines.join("\n") + "\n"), "submission");
+  return lines.join("\n") + "\n";
 }
 
 /**

@@ -53,7 +53,19 @@ export async function loadStudy(dir: string, opts: LoadStudyOptions = {}): Promi
   if (!Number.isInteger(minSlices) || minSlices < 1) {
     throw new Error(`loadStudy(${dir}): minSlices must be an integer >= 1, got ${minSlices}`);
   }
-  const series = await readDicomSeries(dir, opts.series);
+  return studyFromSeries(await readDicomSeries(dir, opts.series), dir, opts);
+}
+
+/**
+ * {@link loadStudy} of a series already read (e.g. by `seriesFromFiles` in a browser): the same checks and
+ * preprocessing; `dir` names the study in errors and gives the default uid.
+ */
+export function studyFromSeries(
+  series: DicomSeries,
+  dir: string,
+  opts: LoadStudyOptions = {},
+): InMemoryStudy {
+  const minSlices = opts.minSlices ?? 8;
   const Z = series.shape[0];
   if (Z < minSlices) {
     throw new Error(

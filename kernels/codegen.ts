@@ -68,9 +68,11 @@ export function u(n: number): string {
 
 /** Formats a number as a WGSL f32 literal. */
 export function f(n: number): string {
-  if (Number.isNaN(n)) return "bitcast<f32>(0x7fc00000u)";
-  if (n === Infinity) return "bitcast<f32>(0x7f800000u)";
-  if (n === -Infinity) return "bitcast<f32>(0xff800000u)";
+  // Chromium's WGSL compiler rejects constant expressions that evaluate to inf/NaN (bitcast of a literal is
+  // one; a function call is not a constant expression). `bits_f32` is declared in every kernel (see build).
+  if (Number.isNaN(n)) return "bits_f32(0x7fc00000u)";
+  if (n === Infinity) return "bits_f32(0x7f800000u)";
+  if (n === -Infinity) return "bits_f32(0xff800000u)";
   const s = Math.fround(n).toString();
   return /[.eE]/.test(s) ? s : `${s}.0`;
 }
@@ -183,6 +185,7 @@ export function build(spec: LaunchSpec): { source: string; device: Device } {
     parts.push(`fn pf(i: u32) -> f32 { return bitcast<f32>(pu(i)); }`);
     parts.push(`fn pi(i: u32) -> i32 { return bitcast<i32>(pu(i)); }`);
   }
+  parts.push(`fn bits_f32(b: u32) -> f32 { return bitcast<f32>(b); }`);
   parts.push(`const WG: u32 = ${u(spec.wg)};\nconst NWG: u32 = ${u(spec.groups)};`);
   if (spec.decls) parts.push(spec.decls);
   parts.push(`@compute @workgroup_size(${spec.wg})

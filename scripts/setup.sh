@@ -8,7 +8,7 @@ SUDO=""
 if [ "$(id -u)" != "0" ]; then SUDO="sudo"; fi
 
 need_apt=()
-for p in mesa-vulkan-drivers libvulkan1 python3-torch python3-numpy dcmtk libgdcm-tools python3-pydicom python3-gdcm python3-nibabel python3-opencv; do
+for p in mesa-vulkan-drivers libvulkan1 python3-torch python3-numpy dcmtk libgdcm-tools python3-pydicom python3-gdcm python3-nibabel python3-opencv chromium; do
   dpkg -s "$p" >/dev/null 2>&1 || need_apt+=("$p")
 done
 if [ ${#need_apt[@]} -gt 0 ]; then

@@ -87,7 +87,7 @@ const POW_DECL = `fn powf(x: f32, p: f32) -> f32 {
   let r = pow(abs(x), p);
   if (x >= 0.0) { return r; }
   if (x == 0.0) { return r; }
-  if (floor(p) != p) { return bitcast<f32>(0x7fc00000u); }
+  if (floor(p) != p) { return bits_f32(0x7fc00000u); }
   let odd = (i32(abs(p)) & 1) == 1;
   return select(r, -r, odd);
 }`;
