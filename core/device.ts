@@ -76,6 +76,8 @@ export async function openDevice(opts: DeviceOptions = {}): Promise<Device> {
 }
 
 const ARENA_BYTES = 256 * 1024;
+/** Largest WGSL type naga accepts (bytes). */
+const MAX_WGSL_TYPE_BYTES = 2 ** 30;
 const PARAM_SLOT = 256;
 
 /** A WebGPU device with a pipeline cache, a buffer pool and batched command submission. */
@@ -110,7 +112,9 @@ export class Device {
     this.gpu = gpu;
     const lim = gpu.limits;
     const align = lim.minStorageBufferOffsetAlignment;
-    const hwCap = Math.floor(lim.maxStorageBufferBindingSize / align) * align;
+    // Bindings are declared as fixed-size WGSL arrays, and naga (wgpu's shader compiler) refuses any type over
+    // 1 GiB, whatever the adapter allows (NVIDIA reports 2 GiB bindings).
+    const hwCap = Math.floor(Math.min(lim.maxStorageBufferBindingSize, MAX_WGSL_TYPE_BYTES) / align) * align;
     const want = opts.maxBindingBytes ?? hwCap;
     if (want < 256) throw new Error(`openDevice: maxBindingBytes must be at least 256 (got ${want})`);
     this.bindingCap = Math.max(align, Math.floor(Math.min(want, hwCap) / align) * align);
