@@ -8,7 +8,7 @@
  *   deno task bench:conv [--reps N] [--only substring] [--no-torch]
  */
 import { F, openDevice, randn, tidy } from "../mod.ts";
-import { measureCopyGBs, measurePeakGflops, timePerCall } from "./measure.ts";
+import { driverInfo, measureCopyGBs, measurePeakGflops, timePerCall } from "./measure.ts";
 
 interface ConvCase {
   name: string;
@@ -46,7 +46,7 @@ const device = await openDevice();
 const peak = await measurePeakGflops(device);
 const copy = await measureCopyGBs(device);
 console.log(
-  `${device.info.description}: measured FMA peak ${peak.toFixed(1)} GFLOP/s, copy ${copy.toFixed(1)} GB/s\n`,
+  `${driverInfo(device).label}: measured FMA peak ${peak.toFixed(1)} GFLOP/s, copy ${copy.toFixed(1)} GB/s\n`,
 );
 
 const head = [

@@ -5,7 +5,7 @@
  *   deno task bench            (all benches)
  */
 import { F, openDevice, randn } from "../mod.ts";
-import { frac, measureCopyGBs, measurePeakGflops, timePerCall } from "./measure.ts";
+import { driverInfo, frac, measureCopyGBs, measurePeakGflops, timePerCall } from "./measure.ts";
 
 const device = await openDevice();
 const peak = await measurePeakGflops(device);
@@ -48,7 +48,7 @@ await measure(
 );
 
 console.log(
-  `\n${device.info.description}: measured fp32 FMA peak ${peak.toFixed(1)} GFLOP/s, copy ${
+  `\n${driverInfo(device).label}: measured fp32 FMA peak ${peak.toFixed(1)} GFLOP/s, copy ${
     copy.toFixed(1)
   } GB/s`,
 );

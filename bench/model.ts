@@ -3,8 +3,11 @@
  * ir-CSN-152 classifier on a 1x3x40x256x256 crop (the seed's classifier input); it takes minutes on lavapipe.
  *
  *   deno task bench:model [--encoder r152ir|r152ip|r50ir] [--unet] [--shape 1,3,40,256,256] [--no-summary]
+ *
+ * With CSN_PROFILE=1 it also prints the top kernels of the forward+backward by GPU time (core/profiler.ts).
  */
 import { F, models, openDevice, randn, tidy } from "../mod.ts";
+import { driverInfo } from "./measure.ts";
 
 const argv = Deno.args;
 const opt = (k: string, d: string) => (argv.includes(k) ? argv[argv.indexOf(k) + 1] : d);
@@ -13,7 +16,7 @@ const encoder = opt("--encoder", unet ? "r50ir" : "r152ir");
 const shape = opt("--shape", unet ? "1,1,64,256,256" : "1,3,40,256,256").split(",").map(Number);
 
 const device = await openDevice();
-console.log(`device: ${device.info.description}`);
+console.log(`device: ${driverInfo(device).label}`);
 const model = unet ? new models.CSNUNet({ device, encoder }) : new models.CSNClassifier({ device, encoder });
 const name = unet ? `CSN-UNet ${encoder}` : `CSN classifier ${encoder}`;
 if (!argv.includes("--no-summary")) {
@@ -23,6 +26,8 @@ if (!argv.includes("--no-summary")) {
   console.log(`summary forward (no grad) of [${shape}]: ${((performance.now() - t0) / 1000).toFixed(1)} s`);
 }
 model.train();
+await device.sync();
+device.profiler?.reset();
 const before = device.stats();
 const t0 = performance.now();
 const loss = await tidy(async () => {
@@ -44,5 +49,8 @@ console.log(
     } GiB), ` +
     `${st.dispatches - before.dispatches} dispatches`,
 );
+if (device.profiler) {
+  console.log(`GPU time by kernel, forward+backward (CSN_PROFILE=1):\n${await device.profiler.report(10)}`);
+}
 model.dispose();
 device.destroy();

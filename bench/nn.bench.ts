@@ -5,7 +5,7 @@
  * copy bandwidth.
  */
 import { F, onesLike, openDevice, optim, randn, tidy } from "../mod.ts";
-import { frac, measureCopyGBs, timePerCall } from "./measure.ts";
+import { driverInfo, frac, measureCopyGBs, timePerCall } from "./measure.ts";
 
 const device = await openDevice();
 const copy = await measureCopyGBs(device);
@@ -34,7 +34,7 @@ const tBnFB = await timePerCall(device, () =>
     }
   }), 3);
 const bytes = x.numel() * 4;
-console.log(`\n${device.info.description}: measured copy ${copy.toFixed(1)} GB/s`);
+console.log(`\n${driverInfo(device).label}: measured copy ${copy.toFixed(1)} GB/s`);
 console.log(
   `AdamW step, ${nParams / 2 ** 20}M params: ${(tAdam * 1e3).toFixed(1)} ms, ${
     (nParams / tAdam / 1e9).toFixed(2)

@@ -5,8 +5,11 @@
  * phantoms' predicted masks (`deno task train predict-seg`, or `train all`).
  *
  *   deno task bench:train [--stage seg|cls] [--preset tiny|seed] [--steps N] [--batch B] [--workers N]
+ *
+ * With CSN_PROFILE=1 it also prints the top kernels of the last step by GPU time (core/profiler.ts).
  */
 import { openDevice } from "../mod.ts";
+import { driverInfo } from "./measure.ts";
 import { parseFlags } from "../train/args.ts";
 import { RunFolder } from "../train/run_folder.ts";
 import { train } from "../train/trainer.ts";
@@ -46,6 +49,15 @@ if (f.stage === "cls") {
   what = `seg ${sc.encoder} width ${sc.baseChannels}, ${sc.slices}x${sc.size}x${sc.size}`;
 }
 const steps = f.steps as number;
+let lossCalls = 0;
+if (device.profiler) {
+  // Profile the last step only: the first ones also pay lavapipe's JIT on first dispatch.
+  const loss = task.loss.bind(task);
+  task.loss = (b) => {
+    if (++lossCalls === steps) device.profiler!.reset();
+    return loss(b);
+  };
+}
 const saveEvery = 1e9;
 const t0 = performance.now();
 await train(task, run, {
@@ -77,7 +89,7 @@ const rate = warm.length ? warm.length / warm.reduce((s, r) => s + 1 / r.samples
 const wait = warm.length ? warm.reduce((s, r) => s + r.dataWait, 0) / warm.length : NaN;
 console.log(
   `${what} training, preset ${f.preset}, batch ${c.batch}, ` +
-    `on ${device.info.description}: ${rate.toFixed(3)} samples/s (${
+    `on ${driverInfo(device).label}: ${rate.toFixed(3)} samples/s (${
       (c.batch / rate).toFixed(2)
     } s/step) over steps 2..${recs.length}, ` +
     `first step ${(c.batch / recs[0].samplesPerSec).toFixed(1)} s (compiles), data wait ${
@@ -87,6 +99,10 @@ console.log(
       ((performance.now() - t0) / 1000).toFixed(0)
     } s`,
 );
+if (device.profiler) {
+  const which = lossCalls >= steps ? `step ${steps}` : `all ${lossCalls} steps`;
+  console.log(`GPU time by kernel, ${which} (CSN_PROFILE=1):\n${await device.profiler.report(10)}`);
+}
 model.dispose();
 device.destroy();
 await Deno.remove(dir, { recursive: true });

@@ -8,6 +8,7 @@
  * submission, so pipelines do not depend on them. A process may open several devices; there is no global one.
  */
 import { BufferPool, type PoolStats } from "./buffer_pool.ts";
+import { type KernelWork, Profiler, profilingRequested } from "./profiler.ts";
 import {
   type AdapterOptions,
   defaultProfile,
@@ -17,7 +18,7 @@ import {
   selectAdapter,
 } from "./adapter.ts";
 
-export { type AdapterOptions, type KernelProfile, listAdapters };
+export { type AdapterOptions, type KernelProfile, type KernelWork, listAdapters, Profiler };
 
 /** Options of {@link openDevice}. */
 export interface DeviceOptions extends AdapterOptions {
@@ -36,6 +37,11 @@ export interface DeviceOptions extends AdapterOptions {
    * from the adapter; tests force each to cover both code paths.
    */
   profile?: KernelProfile;
+  /**
+   * Time every dispatch on the GPU (see {@link Device.profiler}); defaults to env `CSN_PROFILE=1` where the
+   * adapter has `timestamp-query`. Costs a compute pass per dispatch, so it is off otherwise.
+   */
+  profiling?: boolean;
 }
 
 /** What {@link openDevice} got. */
@@ -96,6 +102,8 @@ export class Device {
   readonly hasSubgroups: boolean;
   /** Kernel tuning profile (see {@link DeviceOptions.profile}). */
   readonly profile: KernelProfile;
+  /** Per-kernel GPU timing when profiling is on (`DeviceOptions.profiling`, env `CSN_PROFILE=1`), else null. */
+  readonly profiler: Profiler | null = null;
 
   #pipelines = new Map<string, { pipeline: GPUComputePipeline; layout: GPUBindGroupLayout }>();
   #encoder: GPUCommandEncoder | null = null;
@@ -137,6 +145,16 @@ export class Device {
       this.#errors.push(String((e as GPUUncapturedErrorEvent).error?.message ?? e));
     });
     const feats = [...gpu.features] as string[];
+    const timestamps = gpu.features.has("timestamp-query");
+    if (opts.profiling && !timestamps) {
+      throw new Error(
+        `openDevice: profiling needs the timestamp-query feature, which "${adapter.info.description}" lacks`,
+      );
+    }
+    if (opts.profiling ?? profilingRequested()) {
+      if (timestamps) this.profiler = new Profiler(gpu);
+      else console.warn(`CSN_PROFILE: "${adapter.info.description}" has no timestamp-query; not profiling`);
+    }
     this.info = {
       label: opts.label ?? adapter.info.description,
       description: adapter.info.description,
@@ -195,7 +213,8 @@ export class Device {
 
   /**
    * Records one dispatch of `source` (entry point `main`) over `workgroups` workgroups in the current batch.
-   * `params` (at most 256 bytes) is bound as a uniform right after the storage bindings.
+   * `params` (at most 256 bytes) is bound as a uniform right after the storage bindings. `work` (FLOPs, bytes)
+   * only feeds the profiler's rates.
    */
   dispatch(
     name: string,
@@ -203,6 +222,7 @@ export class Device {
     bindings: BufferBinding[],
     params: Uint32Array | null,
     workgroups: [number, number, number],
+    work?: KernelWork,
   ): void {
     this.#check(name);
     if (bindings.length > this.info.maxStorageBuffersPerShaderStage) {
@@ -212,7 +232,7 @@ export class Device {
       );
     }
     if (params && params.byteLength > PARAM_SLOT) throw new Error(`${name}: params over ${PARAM_SLOT} bytes`);
-    if (params && this.#arenaUsed + PARAM_SLOT > ARENA_BYTES) this.flush();
+    if ((params && this.#arenaUsed + PARAM_SLOT > ARENA_BYTES) || this.profiler?.full) this.flush();
     const { pipeline, layout } = this.#pipeline(source, bindings, params !== null, name);
     const entries: GPUBindGroupEntry[] = bindings.map((b, i) => ({
       binding: i,
@@ -228,7 +248,7 @@ export class Device {
       });
     }
     const group = this.gpu.createBindGroup({ layout, entries });
-    const pass = this.#computePass();
+    const pass = this.profiler ? this.#timedPass(name, source, bindings, work) : this.#computePass();
     pass.setPipeline(pipeline);
     pass.setBindGroup(0, group);
     pass.dispatchWorkgroups(workgroups[0], workgroups[1], workgroups[2]);
@@ -239,6 +259,19 @@ export class Device {
   #computePass(): GPUComputePassEncoder {
     if (!this.#encoder) this.#encoder = this.gpu.createCommandEncoder();
     if (!this.#pass) this.#pass = this.#encoder.beginComputePass();
+    return this.#pass;
+  }
+
+  /** A pass of its own for one dispatch, with timestamps at its beginning and end. */
+  #timedPass(
+    name: string,
+    source: string,
+    bindings: BufferBinding[],
+    work?: KernelWork,
+  ): GPUComputePassEncoder {
+    const encoder = this.#encoderNoPass();
+    const bound = bindings.reduce((s, b) => s + b.size, 0);
+    this.#pass = encoder.beginComputePass(this.profiler!.passDescriptor(name, source, bound, work));
     return this.#pass;
   }
 
@@ -268,6 +301,7 @@ export class Device {
       this.gpu.queue.writeBuffer(this.#arena, 0, this.#arenaHost, 0, this.#arenaUsed);
       this.#arenaUsed = 0;
     }
+    this.profiler?.resolve(this.#encoder);
     this.gpu.queue.submit([this.#encoder.finish()]);
     this.#encoder = null;
     this.#dispatches = 0;
@@ -296,7 +330,8 @@ export class Device {
     this.#encoderNoPass().copyBufferToBuffer(buffer, offset, staging, 0, size);
     this.flush();
     try {
-      await staging.mapAsync(GPUMapMode.READ);
+      // The timestamps were submitted with (or before) this copy, so reading them adds no wait.
+      await Promise.all([staging.mapAsync(GPUMapMode.READ), this.profiler?.collect()]);
       this.throwIfErrors("read");
       // The mapped range is detached by unmap(), so copy it out first.
       const res = staging.getMappedRange(0, size).slice(0, bytes);
@@ -310,7 +345,7 @@ export class Device {
   /** Waits until the GPU has finished everything submitted so far. */
   async sync(): Promise<void> {
     this.flush();
-    await this.gpu.queue.onSubmittedWorkDone();
+    await Promise.all([this.gpu.queue.onSubmittedWorkDone(), this.profiler?.collect()]);
     this.throwIfErrors("sync");
   }
 
@@ -335,6 +370,7 @@ export class Device {
     this.#destroyed = true;
     this.pool.trim();
     this.#arena.destroy();
+    this.profiler?.destroy();
     this.gpu.destroy();
   }
 

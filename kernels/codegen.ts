@@ -4,14 +4,18 @@
  * A kernel is a small body of WGSL plus a list of tensor arguments. {@link launch} wraps the body in a
  * complete shader: one storage binding per tensor, accessor functions `x_ld(i)` / `x_st(i, v)`, a uniform
  * `pu(i)`/`pf(i)`/`pi(i)` for per-dispatch scalars, and a `main` that turns a 2-D dispatch grid back into a
- * linear workgroup index `wg` (so more than 65535 workgroups work). Shapes are baked in as constants;
- * pipelines are cached by source in the device.
+ * linear workgroup index `wg` (so more than 65535 workgroups work). Pipelines are cached by source in the
+ * device, and every LLVM compile on lavapipe costs tens of milliseconds, so sizes stay out of the source:
+ * shapes, strides and element counts travel as named uniform fields (`LaunchSpec.uniforms`, read as
+ * `sh.<name>`), storage arrays are runtime-sized, and the workgroup count and the 1-D item count are uniforms
+ * too. A kernel then compiles once per variant (dtypes, rank after merging dims, vec4 or not), not once per
+ * layer shape. Constants remain where they decide the code's shape (workgroup size, unrolled loop counts).
  *
  * Tensors larger than one storage binding (the device's `bindingCap`) are bound as several consecutive
  * windows of the same buffer; the accessors pick the window from the index. Small tensors get direct array
  * accesses, so the common case pays nothing.
  */
-import type { Device } from "../core/device.ts";
+import type { Device, KernelWork } from "../core/device.ts";
 import type { Tensor } from "../core/tensor.ts";
 import { storageBytes, wgslScalar } from "../core/dtype.ts";
 
@@ -40,12 +44,19 @@ export interface LaunchSpec {
   wg: number;
   /** Total number of workgroups (linear). */
   groups: number;
-  /** Per-dispatch 32-bit words (up to 64), read with `pu/pf/pi`. */
+  /** Per-dispatch 32-bit words (up to 64 with the uniforms), read with `pu/pf/pi`. */
   params?: Uint32Array;
+  /**
+   * Named per-dispatch scalars, read in WGSL as `sh.<name>`: a number is a u32 (shapes, strides, counts),
+   * `{ i }` an i32, `{ f }` an f32. They share the 64 words of the uniform with `params`.
+   */
+  uniforms?: Uniforms;
   /** Extra declarations: constants, helper functions, workgroup variables. */
   decls?: string;
   /** The body of `main`; may use `wg` (linear workgroup index), `lid` and `gid` (= wg * WG + lid). */
   body: string;
+  /** FLOPs/bytes of this launch, for the profiler's rates under `CSN_PROFILE=1` (core/profiler.ts). */
+  work?: KernelWork;
 }
 
 /** Packs f32 and u32/i32 values into params words: numbers given as `{f: x}` are stored as f32 bits. */
@@ -60,6 +71,30 @@ export function params(...vals: (number | { f: number })[]): Uint32Array {
   return out;
 }
 
+/**
+ * A named uniform value: u32 (a plain number), i32 (`{ i }`), f32 (`{ f }`), or a u32 divisor (`{ d }`), which
+ * also gets WGSL helpers `div_<name>(x)` and `mod_<name>(x)`: exact for every u32 `x` (d < 2^30), but
+ * vectorised through an f32 reciprocal, since lavapipe runs a division by a non-constant lane by lane.
+ */
+export type UniformValue = number | { i: number } | { f: number } | { d: number };
+
+/**
+ * WGSL of the exact u32 quotient x / d from `r` ~ 1/d: an f32 estimate, one f32 refinement of the (small,
+ * signed) remainder, and a final +-1 step; the error bounds are in docs/perf.md ("Compile cost").
+ */
+const UDIV_WGSL = `fn udiv_(x: u32, d: u32, r: f32) -> u32 {
+  let q0 = u32(min(f32(x) * r, 4294967040.0));
+  let e0 = bitcast<i32>(x - q0 * d);
+  var q = q0 + bitcast<u32>(i32(floor(f32(e0) * r)));
+  let e = bitcast<i32>(x - q * d);
+  q = select(q, q - 1u, e < 0);
+  q = select(q, q + 1u, e >= bitcast<i32>(d));
+  return q;
+}`;
+
+/** Named uniform fields of a kernel (see {@link LaunchSpec.uniforms}). */
+export type Uniforms = Record<string, UniformValue>;
+
 /** Formats a number as a WGSL u32 literal. */
 export function u(n: number): string {
   if (!Number.isInteger(n) || n < 0 || n > 0xffffffff) throw new Error(`codegen: ${n} is not a u32`);
@@ -68,8 +103,8 @@ export function u(n: number): string {
 
 /** Formats a number as a WGSL f32 literal. */
 export function f(n: number): string {
-  // Chromium's WGSL compiler rejects constant expressions that evaluate to inf/NaN (bitcast of a literal is
-  // one; a function call is not a constant expression). `bits_f32` is declared in every kernel (see build).
+  // Through a function: WGSL forbids constant expressions that evaluate to inf/NaN (Chromium's Tint enforces
+  // it; a function call is not a constant expression). `bits_f32` is declared in every kernel (see build).
   if (Number.isNaN(n)) return "bits_f32(0x7fc00000u)";
   if (n === Infinity) return "bits_f32(0x7f800000u)";
   if (n === -Infinity) return "bits_f32(0xff800000u)";
@@ -91,12 +126,37 @@ function argBytes(a: Arg): { offset: number; total: number } {
   return { offset: 0, total: storageBytes(a.t.dtype, a.t.numel()) };
 }
 
-function bindingCode(a: Arg, first: number, device: Device, out: { bindings: number }): string {
+/** How unwindowed storage arrays are declared (exported for the A/B in docs/perf.md). */
+export const arrayDecl: { mode: "class" | "runtime" } = { mode: "runtime" };
+
+/**
+ * Bytes bound for a whole-tensor argument that fits one binding: its pool buffer's size class (capped at the
+ * binding cap), so a fixed-size array of that length depends on the size class, not the exact size.
+ */
+function classBytes(a: Arg, device: Device): number | null {
+  if (a.range || arrayDecl.mode !== "class") return null;
+  const total = storageBytes(a.t.dtype, a.t.numel());
+  if (total > device.bindingCap) return null;
+  return Math.min(a.t.storage("launch").buffer.size, device.bindingCap);
+}
+
+function bindingCode(
+  a: Arg,
+  first: number,
+  device: Device,
+  out: { bindings: number },
+  uni: Uniforms,
+): string {
   const { ty, bytes: eb } = elemType(a);
   const { offset, total } = argBytes(a);
-  // Index of the first bound element in accessor units (elements, vec4s or u8 words).
+  // Index of the first bound element in accessor units (elements, vec4s or u8 words): a uniform, so the
+  // chunks of a split launch share one pipeline.
   const base = offset / eb;
-  const rel = base ? ` - ${u(base)}` : "";
+  let rel = "";
+  if (a.range) {
+    uni[`${a.name}_base_`] = base;
+    rel = ` - sh.${a.name}_base_`;
+  }
   const cap = device.bindingCap;
   const k = Math.ceil(total / cap);
   const access = a.write ? "read_write" : "read";
@@ -107,16 +167,18 @@ function bindingCode(a: Arg, first: number, device: Device, out: { bindings: num
   const ld = isU8 ? `${n}_ldw` : `${n}_ld`;
   const st = isU8 ? `${n}_stw` : `${n}_st`;
   if (k <= 1) {
-    // Fixed-size arrays: the length is known, so bounds handling needs no arrayLength() (~1.4x on lavapipe).
-    lines.push(`@group(0) @binding(${first}) var<storage, ${access}> ${n}: array<${ty}, ${total / eb}>;`);
+    // Runtime-sized: a fixed length would make every tensor size its own pipeline (see docs/perf.md,
+    // "Compile cost", for the speed measured against fixed-size arrays).
+    const cls = classBytes(a, device);
+    const arr = cls === null ? `array<${ty}>` : `array<${ty}, ${cls / eb}>`;
+    lines.push(`@group(0) @binding(${first}) var<storage, ${access}> ${n}: ${arr};`);
     lines.push(`fn ${ld}(ix_: u32) -> ${ty} { return ${n}[ix_${rel}]; }`);
     if (a.write) lines.push(`fn ${st}(ix_: u32, v_: ${ty}) { ${n}[ix_${rel}] = v_; }`);
     out.bindings = 1;
   } else {
     const win = cap / eb;
     for (let w = 0; w < k; w++) {
-      const len = Math.min(cap, total - w * cap) / eb;
-      lines.push(`@group(0) @binding(${first + w}) var<storage, ${access}> ${n}_${w}: array<${ty}, ${len}>;`);
+      lines.push(`@group(0) @binding(${first + w}) var<storage, ${access}> ${n}_${w}: array<${ty}>;`);
     }
     lines.push(`const ${n}_WIN: u32 = ${u(win)};`);
     const pick = (stmt: (w: number) => string) => {
@@ -161,7 +223,15 @@ export function grid(groups: number, maxDim: number, op: string): [number, numbe
 }
 
 /** Generates the shader source and the bindings for a kernel, without dispatching it. */
-export function build(spec: LaunchSpec): { source: string; device: Device } {
+export function build(spec: LaunchSpec): { source: string; device: Device; words: Uint32Array } {
+  return buildWith(spec, {});
+}
+
+/** {@link build} with internal uniforms (names ending in "_") placed before the kernel's own. */
+function buildWith(
+  spec: LaunchSpec,
+  internal: Uniforms,
+): { source: string; device: Device; words: Uint32Array } {
   const device = spec.args[0].t.device;
   for (const a of spec.args) {
     if (a.t.device !== device) {
@@ -173,40 +243,110 @@ export function build(spec: LaunchSpec): { source: string; device: Device } {
   }
   const parts: string[] = [`// ${spec.op}`];
   let binding = 0;
+  const uni: Uniforms = { nwg_: spec.groups, ...internal };
   for (const a of spec.args) {
     const o = { bindings: 0 };
-    parts.push(bindingCode(a, binding, device, o));
+    parts.push(bindingCode(a, binding, device, o, uni));
     binding += o.bindings;
   }
+  const divs: string[] = [];
+  for (const [k, v] of Object.entries(spec.uniforms ?? {})) {
+    if (!/^[A-Za-z][A-Za-z0-9_]*$/.test(k) || k.endsWith("_")) {
+      throw new Error(`${spec.op}: uniform name "${k}" must be an identifier not ending in "_"`);
+    }
+    if (typeof v === "object" && "d" in v) {
+      if (!Number.isInteger(v.d) || v.d < 1 || v.d >= 2 ** 30) {
+        throw new Error(`${spec.op}: divisor ${k} = ${v.d} must be an integer in [1, 2^30)`);
+      }
+      uni[k] = v.d;
+      uni[`${k}_rcp_`] = { f: 1 / v.d };
+      divs.push(
+        `fn div_${k}(x: u32) -> u32 { return udiv_(x, sh.${k}, sh.${k}_rcp_); }\n` +
+          `fn mod_${k}(x: u32) -> u32 { return x - div_${k}(x) * sh.${k}; }`,
+      );
+    } else uni[k] = v;
+  }
+  const { decl, words } = uniformBlock(spec.op, spec.params ?? null, uni);
+  parts.push(decl.replace("@binding(?)", `@binding(${binding})`));
   if (spec.params) {
-    parts.push(`struct Params { p: array<vec4<u32>, 16> }`);
-    parts.push(`@group(0) @binding(${binding}) var<uniform> prm: Params;`);
-    parts.push(`fn pu(i: u32) -> u32 { return prm.p[i / 4u][i % 4u]; }`);
+    parts.push(`fn pu(i: u32) -> u32 { return sh.p[i / 4u][i % 4u]; }`);
     parts.push(`fn pf(i: u32) -> f32 { return bitcast<f32>(pu(i)); }`);
     parts.push(`fn pi(i: u32) -> i32 { return bitcast<i32>(pu(i)); }`);
   }
+  if (divs.length) parts.push(UDIV_WGSL, ...divs);
   parts.push(`fn bits_f32(b: u32) -> f32 { return bitcast<f32>(b); }`);
-  parts.push(`const WG: u32 = ${u(spec.wg)};\nconst NWG: u32 = ${u(spec.groups)};`);
+  parts.push(`const WG: u32 = ${u(spec.wg)};`);
   if (spec.decls) parts.push(spec.decls);
   parts.push(`@compute @workgroup_size(${spec.wg})
 fn main(@builtin(workgroup_id) wid3: vec3<u32>, @builtin(num_workgroups) nwg3: vec3<u32>,
         @builtin(local_invocation_index) lid: u32) {
   let wg = wid3.x + wid3.y * nwg3.x;
-  if (wg >= NWG) { return; }
+  if (wg >= sh.nwg_) { return; }
   let gid = wg * WG + lid;
 ${spec.body}
 }`);
-  return { source: parts.join("\n"), device };
+  return { source: parts.join("\n"), device, words };
+}
+
+/**
+ * The uniform struct `sh` (the `params` words as `p`, then one field per named uniform) and its packed
+ * words. Field order is the insertion order, so the source depends only on the names and types.
+ */
+function uniformBlock(
+  op: string,
+  prm: Uint32Array | null,
+  uni: Uniforms,
+): { decl: string; words: Uint32Array } {
+  const pw = prm ? Math.ceil(prm.length / 4) : 0;
+  const names = Object.keys(uni);
+  const total = pw * 4 + names.length;
+  if (total > 64) {
+    throw new Error(`${op}: ${prm?.length ?? 0} params words and ${names.length} uniforms exceed 64 words`);
+  }
+  const words = new Uint32Array(Math.ceil(total / 4) * 4);
+  const fw = new Float32Array(words.buffer), iw = new Int32Array(words.buffer);
+  if (prm) words.set(prm);
+  const fields: string[] = pw ? [`p: array<vec4<u32>, ${pw}>`] : [];
+  names.forEach((k, j) => {
+    const v = uni[k], at = pw * 4 + j;
+    if (typeof v === "number") {
+      if (!Number.isInteger(v) || v < 0 || v > 0xffffffff) {
+        throw new Error(`${op}: uniform ${k} = ${v} is not a u32 (pass { i } or { f } for other types)`);
+      }
+      words[at] = v;
+      fields.push(`${k}: u32`);
+    } else if ("d" in v) {
+      throw new Error(`${op}: divisor ${k} was not expanded`);
+    } else if ("i" in v) {
+      if (!Number.isInteger(v.i) || v.i < -(2 ** 31) || v.i >= 2 ** 31) {
+        throw new Error(`${op}: uniform ${k} = ${v.i} is not an i32`);
+      }
+      iw[at] = v.i;
+      fields.push(`${k}: i32`);
+    } else {
+      fw[at] = v.f;
+      fields.push(`${k}: f32`);
+    }
+  });
+  return {
+    decl: `struct Sh_ { ${fields.join(", ")} }\n@group(0) @binding(?) var<uniform> sh: Sh_;`,
+    words,
+  };
 }
 
 /** Generates, caches and records one dispatch of a kernel. */
 export function launch(spec: LaunchSpec): void {
+  launchWith(spec, {});
+}
+
+function launchWith(spec: LaunchSpec, internal: Uniforms): void {
   if (spec.groups === 0) return;
-  const { source, device } = build(spec);
+  const { source, device, words } = buildWith(spec, internal);
   const bindings = [];
   for (const a of spec.args) {
     const s = a.t.storage(spec.op);
-    const { offset, total } = argBytes(a);
+    const { offset, total: exact } = argBytes(a);
+    const total = classBytes(a, device) ?? exact;
     const cap = device.bindingCap;
     for (let off = 0; off < total; off += cap) {
       bindings.push({
@@ -221,8 +361,9 @@ export function launch(spec: LaunchSpec): void {
     spec.op,
     source,
     bindings,
-    spec.params ?? null,
+    words,
     grid(spec.groups, device.maxWorkgroupsPerDim, spec.op),
+    spec.work,
   );
 }
 
@@ -237,16 +378,16 @@ export type Launch1dSpec = Omit<LaunchSpec, "wg" | "groups"> & {
 /**
  * The common 1-D launch: one lane per item, workgroups of `wg` (64) lanes, ceil-divided, and a guard so the
  * lanes past `n` in the last workgroup return before the body runs (ORT's out-of-bounds workgroup guard).
- * The body sees `gid < n`.
+ * The body sees `gid < n`; `n` is the uniform `sh.n_`, so the item count does not enter the source.
  */
 export function launch1d(spec: Launch1dSpec): void {
   const wg = spec.wg ?? 64;
-  launch({
+  launchWith({
     ...spec,
     wg,
     groups: Math.ceil(spec.n / wg),
-    body: `  if (gid >= ${u(spec.n)}) { return; }\n${spec.body}`,
-  });
+    body: `  if (gid >= sh.n_) { return; }\n${spec.body}`,
+  }, { n_: spec.n });
 }
 
 /** Batch, channels and the input / output spatial sizes of a 3-D op (convolutions, pooling). */

@@ -5,7 +5,7 @@
  */
 import { Tensor } from "../core/tensor.ts";
 import { record } from "../core/autograd.ts";
-import { launch1d, u } from "./codegen.ts";
+import { launch1d } from "./codegen.ts";
 import { cast, div, ne, neg } from "./elementwise/mod.ts";
 import { map } from "./elementwise/map.ts";
 import { mean, sum } from "./reduce.ts";
@@ -97,16 +97,18 @@ function pick(op: string, logp: Tensor, target: Tensor, ignoreIndex: number): Te
     throw new Error(`${op}: target [${target.shape}] must be [${tShape}] for input [${logp.shape}]`);
   }
   const y = Tensor.empty(logp.device, tShape, "f32", op);
-  const ok = `t != ${ignoreIndex} && t >= 0 && t < ${C}`;
+  const ok = `t != sh.ignore && t >= 0 && t < sh.Ci`;
+  const uniforms = { S: { d: S }, C: { d: C }, Ci: { i: C }, ignore: { i: ignoreIndex } };
   launch1d({
     op,
     args: [{ name: "lp", t: logp }, { name: "t", t: target }, { name: "y", t: y, write: true }],
     n: y.numel(),
+    uniforms,
     body: `  let t = t_ld(gid);
-  let n = gid / ${u(S)};
-  let s = gid % ${u(S)};
-  let ci = u32(clamp(t, 0, ${C - 1}));
-  y_st(gid, select(0.0, lp_ld((n * ${u(C)} + ci) * ${u(S)} + s), ${ok}));`,
+  let n = div_S(gid);
+  let s = gid - n * sh.S;
+  let ci = u32(clamp(t, 0, sh.Ci - 1));
+  y_st(gid, select(0.0, lp_ld((n * sh.C + ci) * sh.S + s), ${ok}));`,
   });
   return record(op, y, [logp], [target], (g, [st]) => {
     const gl = Tensor.empty(g.device, logp.shape, "f32", `${op}.backward`);
@@ -114,11 +116,13 @@ function pick(op: string, logp: Tensor, target: Tensor, ignoreIndex: number): Te
       op: `${op}.backward`,
       args: [{ name: "g", t: g }, { name: "t", t: st }, { name: "gl", t: gl, write: true }],
       n: gl.numel(),
-      body: `  let s = gid % ${u(S)};
-  let c = i32((gid / ${u(S)}) % ${u(C)});
-  let n = gid / ${u(C * S)};
-  let t = t_ld(n * ${u(S)} + s);
-  gl_st(gid, select(0.0, g_ld(n * ${u(S)} + s), t == c && ${ok}));`,
+      uniforms,
+      body: `  let ns = div_S(gid);
+  let s = gid - ns * sh.S;
+  let n = div_C(ns);
+  let c = i32(ns - n * sh.C);
+  let t = t_ld(n * sh.S + s);
+  gl_st(gid, select(0.0, g_ld(n * sh.S + s), t == c && ${ok}));`,
     });
     return [gl];
   });

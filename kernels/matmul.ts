@@ -1,9 +1,7 @@
 /**
  * @file Batched matrix multiply with optional transposes and broadcast batch dims (PyTorch `matmul`
- * semantics for >= 1-D operands). The kernel is the classic shared-memory GEMM: a 64x64 output tile per
- * workgroup, K staged through workgroup memory 16 at a time, 4x4 outputs per thread held as four vec4
- * accumulators (lavapipe spills beyond ~6 vec4 chains). Tile loads read 4 consecutive elements per thread
- * in whichever layout (normal or transposed) the operand is stored.
+ * semantics for >= 1-D operands). Profile "gpu": the shared-memory tiled GEMM ({@link gemmTiled}); profile
+ * "cpu": register-blocked kernels without workgroup memory (`gemmLanes`, `gemmNT`), see docs/perf.md.
  */
 import { Tensor } from "../core/tensor.ts";
 import { record } from "../core/autograd.ts";
@@ -19,8 +17,6 @@ export interface MatmulOptions {
   /** Use the transpose of the last two dims of `b`. */
   transB?: boolean;
 }
-
-const BM = 64, BN = 64, BK = 16, WG = 256;
 
 function batchOffsetCode(
   name: string,
@@ -87,7 +83,46 @@ export function gemm(op: string, a: Tensor, b: Tensor, transA: boolean, transB: 
     gemmLanes(op, a, b, out, { M, N, K, nb, aIdx, bIdx, offsets, transA, transB });
     return out;
   }
-  const tm = Math.ceil(M / BM), tn = Math.ceil(N / BN);
+  gemmTiled(op, a, b, out, { M, N, K, nb, aIdx, bIdx, offsets, transA, transB });
+  return out;
+}
+
+/**
+ * The "gpu" profile's GEMM: the classic shared-memory kernel, a 64x64 output tile per workgroup of 256 threads,
+ * K staged through workgroup memory 16 at a time, 4x4 outputs per thread as four vec4 accumulators; tile loads
+ * read 4 consecutive elements per thread in whichever layout (normal or transposed) the operand is stored.
+ * When the tiles are too few to fill a GPU and K is long (the weight gradient of a pointwise conv, K =
+ * positions: one 64x64 tile over 262144 positions ran at 0.04 TFLOP/s on an H200), K is split into segments
+ * whose partial products a reduction adds. (A 128x128 tile with 8x8 per thread, vec4 global loads and vec4
+ * workgroup reads ran 4096^3 at 2.5x this kernel there; see docs/perf.md, 2026-11-30.)
+ */
+function gemmTiled(
+  op: string,
+  a: Tensor,
+  b: Tensor,
+  out: Tensor,
+  g: {
+    M: number;
+    N: number;
+    K: number;
+    nb: number;
+    aIdx: (m: string, k: string) => string;
+    bIdx: (k: string, n: string) => string;
+    offsets: string;
+    transA: boolean;
+    transB: boolean;
+  },
+): void {
+  const { M, N, K, nb, aIdx, bIdx, transA, transB } = g;
+  const offsets = g.offsets;
+  const BM = 64, BN = 64, BK = 16, WG = 256;
+  const tm = Math.ceil(M / BM), tn = Math.ceil(N / BN), tiles = nb * tm * tn;
+  const kTiles = Math.ceil(K / BK);
+  // Segments over K when the tiles are too few to fill a GPU (~2 workgroups per SM of a 132-SM part) and K is
+  // long, as in the weight gradient of a pointwise conv (K = positions): each at least 16 K tiles long.
+  const segs = Math.max(1, Math.min(Math.ceil(264 / tiles), Math.floor(kTiles / 16)));
+  const segLen = Math.ceil(kTiles / segs) * BK;
+  const part = segs === 1 ? out : Tensor.empty(a.device, [segs, ...out.shape], "f32", op);
   // Tile loaders: each thread loads 4 elements that are consecutive in memory.
   const loadA = transA
     ? `{ let kk = lid / 16u; let mq = (lid % 16u) * 4u; let k = k0 + kk;
@@ -109,13 +144,16 @@ export function gemm(op: string, a: Tensor, b: Tensor, transA: boolean, transB: 
            Bs[kk * ${u(BN)} + nq + j] = v; } }`;
   launch({
     op,
-    args: [{ name: "a", t: a }, { name: "b", t: b }, { name: "c", t: out, write: true }],
+    work: { flops: 2 * M * N * K * nb },
+    args: [{ name: "a", t: a }, { name: "b", t: b }, { name: "c", t: part, write: true }],
     wg: WG,
-    groups: nb * tm * tn,
+    groups: segs * tiles,
     decls: `var<workgroup> As: array<f32, ${BK * BM}>;
 var<workgroup> Bs: array<f32, ${BK * BN}>;`,
-    body: `  let bi = wg / ${u(tm * tn)};
-  let t = wg - bi * ${u(tm * tn)};
+    body: `  let sg = wg / ${u(tiles)};
+  let t0 = wg % ${u(tiles)};
+  let bi = t0 / ${u(tm * tn)};
+  let t = t0 % ${u(tm * tn)};
   let m0 = (t / ${u(tn)}) * ${u(BM)};
   let n0 = (t % ${u(tn)}) * ${u(BN)};
   ${offsets}
@@ -125,7 +163,8 @@ var<workgroup> Bs: array<f32, ${BK * BN}>;`,
   var acc1 = vec4<f32>(0.0);
   var acc2 = vec4<f32>(0.0);
   var acc3 = vec4<f32>(0.0);
-  for (var k0 = 0u; k0 < ${u(K)}; k0 = k0 + ${u(BK)}) {
+  let kEnd = min((sg + 1u) * ${u(segLen)}, ${u(K)});
+  for (var k0 = sg * ${u(segLen)}; k0 < kEnd; k0 = k0 + ${u(BK)}) {
     ${loadA}
     ${loadB}
     workgroupBarrier();
@@ -141,7 +180,7 @@ var<workgroup> Bs: array<f32, ${BK * BN}>;`,
     }
     workgroupBarrier();
   }
-  let coff = bi * ${u(M * N)};
+  let coff = (sg * ${u(nb)} + bi) * ${u(M * N)};
   let accs = array<vec4<f32>, 4>(acc0, acc1, acc2, acc3);
   for (var i = 0u; i < 4u; i = i + 1u) {
     let m = m0 + ty * 4u + i;
@@ -154,7 +193,12 @@ var<workgroup> Bs: array<f32, ${BK * BN}>;`,
     }
   }`,
   });
-  return out;
+  if (segs > 1) {
+    const r = sum(part, 0);
+    out.assign(r);
+    r.dispose();
+    part.dispose();
+  }
 }
 
 /**
@@ -227,6 +271,7 @@ function gemmLanes(
   }`;
   launch({
     op,
+    work: { flops: 2 * M * N * K * nb },
     args: [{ name: "a", t: a, vec4: aVec || aRows }, { name: "b", t: b, vec4: bVec }, {
       name: "c",
       t: out,
@@ -278,6 +323,7 @@ function gemmNT(
   const ij = [...Array(16).keys()];
   launch({
     op,
+    work: { flops: 2 * M * N * K * nb },
     args: [{ name: "a", t: a, vec4: true }, { name: "b", t: b, vec4: true }, {
       name: "c",
       t: part,

@@ -9,7 +9,7 @@ import { record } from "../core/autograd.ts";
 import { Tensor as TensorClass } from "../core/tensor.ts";
 import { map } from "./elementwise/map.ts";
 import { sum } from "./reduce.ts";
-import { f, launch, launch1d, u } from "./codegen.ts";
+import { launch, launch1d } from "./codegen.ts";
 
 /** The two columns of a [C, 2] tensor as two [C] tensors. */
 function splitPairs(op: string, t: Tensor, C: number): [Tensor, Tensor] {
@@ -49,16 +49,25 @@ function channelMoments(op: string, x: Tensor, g: Tensor | null, mu: Tensor | nu
     args,
     wg: WG,
     groups: segs * C,
+    // Sizes are uniforms (one pipeline for every BN layer). The lane walks e = n * S + s by steps of WG,
+    // carrying (n, s) instead of dividing by the uniform S per element.
+    uniforms: { C, S, L, T, CS: C * S, dn: Math.floor(WG / S), ds: WG % S },
     decls: `var<workgroup> s1: array<f32, ${WG}>;\nvar<workgroup> s2: array<f32, ${WG}>;`,
-    body: `  let c = wg % ${u(C)};
-  let sg = wg / ${u(C)};
-  let m = ${mu ? "mu_ld(c)" : `x_ld(c * ${u(S)})`};
+    body: `  let c = wg % sh.C;
+  let sg = wg / sh.C;
+  let m = ${mu ? "mu_ld(c)" : `x_ld(c * sh.S)`};
   var a1 = 0.0;
   var a2 = 0.0;
-  let e1 = min((sg + 1u) * ${u(L)}, ${u(T)});
-  for (var e = sg * ${u(L)} + lid; e < e1; e = e + WG) {
-    let i = ((e / ${u(S)}) * ${u(C)} + c) * ${u(S)} + e % ${u(S)};
+  let e0 = sg * sh.L + lid;
+  let e1 = min((sg + 1u) * sh.L, sh.T);
+  var n = e0 / sh.S;
+  var s = e0 - n * sh.S;
+  for (var e = e0; e < e1; e = e + WG) {
+    let i = n * sh.CS + c * sh.S + s;
     ${term}
+    s = s + sh.ds;
+    n = n + sh.dn;
+    if (s >= sh.S) { s = s - sh.S; n = n + 1u; }
   }
   s1[lid] = a1;
   s2[lid] = a2;
@@ -67,7 +76,7 @@ function channelMoments(op: string, x: Tensor, g: Tensor | null, mu: Tensor | nu
     if (lid < k) { s1[lid] = s1[lid] + s1[lid + k]; s2[lid] = s2[lid] + s2[lid + k]; }
     workgroupBarrier();
   }
-  if (lid == 0u) { p_st((sg * ${u(C)} + c) * 2u, s1[0]); p_st((sg * ${u(C)} + c) * 2u + 1u, s2[0]); }`,
+  if (lid == 0u) { p_st((sg * sh.C + c) * 2u, s1[0]); p_st((sg * sh.C + c) * 2u + 1u, s2[0]); }`,
   });
   if (segs === 1) return part.reshape([C, 2]);
   const r = sum(part, 0);
@@ -83,6 +92,22 @@ export interface BatchNormOptions {
   momentum?: number;
   /** Added to the variance (default 1e-3, as the CSN uses; PyTorch's default is 1e-5). */
   eps?: number;
+  /** Training only: reduce the statistics and their gradients across replicas (synchronised batch norm). */
+  sync?: BatchNormSync | null;
+}
+
+/**
+ * Cross-replica reductions of synchronised batch norm (parallel/replicas.ts implements them over MPI). The
+ * tensors handed out may be filled later, as long as the device runs the work recorded after them later.
+ */
+export interface BatchNormSync {
+  /**
+   * From this replica's per-channel shift `mean0` [C] and sums of (x - mean0) and (x - mean0)^2 `centred`
+   * [C, 2] over `count` values each: the mean and biased variance [C] over all replicas, and their count.
+   */
+  stats(mean0: Tensor, centred: Tensor, count: number): { mean: Tensor; variance: Tensor; count: number };
+  /** Backward: this replica's per-channel sums [C, 2] of g and g * (x - mean), summed over all replicas. */
+  sum(local: Tensor): Tensor;
 }
 
 /**
@@ -169,27 +194,38 @@ export function batchNorm3d(
     op,
     args: [{ name: "x", t: x }, { name: "mom", t: mom0 }, { name: "mu", t: mean0, write: true }],
     n: C,
-    body: `  mu_st(gid, x_ld(gid * ${u(S)}) + mom_ld(gid * 2u) / ${f(M)});`,
+    uniforms: { S, M: { f: M } },
+    body: `  mu_st(gid, x_ld(gid * sh.S) + mom_ld(gid * 2u) / sh.M);`,
   });
   mom0.dispose();
   const mom = channelMoments(op, x, null, mean0);
-  const muC = TensorClass.empty(x.device, [C], "f32", op);
-  const varC = TensorClass.empty(x.device, [C], "f32", op);
-  const invC = TensorClass.empty(x.device, [C], "f32", op);
-  launch1d({
-    op,
-    args: [{ name: "m0", t: mean0 }, { name: "mom", t: mom }, { name: "mu", t: muC, write: true }, {
-      name: "va",
-      t: varC,
-      write: true,
-    }, { name: "iv", t: invC, write: true }],
-    n: C,
-    body: `  let m1 = mom_ld(gid * 2u) / ${f(M)};
-  let v = max(mom_ld(gid * 2u + 1u) / ${f(M)} - m1 * m1, 0.0);
+  const sync = opts.sync ?? null;
+  // With sync, M becomes the count over all replicas (the running-variance correction and the backward).
+  let muC: Tensor, varC: Tensor, invC: Tensor, Mg = M;
+  if (sync) {
+    const g = sync.stats(mean0, mom, M);
+    muC = g.mean, varC = g.variance, Mg = g.count;
+    invC = map(op, [varC, eps], "f32", (v) => `inverseSqrt(${v[0]} + ${v[1]})`);
+  } else {
+    muC = TensorClass.empty(x.device, [C], "f32", op);
+    varC = TensorClass.empty(x.device, [C], "f32", op);
+    invC = TensorClass.empty(x.device, [C], "f32", op);
+    launch1d({
+      op,
+      args: [{ name: "m0", t: mean0 }, { name: "mom", t: mom }, { name: "mu", t: muC, write: true }, {
+        name: "va",
+        t: varC,
+        write: true,
+      }, { name: "iv", t: invC, write: true }],
+      n: C,
+      uniforms: { M: { f: M }, eps: { f: eps } },
+      body: `  let m1 = mom_ld(gid * 2u) / sh.M;
+  let v = max(mom_ld(gid * 2u + 1u) / sh.M - m1 * m1, 0.0);
   mu_st(gid, m0_ld(gid) + m1);
   va_st(gid, v);
-  iv_st(gid, inverseSqrt(v + ${f(eps)}));`,
-  });
+  iv_st(gid, inverseSqrt(v + sh.eps));`,
+    });
+  }
   mom.dispose();
   mean0.dispose();
   const mu = muC.reshape(cs), varB = varC.reshape(cs), inv = invC.reshape(cs);
@@ -205,7 +241,7 @@ export function batchNorm3d(
     );
     const nv = map(
       op,
-      [runningVar, varB.reshape([C]), momentum, M / (M - 1)],
+      [runningVar, varB.reshape([C]), momentum, Mg / (Mg - 1)],
       "f32",
       (v) => `(1.0 - ${v[2]}) * ${v[0]} + ${v[2]} * ${v[1]} * ${v[3]}`,
     );
@@ -227,12 +263,23 @@ export function batchNorm3d(
     // One pass gives sum(g) and sum(g * (x - mu)); sum(g * xh) = inv * the latter.
     const gm = channelMoments(`${op}.backward`, sx, g, smu.reshape([C]));
     const sums = splitPairs(`${op}.backward`, gm, C);
-    gm.dispose();
     const sgC = sums[0],
       sgxC = map(`${op}.backward`, [sums[1], sinv.reshape([C])], "f32", (v) => `${v[0]} * ${v[1]}`);
     sums[1].dispose();
-    const sgk = sgC.reshape(cs), sgx = sgxC.reshape(cs);
-    const ops = [g, sx, smu, sinv, sgk, sgx, 1 / M, ...(weight ? [sw] : [])];
+    // Synchronised: gx uses the sums over all replicas; weight and bias keep this replica's share (the
+    // gradient all-reduce averages them like every other parameter's).
+    let sgk = sgC.reshape(cs), sgx = sgxC.reshape(cs);
+    if (sync) {
+      const gmG = sync.sum(gm);
+      const [a, bS] = splitPairs(`${op}.backward`, gmG, C);
+      gmG.dispose();
+      sgk.dispose(), sgx.dispose();
+      sgk = a.reshape(cs);
+      sgx = map(`${op}.backward`, [bS, sinv.reshape([C])], "f32", (v) => `${v[0]} * ${v[1]}`).reshape(cs);
+      a.dispose(), bS.dispose();
+    }
+    gm.dispose();
+    const ops = [g, sx, smu, sinv, sgk, sgx, 1 / Mg, ...(weight ? [sw] : [])];
     const gx = x.requiresGrad
       ? map(
         `${op}.backward`,

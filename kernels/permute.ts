@@ -1,11 +1,11 @@
 /**
  * @file Axis permutation (`permute`, `transpose`) as a gather: each output element computes its source
- * offset from baked-in strides. Output dims that stay adjacent in the input are merged first, so e.g.
+ * offset from sizes and strides passed as uniforms (one pipeline per merged rank). Output dims that stay adjacent in the input are merged first, so e.g.
  * [N,C,D,H,W] -> [N,D,H,W,C] is a 3-D index computation, not a 5-D one.
  */
 import { Tensor } from "../core/tensor.ts";
 import { record } from "../core/autograd.ts";
-import { launch1d, stridesOf, u } from "./codegen.ts";
+import { launch1d, stridesOf, type Uniforms } from "./codegen.ts";
 import { normAxes } from "./reduce.ts";
 
 /** Reorders the dims of `x`: output dim i is input dim `dims[i]` (negative indices allowed). */
@@ -39,15 +39,20 @@ export function permute(x: Tensor, dims: readonly number[]): Tensor {
   if (n > 0) {
     if (merged.length <= 1) {
       // Identity order: a plain copy.
-      launchGather(op, x, y, "let o = i;");
+      launchGather(op, x, y, "let o = i;", {});
     } else {
       const lines = ["var r = i;", "var o = 0u;"];
+      const uni: Uniforms = {};
       for (let d = merged.length - 1; d >= 0; d--) {
         const { size, stride } = merged[d];
-        if (d === 0) lines.push(`o = o + r * ${u(stride)};`);
-        else lines.push(`{ let c = r % ${u(size)}; r = r / ${u(size)}; o = o + c * ${u(stride)}; }`);
+        uni[`st${d}`] = stride;
+        if (d === 0) lines.push(`o = o + r * sh.st${d};`);
+        else {
+          uni[`dz${d}`] = { d: size };
+          lines.push(`{ let q = div_dz${d}(r); o = o + (r - q * sh.dz${d}) * sh.st${d}; r = q; }`);
+        }
       }
-      launchGather(op, x, y, lines.join("\n      "));
+      launchGather(op, x, y, lines.join("\n      "), uni);
     }
   }
   const inv = new Array(nd);
@@ -55,17 +60,19 @@ export function permute(x: Tensor, dims: readonly number[]): Tensor {
   return record(op, y, [x], [], (g) => [permute(g, inv)]);
 }
 
-function launchGather(op: string, x: Tensor, y: Tensor, index: string): void {
+function launchGather(op: string, x: Tensor, y: Tensor, index: string, uni: Uniforms): void {
   const n = y.numel();
+  const uniforms = { ...uni, total: n };
   if (x.dtype === "u8") {
     launch1d({
       op,
       args: [{ name: "x", t: x }, { name: "y", t: y, write: true }],
       n: Math.ceil(n / 4),
+      uniforms,
       body: `  var w = 0u;
   for (var e = 0u; e < 4u; e = e + 1u) {
     let i = gid * 4u + e;
-    if (i < ${u(n)}) {
+    if (i < sh.total) {
       ${index}
       w = w | (x_ld(o) << (e * 8u));
     }
@@ -78,9 +85,10 @@ function launchGather(op: string, x: Tensor, y: Tensor, index: string): void {
     op,
     args: [{ name: "x", t: x }, { name: "y", t: y, write: true }],
     n: Math.ceil(n / 4),
+    uniforms,
     body: `  for (var e = 0u; e < 4u; e = e + 1u) {
     let i = gid * 4u + e;
-    if (i < ${u(n)}) {
+    if (i < sh.total) {
       ${index}
       y_st(i, x_ld(o));
     }

@@ -6,8 +6,49 @@
 import { Tensor } from "../core/tensor.ts";
 import { record } from "../core/autograd.ts";
 import { f, type Geo3d, launch1d, u } from "./codegen.ts";
+
 import { type Triple, triple } from "./conv/mod.ts";
 import { argmax, mean } from "./reduce.ts";
+
+/**
+ * Sizes of a 3-D pooling or resampling as uniforms: divisors for splitting flat indices (`div_OS`, ...), and
+ * i32 copies where the window arithmetic is signed. Windows and scale factors stay in the code: a model uses
+ * one or two, and constant strides divide by shifts.
+ */
+function poolUniforms(g: Geo3d) {
+  const i = (v: number) => ({ i: v });
+  const d = (v: number) => ({ d: v });
+  return {
+    OS: d(g.OD * g.OH * g.OW),
+    OHW: d(g.OH * g.OW),
+    OW: d(g.OW),
+    IS: d(g.D * g.H * g.W),
+    HW: d(g.H * g.W),
+    W: d(g.W),
+    H: g.H,
+    OH: g.OH,
+    Di: i(g.D),
+    Hi: i(g.H),
+    Wi: i(g.W),
+    ODi: i(g.OD),
+    OHi: i(g.OH),
+    OWi: i(g.OW),
+  };
+}
+
+/** WGSL splitting the flat index `x` of [NC, A, B, C] (sizes in `sh.<S>`, `sh.<BC>`, `sh.<C>`) into lets. */
+function split4(
+  x: string,
+  S: string,
+  BC: string,
+  C: string,
+  names: [string, string, string, string],
+): string {
+  const [nc, a, b, c] = names;
+  return `let ${nc} = div_${S}(${x}); let r0_ = ${x} - ${nc} * sh.${S};
+  let ${a} = div_${BC}(r0_); let r1_ = r0_ - ${a} * sh.${BC};
+  let ${b} = div_${C}(r1_); let ${c} = r1_ - ${b} * sh.${C};`;
+}
 
 function check5d(op: string, x: Tensor): void {
   x.storage(op);
@@ -43,14 +84,15 @@ export function maxPool3d(x: Tensor, opts: MaxPoolOptions): Tensor {
   const [OD, OH, OW] = outs;
   const y = Tensor.empty(x.device, [N, C, OD, OH, OW], "f32", op);
   const idx = Tensor.empty(x.device, [N, C, OD, OH, OW], "i32", op);
-  const OS = OD * OH * OW, IS = D * H * W;
+  const g0 = { N, C, D, H, W, OD, OH, OW, K, St, P };
+  // The window (tiny, unrolled-friendly loop bounds) stays in the code; sizes are uniforms.
   launch1d({
     op,
     args: [{ name: "x", t: x }, { name: "y", t: y, write: true }, { name: "ix", t: idx, write: true }],
     n: y.numel(),
-    body: `  let nc = gid / ${u(OS)};
-  let p = gid % ${u(OS)};
-  let od = i32(p / ${u(OH * OW)}); let oh = i32((p / ${u(OW)}) % ${u(OH)}); let ow = i32(p % ${u(OW)});
+    uniforms: poolUniforms(g0),
+    body: `  ${split4("gid", "OS", "OHW", "OW", ["nc", "odu", "ohu", "owu"])}
+  let od = i32(odu); let oh = i32(ohu); let ow = i32(owu);
   var best = ${f(-Infinity)};
   var bi = -1;
   for (var kd = 0; kd < ${K[0]}; kd = kd + 1) {
@@ -59,9 +101,9 @@ export function maxPool3d(x: Tensor, opts: MaxPoolOptions): Tensor {
       let ih = oh * ${St[1]} - ${P[1]} + kh;
       for (var kw = 0; kw < ${K[2]}; kw = kw + 1) {
         let iw = ow * ${St[2]} - ${P[2]} + kw;
-        if (id >= 0 && id < ${D} && ih >= 0 && ih < ${H} && iw >= 0 && iw < ${W}) {
-          let q = (id * ${H} + ih) * ${W} + iw;
-          let v = x_ld(nc * ${u(IS)} + u32(q));
+        if (id >= 0 && id < sh.Di && ih >= 0 && ih < sh.Hi && iw >= 0 && iw < sh.Wi) {
+          let q = (id * sh.Hi + ih) * sh.Wi + iw;
+          let v = x_ld(nc * sh.IS + u32(q));
           if (v > best || bi < 0) { best = v; bi = q; }
         }
       }
@@ -70,7 +112,6 @@ export function maxPool3d(x: Tensor, opts: MaxPoolOptions): Tensor {
   y_st(gid, best);
   ix_st(gid, bi);`,
   });
-  const g0 = { N, C, D, H, W, OD, OH, OW, K, St, P };
   return record(op, y, [x], [idx], (g, [sidx]) => [maxPoolBackward(`${op}.backward`, g, sidx, g0)]);
 }
 
@@ -84,29 +125,29 @@ function maxPoolBackward(
     P: number[];
   },
 ): Tensor {
-  const { N, C, D, H, W, OD, OH, OW, K, St, P } = g;
+  const { N, C, D, H, W, K, St, P } = g;
   const gx = Tensor.empty(gy.device, [N, C, D, H, W], "f32", op);
-  const IS = D * H * W, OS = OD * OH * OW;
   // Output indices whose window covers input coordinate q along one dim: ceil((q+p-k+1)/s) .. floor((q+p)/s).
-  const rng = (q: string, i: number, n: number, name: string) =>
-    `let ${name}0 = max(0, (${q} + ${P[i]} - ${K[i] - 1} + ${St[i] - 1}) / ${St[i]}); let ${name}1 = min(${
-      n - 1
-    }, (${q} + ${P[i]}) / ${St[i]});`;
+  const rng = (q: string, i: number, n: string, name: string) =>
+    `let ${name}0 = max(0, (${q} + ${P[i] - K[i] + St[i]}) / ${
+      St[i]
+    }); let ${name}1 = min(${n} - 1, (${q} + ${P[i]}) / ${St[i]});`;
   launch1d({
     op,
     args: [{ name: "gy", t: gy }, { name: "ix", t: idx }, { name: "gx", t: gx, write: true }],
     n: gx.numel(),
-    body: `  let nc = gid / ${u(IS)};
-  let q = i32(gid % ${u(IS)});
-  let qd = q / ${H * W}; let qh = (q / ${W}) % ${H}; let qw = q % ${W};
-  ${rng("qd", 0, OD, "d")}
-  ${rng("qh", 1, OH, "h")}
-  ${rng("qw", 2, OW, "w")}
+    uniforms: poolUniforms(g),
+    body: `  ${split4("gid", "IS", "HW", "W", ["nc", "qdu", "qhu", "qwu"])}
+  let q = i32(gid - nc * sh.IS);
+  let qd = i32(qdu); let qh = i32(qhu); let qw = i32(qwu);
+  ${rng("qd", 0, "sh.ODi", "d")}
+  ${rng("qh", 1, "sh.OHi", "h")}
+  ${rng("qw", 2, "sh.OWi", "w")}
   var acc = 0.0;
   for (var od = max(d0, 0); od <= d1; od = od + 1) {
     for (var oh = max(h0, 0); oh <= h1; oh = oh + 1) {
       for (var ow = max(w0, 0); ow <= w1; ow = ow + 1) {
-        let o = nc * ${u(OS)} + u32((od * ${OH} + oh) * ${OW} + ow);
+        let o = nc * sh.OS + u32((od * sh.OHi + oh) * sh.OWi + ow);
         if (ix_ld(o) == q) { acc = acc + gy_ld(o); }
       }
     }
@@ -137,7 +178,8 @@ export function adaptiveMaxPool3d(x: Tensor, outputSize: Triple = 1): Tensor {
     op,
     args: [{ name: "x", t: x }, { name: "i", t: am }, { name: "y", t: y, write: true }],
     n: N * C,
-    body: `  y_st(gid, x_ld(gid * ${u(S)} + u32(i_ld(gid))));`,
+    uniforms: { S },
+    body: `  y_st(gid, x_ld(gid * sh.S + u32(i_ld(gid))));`,
   });
   const out = record(op, y, [x], [am], (g, [si]) => {
     const gx = Tensor.empty(g.device, [N, C, D, H, W], "f32", `${op}.backward`);
@@ -145,8 +187,9 @@ export function adaptiveMaxPool3d(x: Tensor, outputSize: Triple = 1): Tensor {
       op: `${op}.backward`,
       args: [{ name: "g", t: g }, { name: "i", t: si }, { name: "gx", t: gx, write: true }],
       n: gx.numel(),
-      body: `  let r = gid / ${u(S)};
-  gx_st(gid, select(0.0, g_ld(r), u32(i_ld(r)) == gid % ${u(S)}));`,
+      uniforms: { S: { d: S } },
+      body: `  let r = div_S(gid);
+  gx_st(gid, select(0.0, g_ld(r), u32(i_ld(r)) == gid - r * sh.S));`,
     });
     return [gx];
   });
@@ -174,16 +217,15 @@ export function upsampleNearest3d(x: Tensor, scale: Triple): Tensor {
   const [N, C, D, H, W] = x.shape;
   const [OD, OH, OW] = [D * s[0], H * s[1], W * s[2]];
   const y = Tensor.empty(x.device, [N, C, OD, OH, OW], "f32", op);
+  const upUni = poolUniforms({ N, C, D, H, W, OD, OH, OW });
   launch1d({
     op,
     args: [{ name: "x", t: x }, { name: "y", t: y, write: true }],
     n: y.numel(),
-    body: `  let nc = gid / ${u(OD * OH * OW)};
-  let p = gid % ${u(OD * OH * OW)};
-  let d = p / ${u(OH * OW)}; let h = (p / ${u(OW)}) % ${u(OH)}; let w = p % ${u(OW)};
-  y_st(gid, x_ld(nc * ${u(D * H * W)} + ((d / ${u(s[0])}) * ${u(H)} + h / ${u(s[1])}) * ${u(W)} + w / ${
-      u(s[2])
-    }));`,
+    // Scale factors (tiny, they set the backward's unrolled taps) stay constants; sizes are uniforms.
+    uniforms: upUni,
+    body: `  ${split4("gid", "OS", "OHW", "OW", ["nc", "d", "h", "w"])}
+  y_st(gid, x_ld(nc * sh.IS + ((d / ${u(s[0])}) * sh.H + h / ${u(s[1])}) * sh.W + w / ${u(s[2])}));`,
   });
   return record(op, y, [x], [], (g) => {
     const gx = Tensor.empty(g.device, [N, C, D, H, W], "f32", `${op}.backward`);
@@ -191,7 +233,7 @@ export function upsampleNearest3d(x: Tensor, scale: Triple): Tensor {
     for (let a = 0; a < s[0]; a++) {
       for (let b = 0; b < s[1]; b++) {
         for (let c = 0; c < s[2]; c++) {
-          taps.push(`acc = acc + g_ld(base + ${u((a * OH + b) * OW + c)});`);
+          taps.push(`acc = acc + g_ld(base + ${u(a)} * sh.OHW + ${u(b)} * sh.OW + ${u(c)});`);
         }
       }
     }
@@ -199,12 +241,9 @@ export function upsampleNearest3d(x: Tensor, scale: Triple): Tensor {
       op: `${op}.backward`,
       args: [{ name: "g", t: g }, { name: "gx", t: gx, write: true }],
       n: gx.numel(),
-      body: `  let nc = gid / ${u(D * H * W)};
-  let q = gid % ${u(D * H * W)};
-  let d = q / ${u(H * W)}; let h = (q / ${u(W)}) % ${u(H)}; let w = q % ${u(W)};
-  let base = nc * ${u(OD * OH * OW)} + ((d * ${u(s[0])}) * ${u(OH)} + h * ${u(s[1])}) * ${u(OW)} + w * ${
-        u(s[2])
-      };
+      uniforms: upUni,
+      body: `  ${split4("gid", "IS", "HW", "W", ["nc", "d", "h", "w"])}
+  let base = nc * sh.OS + ((d * ${u(s[0])}) * sh.OH + h * ${u(s[1])}) * sh.OW + w * ${u(s[2])};
   var acc = 0.0;
   ${taps.join("\n  ")}
   gx_st(gid, acc);`,

@@ -10,7 +10,7 @@
  */
 import { Tensor } from "../core/tensor.ts";
 import { record } from "../core/autograd.ts";
-import { f, launch, launch1d, u } from "./codegen.ts";
+import { f, launch, launch1d } from "./codegen.ts";
 import { map } from "./elementwise/map.ts";
 
 type Kind = "sum" | "max" | "min" | "argmax";
@@ -96,6 +96,8 @@ function reduceSegInto(
   const rows = O * S;
   const argmax = kind === "argmax";
   const args = [{ name: "x", t: x }, { name: "out", t: out, write: true }];
+  // Sizes are uniforms: one pipeline per (kind, dtype, path), whatever the shape.
+  const uniforms = { S: { d: S }, L, R, I: { d: I } };
   if (I === 1 && L >= 256) {
     // One workgroup per (o, s) row: strided partial sums, then a tree in workgroup memory.
     const WG = 64;
@@ -111,15 +113,15 @@ function reduceSegInto(
       args,
       wg: WG,
       groups: rows,
+      uniforms,
       decls: `var<workgroup> sv: array<${ty}, ${WG}>;\nvar<workgroup> si: array<u32, ${WG}>;`,
-      body: `  let o = wg / ${u(S)};
-  let s = wg - o * ${u(S)};
-  let r0 = s * ${u(L)};
-  let r1 = min(r0 + ${u(L)}, ${u(R)});
+      body: `  ${S === 1 ? "let o = wg; let s = 0u;" : "let o = wg / sh.S; let s = wg - o * sh.S;"}
+  let r0 = s * sh.L;
+  let r1 = min(r0 + sh.L, sh.R);
   var acc: ${ty} = ${init(kind, ty)};
   var ai = 0xffffffffu;
   for (var r = r0 + lid; r < r1; r = r + WG) {
-    let v = x_ld(o * ${u(R)} + r);
+    let v = x_ld(o * sh.R + r);
     ${upd}
   }
   sv[lid] = acc;
@@ -139,16 +141,16 @@ function reduceSegInto(
     op,
     args,
     n: rows * I,
-    body: `  let i = gid % ${u(I)};
-  let os = gid / ${u(I)};
-  let o = os / ${u(S)};
-  let s = os - o * ${u(S)};
-  let r0 = s * ${u(L)};
-  let r1 = min(r0 + ${u(L)}, ${u(R)});
-  var acc: ${ty} = x_ld((o * ${u(R)} + r0) * ${u(I)} + i);
+    uniforms,
+    // I == 1 and S == 1 (the common cases) are variants without the divisions.
+    body: `  ${I === 1 ? "let i = 0u; let os = gid;" : "let os = div_I(gid); let i = gid - os * sh.I;"}
+  ${S === 1 ? "let o = os; let s = 0u;" : "let o = div_S(os); let s = os - o * sh.S;"}
+  let r0 = s * sh.L;
+  let r1 = min(r0 + sh.L, sh.R);
+  var acc: ${ty} = x_ld((o * sh.R + r0) * sh.I + i);
   var ai = r0;
   for (var r = r0 + 1u; r < r1; r = r + 1u) {
-    let v = x_ld((o * ${u(R)} + r) * ${u(I)} + i);
+    let v = x_ld((o * sh.R + r) * sh.I + i);
     ${upd}
   }
   out_st(gid, ${argmax ? "i32(ai)" : "acc"});`,

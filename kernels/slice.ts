@@ -5,7 +5,7 @@
  */
 import { Tensor } from "../core/tensor.ts";
 import { record } from "../core/autograd.ts";
-import { launch1d, u } from "./codegen.ts";
+import { launch1d } from "./codegen.ts";
 import { normAxes } from "./reduce.ts";
 import { zeros } from "./creation.ts";
 
@@ -29,10 +29,12 @@ export function slab(
     op,
     args: [{ name: "s", t: src }, { name: "d", t: dst, write: true }],
     n,
-    body: `  let i = gid % ${u(I)};
-  let j = (gid / ${u(I)}) % ${u(a)};
-  let o = gid / ${u(a * I)};
-  let big = ${u(base)} + (o * ${u(b)} + ${u(off)} + j) * ${u(I)} + i;
+    // I == 1 (cat/narrow along the last dim) skips a division.
+    uniforms: { I: { d: I }, a: { d: a }, b, off, base },
+    body: `  ${I === 1 ? "let i = 0u; let q = gid;" : "let q = div_I(gid); let i = gid - q * sh.I;"}
+  let o = div_a(q);
+  let j = q - o * sh.a;
+  let big = sh.base + (o * sh.b + sh.off + j) * sh.I + i;
   ${into ? "d_st(big, s_ld(gid));" : "d_st(gid, s_ld(big));"}`,
   });
 }

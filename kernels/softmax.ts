@@ -6,7 +6,7 @@
  */
 import { Tensor } from "../core/tensor.ts";
 import { record } from "../core/autograd.ts";
-import { f, launch, launch1d, u } from "./codegen.ts";
+import { f, launch, launch1d } from "./codegen.ts";
 import { normAxes, sum } from "./reduce.ts";
 import { exp } from "./elementwise/unary.ts";
 import { mul, sub } from "./elementwise/binary.ts";
@@ -29,44 +29,44 @@ function kernel(op: string, x: Tensor, dim: number, logOut: boolean): Tensor {
       args,
       wg: WG,
       groups: O,
-      decls: `var<workgroup> sh: array<f32, ${WG}>;`,
-      body: `  let base = wg * ${u(R)};
+      uniforms: { R },
+      decls: `var<workgroup> red: array<f32, ${WG}>;`,
+      body: `  let base = wg * sh.R;
   var m = ${f(-Infinity)};
-  for (var r = lid; r < ${u(R)}; r = r + WG) { m = max(m, x_ld(base + r)); }
-  sh[lid] = m;
+  for (var r = lid; r < sh.R; r = r + WG) { m = max(m, x_ld(base + r)); }
+  red[lid] = m;
   workgroupBarrier();
   for (var k = WG / 2u; k > 0u; k = k / 2u) {
-    if (lid < k) { sh[lid] = max(sh[lid], sh[lid + k]); }
+    if (lid < k) { red[lid] = max(red[lid], red[lid + k]); }
     workgroupBarrier();
   }
-  m = sh[0];
+  m = red[0];
   workgroupBarrier();
   var s = 0.0;
-  for (var r = lid; r < ${u(R)}; r = r + WG) { s = s + exp(x_ld(base + r) - m); }
-  sh[lid] = s;
+  for (var r = lid; r < sh.R; r = r + WG) { s = s + exp(x_ld(base + r) - m); }
+  red[lid] = s;
   workgroupBarrier();
   for (var k = WG / 2u; k > 0u; k = k / 2u) {
-    if (lid < k) { sh[lid] = sh[lid] + sh[lid + k]; }
+    if (lid < k) { red[lid] = red[lid] + red[lid + k]; }
     workgroupBarrier();
   }
-  s = sh[0];
-  for (var r = lid; r < ${u(R)}; r = r + WG) { let v = x_ld(base + r); y_st(base + r, ${fin}); }`,
+  s = red[0];
+  for (var r = lid; r < sh.R; r = r + WG) { let v = x_ld(base + r); y_st(base + r, ${fin}); }`,
     });
   } else {
     launch1d({
       op,
       args,
       n: O * I,
-      body: `  let o = gid / ${u(I)};
-  let i = gid - o * ${u(I)};
-  let base = o * ${u(R * I)} + i;
+      uniforms: { R, I: { d: I }, RI: R * I },
+      body: `  let o = div_I(gid);
+  let i = gid - o * sh.I;
+  let base = o * sh.RI + i;
   var m = ${f(-Infinity)};
-  for (var r = 0u; r < ${u(R)}; r = r + 1u) { m = max(m, x_ld(base + r * ${u(I)})); }
+  for (var r = 0u; r < sh.R; r = r + 1u) { m = max(m, x_ld(base + r * sh.I)); }
   var s = 0.0;
-  for (var r = 0u; r < ${u(R)}; r = r + 1u) { s = s + exp(x_ld(base + r * ${u(I)}) - m); }
-  for (var r = 0u; r < ${u(R)}; r = r + 1u) { let v = x_ld(base + r * ${u(I)}); y_st(base + r * ${
-        u(I)
-      }, ${fin}); }`,
+  for (var r = 0u; r < sh.R; r = r + 1u) { s = s + exp(x_ld(base + r * sh.I) - m); }
+  for (var r = 0u; r < sh.R; r = r + 1u) { let v = x_ld(base + r * sh.I); y_st(base + r * sh.I, ${fin}); }`,
     });
   }
   return y;

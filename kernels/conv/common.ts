@@ -31,9 +31,15 @@ export const LANES = 64;
 /** Positions (or weight columns) per lane: each loaded activation feeds ROWS multiply-adds and each weight V. */
 export const V = 4;
 
-/** ROWS: output channels per workgroup of a direct kernel with `n` channels per group. */
-export function rowsFor(n: number): number {
-  return Math.min(4, n);
+/**
+ * ROWS: output channels per workgroup of a direct kernel with `n` channels per group. On the "cpu" profile
+ * 6 rows x V = 24 scalar accumulators: on Mesa 25 lavapipe (256-bit SIMD, an accumulator is one register)
+ * this was 1.0-1.9x faster than 4 rows for the stem, (2+1)D and 3x3x3 kernels; 8x2, 12x2 and 16x1 lost (more
+ * weight loads per gathered value), 8x3 tied (docs/perf.md, 2026-11-30). Each gathered value then feeds 6
+ * multiply-adds instead of 4.
+ */
+export function rowsFor(n: number, profile: string = "gpu"): number {
+  return Math.min(profile === "cpu" ? 6 : 4, n);
 }
 
 /** 0, 1, ..., n - 1. */
@@ -108,7 +114,9 @@ export interface DirectSpec {
 
 /** Generates and launches a direct kernel (the workgroup-index decomposition, tiles, tails and stores). */
 export function directKernel(s: DirectSpec): void {
-  const R = rowsFor(s.rows), rt = Math.ceil(s.rows / R), ct = Math.ceil(s.cols / (LANES * V));
+  const R = rowsFor(s.rows, s.out.device.profile),
+    rt = Math.ceil(s.rows / R),
+    ct = Math.ceil(s.cols / (LANES * V));
   const rs = range(R), vs = range(V);
   const each = (f: (r: number, v: number) => string) => rs.flatMap((r) => vs.map((v) => f(r, v))).join(" ");
   const bias = s.bias ? [{ name: "b", t: s.bias }] : [];

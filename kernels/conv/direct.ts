@@ -100,7 +100,7 @@ export function directGradInput(op: string, gy: Tensor, w: Tensor, g: Geo): Tens
 export function directGradWeight(op: string, gy: Tensor, x: Tensor, g: Geo): Tensor {
   const { N, C, O, G, CG, OG, D, H, W, OD, OH, OW, K, S, P, L } = g;
   const OS = OD * OH * OW, KK = K[0] * K[1] * K[2], J = CG * KK;
-  const rt = Math.ceil(OG / rowsFor(OG)), jt = Math.ceil(J / (LANES * V));
+  const rt = Math.ceil(OG / rowsFor(OG, gy.device.profile)), jt = Math.ceil(J / (LANES * V));
   const total = N * OS;
   // Enough segments to occupy the device, each long enough to amortise its partial write.
   const target = Math.max(1, Math.floor(4096 / Math.max(1, G * rt * jt)));

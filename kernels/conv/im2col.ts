@@ -1,8 +1,9 @@
 /**
  * @file im2col + GEMM forward and weight gradient of one-group convs. On software adapters (profile "cpu")
- * these run faster than the direct kernels: the direct kernel is bound by per-lane loads (see docs/perf.md),
- * the GEMM reuses each load 8x more. Columns are built for a chunk of output positions at a time, so the
- * extra memory stays bounded. (The input gradient stays with the direct kernel.)
+ * the weight gradient runs this way (as fast as or faster than the direct kernel on Mesa 25); the forward
+ * and input gradient use the direct (implicit-GEMM) kernels, which beat im2col there since their register
+ * block grew to 6x4 (docs/perf.md). `im2colForward` stays for comparisons. Columns are built for a chunk of
+ * output positions at a time, so the extra memory stays bounded.
  */
 import { Tensor } from "../../core/tensor.ts";
 import { launch1d, u } from "../codegen.ts";

@@ -8,8 +8,8 @@
  *
  * - pointwise.ts: 1x1x1, unpadded, one group: GEMMs over channels
  * - depthwise.ts: groups == in == out channels, up to 64 taps: per-channel register-blocked kernels
- * - im2col.ts: other one-group convs on the "cpu" profile: im2col + GEMM forward and weight gradient
- * - direct.ts: everything else (and the input gradient of the im2col case): direct tiled kernels
+ * - im2col.ts: the weight gradient of other one-group convs on the "cpu" profile (im2col + GEMM)
+ * - direct.ts: everything else: direct tiled kernels (implicit GEMMs: no column buffer)
  */
 import { Tensor } from "../../core/tensor.ts";
 import { record } from "../../core/autograd.ts";
@@ -18,7 +18,7 @@ import { relu } from "../elementwise/unary.ts";
 import type { Geo } from "./common.ts";
 import { directForward, directGradInput, directGradWeight } from "./direct.ts";
 import { depthwiseForward, depthwiseGradInput, depthwiseGradWeight } from "./depthwise.ts";
-import { im2colForward, im2colGradWeight } from "./im2col.ts";
+import { im2colGradWeight } from "./im2col.ts";
 import { pointwiseForward, pointwiseGradInput, pointwiseGradWeight } from "./pointwise.ts";
 
 /** A size given for all three dims or per dim [d, h, w]. */
@@ -126,7 +126,10 @@ function choose(op: string, x: Tensor, w: Tensor, b: Tensor | null, g: Geo): Cho
     return { y, saved: x, gradInput: depthwiseGradInput, gradWeight: depthwiseGradWeight };
   }
   if (x.device.profile === "cpu" && g.G === 1 && KK > 1) {
-    const y = im2colForward(op, x, w, b, g);
+    // The direct kernel is an implicit GEMM (no column buffer); with the "cpu" profile's 6x4 register block
+    // it beat im2col + GEMM forward on Mesa 25 (stem 1.2-1.3x, (2+1)D 1.1-1.4x, 3x3x3 1.5x); the chunked
+    // im2col weight gradient was as fast or faster (3x1x1: 1.2-1.6x), so it stays (docs/perf.md, 2026-11-30).
+    const y = directForward(op, x, w, b, g);
     return { y, saved: x, gradInput: directGradInput, gradWeight: im2colGradWeight };
   }
   const y = directForward(op, x, w, b, g);

@@ -1,15 +1,15 @@
 /**
  * @file The elementwise engine: NumPy/PyTorch broadcasting and the generic "map" kernel that every
  * elementwise op (kernels/elementwise/*.ts, and fused kernels elsewhere) is built on. One kernel is generated
- * per (expression, shapes): same-shape f32/i32 operands take a vec4 path; broadcast operands get their index
- * from baked-in, collapsed strides. Scalar operands travel in the params uniform, so `mul(x, lr)` does not
+ * per expression and broadcast pattern (not per shape): same-shape f32/i32 operands take a vec4 path;
+ * broadcast operands get their index from collapsed sizes and strides passed as uniforms. Scalar operands travel in the params uniform, so `mul(x, lr)` does not
  * recompile when `lr` changes. Operands needing more storage bindings than the device has are split into
  * chunks. No autograd and no op tables here, so any kernel module may import it without a cycle.
  */
 import { Tensor } from "../../core/tensor.ts";
 import type { DType } from "../../core/dtype.ts";
 import { storageBytes } from "../../core/dtype.ts";
-import { type Arg, bindingsOf, launch1d, params, u } from "../codegen.ts";
+import { type Arg, bindingsOf, launch1d, params, type Uniforms } from "../codegen.ts";
 
 /** A tensor or a scalar broadcast to every element. */
 export type Operand = Tensor | number;
@@ -31,8 +31,15 @@ export function broadcastShapes(op: string, ...shapes: (readonly number[])[]): n
   return out;
 }
 
-/** WGSL statements computing `o<k>` (flat index into input k) from `i` (flat output index). */
-function indexCode(outShape: readonly number[], inShapes: (readonly number[] | null)[]): string {
+/**
+ * WGSL statements computing `o<k>` (flat index into input k) from `i` (flat output index). Sizes and strides
+ * go into `uni` (`dz<d>`, `st<k>_<d>`): only the merged rank and the broadcast pattern shape the code.
+ */
+function indexCode(
+  outShape: readonly number[],
+  inShapes: (readonly number[] | null)[],
+  uni: Uniforms,
+): string {
   const nd = outShape.length;
   // Per output dim, per input: broadcast flag. Drop size-1 output dims.
   type Dim = { size: number; b: boolean[] };
@@ -66,8 +73,15 @@ function indexCode(outShape: readonly number[], inShapes: (readonly number[] | n
     const outer = d === 0;
     const terms = active.filter((k) => !dm.b[k]);
     if (terms.length === 0 && outer) break;
-    lines.push(outer ? `{ let c = r;` : `{ let c = r % ${u(dm.size)}; r = r / ${u(dm.size)};`);
-    for (const k of terms) lines.push(`  o${k} = o${k} + c * ${u(stride[k])};`);
+    if (!outer) uni[`dz${d}`] = { d: dm.size };
+    lines.push(outer ? `{ let c = r;` : `{ let q = div_dz${d}(r); let c = r - q * sh.dz${d}; r = q;`);
+    for (const k of terms) {
+      if (stride[k] === 1) lines.push(`  o${k} = o${k} + c;`);
+      else {
+        uni[`st${k}_${d}`] = stride[k];
+        lines.push(`  o${k} = o${k} + c * sh.st${k}_${d};`);
+      }
+    }
     lines.push("}");
     for (const k of terms) stride[k] *= dm.size;
   }
@@ -171,20 +185,22 @@ export function map(
       n: Math.ceil(n4 / per),
       params: p,
       decls: opts.decls,
-      body: `  for (var e = 0u; e < ${u(per)}; e = e + 1u) {
-    let i = gid * ${u(per)} + e;
-    if (i < ${u(n4)}) { out_st(i, ${value}); }
+      uniforms: { n4: n4 },
+      body: `  for (var e = 0u; e < ${per}u; e = e + 1u) {
+    let i = gid * ${per}u + e;
+    if (i < sh.n4) { out_st(i, ${value}); }
   }`,
     });
     return out;
   }
-  const idx = indexCode(outShape, inShapes);
+  const uni: Uniforms = {};
+  const idx = indexCode(outShape, inShapes, uni);
   const scalar = (o0: number, o1: number, ranged: Arg[]) => {
     const inner = `let i = base + e;
-    if (i < ${u(o1)}) {
+    if (i < sh.o1) {
       ${idx}
       let v = ${value};`;
-    const start = o0 ? `${u(o0)} + ` : "";
+    const start = o0 ? `sh.o0 + ` : "";
     const body = outDtype === "u8"
       ? `  let base = ${start}gid * 4u;
   var w = 0u;
@@ -193,7 +209,7 @@ export function map(
       w = w | ((u32(v) & 255u) << (e * 8u));
     }
   }
-  if (base < ${u(o1)}) { out_stw(base / 4u, w); }`
+  if (base < sh.o1) { out_stw(base / 4u, w); }`
       : `  let base = ${start}gid * 4u;
   for (var e = 0u; e < 4u; e = e + 1u) {
     ${inner}
@@ -205,6 +221,7 @@ export function map(
       args: ranged,
       n: Math.ceil((o1 - o0) / 4),
       params: p,
+      uniforms: { ...uni, o1, ...(o0 ? { o0 } : {}) },
       decls: opts.decls,
       body,
     });

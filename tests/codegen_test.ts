@@ -1,0 +1,109 @@
+/**
+ * Kernel code generation: named uniforms (u32 / i32 / f32) reach the shader, and sizes stay out of the
+ * source, so an op at a new shape of the same size class reuses its pipeline.
+ */
+import { F, openDevice, randn, Tensor, tensor } from "../mod.ts";
+import { launch1d } from "../kernels/codegen.ts";
+import { assertThrows } from "./helpers.ts";
+
+function assertEquals(a: unknown, b: unknown): void {
+  if (JSON.stringify(a) !== JSON.stringify(b)) {
+    throw new Error(`${JSON.stringify(a)} != ${JSON.stringify(b)}`);
+  }
+}
+
+Deno.test("codegen: named uniforms and shape-independent pipelines", async (t) => {
+  const device = await openDevice();
+  await t.step("u32, i32 and f32 uniforms", async () => {
+    const out = Tensor.empty(device, [3], "f32", "test");
+    launch1d({
+      op: "test.uniforms",
+      args: [{ name: "o", t: out, write: true }],
+      n: 1,
+      uniforms: { a: 4000000000, b: { i: -7 }, c: { f: 0.25 } },
+      body: `  o_st(0u, f32(sh.a / 1000000u)); o_st(1u, f32(sh.b)); o_st(2u, sh.c);`,
+    });
+    assertEquals(Array.from(await out.toArray()), [4000, -7, 0.25]);
+    out.dispose();
+  });
+  await t.step("divisor uniforms: exact div_/mod_ over the whole u32 range", async () => {
+    const xs = new Uint32Array(4096);
+    let seed = 12345;
+    const rnd = () => (seed = (Math.imul(seed, 1664525) + 1013904223) >>> 0);
+    for (let i = 0; i < xs.length; i++) {
+      // Random values, values near multiples of the divisor and near 2^32.
+      xs[i] = i % 4 === 0
+        ? rnd()
+        : i % 4 === 1
+        ? rnd() >>> (rnd() % 32)
+        : i % 4 === 2
+        ? 0xffffffff - (i % 97)
+        : i;
+    }
+    const x = tensor(new Int32Array(xs.buffer), [xs.length], { device, dtype: "i32" });
+    for (const d of [1, 2, 3, 7, 64, 96, 1000, 4096 * 3 + 1, 65535, 1000003, 2 ** 24 + 5, 2 ** 29 + 11]) {
+      const q = Tensor.empty(device, [xs.length], "i32", "test"),
+        r = Tensor.empty(device, [xs.length], "i32", "test");
+      for (let k = 0; k < xs.length; k++) {
+        if (k % 8 === 7) xs[k] = d * (rnd() % Math.floor(0xffffffff / d)) - (k % 3);
+      }
+      const xt = tensor(new Int32Array(xs.buffer), [xs.length], { device, dtype: "i32" });
+      launch1d({
+        op: "test.udiv",
+        args: [{ name: "x", t: xt }, { name: "q", t: q, write: true }, { name: "r", t: r, write: true }],
+        n: xs.length,
+        uniforms: { D: { d } },
+        body: `  let v = bitcast<u32>(x_ld(gid));
+  q_st(gid, bitcast<i32>(div_D(v)));
+  r_st(gid, bitcast<i32>(mod_D(v)));`,
+      });
+      const [qa, ra] = [
+        new Uint32Array((await q.toArray()).buffer),
+        new Uint32Array((await r.toArray()).buffer),
+      ];
+      for (let k = 0; k < xs.length; k++) {
+        const want = Math.floor(xs[k] / d);
+        if (qa[k] !== want || ra[k] !== xs[k] - want * d) {
+          throw new Error(`${xs[k]} / ${d}: got ${qa[k]} rem ${ra[k]}, want ${want} rem ${xs[k] - want * d}`);
+        }
+      }
+      for (const z of [q, r, xt]) z.dispose();
+    }
+    x.dispose();
+  });
+  await t.step("bad uniforms are refused with the op's name", () => {
+    const out = Tensor.empty(device, [1], "f32", "test");
+    const run = (uniforms: Record<string, number>) =>
+      launch1d({ op: "test.bad", args: [{ name: "o", t: out, write: true }], n: 1, uniforms, body: "" });
+    assertThrows(() => run({ n_: 1 }), "test.bad: uniform name");
+    assertThrows(() => run({ a: -1 }), "test.bad: uniform a = -1 is not a u32");
+    out.dispose();
+  });
+  await t.step("one pipeline for a broadcast add at two shapes (same size classes)", async () => {
+    // [2, 30, 40] and [2, 31, 40] floats (9600 and 9920 B) share a pool size class, as do the biases.
+    const run = async (h: number) => {
+      const x = randn([2, h, 40], { device, seed: 1 }), b = randn([1, h, 1], { device, seed: 2 });
+      const y = F.add(x, b);
+      const [xa, ba, ya] = [await x.toArray(), await b.toArray(), await y.toArray()];
+      for (let i = 0; i < ya.length; i++) {
+        assertEquals(ya[i], Math.fround(xa[i] + ba[Math.floor(i / 40) % h]));
+      }
+      for (const z of [x, b, y]) z.dispose();
+    };
+    await run(30);
+    const p0 = device.stats().pipelines;
+    await run(31);
+    assertEquals(device.stats().pipelines - p0, 0);
+  });
+  await t.step("AdamW-style 1-D kernels: item count is a uniform", async () => {
+    const p0 = device.stats().pipelines;
+    for (const n of [5, 6, 7]) {
+      const x = tensor(Float32Array.from({ length: n }, (_, i) => i), [n], { device });
+      const y = F.mul(x, 2);
+      assertEquals(Array.from(await y.toArray()), Array.from({ length: n }, (_, i) => 2 * i));
+      x.dispose(), y.dispose();
+    }
+    assertEquals(device.stats().pipelines - p0, 1);
+  });
+  device.destroy();
+});
