@@ -7,7 +7,7 @@ import type { Device } from "../core/device.ts";
 import type { Tensor } from "../core/tensor.ts";
 import { ones, zeros } from "../kernels/creation.ts";
 import { conv3d, type Triple } from "../kernels/conv/mod.ts";
-import { batchNorm3d } from "../kernels/norm.ts";
+import { batchNorm3d, type BatchNormSync } from "../kernels/norm.ts";
 import { linear } from "../kernels/matmul.ts";
 import { add, relu, silu } from "../kernels/elementwise/mod.ts";
 import { maxPool3d, upsampleNearest3d } from "../kernels/pool.ts";
@@ -98,6 +98,8 @@ export class BatchNorm3d extends Module {
   readonly numBatchesTracked: Tensor;
   readonly eps: number;
   readonly momentum: number;
+  /** Cross-replica reductions in training mode (set by `Replicas.convertSyncBatchNorm` in parallel/replicas.ts). */
+  sync: BatchNormSync | null = null;
   constructor(readonly numFeatures: number, opts: BatchNorm3dOptions) {
     super();
     const device = opts.device;
@@ -121,6 +123,7 @@ export class BatchNorm3d extends Module {
       training: this.training,
       momentum: this.momentum,
       eps: this.eps,
+      sync: this.sync,
     });
   }
 }

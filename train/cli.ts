@@ -28,6 +28,16 @@ const COMMON: Record<string, FlagSpec> = {
   },
 };
 
+const DEVICES: Record<string, FlagSpec> = {
+  devices: {
+    type: "string",
+    help: "data parallelism: N replicas (or all adapters) under mpirun, the global --batch split over them " +
+      "(default 1; under an external mpirun, its -n)",
+  },
+  "sync-bn": { type: "boolean", help: "synchronise batch norm across replicas (default: on when N > 1)" },
+  "no-sync-bn": { type: "boolean", help: "batch norm per replica, on its share of the batch" },
+};
+
 const HARNESS: Record<string, FlagSpec> = {
   preset: {
     type: "string",
@@ -53,6 +63,7 @@ const HARNESS: Record<string, FlagSpec> = {
   "log-every": { type: "number", default: 10, help: "log and print every N steps" },
   "save-every": { type: "number", default: 1, help: "save resume state every N steps (and each epoch end)" },
   prefetch: { type: "number", default: 2, help: "batches prepared ahead by the loader" },
+  ...DEVICES,
 };
 
 const SEG_FLAGS: Record<string, FlagSpec> = {
@@ -115,6 +126,7 @@ const ALL_FLAGS: Record<string, FlagSpec> = {
     help: "classifier validation folds to train (preset: seed 0,1,2,3, tiny 0)",
   },
   labels: { type: "string", help: "train.csv (default: <data>/train.csv)" },
+  ...DEVICES,
 };
 
 const STAGES: Record<

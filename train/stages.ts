@@ -20,6 +20,10 @@ import { duration } from "./progress.ts";
 import { averageCheckpoints } from "./average.ts";
 import { writeFileAtomic } from "../io/files.ts";
 import { competitionScore } from "../infer/metric.ts";
+import { underMpirun } from "../parallel/mpi.ts";
+import { launchRanks, parseDevices } from "../parallel/launch.ts";
+import { openWorld, type World } from "../parallel/world.ts";
+import { Interrupted } from "./trainer.ts";
 
 function positive(c: Record<string, unknown>, keys: string[]): void {
   for (const k of keys) {
@@ -93,6 +97,86 @@ function harness(f: Flags, c: SegConfig | ClsConfig, config: Record<string, unkn
   };
 }
 
+/** Flags back to a command line (for the ranks `--devices N` starts). */
+function flagsToArgs(f: Flags): string[] {
+  const out: string[] = [];
+  for (const [k, v] of Object.entries(f)) {
+    if (v === undefined || v === false || k === "help") continue;
+    out.push(v === true ? `--${k}` : `--${k}=${v}`);
+  }
+  return out;
+}
+
+/** `--sync-bn` / `--no-sync-bn`; undefined: the default (on with several devices). */
+function syncBNFlag(f: Flags): boolean | undefined {
+  if (f["no-sync-bn"]) return false;
+  return f["sync-bn"] === undefined ? undefined : !!f["sync-bn"];
+}
+
+/**
+ * Data parallelism for a training stage. Outside mpirun with `--devices N > 1`: prepares the cache once,
+ * re-runs this stage as N local ranks under `mpirun -n N` and returns null (the ranks did the work; a dead
+ * replica is an error naming it and its adapter). Otherwise runs `body` in this process's world (a world
+ * of one without mpirun; under mpirun every rank runs it, rank 0 writing the run folder).
+ */
+async function withDevices<T>(
+  stage: string,
+  f: Flags,
+  out: string,
+  body: (w: World | null) => Promise<T>,
+): Promise<T | null> {
+  const n = parseDevices(f.devices as string | undefined);
+  if (!underMpirun()) {
+    if (n <= 1) return await body(null);
+    await ensureCache(f); // once, before the ranks read it
+    const cli = new URL("./cli.ts", import.meta.url).pathname;
+    const t0 = performance.now();
+    const r = await launchRanks(n, [Deno.execPath(), "run", "-A", cli, stage, ...flagsToArgs(f)]);
+    if (r.code !== 0) {
+      const after = duration((performance.now() - t0) / 1000);
+      if (!r.failure) {
+        throw new Error(`${stage} on ${n} devices: a replica failed after ${after} (its error is above)`);
+      }
+      throw new Error(
+        `${stage} on ${n} devices: ${r.failure}; the job was stopped after ${after}. The last checkpoint ` +
+          `in ${out} is intact: continue with --resume (with any --devices)`,
+      );
+    }
+    return null;
+  }
+  const w = await openWorld({
+    devices: f.devices === undefined ? undefined : n,
+    syncBN: syncBNFlag(f),
+  });
+  try {
+    if (w.lead) { for (const line of w.placement) console.log(`devices: ${line}`); }
+    const v = await body(w);
+    await w.close();
+    return v;
+  } catch (e) {
+    if (e instanceof Interrupted) throw e; // every replica stops at the same step
+    // One replica's error: name it, and end the job now (its peers may be waiting in a collective).
+    console.error(
+      `train ${stage}: replica ${w.rank} (${w.device.info.description}): error: ${(e as Error).message}`,
+    );
+    w.replicas!.mpi.abort(1);
+    throw e;
+  } finally {
+    w.device.destroy();
+  }
+}
+
+/** Opens the run folder: rank 0 first (it writes config.json), the other replicas after it, read-only in effect. */
+async function openRun(out: string, config: Record<string, unknown>, f: Flags, w: World | null) {
+  if (!w || w.size === 1) return await RunFolder.open(out, config, f.resume as boolean);
+  let run: RunFolder | null = null;
+  if (w.lead) run = await RunFolder.open(out, config, f.resume as boolean);
+  await w.barrier();
+  // config.json now holds this configuration: opening it "to resume" only checks it (and rewrites it as is).
+  if (!w.lead) run = await RunFolder.open(out, config, true);
+  return run!;
+}
+
 function report(stage: string, r: TrainResult, f: Flags, run: RunFolder, metric: string): void {
   const best = r.best
     ? `best ${metric} ${r.best.value.toFixed(4)} (epoch ${r.best.epoch})`
@@ -108,6 +192,11 @@ function report(stage: string, r: TrainResult, f: Flags, run: RunFolder, metric:
 /** `train seg`: the segmentation stage. Returns the run folder. */
 export async function runSeg(f: Flags): Promise<string> {
   const c = segConfig(f);
+  await withDevices("seg", f, f.out as string, (w) => segBody(f, c, w));
+  return f.out as string;
+}
+
+async function segBody(f: Flags, c: SegConfig, w: World | null): Promise<void> {
   const { cache, data } = await ensureCache(f);
   const studies = await segStudies(cache);
   if (!studies.length) throw new Error(`${cache}: no study with a segmentation mask in the cache`);
@@ -128,28 +217,43 @@ export async function runSeg(f: Flags): Promise<string> {
     init: f.init ?? null,
     "max-steps": f["max-steps"],
   };
-  const device = await openDevice();
-  console.log(
-    `seg: ${tr.length} training studies x ${c.multiplier}, ${val.length} validation (fold ${c.fold}); ` +
-      `${c.encoder} width ${c.baseChannels} on ${c.slices}x${c.size}x${c.size}, batch ${c.batch}, ` +
-      `${c.epochs} epochs; device ${device.info.description}`,
-  );
+  const device = w?.device ?? await openDevice();
+  if (!w || w.lead) {
+    console.log(
+      `seg: ${tr.length} training studies x ${c.multiplier}, ${val.length} validation (fold ${c.fold}); ` +
+        `${c.encoder} width ${c.baseChannels} on ${c.slices}x${c.size}x${c.size}, batch ${c.batch}, ` +
+        `${c.epochs} epochs; ${devicesText(device, w)}`,
+    );
+  }
   nn.seedInit(seed);
   const model = buildSegModel(device, c);
   try {
     if (f.init && !f.resume) await init(model, f.init as string, device);
-    const run = await RunFolder.open(f.out as string, config, f.resume as boolean);
+    await joinReplicas(model, w);
+    const run = await openRun(f.out as string, config, f, w);
     const r = await train(
       segTask({ device, model, cache, train: tr, val, config: c }),
       run,
-      harness(f, c, config),
+      { ...harness(f, c, config), replicas: w?.replicas },
     );
-    report("seg", r, f, run, "dice");
+    if (!w || w.lead) report("seg", r, f, run, "dice");
   } finally {
     model.dispose();
-    device.destroy();
+    if (!w) device.destroy();
   }
-  return f.out as string;
+}
+
+function devicesText(device: { info: { description: string } }, w: World | null): string {
+  if (!w || w.size === 1) return `device ${device.info.description}`;
+  const bn = w.replicas!.syncBN ? "SyncBN" : "batch norm per replica";
+  return `${w.size} devices (data parallel, ${bn}; global batch split over them)`;
+}
+
+/** Replica 0's initial weights everywhere, and SyncBN when on. */
+async function joinReplicas(model: nn.Module, w: World | null): Promise<void> {
+  if (!w?.replicas || w.size === 1) return;
+  w.replicas.convertSyncBatchNorm(model);
+  await w.replicas.broadcastState(model);
 }
 
 async function init(model: nn.Module, path: string, device: Awaited<ReturnType<typeof openDevice>>) {
@@ -214,6 +318,12 @@ export async function runPredictSeg(f: Flags): Promise<void> {
 /** `train cls`: one classifier (encoder x fold). Returns the run folder. */
 export async function runCls(f: Flags): Promise<string> {
   const c = clsConfig(f);
+  const out = (f.out as string | undefined) ?? `out/cls-${c.encoder}-fold${c.fold}`;
+  await withDevices("cls", f, out, (w) => clsBody(f, c, w));
+  return out;
+}
+
+async function clsBody(f: Flags, c: ClsConfig, w: World | null): Promise<void> {
   const { cache, data } = await ensureCache(f);
   const csv = (f.labels as string | undefined) ?? (data ? `${data}/train.csv` : undefined);
   if (!csv) throw new UsageError("--labels train.csv is needed when only --cache is given");
@@ -246,31 +356,33 @@ export async function runCls(f: Flags): Promise<string> {
     "max-steps": f["max-steps"],
   };
   const out = (f.out as string | undefined) ?? `out/cls-${c.encoder}-fold${c.fold}`;
-  const device = await openDevice();
+  const device = w?.device ?? await openDevice();
   const pos = tr.filter((s) => s.labels[0]).length;
-  console.log(
-    `cls: ${tr.length} training studies (${pos} positive) x ${c.multiplier}, ${val.length} validation (fold ` +
-      `${c.fold}); ${c.encoder} width ${c.baseChannels} on 3x${c.crop[0]}x${c.crop[1]}x${
-        c.crop[1]
-      }, batch ${c.batch}, ` +
-      `${c.epochs} epochs; device ${device.info.description}`,
-  );
+  if (!w || w.lead) {
+    console.log(
+      `cls: ${tr.length} training studies (${pos} positive) x ${c.multiplier}, ${val.length} validation (fold ` +
+        `${c.fold}); ${c.encoder} width ${c.baseChannels} on 3x${c.crop[0]}x${c.crop[1]}x${
+          c.crop[1]
+        }, batch ${c.batch}, ` +
+        `${c.epochs} epochs; ${devicesText(device, w)}`,
+    );
+  }
   nn.seedInit(seed);
   const model = buildClsModel(device, c);
   try {
     if (f.init && !f.resume) await init(model, f.init as string, device);
-    const run = await RunFolder.open(out, config, f.resume as boolean);
+    await joinReplicas(model, w);
+    const run = await openRun(out, config, f, w);
     const r = await train(
       clsTask({ device, model, cache, train: tr, val, config: c }),
       run,
-      harness(f, c, config),
+      { ...harness(f, c, config), replicas: w?.replicas },
     );
-    report("cls", r, f, run, "loss");
+    if (!w || w.lead) report("cls", r, f, run, "loss");
   } finally {
     model.dispose();
-    device.destroy();
+    if (!w) device.destroy();
   }
-  return out;
 }
 
 /** `train average`: the seed's averaging of the best epochs of a classifier run. */
@@ -336,10 +448,23 @@ export async function evaluateCls(
  * rerun; an unfinished one resumes.
  */
 export async function runAll(f: Flags): Promise<void> {
+  if (underMpirun()) {
+    throw new UsageError("train all runs its stages itself: use --devices N rather than an external mpirun");
+  }
   const out = f.out as string;
   const t0 = performance.now();
   const common = { data: f.data, cache: f.cache, workers: f.workers, seed: f.seed, preset: f.preset };
-  const stageFlags = { ...common, keep: 5, "log-every": 10, "save-every": 1, prefetch: 2, "max-steps": 0 };
+  const stageFlags = {
+    ...common,
+    keep: 5,
+    "log-every": 10,
+    "save-every": 1,
+    prefetch: 2,
+    "max-steps": 0,
+    devices: f.devices,
+    "sync-bn": f["sync-bn"],
+    "no-sync-bn": f["no-sync-bn"],
+  };
   const { cache, data } = await ensureCache(f);
   const segDir = `${out}/seg`;
   if (await isDone(segDir)) console.log(`all: segmentation done (${segDir}), skipped`);

@@ -21,6 +21,7 @@ import { Prefetcher, WorkerPool } from "./loader.ts";
 import type { SampleJob, SampleResult } from "./samples.ts";
 import { duration, Progress } from "./progress.ts";
 import { curvesSvg } from "./curves.ts";
+import type { Replicas } from "../parallel/replicas.ts";
 
 /** What a stage provides to the harness. */
 export interface TrainTask<S extends SampleResult = SampleResult> {
@@ -65,6 +66,13 @@ export interface TrainerOptions {
   resume: boolean;
   /** Configuration stored in checkpoint metadata. */
   config: Record<string, unknown>;
+  /**
+   * Data parallelism (parallel/): this process's replica. `batch` stays the global batch; each replica takes
+   * its share of every global batch in the same global order, and only replica 0 logs, validates and saves.
+   */
+  replicas?: Replicas | null;
+  /** AdamW's eps (default 1e-8, the seed's); a large one (1.0) makes the update SGD-like (tests). */
+  adamEps?: number;
 }
 
 /** Thrown when SIGINT/SIGTERM stopped a run after saving; the CLI exits non-zero. */
@@ -91,12 +99,12 @@ export interface TrainResult {
 }
 
 /** AdamW with the seed's groups: weight decay on everything except parameters named "*bias*". */
-export function seedAdamW(model: Module, lr: number, weightDecay: number): AdamW {
+export function seedAdamW(model: Module, lr: number, weightDecay: number, eps = 1e-8): AdamW {
   const named = model.namedParameters();
   return new AdamW([
     { params: named.filter(([k]) => !k.includes("bias")).map(([, p]) => p) },
     { params: named.filter(([k]) => k.includes("bias")).map(([, p]) => p), weightDecay: 0 },
-  ], { lr, weightDecay, eps: 1e-8, betas: [0.9, 0.999] });
+  ], { lr, weightDecay, eps, betas: [0.9, 0.999] });
 }
 
 /** The seed's T_max: floor(epochs * items / (devices * batch)). */
@@ -111,15 +119,22 @@ export async function train<S extends SampleResult>(
   o: TrainerOptions,
 ): Promise<TrainResult> {
   const model = task.model;
+  const R = o.replicas && o.replicas.world > 1 ? o.replicas : null;
+  const world = R?.world ?? 1, rank = R?.rank ?? 0, lead = rank === 0;
+  if (o.batch % world) {
+    throw new Error(`${task.name}: the global batch ${o.batch} does not split over ${world} devices`);
+  }
+  const share = o.batch / world;
   const stepsPerEpoch = Math.floor(task.items / o.batch);
   if (stepsPerEpoch < 1) {
     throw new Error(`${task.name}: ${task.items} training items do not fill one batch of ${o.batch}`);
   }
   const tMax = Math.max(1, seedTMax(o.epochs, task.items, o.batch));
   const sched = cosineSchedule({ lrMax: o.lr, etaMin: o.etaMin, totalSteps: tMax });
-  const opt = seedAdamW(model, o.lr, o.weightDecay);
+  const opt = seedAdamW(model, o.lr, o.weightDecay, o.adamEps);
   const params = model.parameters();
-  const progress = new Progress(o.logEvery);
+  // Under mpirun stdout is a pseudo-terminal that the launcher pipes on: plain lines, not a redrawn one.
+  const progress = lead ? new Progress(o.logEvery, R ? false : undefined) : quietProgress();
   let step = 0, epoch = 0, inEpoch = 0;
   let best: { value: number; epoch: number } | null = null;
   let epochs: EpochRecord[] = [];
@@ -127,13 +142,15 @@ export async function train<S extends SampleResult>(
   if (o.resume && await run.has("resume.safetensors")) {
     const st = await loadResume(run, model, opt);
     ({ step, epoch, inEpoch, best, epochs } = st);
-    await run.truncateLog(step, inEpoch >= stepsPerEpoch ? epoch : epoch);
+    if (lead) await run.truncateLog(step, inEpoch >= stepsPerEpoch ? epoch : epoch);
     progress.log(
       `resuming ${run.dir} at step ${step} (epoch ${epoch + 1}, batch ${inEpoch}/${stepsPerEpoch})`,
     );
   }
 
   let stop: string | null = null;
+  // With replicas: the stop every replica agreed on (some replica's signal, carried by a step).
+  let agreedStop: string | null = null;
   const onSignal = (sig: Deno.Signal) => () => {
     if (stop) return;
     stop = sig;
@@ -147,6 +164,7 @@ export async function train<S extends SampleResult>(
   const pool = new WorkerPool(o.workers);
   const meta = () => ({ step, epoch, inEpoch, best, epochs, config: o.config });
   const save = async () => {
+    if (!lead) return;
     const sd: Record<string, Tensor> = {};
     for (const [k, t] of Object.entries(model.stateDict())) sd[`model.${k}`] = t;
     const s = opt.stateDict();
@@ -170,13 +188,14 @@ export async function train<S extends SampleResult>(
         const fetch = new Prefetcher(pool, (b) => {
           const bi = first + b;
           if (bi >= stepsPerEpoch) return null;
-          return Array.from({ length: o.batch }, (_, k) => {
-            const pos = bi * o.batch + k;
+          return Array.from({ length: share }, (_, k) => {
+            const pos = bi * o.batch + rank * share + k;
             return task.job(order[pos], rng(hash32(o.seed, 0xa09, epoch, pos)));
           });
         }, o.prefetch);
         while (inEpoch < stepsPerEpoch) {
-          if (stop) {
+          // With replicas, a signal is acted on once every replica knows it (it travels with the step).
+          if (stop && !R) {
             await save();
             throw new Interrupted(stop, step);
           }
@@ -191,23 +210,35 @@ export async function train<S extends SampleResult>(
           }
           const lr = sched(step);
           opt.lr = lr;
-          manualSeed(hash32(o.seed, 0xd40, step));
+          // Replica 0 draws what one device draws (dropout masks differ from one device's on the others).
+          manualSeed(rank ? hash32(o.seed, 0xd40, step, rank) : hash32(o.seed, 0xd40, step));
           opt.zeroGrad();
-          const lossT = tidy(() => {
-            const loss = task.loss(batch as S[]);
-            loss.backward();
-            if (o.clip > 0) clipGradNorm(params, o.clip).dispose();
-            opt.step();
-            return keep(loss);
-          });
-          const loss = await lossT.item();
-          lossT.dispose();
+          let loss: number;
+          if (R) {
+            const r = await R.step(params, () => task.loss(batch as S[]), () => {
+              if (o.clip > 0) clipGradNorm(params, o.clip).dispose();
+              opt.step();
+            }, !!stop);
+            loss = r.loss;
+            if (r.stop) agreedStop = stop ?? "a signal on another replica";
+          } else {
+            const lossT = tidy(() => {
+              const loss = task.loss(batch as S[]);
+              loss.backward();
+              if (o.clip > 0) clipGradNorm(params, o.clip).dispose();
+              opt.step();
+              return keep(loss);
+            });
+            loss = await lossT.item();
+            lossT.dispose();
+          }
           if (!Number.isFinite(loss)) throw new Error(`${task.name}: loss is ${loss} at step ${step + 1}`);
           step++, inEpoch++;
           const dw = fetch.waitMs - w0;
           waitMs += dw, winWait += dw, winSteps++;
           logBuf.push({ step, epoch: epoch + 1, loss, lr });
-          const last = inEpoch === stepsPerEpoch || (o.maxSteps > 0 && step >= o.maxSteps) || !!stop;
+          const halt = R ? agreedStop : stop;
+          const last = inEpoch === stepsPerEpoch || (o.maxSteps > 0 && step >= o.maxSteps) || !!halt;
           if (step % o.logEvery === 0 || last) {
             const now = performance.now();
             const sec = (now - winStart) / 1000;
@@ -224,7 +255,7 @@ export async function train<S extends SampleResult>(
               samplesPerSec: rate,
               dataWait: share,
             };
-            await run.log(...logBuf.splice(0));
+            if (lead) await run.log(...logBuf.splice(0));
             progress.update(
               `${task.name} epoch ${epoch + 1}/${o.epochs} step ${step}/${total} loss ${avg.toFixed(4)} lr ${
                 lr.toExponential(2)
@@ -234,11 +265,21 @@ export async function train<S extends SampleResult>(
             winStart = now, winWait = 0, winSteps = 0;
           }
           if (step % o.saveEvery === 0 || last) await save();
+          if (R && agreedStop) {
+            await save();
+            throw new Interrupted(agreedStop, step);
+          }
         }
         if (stoppedAtMaxSteps) break;
       }
       // End of an epoch: validate, record, checkpoint.
       progress.done();
+      // A cheap proof that the replicas still hold the same weights (one readback and an 8-byte reduction).
+      if (R) await R.checksum(params, `weights after epoch ${epoch + 1}`);
+      if (!lead) {
+        epoch++, inEpoch = 0;
+        continue;
+      }
       model.eval();
       const metrics = await task.validate(progress);
       model.train();
@@ -270,9 +311,16 @@ export async function train<S extends SampleResult>(
     for (const [s, h] of handlers) Deno.removeSignalListener(s, h);
     opt.dispose();
   }
-  await writeCurves(run, task, epochs);
+  if (lead) await writeCurves(run, task, epochs);
   const seconds = (performance.now() - t0) / 1000;
   return { steps: step, epochs, best, stoppedAtMaxSteps, dataWaitShare: waitMs / (seconds * 1000), seconds };
+}
+
+function quietProgress(): Progress {
+  const p = new Progress(1, false);
+  p.update = () => {};
+  p.log = () => {};
+  return p;
 }
 
 /** A permutation of 0..n-1 (Fisher-Yates). */
