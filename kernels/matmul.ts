@@ -5,7 +5,7 @@
  */
 import { Tensor } from "../core/tensor.ts";
 import { record } from "../core/autograd.ts";
-import { launch, launch1d, u } from "./codegen.ts";
+import { launch, launch1d, u, type Uniforms } from "./codegen.ts";
 import { broadcastShapes } from "./elementwise/map.ts";
 import { add } from "./elementwise/binary.ts";
 import { sum, sumTo } from "./reduce.ts";
@@ -23,8 +23,10 @@ function batchOffsetCode(
   outBatch: readonly number[],
   inBatch: readonly number[],
   matSize: number,
+  uni: Uniforms,
 ): string {
-  // Offset of the matrix for linear output batch index `bi`, broadcasting size-1 / missing batch dims.
+  // Offset of the matrix for linear output batch index `bi`, broadcasting size-1 / missing batch dims. Which
+  // dims broadcast decides the code; their sizes and strides are uniforms (`<name>b<d>`, `<name>s<d>`).
   const nd = outBatch.length;
   const lines = [`var ${name} = 0u;`, `{ var r = bi;`];
   let stride = matSize;
@@ -32,9 +34,11 @@ function batchOffsetCode(
     const k = d - (nd - inBatch.length);
     const bcast = k < 0 || inBatch[k] === 1;
     if (outBatch[d] === 1) continue;
+    uni[`${name}b${d}`] = { d: outBatch[d] };
+    if (!bcast) uni[`${name}s${d}`] = stride;
     lines.push(
-      `  { let c = r % ${u(outBatch[d])}; r = r / ${u(outBatch[d])};${
-        bcast ? "" : ` ${name} = ${name} + c * ${u(stride)};`
+      `  { let q = div_${name}b${d}(r); let c = r - q * sh.${name}b${d}; r = q;${
+        bcast ? "" : ` ${name} = ${name} + c * sh.${name}s${d};`
       } }`,
     );
     if (!bcast) stride *= inBatch[k];
@@ -71,19 +75,22 @@ export function gemm(op: string, a: Tensor, b: Tensor, transA: boolean, transB: 
     return out;
   }
   // A(m, k) and B(k, n) addresses within one batch matrix.
-  const aIdx = (m: string, k: string) => (transA ? `${k} * ${u(M)} + ${m}` : `${m} * ${u(K)} + ${k}`);
-  const bIdx = (k: string, n: string) => (transB ? `${n} * ${u(K)} + ${k}` : `${k} * ${u(N)} + ${n}`);
-  const offsets = `${batchOffsetCode("aoff", batch, a.shape.slice(0, -2), M * K)}
-  ${batchOffsetCode("boff", batch, b.shape.slice(0, -2), K * N)}`;
+  // Sizes, strides and batch offsets are uniforms (`sh.M`, ...): one pipeline per layout variant (transposes,
+  // vec4 paths, broadcast pattern), not per shape (docs/perf.md, "Compile cost").
+  const aIdx = (m: string, k: string) => (transA ? `${k} * sh.M + ${m}` : `${m} * sh.K + ${k}`);
+  const bIdx = (k: string, n: string) => (transB ? `${n} * sh.K + ${k}` : `${k} * sh.N + ${n}`);
+  const uni: Uniforms = { M, N, K };
+  const offsets = `${batchOffsetCode("aoff", batch, a.shape.slice(0, -2), M * K, uni)}
+  ${batchOffsetCode("boff", batch, b.shape.slice(0, -2), K * N, uni)}`;
   if (a.device.profile === "cpu" && transB && !transA && K % 4 === 0) {
-    gemmNT(op, a, b, out, { M, N, K, nb, offsets });
+    gemmNT(op, a, b, out, { M, N, K, nb, offsets, uni });
     return out;
   }
   if (a.device.profile === "cpu") {
-    gemmLanes(op, a, b, out, { M, N, K, nb, aIdx, bIdx, offsets, transA, transB });
+    gemmLanes(op, a, b, out, { M, N, K, nb, aIdx, bIdx, offsets, transA, transB, uni });
     return out;
   }
-  gemmTiled(op, a, b, out, { M, N, K, nb, aIdx, bIdx, offsets, transA, transB });
+  gemmTiled(op, a, b, out, { M, N, K, nb, aIdx, bIdx, offsets, transA, transB, uni });
   return out;
 }
 
@@ -111,6 +118,7 @@ function gemmTiled(
     offsets: string;
     transA: boolean;
     transB: boolean;
+    uni: Uniforms;
   },
 ): void {
   const { M, N, K, nb, aIdx, bIdx, transA, transB } = g;
@@ -127,20 +135,20 @@ function gemmTiled(
   const loadA = transA
     ? `{ let kk = lid / 16u; let mq = (lid % 16u) * 4u; let k = k0 + kk;
          for (var j = 0u; j < 4u; j = j + 1u) { let m = m0 + mq + j;
-           var v = 0.0; if (m < ${u(M)} && k < ${u(K)}) { v = a_ld(aoff + ${aIdx("m", "k")}); }
+           var v = 0.0; if (m < sh.M && k < sh.K) { v = a_ld(aoff + ${aIdx("m", "k")}); }
            As[kk * ${u(BM)} + mq + j] = v; } }`
     : `{ let mm = lid / 4u; let kq = (lid % 4u) * 4u; let m = m0 + mm;
          for (var j = 0u; j < 4u; j = j + 1u) { let k = k0 + kq + j;
-           var v = 0.0; if (m < ${u(M)} && k < ${u(K)}) { v = a_ld(aoff + ${aIdx("m", "k")}); }
+           var v = 0.0; if (m < sh.M && k < sh.K) { v = a_ld(aoff + ${aIdx("m", "k")}); }
            As[(kq + j) * ${u(BM)} + mm] = v; } }`;
   const loadB = transB
     ? `{ let nn = lid / 4u; let kq = (lid % 4u) * 4u; let n = n0 + nn;
          for (var j = 0u; j < 4u; j = j + 1u) { let k = k0 + kq + j;
-           var v = 0.0; if (n < ${u(N)} && k < ${u(K)}) { v = b_ld(boff + ${bIdx("k", "n")}); }
+           var v = 0.0; if (n < sh.N && k < sh.K) { v = b_ld(boff + ${bIdx("k", "n")}); }
            Bs[(kq + j) * ${u(BN)} + nn] = v; } }`
     : `{ let kk = lid / 16u; let nq = (lid % 16u) * 4u; let k = k0 + kk;
          for (var j = 0u; j < 4u; j = j + 1u) { let n = n0 + nq + j;
-           var v = 0.0; if (n < ${u(N)} && k < ${u(K)}) { v = b_ld(boff + ${bIdx("k", "n")}); }
+           var v = 0.0; if (n < sh.N && k < sh.K) { v = b_ld(boff + ${bIdx("k", "n")}); }
            Bs[kk * ${u(BN)} + nq + j] = v; } }`;
   launch({
     op,
@@ -150,12 +158,14 @@ function gemmTiled(
     groups: segs * tiles,
     decls: `var<workgroup> As: array<f32, ${BK * BM}>;
 var<workgroup> Bs: array<f32, ${BK * BN}>;`,
-    body: `  let sg = wg / ${u(tiles)};
-  let t0 = wg % ${u(tiles)};
-  let bi = t0 / ${u(tm * tn)};
-  let t = t0 % ${u(tm * tn)};
-  let m0 = (t / ${u(tn)}) * ${u(BM)};
-  let n0 = (t % ${u(tn)}) * ${u(BN)};
+    uniforms: { ...g.uni, nb, tiles: { d: tiles }, tmn: { d: tm * tn }, tn: { d: tn }, segLen },
+    body: `  let sg = div_tiles(wg);
+  let t0 = wg - sg * sh.tiles;
+  let bi = div_tmn(t0);
+  let t = t0 - bi * sh.tmn;
+  let tq = div_tn(t);
+  let m0 = tq * ${u(BM)};
+  let n0 = (t - tq * sh.tn) * ${u(BN)};
   ${offsets}
   let tx = lid % 16u;
   let ty = lid / 16u;
@@ -163,8 +173,8 @@ var<workgroup> Bs: array<f32, ${BK * BN}>;`,
   var acc1 = vec4<f32>(0.0);
   var acc2 = vec4<f32>(0.0);
   var acc3 = vec4<f32>(0.0);
-  let kEnd = min((sg + 1u) * ${u(segLen)}, ${u(K)});
-  for (var k0 = sg * ${u(segLen)}; k0 < kEnd; k0 = k0 + ${u(BK)}) {
+  let kEnd = min((sg + 1u) * sh.segLen, sh.K);
+  for (var k0 = sg * sh.segLen; k0 < kEnd; k0 = k0 + ${u(BK)}) {
     ${loadA}
     ${loadB}
     workgroupBarrier();
@@ -180,15 +190,15 @@ var<workgroup> Bs: array<f32, ${BK * BN}>;`,
     }
     workgroupBarrier();
   }
-  let coff = (sg * ${u(nb)} + bi) * ${u(M * N)};
+  let coff = (sg * sh.nb + bi) * sh.M * sh.N;
   let accs = array<vec4<f32>, 4>(acc0, acc1, acc2, acc3);
   for (var i = 0u; i < 4u; i = i + 1u) {
     let m = m0 + ty * 4u + i;
-    if (m < ${u(M)}) {
+    if (m < sh.M) {
       let row = accs[i];
       for (var j = 0u; j < 4u; j = j + 1u) {
         let n = n0 + tx * 4u + j;
-        if (n < ${u(N)}) { c_st(coff + m * ${u(N)} + n, row[j]); }
+        if (n < sh.N) { c_st(coff + m * sh.N + n, row[j]); }
       }
     }
   }`,
@@ -223,6 +233,7 @@ function gemmLanes(
     offsets: string;
     transA: boolean;
     transB: boolean;
+    uni: Uniforms;
   },
 ): void {
   const { M, N, K, nb } = g;
@@ -237,31 +248,31 @@ function gemmLanes(
   const aRows = g.transA && M % 4 === 0;
   const bLoad = (k: string) =>
     bVec
-      ? `b_ld((boff + ${k} * ${u(N)} + n0) / 4u)`
+      ? `b_ld((boff + ${k} * sh.N + n0) / 4u)`
       : `vec4<f32>(${[0, 1, 2, 3].map((j) => `b_ld(boff + ${g.bIdx(k, `n${j}`)})`).join(", ")})`;
   const loop = aVec
-    ? `for (var k4 = 0u; k4 < ${u(K / 4)}; k4 = k4 + 1u) {
+    ? `for (var k4 = 0u; k4 < sh.K4; k4 = k4 + 1u) {
     let k = k4 * 4u;
     let b0 = ${bLoad("k")}; let b1 = ${bLoad("(k + 1u)")}; let b2 = ${bLoad("(k + 2u)")}; let b3 = ${
       bLoad("(k + 3u)")
     };
     ${
       rs.map((r) =>
-        `{ let av = a_ld((aoff + mr${r} * ${u(K)}) / 4u + k4);
+        `{ let av = a_ld((aoff + mr${r} * sh.K) / 4u + k4);
       c${r} = fma(vec4<f32>(av.x), b0, c${r}); c${r} = fma(vec4<f32>(av.y), b1, c${r});
       c${r} = fma(vec4<f32>(av.z), b2, c${r}); c${r} = fma(vec4<f32>(av.w), b3, c${r}); }`
       ).join("\n    ")
     }
   }`
     : aRows
-    ? `let g1 = min(m0 + 4u, ${u(M - 4)});
-  for (var k = 0u; k < ${u(K)}; k = k + 1u) {
+    ? `let g1 = min(m0 + 4u, sh.M - 4u);
+  for (var k = 0u; k < sh.K; k = k + 1u) {
     let bv = ${bLoad("k")};
-    let av0 = a_ld((aoff + k * ${u(M)} + m0) / 4u);
-    let av1 = a_ld((aoff + k * ${u(M)} + g1) / 4u);
+    let av0 = a_ld((aoff + k * sh.M + m0) / 4u);
+    let av1 = a_ld((aoff + k * sh.M + g1) / 4u);
     ${rs.map((r) => `c${r} = fma(vec4<f32>(av${r >> 2}.${"xyzw"[r & 3]}), bv, c${r});`).join(" ")}
   }`
-    : `for (var k = 0u; k < ${u(K)}; k = k + 1u) {
+    : `for (var k = 0u; k < sh.K; k = k + 1u) {
     let bv = ${bLoad("k")};
     ${
       rs.map((r) => `c${r} = fma(vec4<f32>(a_ld(aoff + ${g.aIdx(`mr${r}`, "k")})), bv, c${r});`).join(
@@ -279,23 +290,29 @@ function gemmLanes(
     }],
     wg: LANES,
     groups: nb * tm * tn,
-    body: `  let bi = wg / ${u(tm * tn)};
-  let t = wg - bi * ${u(tm * tn)};
-  let m0 = (t / ${u(tn)}) * ${u(ROWS)};
-  let nbase = ((t % ${u(tn)}) * ${u(LANES)} + lid) * 4u;
+    uniforms: {
+      ...g.uni,
+      K4: Math.floor(K / 4),
+      tmn: { d: tm * tn },
+      tn: { d: tn },
+      n0max: Math.max(0, bVec ? N - 4 : N - 1),
+    },
+    body: `  let bi = div_tmn(wg);
+  let t = wg - bi * sh.tmn;
+  let tq = div_tn(t);
+  let m0 = tq * ${u(ROWS)};
+  let nbase = ((t - tq * sh.tn) * ${u(LANES)} + lid) * 4u;
   ${g.offsets}
   // Clamped indices keep loads in bounds; the stores below are masked instead.
-  ${rs.map((r) => `let mr${r} = min(m0 + ${r}u, ${u(M - 1)});`).join(" ")}
-  let n0 = min(nbase, ${u(Math.max(0, bVec ? N - 4 : N - 1))}); let n1 = min(nbase + 1u, ${u(N - 1)});
-  let n2 = min(nbase + 2u, ${u(N - 1)}); let n3 = min(nbase + 3u, ${u(N - 1)});
+  ${rs.map((r) => `let mr${r} = min(m0 + ${r}u, sh.M - 1u);`).join(" ")}
+  let n0 = min(nbase, sh.n0max); let n1 = min(nbase + 1u, sh.N - 1u);
+  let n2 = min(nbase + 2u, sh.N - 1u); let n3 = min(nbase + 3u, sh.N - 1u);
   ${rs.map((r) => `var c${r} = vec4<f32>(0.0);`).join(" ")}
   ${loop}
-  let coff = bi * ${u(M * N)};
+  let coff = bi * sh.M * sh.N;
   ${
       rs.map((r) =>
-        `if (m0 + ${r}u < ${u(M)}) { for (var j = 0u; j < 4u; j = j + 1u) { if (nbase + j < ${
-          u(N)
-        }) { c_st(coff + (m0 + ${r}u) * ${u(N)} + nbase + j, c${r}[j]); } } }`
+        `if (m0 + ${r}u < sh.M) { for (var j = 0u; j < 4u; j = j + 1u) { if (nbase + j < sh.N) { c_st(coff + (m0 + ${r}u) * sh.N + nbase + j, c${r}[j]); } } }`
       ).join("\n  ")
     }`,
   });
@@ -311,7 +328,7 @@ function gemmNT(
   a: Tensor,
   b: Tensor,
   out: Tensor,
-  g: { M: number; N: number; K: number; nb: number; offsets: string },
+  g: { M: number; N: number; K: number; nb: number; offsets: string; uni: Uniforms },
 ) {
   const { M, N, K, nb } = g;
   const tm = Math.ceil(M / 32), tn = Math.ceil(N / 32);
@@ -331,32 +348,30 @@ function gemmNT(
     }],
     wg: 64,
     groups: segs * tiles,
-    body: `  let sg = wg / ${u(tiles)};
-  let t0 = wg % ${u(tiles)};
-  let bi = t0 / ${u(tm * tn)};
-  let t = t0 % ${u(tm * tn)};
-  let mb = (t / ${u(tn)}) * 32u + (lid / 8u) * 4u;
-  let nbase = (t % ${u(tn)}) * 32u + (lid % 8u) * 4u;
+    uniforms: { ...g.uni, nb, K4, seg, tiles: { d: tiles }, tmn: { d: tm * tn }, tn: { d: tn } },
+    body: `  let sg = div_tiles(wg);
+  let t0 = wg - sg * sh.tiles;
+  let bi = div_tmn(t0);
+  let t = t0 - bi * sh.tmn;
+  let tq = div_tn(t);
+  let mb = tq * 32u + (lid / 8u) * 4u;
+  let nbase = (t - tq * sh.tn) * 32u + (lid % 8u) * 4u;
   ${g.offsets}
-  ${[0, 1, 2, 3].map((i) => `let ar${i} = (aoff + min(mb + ${i}u, ${u(M - 1)}) * ${u(K)}) / 4u;`).join(" ")}
-  ${
-      [0, 1, 2, 3].map((j) => `let br${j} = (boff + min(nbase + ${j}u, ${u(N - 1)}) * ${u(K)}) / 4u;`).join(
-        " ",
-      )
-    }
+  ${[0, 1, 2, 3].map((i) => `let ar${i} = (aoff + min(mb + ${i}u, sh.M - 1u) * sh.K) / 4u;`).join(" ")}
+  ${[0, 1, 2, 3].map((j) => `let br${j} = (boff + min(nbase + ${j}u, sh.N - 1u) * sh.K) / 4u;`).join(" ")}
   ${ij.map((k) => `var s${k} = 0.0;`).join(" ")}
-  let k1 = min((sg + 1u) * ${u(seg)}, ${u(K4)});
-  for (var k = sg * ${u(seg)}; k < k1; k = k + 1u) {
+  let k1 = min((sg + 1u) * sh.seg, sh.K4);
+  for (var k = sg * sh.seg; k < k1; k = k + 1u) {
     ${[0, 1, 2, 3].map((i) => `let a${i} = a_ld(ar${i} + k);`).join(" ")}
     ${[0, 1, 2, 3].map((j) => `let b${j} = b_ld(br${j} + k);`).join(" ")}
     ${ij.map((k) => `s${k} = s${k} + dot(a${k >> 2}, b${k & 3});`).join(" ")}
   }
-  let cb = (sg * ${u(nb)} + bi) * ${u(M * N)};
+  let cb = (sg * sh.nb + bi) * sh.M * sh.N;
   ${
       ij.map((k) =>
-        `if (mb + ${k >> 2}u < ${u(M)} && nbase + ${k & 3}u < ${u(N)}) { c_st(cb + (mb + ${k >> 2}u) * ${
-          u(N)
-        } + nbase + ${k & 3}u, s${k}); }`
+        `if (mb + ${k >> 2}u < sh.M && nbase + ${k & 3}u < sh.N) { c_st(cb + (mb + ${
+          k >> 2
+        }u) * sh.N + nbase + ${k & 3}u, s${k}); }`
       ).join("\n  ")
     }`,
   });
@@ -378,8 +393,8 @@ export function matmul(a: Tensor, b: Tensor, opts: MatmulOptions = {}): Tensor {
   if (!(a instanceof Tensor) || !(b instanceof Tensor)) throw new Error(`${op}: expected two tensors`);
   a.storage(op);
   b.storage(op);
-  if (a.dtype !== "f32" || b.dtype !== "f32") {
-    throw new Error(`${op}: expects f32, got ${a.describe()} and ${b.describe()}`);
+  if ((a.dtype !== "f32" && a.dtype !== "f16") || (b.dtype !== "f32" && b.dtype !== "f16")) {
+    throw new Error(`${op}: expects f32 or f16, got ${a.describe()} and ${b.describe()}`);
   }
   if (a.device !== b.device) {
     throw new Error(`${op}: tensors are on different devices, shapes [${a.shape}] and [${b.shape}]`);

@@ -11,7 +11,7 @@
  * masked, so control flow stays uniform.
  */
 import type { Tensor } from "../../core/tensor.ts";
-import { type Arg, type Geo3d, launch, u } from "../codegen.ts";
+import { type Arg, type Geo3d, launch, u, type Uniforms } from "../codegen.ts";
 import { map } from "../elementwise/map.ts";
 
 /** Validated geometry of one convolution. */
@@ -45,30 +45,40 @@ export function rowsFor(n: number, profile: string = "gpu"): number {
 /** 0, 1, ..., n - 1. */
 export const range = (n: number): number[] => [...Array(n).keys()];
 
-/** WGSL: decompose a flat position `v` of a [A, B, C] grid into `a`, `b`, `c` (as i32). */
-export function split3(v: string, B: number, C: number, a: string, b: string, c: string): string {
-  return `let ${a} = i32(${v} / ${u(B * C)}); let ${b} = i32((${v} / ${u(C)}) % ${
-    u(B)
-  }); let ${c} = i32(${v} % ${u(C)});`;
+/**
+ * Uniforms of a [D, H, W] volume named `<p>D`, `<p>H`, `<p>W` (a divisor), `<p>HW` (a divisor) and `<p>S`
+ * (D * H * W, a divisor), for {@link split3} and {@link gatherX}: sizes travel as uniforms so that one pipeline serves
+ * every layer shape (docs/perf.md, "Compile cost").
+ */
+export function volUniforms(p: string, D: number, H: number, W: number): Uniforms {
+  return {
+    [`${p}D`]: D,
+    [`${p}H`]: H,
+    [`${p}W`]: { d: W },
+    [`${p}HW`]: { d: H * W },
+    [`${p}S`]: { d: D * H * W },
+  };
 }
 
 /**
- * WGSL: the input voxel at i32 coords (`d`, `h`, `w`) of the [D, H, W] volume starting at `base`, as
- * `xv<s>` (0 outside the volume). The address is clamped so the load is always legal; `ok<s>` masks it.
+ * WGSL: decompose a flat position `v` of the volume whose {@link volUniforms} prefix is `p` into i32 `a`,
+ * `b`, `c` (two exact divisions through the uniform divisors' reciprocals).
  */
-export function gatherX(
-  s: string,
-  base: string,
-  [d, h, w]: [string, string, string],
-  D: number,
-  H: number,
-  W: number,
-): string {
+export function split3(v: string, p: string, a: string, b: string, c: string): string {
+  return `let ${a}_q = div_${p}HW(${v}); let ${a}_r = ${v} - ${a}_q * sh.${p}HW; let ${b}_q = div_${p}W(${a}_r);
+  let ${a} = i32(${a}_q); let ${b} = i32(${b}_q); let ${c} = i32(${a}_r - ${b}_q * sh.${p}W);`;
+}
+
+/**
+ * WGSL: the input voxel at i32 coords (`d`, `h`, `w`) of the volume (uniforms of prefix `p`, see
+ * {@link volUniforms}) starting at `base`, as `xv<s>` (0 outside the volume). The address is clamped so
+ * the load is always legal; `ok<s>` masks it.
+ */
+export function gatherX(s: string, base: string, [d, h, w]: [string, string, string], p: string): string {
+  const D = `i32(sh.${p}D)`, H = `i32(sh.${p}H)`, W = `i32(sh.${p}W)`;
   return `let id${s} = ${d}; let ih${s} = ${h}; let iw${s} = ${w};
     let ok${s} = id${s} >= 0 && id${s} < ${D} && ih${s} >= 0 && ih${s} < ${H} && iw${s} >= 0 && iw${s} < ${W};
-    let xi${s} = ${base} + u32(clamp(id${s}, 0, ${D - 1})) * ${u(H * W)} + u32(clamp(ih${s}, 0, ${
-    H - 1
-  })) * ${u(W)} + u32(clamp(iw${s}, 0, ${W - 1}));
+    let xi${s} = ${base} + u32(clamp(id${s}, 0, ${D} - 1)) * sh.${p}HW + u32(clamp(ih${s}, 0, ${H} - 1)) * sh.${p}W + u32(clamp(iw${s}, 0, ${W} - 1));
     let xv${s} = select(0.0, x_ld(xi${s}), ok${s});`;
 }
 
@@ -110,6 +120,8 @@ export interface DirectSpec {
   laneLoad: (v: number) => string;
   /** Bias tensor (argument `b`) added per output channel. */
   bias?: Tensor | null;
+  /** The sizes the snippets above read (as `sh.<name>`); names starting with "n" are the kernel's own. */
+  uniforms: Uniforms;
 }
 
 /** Generates and launches a direct kernel (the workgroup-index decomposition, tiles, tails and stores). */
@@ -126,36 +138,37 @@ export function directKernel(s: DirectSpec): void {
     args,
     wg: LANES,
     groups: s.outer * s.G * rt * ct,
-    body: `  let cTile = wg % ${u(ct)};
-  let r1 = wg / ${u(ct)};
-  let rTile = r1 % ${u(rt)};
-  let r2 = r1 / ${u(rt)};
-  let grp = r2 % ${u(s.G)};
-  let ${s.outerName} = r2 / ${u(s.G)};
+    uniforms: { nCt: { d: ct }, nRt: { d: rt }, nG: { d: s.G }, nRows: s.rows, nCols: s.cols, ...s.uniforms },
+    body: `  let r1 = div_nCt(wg);
+  let cTile = wg - r1 * sh.nCt;
+  let r2 = div_nRt(r1);
+  let rTile = r1 - r2 * sh.nRt;
+  let ${s.outerName} = div_nG(r2);
+  let grp = r2 - ${s.outerName} * sh.nG;
   ${
       vs.map((v) =>
-        `let col${v} = cTile * ${u(LANES * V)} + ${u(v * LANES)} + lid; let cc${v} = min(col${v}, ${
-          u(s.cols - 1)
-        });
+        `let col${v} = cTile * ${u(LANES * V)} + ${
+          u(v * LANES)
+        } + lid; let cc${v} = min(col${v}, sh.nCols - 1u);
   ${s.colSetup(v)}`
       ).join("\n  ")
     }
   let r0 = rTile * ${u(R)};
-  ${rs.map((r) => `let row${r} = min(r0 + ${r}u, ${u(s.rows - 1)});`).join("\n  ")}
+  ${rs.map((r) => `let row${r} = min(r0 + ${r}u, sh.nRows - 1u);`).join("\n  ")}
   ${each((r, v) => `var a${r}_${v} = 0.0;`)}
   ${s.loop[0]}
     ${rs.map(s.rowLoad).join(" ")}
     ${vs.map(s.laneLoad).join("\n    ")}
     ${each((r, v) => `a${r}_${v} = fma(rv${r}, xv${v}, a${r}_${v});`)}
   ${s.loop[1]}
-  let ob = (${s.outerName} * ${u(s.G)} + grp) * ${u(s.rows)} + r0;
+  let ob = (${s.outerName} * sh.nG + grp) * sh.nRows + r0;
   ${
       vs.map((v) =>
-        `if (col${v} < ${u(s.cols)}) {
+        `if (col${v} < sh.nCols) {
     ${
           rs.map((r) =>
-            `if (r0 + ${r}u < ${u(s.rows)}) { out_st((ob + ${r}u) * ${u(s.cols)} + col${v}, a${r}_${v}${
-              s.bias ? ` + b_ld(grp * ${u(s.rows)} + r0 + ${r}u)` : ""
+            `if (r0 + ${r}u < sh.nRows) { out_st((ob + ${r}u) * sh.nCols + col${v}, a${r}_${v}${
+              s.bias ? ` + b_ld(grp * sh.nRows + r0 + ${r}u)` : ""
             }); }`
           ).join("\n    ")
         }

@@ -5,9 +5,9 @@
  * weights of its channel are loaded once.
  */
 import { Tensor } from "../../core/tensor.ts";
-import { launch, u } from "../codegen.ts";
+import { launch, u, type Uniforms } from "../codegen.ts";
 import { sum } from "../reduce.ts";
-import { type Geo, LANES, range, split3, V } from "./common.ts";
+import { type Geo, LANES, range, split3, V, volUniforms } from "./common.ts";
 
 type Dims = [number, number, number];
 
@@ -19,13 +19,21 @@ function rowOffsets(K: number, S: number, Ld: number): number[] {
 }
 
 /**
+ * Uniforms of the strips of V outputs along W over an [OD, OH, OW] output (see {@link stripCoords}): sizes
+ * travel as uniforms, so one pipeline serves every layer shape with the same kernel, stride and padding.
+ */
+function stripUniforms(OD: number, OH: number, OW: number): Uniforms {
+  const strips = Math.ceil(OW / V);
+  return { sHS: { d: OH * strips }, strips: { d: strips }, OH, OW, yS: OD * OH * OW, OSs: OD * OH * strips };
+}
+
+/**
  * WGSL: coordinates of the strip of V outputs along W with flat index `s` over [OD, OH, strips]: `od`,
  * `oh`, the first column `ow0`, and the input window starts `d0`, `h0`, `bw`.
  */
-function stripCoords(s: string, OH: number, strips: number, S: Dims, P: Dims): string {
-  return `let od = i32(${s} / ${u(OH * strips)}); let oh = i32((${s} / ${u(strips)}) % ${
-    u(OH)
-  }); let ow0 = i32(${s} % ${u(strips)}) * ${V};
+function stripCoords(s: string, S: Dims, P: Dims): string {
+  return `let od_q = div_sHS(${s}); let od_r = ${s} - od_q * sh.sHS; let oh_q = div_strips(od_r);
+  let od = i32(od_q); let oh = i32(oh_q); let ow0 = i32(od_r - oh_q * sh.strips) * ${V};
   let d0 = od * ${S[0]} - ${P[0]}; let h0 = oh * ${S[1]} - ${P[1]}; let bw = ow0 * ${S[2]} - ${P[2]};`;
 }
 
@@ -34,30 +42,28 @@ function stripCoords(s: string, OH: number, strips: number, S: Dims, P: Dims): s
  * [D, H, W] volume at `xc` once (masked, clamped address) and then runs `fmas(kd, kh)` on them.
  */
 function rowBlocks(
-  [D, H, W]: Dims,
   K: Dims,
   S: Dims,
   L: Dims,
   fmas: (kd: number, kh: number) => string,
 ): string {
   const loads = rowOffsets(K[2], S[2], L[2]).map((o) =>
-    `let x${o} = select(0.0, x_ld(rb + u32(clamp(bw + ${o}, 0, ${
-      W - 1
-    }))), okr && bw + ${o} >= 0 && bw + ${o} < ${W});`
+    `let x${o} = select(0.0, x_ld(rb + u32(clamp(bw + ${o}, 0, xW - 1))), okr && bw + ${o} >= 0 && bw + ${o} < xW);`
   ).join("\n    ");
   const rows: string[] = [];
   for (let kd = 0; kd < K[0]; kd++) {
     for (let kh = 0; kh < K[1]; kh++) {
       rows.push(`{
     let id = d0 + ${kd * L[0]}; let ih = h0 + ${kh * L[1]};
-    let okr = id >= 0 && id < ${D} && ih >= 0 && ih < ${H};
-    let rb = xc + u32(clamp(id, 0, ${D - 1})) * ${u(H * W)} + u32(clamp(ih, 0, ${H - 1})) * ${u(W)};
+    let okr = id >= 0 && id < xD && ih >= 0 && ih < xH;
+    let rb = xc + u32(clamp(id, 0, xD - 1)) * sh.xHW + u32(clamp(ih, 0, xH - 1)) * sh.xW;
     ${loads}
     ${fmas(kd, kh)}
   }`);
     }
   }
-  return rows.join("\n  ");
+  return `let xD = i32(sh.xD); let xH = i32(sh.xH); let xW = i32(sh.xW);
+  ${rows.join("\n  ")}`;
 }
 
 /**
@@ -85,7 +91,7 @@ function dwConv(
     const k = (kd * K[1] + kh) * K[2] + kw;
     return flip ? KK - 1 - k : k;
   };
-  const rows = rowBlocks([D, H, W], K, S, L, (kd, kh) => {
+  const rows = rowBlocks(K, S, L, (kd, kh) => {
     const fmas: string[] = [];
     for (let v = 0; v < V; v++) {
       for (let kw = 0; kw < K[2]; kw++) {
@@ -101,20 +107,23 @@ function dwConv(
     args,
     wg: LANES,
     groups: N * C * st,
-    body: `  let sTile = wg % ${u(st)};
-  let nc = wg / ${u(st)};
-  let c = nc % ${u(C)};
+    uniforms: { st: { d: st }, C: { d: C }, ...volUniforms("x", D, H, W), ...stripUniforms(OD, OH, OW) },
+    body: `  let nc = div_st(wg);
+  let sTile = wg - nc * sh.st;
+  let c = mod_C(nc);
   let s = sTile * ${u(LANES)} + lid;
-  let sc = min(s, ${u(OSs - 1)});
-  ${stripCoords("sc", OH, strips, S, P)}
-  let xc = nc * ${u(D * H * W)};
+  let sc = min(s, sh.OSs - 1u);
+  ${stripCoords("sc", S, P)}
+  let xc = nc * sh.xS;
   ${range(KK).map((k) => `let w${k} = w_ld(c * ${u(KK)} + ${u(k)});`).join(" ")}
   ${range(V).map((v) => `var a${v} = 0.0;`).join(" ")}
   ${rows}
-  if (s < ${u(OSs)}) {
-    let yb = nc * ${u(OD * OH * OW)} + u32(od * ${OH} + oh) * ${u(OW)} + u32(ow0);
+  if (s < sh.OSs) {
+    let yb = nc * sh.yS + u32(od * i32(sh.OH) + oh) * sh.OW + u32(ow0);
     ${
-      range(V).map((v) => `if (ow0 + ${v} < ${OW}) { y_st(yb + ${u(v)}, a${v}${b ? " + b_ld(c)" : ""}); }`)
+      range(V).map((v) =>
+        `if (ow0 + ${v} < i32(sh.OW)) { y_st(yb + ${u(v)}, a${v}${b ? " + b_ld(c)" : ""}); }`
+      )
         .join("\n    ")
     }
   }`,
@@ -135,7 +144,7 @@ export function depthwiseGradWeight(op: string, gy: Tensor, x: Tensor, g: Geo): 
   const segs = Math.max(1, Math.min(Math.ceil(4096 / C), Math.ceil(total / (4 * LANES))));
   const seg = Math.ceil(total / segs);
   const part = Tensor.empty(gy.device, [segs, C, KK], "f32", op);
-  const rows = rowBlocks([D, H, W], K, S, L, (kd, kh) => {
+  const rows = rowBlocks(K, S, L, (kd, kh) => {
     const fmas: string[] = [];
     for (let kw = 0; kw < K[2]; kw++) {
       const k = (kd * K[1] + kh) * K[2] + kw;
@@ -148,21 +157,30 @@ export function depthwiseGradWeight(op: string, gy: Tensor, x: Tensor, g: Geo): 
     args: [{ name: "gy", t: gy }, { name: "x", t: x }, { name: "gw", t: part, write: true }],
     wg: LANES,
     groups: segs * C,
+    uniforms: {
+      C: { d: C },
+      seg,
+      total,
+      eS: { d: OD * OH * strips },
+      gyLast: gy.numel() - 1,
+      ...volUniforms("x", D, H, W),
+      ...stripUniforms(OD, OH, OW),
+    },
     decls: `var<workgroup> red: array<f32, ${KK * LANES}>;`,
-    body: `  let c = wg % ${u(C)};
-  let sg = wg / ${u(C)};
+    body: `  let sg = div_C(wg);
+  let c = wg - sg * sh.C;
   ${range(KK).map((k) => `var a${k} = 0.0;`).join(" ")}
-  let e1 = min((sg + 1u) * ${u(seg)}, ${u(total)});
-  for (var e = sg * ${u(seg)} + lid; e < e1; e = e + ${u(LANES)}) {
-    let n = e / ${u(OD * OH * strips)};
-    let r = e % ${u(OD * OH * strips)};
-    ${stripCoords("r", OH, strips, S, P)}
-    let nc = n * ${u(C)} + c;
-    let xc = nc * ${u(D * H * W)};
-    let yb = nc * ${u(OD * OH * OW)} + u32(od * ${OH} + oh) * ${u(OW)} + u32(ow0);
+  let e1 = min((sg + 1u) * sh.seg, sh.total);
+  for (var e = sg * sh.seg + lid; e < e1; e = e + ${u(LANES)}) {
+    let n = div_eS(e);
+    let r = e - n * sh.eS;
+    ${stripCoords("r", S, P)}
+    let nc = n * sh.C + c;
+    let xc = nc * sh.xS;
+    let yb = nc * sh.yS + u32(od * i32(sh.OH) + oh) * sh.OW + u32(ow0);
     ${
       range(V).map((v) =>
-        `let g${v} = select(0.0, gy_ld(min(yb + ${u(v)}, ${u(gy.numel() - 1)})), ow0 + ${v} < ${OW});`
+        `let g${v} = select(0.0, gy_ld(min(yb + ${u(v)}, sh.gyLast)), ow0 + ${v} < i32(sh.OW));`
       ).join(" ")
     }
     ${rows}
@@ -172,7 +190,7 @@ export function depthwiseGradWeight(op: string, gy: Tensor, x: Tensor, g: Geo): 
   if (lid < ${u(KK)}) {
     var t = 0.0;
     for (var i = 0u; i < ${u(LANES)}; i = i + 1u) { t = t + red[lid * ${u(LANES)} + i]; }
-    gw_st((sg * ${u(C)} + c) * ${u(KK)} + lid, t);
+    gw_st((sg * sh.C + c) * ${u(KK)} + lid, t);
   }`,
   });
   const r = segs === 1 ? part.reshape([C, KK]) : sum(part, 0);
@@ -192,7 +210,7 @@ function dwGradInputStrided(op: string, gy: Tensor, w: Tensor, g: Geo): Tensor {
   const { N, C, D, H, W, OD, OH, OW, K, S, P, L } = g;
   const KK = K[0] * K[1] * K[2];
   const gx = Tensor.empty(gy.device, [N, C, D, H, W], "f32", op);
-  const ins = [D, H, W], outs = [OD, OH, OW];
+  const ins = [D, H, W], outs = ["oD", "oH", "oW"];
   // Valid taps of residue r along dim i: k with (r + P - k L) divisible by S; output offset (r + P - k L) / S.
   const taps = (i: number, r: number) => {
     const t: { k: number; off: number }[] = [];
@@ -217,9 +235,9 @@ function dwGradInputStrided(op: string, gy: Tensor, w: Tensor, g: Geo): Tensor {
               const k = (a.k * K[1] + b.k) * K[2] + c.k;
               const o = [`md + ${a.off}`, `mh + ${b.off}`, `mw + ${c.off}`];
               const ok = o.map((e, i) => `(${e}) >= 0 && (${e}) < ${outs[i]}`).join(" && ");
-              const idx = `u32((clamp(${o[0]}, 0, ${OD - 1}) * ${OH} + clamp(${o[1]}, 0, ${
-                OH - 1
-              })) * ${OW} + clamp(${o[2]}, 0, ${OW - 1}))`;
+              const idx = `u32((clamp(${o[0]}, 0, oD - 1) * oH + clamp(${o[1]}, 0, oH - 1)) * oW + clamp(${
+                o[2]
+              }, 0, oW - 1))`;
               lines.push(
                 `acc = acc + w_ld(c * ${u(KK)} + ${u(k)}) * select(0.0, gy_ld(yb + ${idx}), ${ok});`,
               );
@@ -232,17 +250,33 @@ function dwGradInputStrided(op: string, gy: Tensor, w: Tensor, g: Geo): Tensor {
           args: [{ name: "gy", t: gy }, { name: "w", t: w }, { name: "gx", t: gx, write: true }],
           wg: LANES,
           groups: N * C * st,
-          body: `  let sTile = wg % ${u(st)};
-  let nc = wg / ${u(st)};
-  let c = nc % ${u(C)};
+          uniforms: {
+            st: { d: st },
+            C: { d: C },
+            count,
+            ...volUniforms("m", M[0], M[1], M[2]),
+            OD,
+            OH,
+            OW,
+            yS: OD * OH * OW,
+            xH: H,
+            xW: W,
+            xS: D * H * W,
+          },
+          body: `  let nc = div_st(wg);
+  let sTile = wg - nc * sh.st;
+  let c = mod_C(nc);
   let m = sTile * ${u(LANES)} + lid;
-  if (m >= ${u(count)}) { return; }
-  ${split3("m", M[1], M[2], "md", "mh", "mw")}
-  let yb = nc * ${u(OD * OH * OW)};
+  if (m >= sh.count) { return; }
+  ${split3("m", "m", "md", "mh", "mw")}
+  let oD = i32(sh.OD); let oH = i32(sh.OH); let oW = i32(sh.OW);
+  let yb = nc * sh.yS;
   var acc = 0.0;
   ${lines.join("\n  ")}
-  let q = u32(((md * ${S[0]} + ${rd}) * ${H} + mh * ${S[1]} + ${rh}) * ${W} + mw * ${S[2]} + ${rw});
-  gx_st(nc * ${u(D * H * W)} + q, acc);`,
+  let q = u32(((md * ${S[0]} + ${rd}) * i32(sh.xH) + mh * ${S[1]} + ${rh}) * i32(sh.xW) + mw * ${
+            S[2]
+          } + ${rw});
+  gx_st(nc * sh.xS + q, acc);`,
         });
       }
     }

@@ -9,9 +9,19 @@
  *   into segments over (n, p) whose partial sums are added by a reduction (no atomics)
  */
 import { Tensor } from "../../core/tensor.ts";
-import { u } from "../codegen.ts";
 import { sum } from "../reduce.ts";
-import { directKernel, gatherX, type Geo, LANES, rowsFor, split3, tapLoops, V } from "./common.ts";
+import {
+  directKernel,
+  gatherX,
+  type Geo,
+  LANES,
+  rowsFor,
+  split3,
+  tapLoops,
+  V,
+  volUniforms,
+} from "./common.ts";
+import { u } from "../codegen.ts";
 
 /** Direct forward: one lane column per output position, one row per output channel of the group. */
 export function directForward(op: string, x: Tensor, w: Tensor, b: Tensor | null, g: Geo): Tensor {
@@ -29,28 +39,22 @@ export function directForward(op: string, x: Tensor, w: Tensor, b: Tensor | null
     G,
     rows: OG,
     cols: OD * OH * OW,
+    uniforms: { ...volUniforms("x", D, H, W), ...volUniforms("o", OD, OH, OW), C, CG, OG },
     colSetup: (v) =>
-      `${split3(`cc${v}`, OH, OW, `od${v}`, `oh${v}`, `ow${v}`)}
+      `${split3(`cc${v}`, "o", `od${v}`, `oh${v}`, `ow${v}`)}
   let d0${v} = od${v} * ${S[0]} - ${P[0]}; let h0${v} = oh${v} * ${S[1]} - ${P[1]}; let w0${v} = ow${v} * ${
         S[2]
       } - ${P[2]};`,
     loop: [
-      `for (var c = 0u; c < ${u(CG)}; c = c + 1u) {
-    let xc = (n * ${u(C)} + grp * ${u(CG)} + c) * ${u(D * H * W)};
+      `for (var c = 0u; c < sh.CG; c = c + 1u) {
+    let xc = (n * sh.C + grp * sh.CG + c) * sh.xS;
     ${taps}`,
       `${tapsEnd}
   }`,
     ],
-    rowLoad: (r) => `let rv${r} = w_ld(((grp * ${u(OG)} + row${r}) * ${u(CG)} + c) * ${u(KK)} + k);`,
+    rowLoad: (r) => `let rv${r} = w_ld(((grp * sh.OG + row${r}) * sh.CG + c) * ${u(KK)} + k);`,
     laneLoad: (v) =>
-      gatherX(
-        `${v}`,
-        "xc",
-        [`d0${v} + kd * ${L[0]}`, `h0${v} + kh * ${L[1]}`, `w0${v} + kw * ${L[2]}`],
-        D,
-        H,
-        W,
-      ),
+      gatherX(`${v}`, "xc", [`d0${v} + kd * ${L[0]}`, `h0${v} + kh * ${L[1]}`, `w0${v} + kw * ${L[2]}`], "x"),
   });
   return out;
 }
@@ -59,12 +63,13 @@ export function directForward(op: string, x: Tensor, w: Tensor, b: Tensor | null
 export function directGradInput(op: string, gy: Tensor, w: Tensor, g: Geo): Tensor {
   const { N, C, O, G, CG, OG, D, H, W, OD, OH, OW, K, S, P, L } = g;
   const gx = Tensor.empty(gy.device, [N, C, D, H, W], "f32", op);
-  const OS = OD * OH * OW, KK = K[0] * K[1] * K[2];
+  const KK = K[0] * K[1] * K[2];
   const [taps, tapsEnd] = tapLoops(K);
   // Output coordinate along one dim for input coordinate q and tap k: (q + pad - k*dil) / stride when exact.
-  const tap = (q: string, k: string, i: number, n: number, name: string) =>
+  const tap = (q: string, k: string, i: number, n: string, name: string) =>
     `let t${name} = ${q} + ${P[i]} - ${k} * ${L[i]}; let o${name} = t${name} / ${S[i]}; ` +
     `let v${name} = t${name} >= 0 && (t${name} % ${S[i]}) == 0 && o${name} < ${n};`;
+  const oD = "i32(sh.oD)", oH = "i32(sh.oH)", oW = "i32(sh.oW)";
   directKernel({
     op,
     args: [{ name: "gy", t: gy }, { name: "w", t: w }],
@@ -74,23 +79,22 @@ export function directGradInput(op: string, gy: Tensor, w: Tensor, g: Geo): Tens
     G,
     rows: CG,
     cols: D * H * W,
-    colSetup: (v) => split3(`cc${v}`, H, W, `qd${v}`, `qh${v}`, `qw${v}`),
+    uniforms: { ...volUniforms("x", D, H, W), ...volUniforms("o", OD, OH, OW), O, CG, OG },
+    colSetup: (v) => split3(`cc${v}`, "x", `qd${v}`, `qh${v}`, `qw${v}`),
     loop: [
-      `for (var oo = 0u; oo < ${u(OG)}; oo = oo + 1u) {
-    let o = grp * ${u(OG)} + oo;
-    let yo = (n * ${u(O)} + o) * ${u(OS)};
+      `for (var oo = 0u; oo < sh.OG; oo = oo + 1u) {
+    let o = grp * sh.OG + oo;
+    let yo = (n * sh.O + o) * sh.oS;
     ${taps}`,
       `${tapsEnd}
   }`,
     ],
-    rowLoad: (r) => `let rv${r} = w_ld((o * ${u(CG)} + row${r}) * ${u(KK)} + k);`,
+    rowLoad: (r) => `let rv${r} = w_ld((o * sh.CG + row${r}) * ${u(KK)} + k);`,
     laneLoad: (v) =>
-      `${tap(`qd${v}`, "kd", 0, OD, `d${v}`)}
-    ${tap(`qh${v}`, "kh", 1, OH, `h${v}`)}
-    ${tap(`qw${v}`, "kw", 2, OW, `w${v}`)}
-    let yi${v} = yo + u32(clamp(od${v}, 0, ${OD - 1})) * ${u(OH * OW)} + u32(clamp(oh${v}, 0, ${OH - 1})) * ${
-        u(OW)
-      } + u32(clamp(ow${v}, 0, ${OW - 1}));
+      `${tap(`qd${v}`, "kd", 0, oD, `d${v}`)}
+    ${tap(`qh${v}`, "kh", 1, oH, `h${v}`)}
+    ${tap(`qw${v}`, "kw", 2, oW, `w${v}`)}
+    let yi${v} = yo + u32(clamp(od${v}, 0, ${oD} - 1)) * sh.oHW + u32(clamp(oh${v}, 0, ${oH} - 1)) * sh.oW + u32(clamp(ow${v}, 0, ${oW} - 1));
     let xv${v} = select(0.0, gy_ld(yi${v}), vd${v} && vh${v} && vw${v});`,
   });
   return gx;
@@ -116,33 +120,32 @@ export function directGradWeight(op: string, gy: Tensor, x: Tensor, g: Geo): Ten
     G,
     rows: OG,
     cols: J,
+    uniforms: { ...volUniforms("x", D, H, W), ...volUniforms("o", OD, OH, OW), C, O, CG, OG, seg, total },
     colSetup: (v) =>
       `let c${v} = cc${v} / ${u(KK)}; let kk${v} = cc${v} % ${u(KK)};
   let kd${v} = i32(kk${v} / ${u(K[1] * K[2])}); let kh${v} = i32((kk${v} / ${u(K[2])}) % ${
         u(K[1])
       }); let kw${v} = i32(kk${v} % ${u(K[2])});`,
     loop: [
-      `let e0 = sg * ${u(seg)};
-  let e1 = min(e0 + ${u(seg)}, ${u(total)});
+      `let e0 = sg * sh.seg;
+  let e1 = min(e0 + sh.seg, sh.total);
   for (var e = e0; e < e1; e = e + 1u) {
-    let n = e / ${u(OS)};
-    let p = e % ${u(OS)};
-    ${split3("p", OH, OW, "od", "oh", "ow")}`,
+    let n = div_oS(e);
+    let p = e - n * sh.oS;
+    ${split3("p", "o", "od", "oh", "ow")}`,
       `}`,
     ],
-    rowLoad: (r) => `let rv${r} = gy_ld((n * ${u(O)} + grp * ${u(OG)} + row${r}) * ${u(OS)} + p);`,
+    rowLoad: (r) => `let rv${r} = gy_ld((n * sh.O + grp * sh.OG + row${r}) * sh.oS + p);`,
     laneLoad: (v) =>
       gatherX(
         `${v}`,
-        `(n * ${u(C)} + grp * ${u(CG)} + c${v}) * ${u(D * H * W)}`,
+        `(n * sh.C + grp * sh.CG + c${v}) * sh.xS`,
         [
           `od * ${S[0]} - ${P[0]} + kd${v} * ${L[0]}`,
           `oh * ${S[1]} - ${P[1]} + kh${v} * ${L[1]}`,
           `ow * ${S[2]} - ${P[2]} + kw${v} * ${L[2]}`,
         ],
-        D,
-        H,
-        W,
+        "x",
       ),
   });
   if (segs === 1) return part.reshape([O, CG, K[0], K[1], K[2]]);

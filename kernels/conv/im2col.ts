@@ -10,10 +10,33 @@ import { launch1d, u } from "../codegen.ts";
 import { map } from "../elementwise/map.ts";
 import { gemm } from "../matmul.ts";
 import { slab } from "../slice.ts";
-import { addBias, gatherX, type Geo, split3 } from "./common.ts";
+import { addBias, type Geo } from "./common.ts";
 
 /** Floats of one column buffer at the most. */
 const COL_FLOATS = 8 * 2 ** 20;
+
+/** WGSL: decompose a flat position `v` of a [A, B, C] grid into i32 `a`, `b`, `c` (constant divisors). */
+function split3c(v: string, B: number, C: number, a: string, b: string, c: string): string {
+  return `let ${a} = i32(${v} / ${u(B * C)}); let ${b} = i32((${v} / ${u(C)}) % ${
+    u(B)
+  }); let ${c} = i32(${v} % ${u(C)});`;
+}
+
+/** WGSL: the masked input voxel `xv` at i32 coords of the [D, H, W] volume at `base` (constant sizes). */
+function gatherXc(
+  base: string,
+  [d, h, w]: [string, string, string],
+  D: number,
+  H: number,
+  W: number,
+): string {
+  return `let id = ${d}; let ih = ${h}; let iw = ${w};
+    let ok = id >= 0 && id < ${D} && ih >= 0 && ih < ${H} && iw >= 0 && iw < ${W};
+    let xi = ${base} + u32(clamp(id, 0, ${D - 1})) * ${u(H * W)} + u32(clamp(ih, 0, ${H - 1})) * ${
+    u(W)
+  } + u32(clamp(iw, 0, ${W - 1}));
+    let xv = select(0.0, x_ld(xi), ok);`;
+}
 
 /** col[(c, k), j] = x[n, c, tap k of output position p0 + j] (0 outside the input). */
 function im2col(op: string, x: Tensor, g: Geo, n: number, p0: number, len: number): Tensor {
@@ -29,13 +52,12 @@ function im2col(op: string, x: Tensor, g: Geo, n: number, p0: number, len: numbe
   let c = ck / ${u(KK)};
   let k = ck % ${u(KK)};
   let p = ${u(p0)} + j;
-  ${split3("p", OH, OW, "od", "oh", "ow")}
+  ${split3c("p", OH, OW, "od", "oh", "ow")}
   let kd = i32(k / ${u(K[1] * K[2])}); let kh = i32((k / ${u(K[2])}) % ${u(K[1])}); let kw = i32(k % ${
       u(K[2])
     });
   ${
-      gatherX(
-        "",
+      gatherXc(
         `(${u(n)} * ${u(C)} + c) * ${u(D * H * W)}`,
         [
           `od * ${S[0]} - ${P[0]} + kd * ${L[0]}`,

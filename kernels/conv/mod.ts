@@ -55,8 +55,8 @@ function geometry(op: string, x: Tensor, w: Tensor, b: Tensor | null | undefined
   w.storage(op);
   if (x.ndim !== 5) throw new Error(`${op}: input must be 5-D [N, C, D, H, W], got [${x.shape}]`);
   if (w.ndim !== 5) throw new Error(`${op}: weight must be 5-D [O, C/groups, kD, kH, kW], got [${w.shape}]`);
-  if (x.dtype !== "f32" || w.dtype !== "f32") {
-    throw new Error(`${op}: expects f32, got ${x.describe()} and ${w.describe()}`);
+  if ((x.dtype !== "f32" && x.dtype !== "f16") || (w.dtype !== "f32" && w.dtype !== "f16")) {
+    throw new Error(`${op}: expects f32 or f16, got ${x.describe()} and ${w.describe()}`);
   }
   if (x.device !== w.device || (b && b.device !== x.device)) {
     throw new Error(`${op}: tensors are on different devices`);

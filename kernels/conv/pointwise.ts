@@ -3,10 +3,10 @@
  * (C x S). Strided ones first take the strided sample of x (and scatter it back in the input gradient).
  */
 import { Tensor } from "../../core/tensor.ts";
-import { launch1d, u } from "../codegen.ts";
+import { launch1d } from "../codegen.ts";
 import { gemm } from "../matmul.ts";
 import { sum } from "../reduce.ts";
-import { addBias, type Geo, split3 } from "./common.ts";
+import { addBias, type Geo, split3, volUniforms } from "./common.ts";
 
 /** x[:, :, ::sd, ::sh, ::sw] as a new tensor (forward), or its adjoint: scatter into zeros (backward). */
 function strided(
@@ -20,19 +20,24 @@ function strided(
   const OD = Math.ceil(D / S[0]), OH = Math.ceil(H / S[1]), OW = Math.ceil(W / S[2]);
   const out = Tensor.empty(src.device, adjoint ? full : [N, C, OD, OH, OW], "f32", op);
   const body = adjoint
-    ? `  let r = gid % ${u(D * H * W)};
-  ${split3("r", H, W, "d", "h", "w")}
+    ? `  let q = div_xS(gid);
+  let r = gid - q * sh.xS;
+  ${split3("r", "x", "d", "h", "w")}
   let ok = d % ${S[0]} == 0 && h % ${S[1]} == 0 && w % ${S[2]} == 0;
-  let si = (gid / ${u(D * H * W)}) * ${u(OD * OH * OW)} + u32(d / ${S[0]}) * ${u(OH * OW)} + u32(h / ${
-      S[1]
-    }) * ${u(OW)} + u32(w / ${S[2]});
-  out_st(gid, select(0.0, s_ld(min(si, ${u(src.numel() - 1)})), ok));`
-    : `  let r = gid % ${u(OD * OH * OW)};
-  ${split3("r", OH, OW, "d", "h", "w")}
-  out_st(gid, s_ld((gid / ${u(OD * OH * OW)}) * ${u(D * H * W)} + u32(d * ${S[0]}) * ${u(H * W)} + u32(h * ${
-      S[1]
-    }) * ${u(W)} + u32(w * ${S[2]})));`;
-  launch1d({ op, args: [{ name: "s", t: src }, { name: "out", t: out, write: true }], n: out.numel(), body });
+  let si = q * sh.oS + u32(d / ${S[0]}) * sh.oHW + u32(h / ${S[1]}) * sh.oW + u32(w / ${S[2]});
+  out_st(gid, select(0.0, s_ld(min(si, sh.last)), ok));`
+    : `  let q = div_oS(gid);
+  let r = gid - q * sh.oS;
+  ${split3("r", "o", "d", "h", "w")}
+  out_st(gid, s_ld(q * sh.xS + u32(d * ${S[0]}) * sh.xHW + u32(h * ${S[1]}) * sh.xW + u32(w * ${S[2]})));`;
+  const uniforms = { ...volUniforms("x", D, H, W), ...volUniforms("o", OD, OH, OW), last: src.numel() - 1 };
+  launch1d({
+    op,
+    args: [{ name: "s", t: src }, { name: "out", t: out, write: true }],
+    n: out.numel(),
+    uniforms,
+    body,
+  });
   return out;
 }
 
