@@ -20,6 +20,7 @@ export type { DType } from "./core/dtype.ts";
 export { isGradEnabled, noGrad } from "./core/autograd.ts";
 export { keep, tidy } from "./core/scope.ts";
 export { arange, full, ones, onesLike, rand, randn, zeros, zerosLike } from "./kernels/creation.ts";
+export { autocast, hasF16, setAutocast } from "./kernels/cast.ts";
 export * as F from "./kernels/mod.ts";
 export * as nn from "./nn/mod.ts";
 export * as optim from "./optim/mod.ts";

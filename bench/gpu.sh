@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GPU machine's benchmark, as one call of at most ~8 minutes (GPU_BUDGET_S, default 450 s):
+# The GPU machine's benchmark, as one call of at most ~8 minutes (GPU_BUDGET_S, default 480 s):
 #
 #   bash scripts/gpu_pack.sh                 # here, once: .gpu/ = Deno, the Vulkan loader, the npm cache
 #   bash bench/gpu.sh [OUTDIR]               # there (device tool: carry .gpu, OUTDIR = $OUT)
@@ -7,8 +7,8 @@
 # Runs, each in its own process under a time limit so that one stall cannot lose the others' figures:
 # adapter + measured peaks, kernel benches (GEMM, depthwise, stem, (2+1)D, pointwise, BN, AdamW), the seed's
 # stack on the same GPU (PyTorch eager + cuDNN, fp32 and AMP, when python3 has CUDA torch), one training step
-# of the ir-CSN-152 classifier (batch 16 per GPU, the seed's) and of the ir-CSN-50 UNet (batch 4), and the
-# seconds per study of the seed-configuration inference. Results: OUTDIR/gpu-results.jsonl (one JSON line
+# of the ir-CSN-152 classifier (batch 16 per GPU, the seed's) and of the ir-CSN-50 UNet (batch 4), f32 and
+# autocast f16, and the seconds per study of the seed-configuration inference. Results: OUTDIR/gpu-results.jsonl (one JSON line
 # per figure) and OUTDIR/gpu.log (everything printed).
 set -u
 cd "$(dirname "$0")/.."
@@ -16,7 +16,7 @@ OUTDIR=${1:-${OUT:-out/gpu}}
 mkdir -p "$OUTDIR"
 R="$OUTDIR/gpu-results.jsonl"
 LOG="$OUTDIR/gpu.log"
-BUDGET=${GPU_BUDGET_S:-450}
+BUDGET=${GPU_BUDGET_S:-480}
 T0=$(date +%s)
 export XDG_RUNTIME_DIR=/tmp DENO_NO_UPDATE_CHECK=1 NO_COLOR=1
 exec > >(tee -a "$LOG") 2>&1
@@ -86,5 +86,8 @@ else
 fi
 part cls-train 120 $D bench/gpu.ts --part train --model cls --batch "${CLS_BATCH:-16}" --results "$R" $S
 part unet-train 120 $D bench/gpu.ts --part train --model unet --batch "${UNET_BATCH:-4}" --results "$R" $S
+# The same steps under autocast f16 (f16 conv/linear operands, f32 accumulation, GradScaler).
+part cls-train-amp 90 $D bench/gpu.ts --part train --model cls --batch "${CLS_BATCH:-16}" --amp --results "$R" $S
+part unet-train-amp 90 $D bench/gpu.ts --part train --model unet --batch "${UNET_BATCH:-4}" --amp --results "$R" $S
 part infer 100 $D bench/infer.ts --preset $P --studies 2 $([ -n "$S" ] && echo "--slices 20 --size 64")
 echo "== done in $(( $(date +%s) - T0 )) s; results in $R"

@@ -2,7 +2,7 @@
  * The GPU machine's measurements, one part per process so that a stall or an out-of-memory in one part
  * cannot take the others' figures with it (`bench/gpu.sh` runs them all under time limits):
  *
- *   deno run -A bench/gpu.ts --part info|kernels|train [--model cls|unet] [--batch B] [--steps 3]
+ *   deno run -A bench/gpu.ts --part info|kernels|train [--model cls|unet] [--batch B] [--steps 3] [--amp]
  *                            [--results FILE.jsonl]
  *
  * - info: the adapter (name, features, limits, kernel profile), its measured FMA peak and copy bandwidth.
@@ -11,12 +11,14 @@
  * - train: one optimizer step (forward, loss, backward, AdamW) of a full-size model at the seed's input size:
  *   `cls` = ir-CSN-152 on Bx3x40x256x256 (seed: B = 16 per GPU), `unet` = ir-CSN-50 UNet on Bx1x64x256x256
  *   (seed: B = 4 per GPU). Step 1 includes pipeline compilation; the warm figure is the best of steps 2..
+ *   `--amp`: mixed precision as `train --amp` runs it (f16 convs/linears under autocast, GradScaler, one
+ *   readback a step); records say `precision: "f16"` (or "f32", also where the adapter lacks shader-f16).
  *
  * Every record is printed and appended as one JSON line to `--results`. Times of kernels come from
  * differencing two batch sizes chosen so that the shorter one runs for at least ~0.2 s: Deno's GPU wait polls
  * every ~10 ms, which would otherwise swamp sub-millisecond kernels.
  */
-import { F, models, nn, openDevice, optim, randn, tidy } from "../mod.ts";
+import { autocast, F, hasF16, models, nn, openDevice, optim, randn, tidy } from "../mod.ts";
 import type { Device } from "../core/device.ts";
 
 type Triple = [number, number, number];
@@ -37,6 +39,8 @@ const f = {
   smoke: Deno.args.includes("--smoke"),
   /** kernels: which groups (gemm, conv, bn, adamw). */
   only: flag("only", "gemm,conv,bn,adamw").split(","),
+  /** train: mixed precision (f16 convs and linears, loss scaling). */
+  amp: Deno.args.includes("--amp"),
 };
 const S = f.smoke ? 8 : 1;
 
@@ -213,20 +217,39 @@ if (part === "info") {
     : new models.CSNClassifier({ device, encoder: "r152ir" });
   model.train();
   const opt = new optim.AdamW(model.parameters(), { lr: 1e-4, weightDecay: 0.01 });
+  const half = f.amp && hasF16(device);
+  const precision = half ? "f16" : "f32";
+  if (f.amp && !half) console.warn(`--amp: ${device.info.description} has no shader-f16; measuring f32`);
+  const scaler = half ? new optim.GradScaler() : null;
+  const params = model.parameters();
   const times: number[] = [];
   const base = device.stats();
   let pipelinesAfterFirst = 0;
   for (let s = 0; s < f.steps; s++) {
     const t0 = performance.now();
-    const loss = await tidy(async () => {
-      const x = randn(shape, { device, seed: 10 + s });
-      const y = model.forward(x);
-      const l = F.mean(F.mul(y, y));
-      l.backward();
-      opt.step();
-      opt.zeroGrad();
-      return await l.item();
-    });
+    const loss = scaler
+      ? await (async () => {
+        // As train/trainer.ts: one readback of [loss, found-inf], then step or skip.
+        const rep = tidy(() => {
+          const y = autocast(() => model.forward(randn(shape, { device, seed: 10 + s })));
+          const l = F.mean(F.mul(y, y));
+          scaler.scaleLoss(l).backward();
+          return scaler.unscale(params, l);
+        });
+        const r = await scaler.read(rep);
+        scaler.step(r, () => tidy(() => opt.step()));
+        opt.zeroGrad();
+        return r.loss;
+      })()
+      : await tidy(async () => {
+        const x = randn(shape, { device, seed: 10 + s });
+        const y = model.forward(x);
+        const l = F.mean(F.mul(y, y));
+        l.backward();
+        opt.step();
+        opt.zeroGrad();
+        return await l.item();
+      });
     times.push((performance.now() - t0) / 1000);
     if (s === 0) pipelinesAfterFirst = device.stats().pipelines;
     // One line per step too, so that a step cut off by the time limit keeps those before it.
@@ -234,6 +257,7 @@ if (part === "info") {
       part,
       what: "step",
       model: unet ? "ir-CSN-50 UNet" : "ir-CSN-152 classifier",
+      precision,
       batch,
       step: s + 1,
       seconds: times[s],
@@ -247,6 +271,8 @@ if (part === "info") {
   await record({
     part,
     model: unet ? "ir-CSN-50 UNet" : "ir-CSN-152 classifier",
+    precision,
+    skippedSteps: scaler?.skipped ?? 0,
     shape,
     batch,
     stepSeconds: times,

@@ -4,7 +4,10 @@
  * buffer as an array of 32-bit values.
  */
 
-/** Element type of a tensor. `f16` is reserved: it is accepted by nothing yet and fails with a clear error. */
+/**
+ * Element type of a tensor. `f16` (IEEE half, two to a 32-bit word) needs the device's `shader-f16` feature;
+ * kernels read it widened to f32 (see kernels/codegen.ts) and only casts, convolutions and GEMMs accept it.
+ */
 export type DType = "f32" | "i32" | "u8" | "f16";
 
 /** Typed array that holds a tensor of the given dtype on the host. */
@@ -34,17 +37,16 @@ export function storageBytes(dtype: DType, n: number): number {
   return Math.max(16, Math.ceil((n * bytesPerElement(dtype)) / 16) * 16);
 }
 
-/** WGSL scalar type used for one element in registers (u8 elements are widened to u32). */
+/** WGSL scalar type used for one element in registers (u8 elements are widened to u32, f16 to f32). */
 export function wgslScalar(dtype: DType): "f32" | "i32" | "u32" {
   switch (dtype) {
     case "f32":
+    case "f16":
       return "f32";
     case "i32":
       return "i32";
     case "u8":
       return "u32";
-    case "f16":
-      throw new Error("dtype f16 is not supported by the kernels yet");
   }
 }
 

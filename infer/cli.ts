@@ -5,6 +5,7 @@
  */
 import { type Flags, type FlagSpec, parseFlags, usage, UsageError } from "../train/args.ts";
 import { runInference } from "./pipeline.ts";
+import { autocast } from "../kernels/cast.ts";
 
 const FLAGS: Record<string, FlagSpec> = {
   data: {
@@ -24,6 +25,11 @@ const FLAGS: Record<string, FlagSpec> = {
   overlap: { type: "number", default: 128, help: "overlap of consecutive segmentation windows" },
   "no-report": { type: "boolean", default: false, help: "skip report.html pages" },
   "no-nifti": { type: "boolean", default: false, help: "skip vertebrae.nii.gz masks" },
+  amp: {
+    type: "boolean",
+    default: false,
+    help: "mixed precision: f16 convs and linears with f32 accumulation (needs shader-f16; f32 without)",
+  },
 };
 
 /** Runs the command line; returns the exit code (set as `Deno.exitCode`, see train/cli.ts). */
@@ -45,19 +51,20 @@ export async function main(args: string[]): Promise<number> {
     if (f.tta !== "none" && f.tta !== "flip") {
       throw new UsageError(`--tta must be none or flip, got ${f.tta}`);
     }
-    const r = await runInference({
-      data: f.data as string | undefined,
-      study: f.study as string | undefined,
-      weights: f.weights as string,
-      out: f.out as string,
-      truth: f.truth as string | undefined,
-      tta: f.tta as "none" | "flip",
-      resume: f.resume as boolean,
-      window: f.window as number,
-      overlap: f.overlap as number,
-      report: !f["no-report"],
-      nifti: !f["no-nifti"],
-    });
+    const r = await autocast(() =>
+      runInference({
+        data: f.data as string | undefined,
+        study: f.study as string | undefined,
+        weights: f.weights as string,
+        out: f.out as string,
+        truth: f.truth as string | undefined,
+        tta: f.tta as "none" | "flip",
+        resume: f.resume as boolean,
+        window: f.window as number,
+        overlap: f.overlap as number,
+        report: !f["no-report"],
+        nifti: !f["no-nifti"],
+      }), f.amp ? "f16" : null);
     if (r.failed.length) {
       console.error(`infer: ${r.failed.length} of ${r.total} studies failed:`);
       for (const x of r.failed) console.error(`  ${x.uid}: ${x.error}`);

@@ -112,13 +112,21 @@ export function f(n: number): string {
   return /[.eE]/.test(s) ? s : `${s}.0`;
 }
 
-function elemType(a: Arg): { ty: string; bytes: number } {
+/**
+ * Storage element type of a binding and its size; `reg` is the type accessors return and take. f16 storage is
+ * widened to f32 registers (`x_ld` converts, `x_st` rounds), so kernel bodies written in f32 read and write
+ * f16 tensors unchanged and accumulate in f32.
+ */
+function elemType(a: Arg): { ty: string; bytes: number; reg: string } {
+  if (a.t.dtype === "f16") {
+    return a.vec4 ? { ty: "vec4<f16>", bytes: 8, reg: "vec4<f32>" } : { ty: "f16", bytes: 2, reg: "f32" };
+  }
   const s = wgslScalar(a.t.dtype);
   if (a.vec4) {
     if (a.t.dtype === "u8") throw new Error("codegen: vec4 view of u8");
-    return { ty: `vec4<${s}>`, bytes: 16 };
+    return { ty: `vec4<${s}>`, bytes: 16, reg: `vec4<${s}>` };
   }
-  return { ty: s === "u32" ? "u32" : s, bytes: 4 };
+  return { ty: s, bytes: 4, reg: s };
 }
 
 function argBytes(a: Arg): { offset: number; total: number } {
@@ -147,7 +155,11 @@ function bindingCode(
   out: { bindings: number },
   uni: Uniforms,
 ): string {
-  const { ty, bytes: eb } = elemType(a);
+  const { ty, bytes: eb, reg } = elemType(a);
+  // f16 storage: widen on load, round to nearest on store (WGSL's f16() conversion).
+  const half = a.t.dtype === "f16";
+  const rd = (e: string) => half ? `${reg}(${e})` : e;
+  const wr = half ? `${ty}(v_)` : "v_";
   const { offset, total } = argBytes(a);
   // Index of the first bound element in accessor units (elements, vec4s or u8 words): a uniform, so the
   // chunks of a split launch share one pipeline.
@@ -172,8 +184,8 @@ function bindingCode(
     const cls = classBytes(a, device);
     const arr = cls === null ? `array<${ty}>` : `array<${ty}, ${cls / eb}>`;
     lines.push(`@group(0) @binding(${first}) var<storage, ${access}> ${n}: ${arr};`);
-    lines.push(`fn ${ld}(ix_: u32) -> ${ty} { return ${n}[ix_${rel}]; }`);
-    if (a.write) lines.push(`fn ${st}(ix_: u32, v_: ${ty}) { ${n}[ix_${rel}] = v_; }`);
+    lines.push(`fn ${ld}(ix_: u32) -> ${reg} { return ${rd(`${n}[ix_${rel}]`)}; }`);
+    if (a.write) lines.push(`fn ${st}(ix_: u32, v_: ${reg}) { ${n}[ix_${rel}] = ${wr}; }`);
     out.bindings = 1;
   } else {
     const win = cap / eb;
@@ -188,14 +200,14 @@ function bindingCode(
       return parts.join(" ");
     };
     lines.push(
-      `fn ${ld}(ix_: u32) -> ${ty} { let i_ = ix_${rel}; let q = i_ / ${n}_WIN; let j = i_ - q * ${n}_WIN; ${
-        pick((w) => `return ${n}_${w}[j];`)
+      `fn ${ld}(ix_: u32) -> ${reg} { let i_ = ix_${rel}; let q = i_ / ${n}_WIN; let j = i_ - q * ${n}_WIN; ${
+        pick((w) => `return ${rd(`${n}_${w}[j]`)};`)
       } }`,
     );
     if (a.write) {
       lines.push(
-        `fn ${st}(ix_: u32, v_: ${ty}) { let i_ = ix_${rel}; let q = i_ / ${n}_WIN; let j = i_ - q * ${n}_WIN; ${
-          pick((w) => `${n}_${w}[j] = v_; return;`)
+        `fn ${st}(ix_: u32, v_: ${reg}) { let i_ = ix_${rel}; let q = i_ / ${n}_WIN; let j = i_ - q * ${n}_WIN; ${
+          pick((w) => `${n}_${w}[j] = ${wr}; return;`)
         } }`,
       );
     }
@@ -242,6 +254,15 @@ function buildWith(
     }
   }
   const parts: string[] = [`// ${spec.op}`];
+  // WGSL wants `enable` before any declaration; only f16 bindings need it (and the device's shader-f16).
+  if (spec.args.some((a) => a.t.dtype === "f16")) {
+    if (!device.info.features.includes("shader-f16")) {
+      throw new Error(
+        `${spec.op}: an f16 tensor needs the device feature "shader-f16", which "${device.info.label}" lacks`,
+      );
+    }
+    parts.push("enable f16;");
+  }
   let binding = 0;
   const uni: Uniforms = { nwg_: spec.groups, ...internal };
   for (const a of spec.args) {

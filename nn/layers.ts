@@ -12,6 +12,7 @@ import { linear } from "../kernels/matmul.ts";
 import { add, relu, silu } from "../kernels/elementwise/mod.ts";
 import { maxPool3d, upsampleNearest3d } from "../kernels/pool.ts";
 import { dropout } from "../kernels/dropout.ts";
+import { autocastFor, castFloat } from "../kernels/cast.ts";
 import { Module } from "./module.ts";
 import { kaimingNormal, nextSeed, torchDefaultUniform } from "./init.ts";
 
@@ -69,14 +70,21 @@ export class Conv3d extends Module {
       )
       : null;
   }
+  /** Under `autocast` (kernels/cast.ts), input and a weight copy are cast to f16; the output stays f32. */
   forward(x: Tensor): Tensor {
     const o = this.opts;
-    return conv3d(x, this.weight, this.bias, {
+    const half = autocastFor(x.device) === "f16";
+    const xh = half && x.dtype !== "f16" ? castFloat(x, "f16") : x;
+    const wh = half ? castFloat(this.weight, "f16") : this.weight;
+    const y = conv3d(xh, wh, this.bias, {
       stride: o.stride,
       padding: o.padding,
       dilation: o.dilation,
       groups: o.groups,
     });
+    if (xh !== x) xh.dispose();
+    if (wh !== this.weight) wh.dispose();
+    return y;
   }
 }
 
@@ -150,8 +158,16 @@ export class Linear extends Module {
       ? this.registerParameter("bias", torchDefaultUniform([outFeatures], inFeatures, opts.device, seed + 1))
       : null;
   }
+  /** Under `autocast` (kernels/cast.ts), input and a weight copy are cast to f16; the output stays f32. */
   forward(x: Tensor): Tensor {
-    return linear(x, this.weight, this.bias);
+    const half = autocastFor(x.device) === "f16";
+    if (!half) return linear(x, this.weight, this.bias);
+    const xh = x.dtype !== "f16" ? castFloat(x, "f16") : x;
+    const wh = castFloat(this.weight, "f16");
+    const y = linear(xh, wh, this.bias);
+    if (xh !== x) xh.dispose();
+    wh.dispose();
+    return y;
   }
 }
 

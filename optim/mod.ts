@@ -3,3 +3,4 @@
  */
 export { AdamW, type AdamWOptions, type AdamWState, type ParamGroup } from "./adamw.ts";
 export { clipGradNorm, type CosineOptions, cosineSchedule } from "./schedule.ts";
+export { GradScaler, type GradScalerOptions, type ScalerReport } from "./grad_scaler.ts";

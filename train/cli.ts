@@ -38,6 +38,14 @@ const DEVICES: Record<string, FlagSpec> = {
   "no-sync-bn": { type: "boolean", help: "batch norm per replica, on its share of the batch" },
 };
 
+const AMP: Record<string, FlagSpec> = {
+  amp: {
+    type: "boolean",
+    help: "mixed precision: f16 convs and linears, f32 accumulation and master weights, dynamic loss " +
+      "scaling (needs shader-f16; f32 with a warning without it); kept in the run config",
+  },
+};
+
 const HARNESS: Record<string, FlagSpec> = {
   preset: {
     type: "string",
@@ -63,6 +71,7 @@ const HARNESS: Record<string, FlagSpec> = {
   "log-every": { type: "number", default: 10, help: "log and print every N steps" },
   "save-every": { type: "number", default: 1, help: "save resume state every N steps (and each epoch end)" },
   prefetch: { type: "number", default: 2, help: "batches prepared ahead by the loader" },
+  ...AMP,
   ...DEVICES,
 };
 
@@ -126,6 +135,7 @@ const ALL_FLAGS: Record<string, FlagSpec> = {
     help: "classifier validation folds to train (preset: seed 0,1,2,3, tiny 0)",
   },
   labels: { type: "string", help: "train.csv (default: <data>/train.csv)" },
+  ...AMP,
   ...DEVICES,
 };
 

@@ -94,6 +94,7 @@ function harness(f: Flags, c: SegConfig | ClsConfig, config: Record<string, unkn
     prefetch: f.prefetch as number,
     resume: f.resume as boolean,
     config,
+    amp: !!f.amp,
   };
 }
 
@@ -216,6 +217,7 @@ async function segBody(f: Flags, c: SegConfig, w: World | null): Promise<void> {
     model: segModelConfig(c),
     init: f.init ?? null,
     "max-steps": f["max-steps"],
+    ...(f.amp ? { amp: true } : {}),
   };
   const device = w?.device ?? await openDevice();
   if (!w || w.lead) {
@@ -354,6 +356,7 @@ async function clsBody(f: Flags, c: ClsConfig, w: World | null): Promise<void> {
     model: clsModelConfig(c),
     init: f.init ?? null,
     "max-steps": f["max-steps"],
+    ...(f.amp ? { amp: true } : {}),
   };
   const out = (f.out as string | undefined) ?? `out/cls-${c.encoder}-fold${c.fold}`;
   const device = w?.device ?? await openDevice();
@@ -464,6 +467,7 @@ export async function runAll(f: Flags): Promise<void> {
     devices: f.devices,
     "sync-bn": f["sync-bn"],
     "no-sync-bn": f["no-sync-bn"],
+    amp: f.amp,
   };
   const { cache, data } = await ensureCache(f);
   const segDir = `${out}/seg`;

@@ -13,6 +13,8 @@ import { keep, type Tensor, tidy } from "../mod.ts";
 import type { Module } from "../nn/module.ts";
 import { AdamW } from "../optim/adamw.ts";
 import { clipGradNorm, cosineSchedule } from "../optim/schedule.ts";
+import { GradScaler } from "../optim/grad_scaler.ts";
+import { autocast, hasF16 } from "../kernels/cast.ts";
 import { hash32, manualSeed, mulberry32 as rng } from "../core/random.ts";
 import { readCheckpointHost } from "../io/files.ts";
 import { upload } from "../io/host.ts";
@@ -73,6 +75,12 @@ export interface TrainerOptions {
   replicas?: Replicas | null;
   /** AdamW's eps (default 1e-8, the seed's); a large one (1.0) makes the update SGD-like (tests). */
   adamEps?: number;
+  /**
+   * Mixed precision (`--amp`): convs and linears in f16 under `autocast` (kernels/cast.ts), with a
+   * GradScaler on one device; with replicas only autocast (gradients are f32 here: see kernels/cast.ts). A
+   * device without `shader-f16` trains in f32 with a warning.
+   */
+  amp?: boolean;
 }
 
 /** Thrown when SIGINT/SIGTERM stopped a run after saving; the CLI exits non-zero. */
@@ -133,6 +141,12 @@ export async function train<S extends SampleResult>(
   const sched = cosineSchedule({ lrMax: o.lr, etaMin: o.etaMin, totalSteps: tMax });
   const opt = seedAdamW(model, o.lr, o.weightDecay, o.adamEps);
   const params = model.parameters();
+  const half = !!o.amp && hasF16(params[0].device);
+  if (o.amp && !half) {
+    console.warn(`--amp: "${params[0].device.info.label}" has no shader-f16; training in f32`);
+  }
+  const scaler = half && !R ? new GradScaler() : null;
+  const amp = <T>(fn: () => T): T => half ? autocast(fn) : fn();
   // Under mpirun stdout is a pseudo-terminal that the launcher pipes on: plain lines, not a redrawn one.
   const progress = lead ? new Progress(o.logEvery, R ? false : undefined) : quietProgress();
   let step = 0, epoch = 0, inEpoch = 0;
@@ -142,6 +156,7 @@ export async function train<S extends SampleResult>(
   if (o.resume && await run.has("resume.safetensors")) {
     const st = await loadResume(run, model, opt);
     ({ step, epoch, inEpoch, best, epochs } = st);
+    if (scaler && st.scaler) scaler.loadStateDict(st.scaler);
     if (lead) await run.truncateLog(step, inEpoch >= stepsPerEpoch ? epoch : epoch);
     progress.log(
       `resuming ${run.dir} at step ${step} (epoch ${epoch + 1}, batch ${inEpoch}/${stepsPerEpoch})`,
@@ -170,7 +185,7 @@ export async function train<S extends SampleResult>(
     const s = opt.stateDict();
     s.m.forEach((t, i) => (sd[`optim.m.${i}`] = t));
     s.v.forEach((t, i) => (sd[`optim.v.${i}`] = t));
-    await run.save("resume", sd, { ...meta(), optimStep: s.step });
+    await run.save("resume", sd, { ...meta(), optimStep: s.step, scaler: scaler?.stateDict() ?? null });
     await run.save("last", model.stateDict(), { epoch, step, config: o.config });
   };
   const t0 = performance.now();
@@ -215,12 +230,26 @@ export async function train<S extends SampleResult>(
           opt.zeroGrad();
           let loss: number;
           if (R) {
-            const r = await R.step(params, () => task.loss(batch as S[]), () => {
+            const r = await R.step(params, () => amp(() => task.loss(batch as S[])), () => {
               if (o.clip > 0) clipGradNorm(params, o.clip).dispose();
               opt.step();
             }, !!stop);
             loss = r.loss;
             if (r.stop) agreedStop = stop ?? "a signal on another replica";
+          } else if (scaler) {
+            // One GPU wait: the loss and the overflow flag come back together, then step or skip.
+            const rep = tidy(() => {
+              const l = autocast(() => task.loss(batch as S[]));
+              scaler.scaleLoss(l).backward();
+              return scaler.unscale(params, l);
+            });
+            const r = await scaler.read(rep);
+            scaler.step(r, () =>
+              tidy(() => {
+                if (o.clip > 0) clipGradNorm(params, o.clip).dispose();
+                opt.step();
+              }));
+            loss = r.loss;
           } else {
             const lossT = tidy(() => {
               const loss = task.loss(batch as S[]);
@@ -281,7 +310,7 @@ export async function train<S extends SampleResult>(
         continue;
       }
       model.eval();
-      const metrics = await task.validate(progress);
+      const metrics = await amp(() => task.validate(progress));
       model.train();
       const value = metrics[task.metric.name];
       const rec: EpochRecord = { epoch: epoch + 1, step, metrics };
@@ -370,6 +399,7 @@ async function loadResume(run: RunFolder, model: Module, opt: AdamW) {
     inEpoch: meta.inEpoch as number,
     best: (meta.best ?? null) as { value: number; epoch: number } | null,
     epochs: (meta.epochs ?? []) as EpochRecord[],
+    scaler: (meta.scaler ?? null) as { scale: number; growthTracker: number } | null,
   };
 }
 

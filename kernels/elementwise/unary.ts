@@ -9,6 +9,7 @@ import { record } from "../../core/autograd.ts";
 import { map, mapRow, reads, requireFloat } from "./map.ts";
 import { mul } from "./binary.ts";
 import { sumTo } from "../reduce.ts";
+import { castFloat } from "../cast.ts";
 
 /** One row of {@link UNARY}. */
 interface UnaryRow {
@@ -122,10 +123,13 @@ export function clamp(x: Tensor, min?: number | null, max?: number | null): Tens
   ]);
 }
 
-/** Converts dtype (f32 -> i32 truncates toward zero; -> u8 keeps the low 8 bits). f32 -> f32 copies. */
+/**
+ * Converts dtype (f32 -> i32 truncates toward zero; -> u8 keeps the low 8 bits). f32 -> f32 copies. f32 <-> f16
+ * rounds to nearest even (kernels/cast.ts; needs `shader-f16`).
+ */
 export function cast(x: Tensor, dtype: DType): Tensor {
   const op = "F.cast";
-  if (dtype === "f16" || x.dtype === "f16") throw new Error(`${op}: dtype f16 is not supported yet`);
+  if (dtype === "f16" || x.dtype === "f16") return castFloat(x, dtype as "f32" | "f16");
   const conv: Record<string, (v: string) => string> = {
     "f32>f32": (v) => v,
     "f32>i32": (v) => `i32(${v})`,
