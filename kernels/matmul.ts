@@ -94,6 +94,20 @@ export function gemm(op: string, a: Tensor, b: Tensor, transA: boolean, transB: 
   return out;
 }
 
+/** Sizes, index expressions and uniforms of one GEMM, as `gemm` hands them to a kernel. */
+interface GemmGeo {
+  M: number;
+  N: number;
+  K: number;
+  nb: number;
+  aIdx: (m: string, k: string) => string;
+  bIdx: (k: string, n: string) => string;
+  offsets: string;
+  transA: boolean;
+  transB: boolean;
+  uni: Uniforms;
+}
+
 /**
  * The "gpu" profile's GEMM: the classic shared-memory kernel, a 64x64 output tile per workgroup of 256 threads,
  * K staged through workgroup memory 16 at a time, 4x4 outputs per thread as four vec4 accumulators; tile loads
@@ -108,18 +122,7 @@ function gemmTiled(
   a: Tensor,
   b: Tensor,
   out: Tensor,
-  g: {
-    M: number;
-    N: number;
-    K: number;
-    nb: number;
-    aIdx: (m: string, k: string) => string;
-    bIdx: (k: string, n: string) => string;
-    offsets: string;
-    transA: boolean;
-    transB: boolean;
-    uni: Uniforms;
-  },
+  g: GemmGeo,
 ): void {
   const { M, N, K, nb, aIdx, bIdx, transA, transB } = g;
   const offsets = g.offsets;
@@ -223,18 +226,7 @@ function gemmLanes(
   a: Tensor,
   b: Tensor,
   out: Tensor,
-  g: {
-    M: number;
-    N: number;
-    K: number;
-    nb: number;
-    aIdx: (m: string, k: string) => string;
-    bIdx: (k: string, n: string) => string;
-    offsets: string;
-    transA: boolean;
-    transB: boolean;
-    uni: Uniforms;
-  },
+  g: GemmGeo,
 ): void {
   const { M, N, K, nb } = g;
   const ROWS = 8, LANES = 64;
