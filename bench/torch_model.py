@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """PyTorch CPU (2 threads) on a full-size model, the peer of `deno task bench:model`:
 
-  python3 bench/torch_model.py '{"model": "classifier", "depth": 152, "kind": "ir"}' 1,3,40,256,256
+  /usr/bin/python3 bench/torch_model.py '{"model": "classifier", "depth": 152, "kind": "ir"}' 1,3,40,256,256
 
 Prints one JSON line: forward (no grad, eval) and forward+backward (train mode, loss = mean(y^2)) seconds,
 the median of `reps` runs after one warm-up. The model is tests/csn_ref.py's (the same architecture as ours).
