@@ -3,12 +3,12 @@
  * segmentation, mask prediction, classifier, averaging. Each takes resolved flags and prints where its
  * outputs went.
  */
-import { openDevice } from "../mod.ts";
+import { type Device, openDevice } from "../mod.ts";
 import { nn } from "../mod.ts";
 import type { Flags } from "./args.ts";
 import { UsageError } from "./args.ts";
 import { RunFolder } from "./run_folder.ts";
-import { train, type TrainerOptions, type TrainResult } from "./trainer.ts";
+import { train, type TrainerOptions, type TrainResult, type TrainTask } from "./trainer.ts";
 import { CLS_SEED, CLS_TINY, type ClsConfig, SEG_PRESETS, type SegConfig } from "./presets.ts";
 import { buildSegModel, segFolds, segModelConfig, segStudies, segTask } from "./seg.ts";
 import { buildClsModel, clsFolds, clsModelConfig, clsStudies, clsTask } from "./cls.ts";
@@ -206,39 +206,77 @@ async function segBody(f: Flags, c: SegConfig, w: World | null): Promise<void> {
   const tr = studies.filter((s) => folds.get(s.uid) !== c.fold);
   if (!val.length) throw new Error(`${cache}/seg_folds.csv: fold ${c.fold} has no studies`);
   if (!tr.length) throw new Error(`${cache}/seg_folds.csv: no training studies outside fold ${c.fold}`);
-  const seed = f.seed as number;
-  const config = {
+  await trainStage(f, c, w, {
     stage: "seg",
+    metric: "dice",
+    out: f.out as string,
+    config: stageConfig("seg", f, data, cache, {}, c, segModelConfig(c)),
+    describe:
+      `seg: ${tr.length} training studies x ${c.multiplier}, ${val.length} validation (fold ${c.fold}); ` +
+      `${c.encoder} width ${c.baseChannels} on ${c.slices}x${c.size}x${c.size}, batch ${c.batch}, ` +
+      `${c.epochs} epochs`,
+    build: (device) => buildSegModel(device, c),
+    task: (device, model) => segTask({ device, model, cache, train: tr, val, config: c }),
+  });
+}
+
+/** The run configuration stored in config.json (key order as it always was: resumes compare it). */
+function stageConfig(
+  stage: string,
+  f: Flags,
+  data: string | null,
+  cache: string,
+  extra: Record<string, unknown>,
+  c: SegConfig | ClsConfig,
+  model: unknown,
+): Record<string, unknown> {
+  return {
+    stage,
     preset: f.preset,
     data,
     cache,
-    seed,
+    ...extra,
+    seed: f.seed as number,
     ...c,
-    model: segModelConfig(c),
+    model,
     init: f.init ?? null,
     "max-steps": f["max-steps"],
     ...(f.amp ? { amp: true } : {}),
   };
+}
+
+/** What differs between the seg and cls stages once their studies are split. */
+interface StageSpec<M extends nn.Module> {
+  stage: "seg" | "cls";
+  metric: string;
+  out: string;
+  config: Record<string, unknown>;
+  /** The header line, without the device. */
+  describe: string;
+  build: (device: Device) => M;
+  task: (device: Device, model: M) => TrainTask<any>;
+}
+
+/**
+ * The common tail of the seg and cls stages: the device (the world's with replicas), the model (seeded, --init,
+ * replica 0's weights everywhere), the run folder, training, and the report (replica 0 only).
+ */
+async function trainStage<M extends nn.Module>(
+  f: Flags,
+  c: SegConfig | ClsConfig,
+  w: World | null,
+  s: StageSpec<M>,
+): Promise<void> {
   const device = w?.device ?? await openDevice();
-  if (!w || w.lead) {
-    console.log(
-      `seg: ${tr.length} training studies x ${c.multiplier}, ${val.length} validation (fold ${c.fold}); ` +
-        `${c.encoder} width ${c.baseChannels} on ${c.slices}x${c.size}x${c.size}, batch ${c.batch}, ` +
-        `${c.epochs} epochs; ${devicesText(device, w)}`,
-    );
-  }
-  nn.seedInit(seed);
-  const model = buildSegModel(device, c);
+  if (!w || w.lead) console.log(`${s.describe}; ${devicesText(device, w)}`);
+  nn.seedInit(f.seed as number);
+  const model = s.build(device);
   try {
     if (f.init && !f.resume) await init(model, f.init as string, device);
     await joinReplicas(model, w);
-    const run = await openRun(f.out as string, config, f, w);
-    const r = await train(
-      segTask({ device, model, cache, train: tr, val, config: c }),
-      run,
-      { ...harness(f, c, config), replicas: w?.replicas },
-    );
-    if (!w || w.lead) report("seg", r, f, run, "dice");
+    const run = await openRun(s.out, s.config, f, w);
+    const r = await train(s.task(device, model), run, { ...harness(f, c, s.config), replicas: w?.replicas });
+    if (!w || w.lead) report(s.stage, r, f, run, s.metric);
   } finally {
     model.dispose();
     if (!w) device.destroy();
@@ -258,7 +296,7 @@ async function joinReplicas(model: nn.Module, w: World | null): Promise<void> {
   await w.replicas.broadcastState(model);
 }
 
-async function init(model: nn.Module, path: string, device: Awaited<ReturnType<typeof openDevice>>) {
+async function init(model: nn.Module, path: string, device: Device) {
   const r = await initFrom(model, path, device);
   if (r.loaded === 0) {
     throw new Error(
@@ -320,7 +358,7 @@ export async function runPredictSeg(f: Flags): Promise<void> {
 /** `train cls`: one classifier (encoder x fold). Returns the run folder. */
 export async function runCls(f: Flags): Promise<string> {
   const c = clsConfig(f);
-  const out = (f.out as string | undefined) ?? `out/cls-${c.encoder}-fold${c.fold}`;
+  const out = clsOut(f, c);
   await withDevices("cls", f, out, (w) => clsBody(f, c, w));
   return out;
 }
@@ -343,49 +381,24 @@ async function clsBody(f: Flags, c: ClsConfig, w: World | null): Promise<void> {
   const tr = studies.filter((s) => folds.get(s.uid) !== c.fold);
   if (!val.length) throw new Error(`${foldsPath}: fold ${c.fold} has no studies`);
   if (!tr.length) throw new Error(`${foldsPath}: no training studies outside fold ${c.fold}`);
-  const seed = f.seed as number;
-  const config = {
-    stage: "cls",
-    preset: f.preset,
-    data,
-    cache,
-    labels: csv,
-    foldsFile: foldsPath,
-    seed,
-    ...c,
-    model: clsModelConfig(c),
-    init: f.init ?? null,
-    "max-steps": f["max-steps"],
-    ...(f.amp ? { amp: true } : {}),
-  };
-  const out = (f.out as string | undefined) ?? `out/cls-${c.encoder}-fold${c.fold}`;
-  const device = w?.device ?? await openDevice();
   const pos = tr.filter((s) => s.labels[0]).length;
-  if (!w || w.lead) {
-    console.log(
-      `cls: ${tr.length} training studies (${pos} positive) x ${c.multiplier}, ${val.length} validation (fold ` +
-        `${c.fold}); ${c.encoder} width ${c.baseChannels} on 3x${c.crop[0]}x${c.crop[1]}x${
-          c.crop[1]
-        }, batch ${c.batch}, ` +
-        `${c.epochs} epochs; ${devicesText(device, w)}`,
-    );
-  }
-  nn.seedInit(seed);
-  const model = buildClsModel(device, c);
-  try {
-    if (f.init && !f.resume) await init(model, f.init as string, device);
-    await joinReplicas(model, w);
-    const run = await openRun(out, config, f, w);
-    const r = await train(
-      clsTask({ device, model, cache, train: tr, val, config: c }),
-      run,
-      { ...harness(f, c, config), replicas: w?.replicas },
-    );
-    if (!w || w.lead) report("cls", r, f, run, "loss");
-  } finally {
-    model.dispose();
-    if (!w) device.destroy();
-  }
+  await trainStage(f, c, w, {
+    stage: "cls",
+    metric: "loss",
+    out: clsOut(f, c),
+    config: stageConfig("cls", f, data, cache, { labels: csv, foldsFile: foldsPath }, c, clsModelConfig(c)),
+    describe: `cls: ${tr.length} training studies (${pos} positive) x ${c.multiplier}, ${val.length} ` +
+      `validation (fold ${c.fold}); ${c.encoder} width ${c.baseChannels} on 3x${c.crop[0]}x${c.crop[1]}x${
+        c.crop[1]
+      }, batch ${c.batch}, ${c.epochs} epochs`,
+    build: (device) => buildClsModel(device, c),
+    task: (device, model) => clsTask({ device, model, cache, train: tr, val, config: c }),
+  });
+}
+
+/** A classifier run's folder: --out, else out/cls-<encoder>-fold<k>. */
+function clsOut(f: Flags, c: ClsConfig): string {
+  return (f.out as string | undefined) ?? `out/cls-${c.encoder}-fold${c.fold}`;
 }
 
 /** `train average`: the seed's averaging of the best epochs of a classifier run. */

@@ -132,7 +132,7 @@ export async function train<S extends SampleResult>(
   if (o.batch % world) {
     throw new Error(`${task.name}: the global batch ${o.batch} does not split over ${world} devices`);
   }
-  const share = o.batch / world;
+  const perReplica = o.batch / world;
   const stepsPerEpoch = Math.floor(task.items / o.batch);
   if (stepsPerEpoch < 1) {
     throw new Error(`${task.name}: ${task.items} training items do not fill one batch of ${o.batch}`);
@@ -147,6 +147,11 @@ export async function train<S extends SampleResult>(
   }
   const scaler = half && !R ? new GradScaler() : null;
   const amp = <T>(fn: () => T): T => half ? autocast(fn) : fn();
+  // After backward, whichever path made the gradients: global clipping, then AdamW.
+  const update = () => {
+    if (o.clip > 0) clipGradNorm(params, o.clip).dispose();
+    opt.step();
+  };
   // Under mpirun stdout is a pseudo-terminal that the launcher pipes on: plain lines, not a redrawn one.
   const progress = lead ? new Progress(o.logEvery, R ? false : undefined) : quietProgress();
   let step = 0, epoch = 0, inEpoch = 0;
@@ -157,7 +162,7 @@ export async function train<S extends SampleResult>(
     const st = await loadResume(run, model, opt);
     ({ step, epoch, inEpoch, best, epochs } = st);
     if (scaler && st.scaler) scaler.loadStateDict(st.scaler);
-    if (lead) await run.truncateLog(step, inEpoch >= stepsPerEpoch ? epoch : epoch);
+    if (lead) await run.truncateLog(step, epoch);
     progress.log(
       `resuming ${run.dir} at step ${step} (epoch ${epoch + 1}, batch ${inEpoch}/${stepsPerEpoch})`,
     );
@@ -203,8 +208,8 @@ export async function train<S extends SampleResult>(
         const fetch = new Prefetcher(pool, (b) => {
           const bi = first + b;
           if (bi >= stepsPerEpoch) return null;
-          return Array.from({ length: share }, (_, k) => {
-            const pos = bi * o.batch + rank * share + k;
+          return Array.from({ length: perReplica }, (_, k) => {
+            const pos = bi * o.batch + rank * perReplica + k;
             return task.job(order[pos], rng(hash32(o.seed, 0xa09, epoch, pos)));
           });
         }, o.prefetch);
@@ -230,10 +235,7 @@ export async function train<S extends SampleResult>(
           opt.zeroGrad();
           let loss: number;
           if (R) {
-            const r = await R.step(params, () => amp(() => task.loss(batch as S[])), () => {
-              if (o.clip > 0) clipGradNorm(params, o.clip).dispose();
-              opt.step();
-            }, !!stop);
+            const r = await R.step(params, () => amp(() => task.loss(batch as S[])), update, !!stop);
             loss = r.loss;
             if (r.stop) agreedStop = stop ?? "a signal on another replica";
           } else if (scaler) {
@@ -244,18 +246,13 @@ export async function train<S extends SampleResult>(
               return scaler.unscale(params, l);
             });
             const r = await scaler.read(rep);
-            scaler.step(r, () =>
-              tidy(() => {
-                if (o.clip > 0) clipGradNorm(params, o.clip).dispose();
-                opt.step();
-              }));
+            scaler.step(r, () => tidy(update));
             loss = r.loss;
           } else {
             const lossT = tidy(() => {
               const loss = task.loss(batch as S[]);
               loss.backward();
-              if (o.clip > 0) clipGradNorm(params, o.clip).dispose();
-              opt.step();
+              update();
               return keep(loss);
             });
             loss = await lossT.item();
