@@ -12,7 +12,7 @@ import { saveCheckpoint } from "../io/files.ts";
 import { phantomStudy } from "../data/synth.ts";
 import { writeCtSlice } from "../data/dicom_write.ts";
 import { parseFlags } from "../train/args.ts";
-import { runInference } from "../infer/pipeline.ts";
+import { INFER_DEFAULTS, runInference } from "../infer/pipeline.ts";
 import { CLS_SEED, CLS_TINY, SEG_SEED, SEG_TINY } from "../train/presets.ts";
 import { buildSegModel, segModelConfig } from "../train/seg.ts";
 import { clsModelConfig } from "../train/cls.ts";
@@ -77,10 +77,8 @@ const res = await runInference({
   data: `${tmp}/data`,
   weights: `${tmp}/seg.safetensors,${tmp}/cls.safetensors`,
   out: `${tmp}/out`,
-  tta: "none",
+  ...INFER_DEFAULTS,
   resume: false,
-  window: 384,
-  overlap: 128,
   report: true,
   nifti: true,
 });

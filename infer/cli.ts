@@ -4,7 +4,7 @@
  * and index.html). `--help` lists the flags.
  */
 import { type Flags, type FlagSpec, parseFlags, usage, UsageError } from "../train/args.ts";
-import { runInference } from "./pipeline.ts";
+import { INFER_DEFAULTS, runInference } from "./pipeline.ts";
 import { autocast } from "../kernels/cast.ts";
 
 const FLAGS: Record<string, FlagSpec> = {
@@ -19,10 +19,22 @@ const FLAGS: Record<string, FlagSpec> = {
   },
   out: { type: "string", default: "out/infer", help: "output folder" },
   truth: { type: "string", help: "train.csv: also print and write the competition score" },
-  tta: { type: "string", default: "none", help: "test-time augmentation of the crops: none or flip" },
+  tta: {
+    type: "string",
+    default: INFER_DEFAULTS.tta,
+    help: "test-time augmentation of the crops: none or flip",
+  },
   resume: { type: "boolean", default: false, help: "skip studies already written in --out" },
-  window: { type: "number", default: 384, help: "segmentation window along z ([::2] slices)" },
-  overlap: { type: "number", default: 128, help: "overlap of consecutive segmentation windows" },
+  window: {
+    type: "number",
+    default: INFER_DEFAULTS.window,
+    help: "segmentation window along z ([::2] slices)",
+  },
+  overlap: {
+    type: "number",
+    default: INFER_DEFAULTS.overlap,
+    help: "overlap of consecutive segmentation windows",
+  },
   "no-report": { type: "boolean", default: false, help: "skip report.html pages" },
   "no-nifti": { type: "boolean", default: false, help: "skip vertebrae.nii.gz masks" },
   amp: {

@@ -41,6 +41,12 @@ export interface InferOptions {
   nifti: boolean;
 }
 
+/**
+ * The seed's inference settings, `deno task infer`'s defaults: no TTA, segmentation windows of 384 [::2]
+ * slices overlapping by 128. Every caller that means "as infer does" spreads these.
+ */
+export const INFER_DEFAULTS = { tta: "none", window: 384, overlap: 128 } as const;
+
 /** One line of predictions.jsonl. */
 export interface StudyResult {
   uid: string;

@@ -9,7 +9,7 @@
 import { parseFlags } from "./args.ts";
 import { runAll } from "./stages.ts";
 import { writeSyntheticDataset } from "../data/synth.ts";
-import { runInference } from "../infer/pipeline.ts";
+import { INFER_DEFAULTS, runInference } from "../infer/pipeline.ts";
 import { duration } from "./progress.ts";
 
 const f = parseFlags(Deno.args, {
@@ -38,10 +38,8 @@ const r = await runInference({
   weights: f.out as string,
   out: "out/infer",
   truth: `${held}/train.csv`,
-  tta: "none",
+  ...INFER_DEFAULTS,
   resume: false,
-  window: 384,
-  overlap: 128,
   report: true,
   nifti: true,
 });

@@ -16,7 +16,7 @@ import { phantomStudy } from "../data/synth.ts";
 import { studyFromSeries } from "../infer/study.ts";
 import { modelFromCheckpoint } from "../infer/load.ts";
 import type { Member } from "../infer/ensemble.ts";
-import { predictStudy } from "../infer/pipeline.ts";
+import { INFER_DEFAULTS, predictStudy } from "../infer/pipeline.ts";
 import { submissionCsv } from "../infer/score.ts";
 import { labelsToNifti } from "../infer/nifti_out.ts";
 import { encodeNifti } from "../data/nifti.ts";
@@ -229,7 +229,7 @@ async function run(files: () => Promise<{ name: string; bytes: Uint8Array }[]>, 
     await paint();
     const next: Record<string, string> = { segment: "metadata", metadata: "classify" };
     // The options of `deno task infer`'s defaults (infer/cli.ts).
-    const r = await predictStudy(study, state.models, { window: 384, overlap: 128, tta: "none" }, (k) => {
+    const r = await predictStudy(study, state.models, INFER_DEFAULTS, (k) => {
       lap(k);
       if (next[k]) step(next[k], "run");
     });
