@@ -12,13 +12,13 @@
  * backward (each layer's statistics are needed before the next layer can run; that chain cannot be batched).
  */
 import type { Device } from "../core/device.ts";
-import { Tensor as TensorClass } from "../core/tensor.ts";
-import type { Tensor } from "../core/tensor.ts";
+import { Tensor } from "../core/tensor.ts";
 import { keep, tidy } from "../core/scope.ts";
 import type { Module } from "../nn/module.ts";
 import { BatchNorm3d } from "../nn/layers.ts";
 import type { BatchNormSync } from "../kernels/norm.ts";
 import type { Mpi } from "./mpi.ts";
+import { downloadTensors } from "../io/download.ts";
 
 type Op =
   | { kind: "write"; buffer: GPUBuffer; offset: number; data: Uint8Array<ArrayBuffer> }
@@ -117,6 +117,18 @@ async function drain(staging: GPUBuffer, bytes: number): Promise<Float32Array> {
   return out;
 }
 
+/** The f32 tensors' values end to end, read with one GPU wait (outside the replayed steps). */
+async function readAll(ts: Tensor[]): Promise<Float32Array> {
+  const host = await downloadTensors(ts);
+  const out = new Float32Array(ts.reduce((n, t) => n + t.numel(), 0));
+  let off = 0;
+  for (const h of host) {
+    out.set(h.data as Float32Array, off);
+    off += h.data.length;
+  }
+  return out;
+}
+
 function stagingBuffer(device: Device, bytes: number): GPUBuffer {
   return device.gpu.createBuffer({
     size: Math.max(4, Math.ceil(bytes / 4) * 4),
@@ -192,7 +204,7 @@ export class Replicas {
         const staging = stagingBuffer(d, 12 * C);
         d.copy(mean0.storage(op).buffer, 0, staging, 0, 4 * C);
         d.copy(centred.storage(op).buffer, 0, staging, 4 * C, 8 * C);
-        const mean = TensorClass.empty(d, [C], "f32", op), variance = TensorClass.empty(d, [C], "f32", op);
+        const mean = Tensor.empty(d, [C], "f32", op), variance = Tensor.empty(d, [C], "f32", op);
         const mb = mean.storage(op).buffer, vb = variance.storage(op).buffer;
         const world = this.world;
         this.#rec.syncPoint(
@@ -231,7 +243,7 @@ export class Replicas {
         const d = this.device, n = local.numel();
         const staging = stagingBuffer(d, 4 * n);
         d.copy(local.storage(op).buffer, 0, staging, 0, 4 * n);
-        const out = TensorClass.empty(d, [...local.shape], "f32", op);
+        const out = Tensor.empty(d, [...local.shape], "f32", op);
         const ob = out.storage(op).buffer;
         this.#rec.syncPoint(
           true,
@@ -333,19 +345,11 @@ export class Replicas {
     if (this.world === 1) return;
     const d = this.device;
     const ts = Object.values(model.stateDict()).filter((t) => t.dtype === "f32");
-    const total = ts.reduce((s, t) => s + t.numel(), 0);
-    const staging = stagingBuffer(d, 4 * total);
-    let off = 0;
-    for (const t of ts) {
-      d.copy(t.storage("Replicas.broadcastState").buffer, 0, staging, 4 * off, 4 * t.numel());
-      off += t.numel();
-    }
-    d.flush();
-    const h = await drain(staging, 4 * total);
+    const h = await readAll(ts);
     // A sum where every replica but 0 contributes zeros is a broadcast.
     if (this.rank !== 0) h.fill(0);
     await this.mpi.allreduce(h);
-    off = 0;
+    let off = 0;
     for (const t of ts) {
       d.write(t.storage("Replicas.broadcastState").buffer, 0, h.subarray(off, off + t.numel()));
       off += t.numel();
@@ -357,17 +361,7 @@ export class Replicas {
    * replicas whose weights differ from replica 0's.
    */
   async checksum(params: Tensor[], what = "weights"): Promise<number> {
-    const d = this.device;
-    const total = params.reduce((s, p) => s + p.numel(), 0);
-    const staging = stagingBuffer(d, 4 * total);
-    let off = 0;
-    for (const p of params) {
-      d.copy(p.storage("Replicas.checksum").buffer, 0, staging, 4 * off, 4 * p.numel());
-      off += p.numel();
-    }
-    d.flush();
-    const h = await drain(staging, 4 * total);
-    const b = new Uint8Array(h.buffer);
+    const b = new Uint8Array((await readAll(params)).buffer);
     let x = 0x811c9dc5;
     for (let i = 0; i < b.length; i++) x = Math.imul(x ^ b[i], 0x01000193);
     const mine = x >>> 0;
