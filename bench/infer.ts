@@ -11,7 +11,7 @@ import { models, nn, openDevice } from "../mod.ts";
 import { saveCheckpoint } from "../io/files.ts";
 import { phantomStudy } from "../data/synth.ts";
 import { writeCtSlice } from "../data/dicom_write.ts";
-import { parseFlags } from "../train/args.ts";
+import { parseFlags } from "../cli/flags.ts";
 import { INFER_DEFAULTS, runInference } from "../infer/pipeline.ts";
 import { CLS_SEED, CLS_TINY, SEG_SEED, SEG_TINY } from "../train/presets.ts";
 import { buildSegModel, segModelConfig } from "../train/seg.ts";

@@ -10,7 +10,7 @@
  */
 import { openDevice } from "../mod.ts";
 import { driverInfo } from "./measure.ts";
-import { parseFlags } from "../train/args.ts";
+import { parseFlags } from "../cli/flags.ts";
 import { RunFolder } from "../train/run_folder.ts";
 import { train } from "../train/trainer.ts";
 import { CLS_SEED, CLS_TINY, type ClsConfig, SEG_PRESETS, type SegConfig } from "../train/presets.ts";

@@ -3,7 +3,7 @@
  * fracture probabilities out (submission.csv, predictions.jsonl, per study vertebrae.nii.gz and report.html,
  * and index.html). `--help` lists the flags.
  */
-import { type Flags, type FlagSpec, parseFlags, usage, UsageError } from "../train/args.ts";
+import { type Flags, type FlagSpec, parseFlags, usage, UsageError } from "../cli/flags.ts";
 import { INFER_DEFAULTS, runInference } from "./pipeline.ts";
 import { autocast } from "../kernels/cast.ts";
 

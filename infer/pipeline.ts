@@ -24,7 +24,7 @@ import { clsValItemFromMemory } from "./crops/read.ts";
 import { labelsToNifti } from "./nifti_out.ts";
 import { writeNifti } from "../data/nifti.ts";
 import { indexHtml, type ReportCrop, studyReportHtml } from "./report.ts";
-import { duration, Progress } from "../train/progress.ts";
+import { duration, Progress } from "../cli/progress.ts";
 
 /** Options of {@link runInference} (the resolved flags). */
 export interface InferOptions {

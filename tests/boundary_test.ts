@@ -173,6 +173,44 @@ Deno.test("mod.ts's import graph: no Deno namespace, no npm:/node: imports, no d
   }
 });
 
+// The pipeline's layers: the commands' shared pieces (cli/) import nothing else of the repo, and the layers
+// below train/ (the engine, data/, infer/, the page, parallel/, cli/) never import train/ or bench/.
+const BELOW_TRAIN = [
+  "core",
+  "kernels",
+  "nn",
+  "optim",
+  "models",
+  "io",
+  "data",
+  "infer",
+  "web",
+  "parallel",
+  "cli",
+];
+
+Deno.test("pipeline layers: cli/ stands alone, nothing below train/ imports train/ or bench/", async () => {
+  const problems: string[] = [];
+  const visit = async (dir: URL) => {
+    for await (const e of Deno.readDir(dir)) {
+      const url = new URL(e.isDirectory ? `${e.name}/` : e.name, dir);
+      if (e.isDirectory) await visit(url);
+      if (!e.isFile || !e.name.endsWith(".ts")) continue;
+      const name = rel(url), code = stripComments(await Deno.readTextFile(url));
+      for (const re of SPECIFIER) {
+        for (const m of code.matchAll(re)) {
+          if (!m[1].startsWith("./") && !m[1].startsWith("../")) continue;
+          const to = rel(new URL(m[1], url));
+          if (/^(train|bench)\//.test(to)) problems.push(`${name} imports ${to}`);
+          if (name.startsWith("cli/") && !to.startsWith("cli/")) problems.push(`${name} imports ${to}`);
+        }
+      }
+    }
+  };
+  for (const d of BELOW_TRAIN) await visit(new URL(`${d}/`, ROOT));
+  if (problems.length) throw new Error(`imports against the layers:\n  ${problems.join("\n  ")}`);
+});
+
 Deno.test("a Worker without permissions runs the engine and matches the main thread", async () => {
   const encoder = "r26ir", baseChannels = 4, shape = [1, 1, 8, 32, 32];
   const device = await openDevice();

@@ -10,7 +10,7 @@
  * `deno task train <stage> --help` lists the stage's flags with their defaults. With no --data and no
  * --cache, the built-in phantoms are written (once) under out/phantoms and used.
  */
-import { type Flags, type FlagSpec, parseFlags, usage, UsageError } from "./args.ts";
+import { type Flags, type FlagSpec, parseFlags, usage, UsageError } from "../cli/flags.ts";
 import { Interrupted } from "./trainer.ts";
 import { runAll, runAverage, runCls, runPredictSeg, runSeg } from "./stages.ts";
 

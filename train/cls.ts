@@ -15,7 +15,7 @@ import { readClsStudy, readClsValItem } from "../infer/crops/read.ts";
 import type { TrainTask } from "./trainer.ts";
 import { buildModel, type ModelConfig } from "../infer/load.ts";
 import type { ClsConfig } from "./presets.ts";
-import type { Progress } from "./progress.ts";
+import type { Progress } from "../cli/progress.ts";
 import type { ClsSample } from "../infer/crops.ts";
 
 /** Builds the classifier of a configuration, from the same model config that config.json stores. */

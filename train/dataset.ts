@@ -5,7 +5,7 @@
 import { writeSyntheticDataset } from "../data/synth.ts";
 import { preprocessDataset } from "../data/preprocess.ts";
 import { listCached } from "../data/cache.ts";
-import type { Flags } from "./args.ts";
+import type { Flags } from "../cli/flags.ts";
 
 /** The built-in dataset: 64 phantom studies, about half with masks. */
 export const PHANTOMS = { dir: "out/phantoms", studies: 64, seed: 2026, size: 128, maskFraction: 0.5 };

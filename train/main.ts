@@ -6,11 +6,11 @@
  *
  *   deno task main [--out out/pipeline] [--heldout 8]
  */
-import { parseFlags } from "./args.ts";
+import { parseFlags } from "../cli/flags.ts";
 import { runAll } from "./stages.ts";
 import { writeSyntheticDataset } from "../data/synth.ts";
 import { INFER_DEFAULTS, runInference } from "../infer/pipeline.ts";
-import { duration } from "./progress.ts";
+import { duration } from "../cli/progress.ts";
 
 const f = parseFlags(Deno.args, {
   out: { type: "string", default: "out/pipeline", help: "" },

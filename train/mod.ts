@@ -2,7 +2,6 @@
  * @file The training entry of the CT pipeline (`deno.json` export "./train"): the harness, the run folder,
  * the loader and the stages. The command line is train/cli.ts (`deno task train`).
  */
-export { type Flags, type FlagSpec, parseFlags, usage, UsageError } from "./args.ts";
 export { type LogRecord, RunFolder } from "./run_folder.ts";
 export {
   Interrupted,
@@ -21,4 +20,3 @@ export { buildSegModel, segFolds, segModelConfig, segStudies, type SegStudy, seg
 export { SEG_PRESETS, SEG_SEED, SEG_TINY, type SegConfig } from "./presets.ts";
 export { ensureCache, ensurePhantoms, PHANTOMS } from "./dataset.ts";
 export { curvesSvg } from "./curves.ts";
-export { duration, Progress } from "./progress.ts";

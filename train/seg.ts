@@ -13,7 +13,7 @@ import { type SegSample, segWindowStart } from "./seg_data.ts";
 import type { TrainTask } from "./trainer.ts";
 import { buildModel, type ModelConfig } from "../infer/load.ts";
 import type { SegConfig } from "./presets.ts";
-import type { Progress } from "./progress.ts";
+import type { Progress } from "../cli/progress.ts";
 
 /** A cached study usable by the segmentation stage. */
 export interface SegStudy {

@@ -5,8 +5,8 @@
  */
 import { type Device, openDevice } from "../mod.ts";
 import { nn } from "../mod.ts";
-import type { Flags } from "./args.ts";
-import { UsageError } from "./args.ts";
+import type { Flags } from "../cli/flags.ts";
+import { UsageError } from "../cli/flags.ts";
 import { RunFolder } from "./run_folder.ts";
 import { train, type TrainerOptions, type TrainResult, type TrainTask } from "./trainer.ts";
 import { CLS_SEED, CLS_TINY, type ClsConfig, SEG_PRESETS, type SegConfig } from "./presets.ts";
@@ -16,7 +16,7 @@ import { initFrom, loadModel } from "../infer/load.ts";
 import { predictDataset } from "../infer/predict_dataset.ts";
 import { ensureCache } from "./dataset.ts";
 import { listCached } from "../data/cache.ts";
-import { duration } from "./progress.ts";
+import { duration } from "../cli/progress.ts";
 import { averageCheckpoints } from "./average.ts";
 import { writeFileAtomic } from "../io/files.ts";
 import { competitionScore } from "../infer/metric.ts";

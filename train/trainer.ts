@@ -21,7 +21,7 @@ import { upload } from "../io/host.ts";
 import type { LogRecord, RunFolder } from "./run_folder.ts";
 import { Prefetcher, WorkerPool } from "./loader.ts";
 import type { SampleJob, SampleResult } from "./samples.ts";
-import { duration, Progress } from "./progress.ts";
+import { duration, Progress } from "../cli/progress.ts";
 import { curvesSvg } from "./curves.ts";
 import type { Replicas } from "../parallel/replicas.ts";
 
