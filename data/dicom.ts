@@ -61,13 +61,138 @@ function nums(ds: dicomParser.DataSet, tag: string): number[] | null {
   return v.every(Number.isFinite) ? v : null;
 }
 
+// Explicit VRs whose length is 4 bytes after 2 reserved ones (PS3.5 7.1.2); the others have a 2-byte length.
+const LONG_VRS = new Set(["OB", "OD", "OF", "OL", "OV", "OW", "SQ", "SV", "UC", "UN", "UR", "UT", "UV"]);
+
+const tagName = (tag: string) => `(${tag.slice(1, 5).toUpperCase()},${tag.slice(5, 9).toUpperCase()})`;
+
+/**
+ * The text of whatever a parser or codec threw: dicom-parser throws strings, Errors, and `{exception, dataSet}`
+ * objects; wasm codecs may throw numbers. Never "[object Object]".
+ */
+function errorText(e: unknown): string {
+  const inner = e !== null && typeof e === "object" && "exception" in e
+    ? (e as { exception: unknown }).exception
+    : e;
+  if (typeof inner === "string") return inner;
+  if (inner instanceof Error) return inner.message;
+  const msg = (inner as { message?: unknown })?.message;
+  if (typeof msg === "string") return msg;
+  try {
+    return JSON.stringify(inner) ?? String(inner);
+  } catch {
+    return Object.prototype.toString.call(inner);
+  }
+}
+
+/**
+ * What dicom-parser found wrong, in words. When it throws `{exception, dataSet}` (the elements read before
+ * the failure) or fails in the file meta information, a file that ends inside an element is named as
+ * truncated, with the element, where its value starts, how many bytes it needs and how many the file has;
+ * otherwise the parser's own text.
+ */
+function parseFailure(e: unknown, bytes: Uint8Array): string {
+  const ds = e !== null && typeof e === "object" && "dataSet" in e
+    ? (e as { dataSet?: dicomParser.DataSet }).dataSet
+    : undefined;
+  return truncation(bytes, ds) ?? errorText(e);
+}
+
+const UNDEFINED_LENGTH = 0xffffffff;
+
+/**
+ * The first element of a parsed data set whose value runs past the end of its `n` bytes (a fragment of
+ * encapsulated pixel data included), in words; undefined if none.
+ */
+function elementPastEnd(ds: dicomParser.DataSet, n: number): string | undefined {
+  const has = `the file has ${n}`;
+  for (const el of Object.values(ds.elements)) {
+    if (el.length !== UNDEFINED_LENGTH && el.dataOffset + el.length > n) {
+      return `truncated: the element ${
+        tagName(el.tag)
+      } at byte ${el.dataOffset} needs ${el.length} bytes, ${has}`;
+    }
+    const f = el.fragments?.findIndex((f) => f.position + f.length > n) ?? -1;
+    if (f >= 0) {
+      const fr = el.fragments![f];
+      return `truncated: fragment ${f + 1} of ${tagName(el.tag)} at byte ${fr.position} needs ${fr.length} ` +
+        `bytes, ${has}`;
+    }
+  }
+  return undefined;
+}
+
+/**
+ * Where `bytes` end inside an element, from the file meta information and the elements parsed before the
+ * failure (`ds`); undefined if the file does not look truncated.
+ */
+function truncation(bytes: Uint8Array, ds?: dicomParser.DataSet): string | undefined {
+  const n = bytes.length;
+  const has = `the file has ${n}`;
+  if (n < 132) return `${n} bytes: a DICOM file starts with a 128-byte preamble and "DICM"`;
+  if (String.fromCharCode(...bytes.subarray(128, 132)) !== "DICM") return undefined;
+  const dv = new DataView(bytes.buffer, bytes.byteOffset, n);
+  // File meta information: (0002,0000) UL holds its length after that element.
+  if (n < 144) return `truncated: the file meta information at byte 132 needs at least 12 bytes, ${has}`;
+  const groupLength = dv.getUint16(132, true) === 2 && dv.getUint16(134, true) === 0;
+  const metaEnd = groupLength ? 144 + dv.getUint32(140, true) : 0;
+  if (metaEnd > n) {
+    return `truncated: the file meta information at byte 144 needs ${metaEnd - 144} bytes, ${has}`;
+  }
+  if (metaEnd === n && !ds) return `truncated: the file ends with its file meta information at byte ${n}`;
+  let ts: string | undefined;
+  try {
+    // (Only the meta information: the header reader peeks at the next element, which may be cut.)
+    ts = dicomParser.readPart10Header(metaEnd ? bytes.subarray(0, metaEnd) : bytes).string("x00020010")
+      ?.trim();
+  } catch {
+    return undefined;
+  }
+  // A deflated data set is parsed from its inflated copy: its offsets are not the file's.
+  if (ts === "1.2.840.10008.1.2.1.99" || (ds && ds.byteArray.length !== n)) return undefined;
+  if (ds) {
+    const past = elementPastEnd(ds, n);
+    if (past) return past;
+  }
+  // The element being read when the parser failed is not in the data set: it starts where the last one ends.
+  const last = Object.values(ds?.elements ?? {}).reduce<dicomParser.Element | undefined>(
+    (a, el) => (!a || el.dataOffset > a.dataOffset ? el : a),
+    undefined,
+  );
+  if (last?.length === UNDEFINED_LENGTH) return undefined;
+  const at = last ? last.dataOffset + last.length : metaEnd;
+  if (!at || at >= n) return undefined;
+  if (at + 8 > n) return `truncated: the element header at byte ${at} needs 8 bytes, ${has}`;
+  const le = ts !== "1.2.840.10008.1.2.2";
+  const hex = (o: number) => dv.getUint16(o, le).toString(16).padStart(4, "0");
+  const tag = tagName(`x${hex(at)}${hex(at + 2)}`);
+  const vr = String.fromCharCode(bytes[at + 4], bytes[at + 5]);
+  let length: number, offset: number;
+  if (ts === "1.2.840.10008.1.2") [length, offset] = [dv.getUint32(at + 4, le), at + 8];
+  else if (!LONG_VRS.has(vr)) [length, offset] = [dv.getUint16(at + 6, le), at + 8];
+  else {
+    if (at + 12 > n) return `truncated: the element header at byte ${at} needs 12 bytes, ${has}`;
+    [length, offset] = [dv.getUint32(at + 8, le), at + 12];
+  }
+  if (length === UNDEFINED_LENGTH) {
+    return `truncated: the element ${tag} at byte ${offset} (undefined length) is not closed, ${has}`;
+  }
+  if (offset + length <= n) return undefined;
+  return `truncated: the element ${tag} at byte ${offset} needs ${length} bytes, ${has}`;
+}
+
 /** Parses one DICOM file and decodes its pixels. Errors name the file. */
 export function readDicomFile(bytes: Uint8Array, file: string): DicomSlice {
   let ds: dicomParser.DataSet;
   try {
     ds = dicomParser.parseDicom(bytes, {
       inflater: (arr: Uint8Array, pos: number) => {
-        const inflated = inflateRawSync(arr.subarray(pos));
+        let inflated: Uint8Array;
+        try {
+          inflated = inflateRawSync(arr.subarray(pos));
+        } catch (e) {
+          throw new Error(`the deflated data set at byte ${pos} does not inflate: ${errorText(e)}`);
+        }
         const out = new Uint8Array(pos + inflated.length);
         out.set(arr.subarray(0, pos));
         out.set(inflated, pos);
@@ -75,9 +200,11 @@ export function readDicomFile(bytes: Uint8Array, file: string): DicomSlice {
       },
     } as unknown as dicomParser.ParseDicomOptions);
   } catch (e) {
-    const msg = typeof e === "string" ? e : (e as Error)?.message ?? String(e);
-    throw new Error(`${file}: not a readable DICOM file (${msg})`);
+    throw new Error(`${file}: not a readable DICOM file (${parseFailure(e, bytes)})`);
   }
+  // Some truncations parse (an implicit VR data set, a cut at an element's end): no value may run past the end.
+  const past = ds.byteArray.length === bytes.length ? elementPastEnd(ds, bytes.length) : undefined;
+  if (past) throw new Error(`${file}: not a readable DICOM file (${past})`);
   const ts = ds.string("x00020010")?.trim() ?? "1.2.840.10008.1.2";
   if (!(ts in TRANSFER_SYNTAXES)) throw new Error(`${file}: unsupported transfer syntax ${ts}`);
   const rows = ds.uint16("x00280010") ?? 0, cols = ds.uint16("x00280011") ?? 0;
@@ -105,14 +232,19 @@ export function readDicomFile(bytes: Uint8Array, file: string): DicomSlice {
       raw = decodeFrame(ts, frame, rows, cols, bitsAllocated);
     } else {
       const len = n * (bitsAllocated / 8);
-      if (pixelEl.dataOffset + len > ds.byteArray.length) throw new Error("pixel data is truncated");
+      if (pixelEl.dataOffset + len > ds.byteArray.length) {
+        throw new Error(
+          `truncated: ${rows}x${cols} ${bitsAllocated}-bit pixels need ${len} bytes from byte ` +
+            `${pixelEl.dataOffset}, the file has ${ds.byteArray.length}`,
+        );
+      }
       raw = ds.byteArray.slice(pixelEl.dataOffset, pixelEl.dataOffset + len);
       if (ts === "1.2.840.10008.1.2.2" && bitsAllocated === 16) {
         for (let i = 0; i < raw.length; i += 2) [raw[i], raw[i + 1]] = [raw[i + 1], raw[i]];
       }
     }
   } catch (e) {
-    const msg = typeof e === "string" ? e : (e as Error)?.message ?? String(e);
+    const msg = errorText(e);
     throw new Error(`${file}: cannot decode pixel data (${TRANSFER_SYNTAXES[ts]}): ${msg}`);
   }
   if (raw.length < n * (bitsAllocated / 8)) {

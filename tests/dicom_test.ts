@@ -4,7 +4,7 @@
  * lossless codecs, whatever the file names and slice order; bad folders give errors naming the file and the
  * problem.
  */
-import { readDicomSeries, toHounsfield } from "../data/dicom.ts";
+import { readDicomFile, readDicomSeries, toHounsfield } from "../data/dicom.ts";
 import { assertRejectsWith } from "./helpers.ts";
 
 const PY = Deno.env.get("CSN_PYTHON") ?? "/usr/bin/python3";
@@ -139,6 +139,45 @@ Deno.test("bad DICOM folders give errors naming the file and the problem", async
     );
     await sh(PY, [FIX, `${dir}/mr`, "--truth", `${dir}/t.bin`, "--modality", "MR"]);
     await assertRejectsWith(readDicomSeries(`${dir}/mr`), 'modality "MR"');
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("truncated and garbage files: the message names the file and what is wrong", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    await sh(PY, [FIX, `${dir}/a`, "--truth", `${dir}/t.bin`, "--slices", "3", "--size", "16"]);
+    const name = [...Deno.readDirSync(`${dir}/a`)].map((e) => e.name).find((n) => n.endsWith(".dcm"))!;
+    const bytes = await Deno.readFile(`${dir}/a/${name}`);
+    const pixelsAt = bytes.length - 16 * 16 * 2;
+    await Deno.writeFile(`${dir}/a/${name}`, bytes.subarray(0, bytes.length - 100));
+    await assertRejectsWith(
+      readDicomSeries(`${dir}/a`),
+      `${dir}/a/${name}: not a readable DICOM file (truncated: the element (7FE0,0010) at byte ${pixelsAt} ` +
+        `needs 512 bytes, the file has ${bytes.length - 100})`,
+    );
+    await Deno.writeFile(`${dir}/a/${name}`, bytes.subarray(0, 200));
+    await assertRejectsWith(readDicomSeries(`${dir}/a`), `${dir}/a/${name}: `, "truncated: the file meta");
+    const garbage = new Uint8Array(4000).map((_, i) => (i * 2654435761) >>> 24);
+    await Deno.writeFile(`${dir}/a/${name}`, garbage);
+    await assertRejectsWith(
+      readDicomSeries(`${dir}/a`),
+      `${dir}/a/${name}: not a readable DICOM file (`,
+      "DICM",
+    );
+    // Every cut of the file: the file's name and a message, never "[object Object]" nor a bare parser error.
+    for (let cut = 0; cut < bytes.length; cut++) {
+      let msg = "";
+      try {
+        readDicomFile(bytes.subarray(0, cut), "cut.dcm");
+      } catch (e) {
+        msg = (e as Error).message;
+      }
+      const ok = msg.startsWith("cut.dcm: ") && !msg.includes("[object Object]") &&
+        (/truncated: |: a DICOM file starts with/.test(msg) || msg.includes("has no image"));
+      if (!ok) throw new Error(`cut at ${cut} of ${bytes.length} bytes: "${msg}"`);
+    }
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
