@@ -1,26 +1,48 @@
 /**
  * @file Synthetic cervical-spine CT phantoms in the RSNA 2022 layout, the built-in default dataset of every
- * job: `train_images/<uid>/<n>.dcm` (int16 CT, realistic spacing, varied slice counts; some studies JPEG
- * Lossless, some numbered from the cranial end), `segmentations/<uid>.nii` (labels 1..7 for C1..C7) for a
- * subset, and `train.csv`. Each study is a neck (soft tissue, air, airway) with seven stacked vertebrae
- * (cortical shell, cancellous body, posterior arch) separated by discs along a lordotic curve; a fractured
- * vertebra gets a thin low-density crack at a random angle.
+ * job: `train_images/<uid>/<n>.dcm` (int16 CT; some studies JPEG Lossless, some numbered from the cranial
+ * end, some stored with a -1024 intercept), `segmentations/<uid>.nii` (labels 1..7 for C1..C7, 8 and 9 for
+ * T1 and T2, as the RSNA masks) for a subset, and `train.csv`. The anatomy (data/synth/anatomy.ts) tells the
+ * levels apart as real CT does: the atlas ring without a body, the axis with its dens, bodies growing
+ * caudally, C7's long spinous process, T1 with the first ribs, the skull base above and the mandible and
+ * hyoid in front; patients vary in size, posture, scan extent, slice spacing, noise and blur
+ * (data/synth/layout.ts); about half the studies carry fractures (data/synth/fracture.ts).
  */
 import { mulberry32 } from "../core/random.ts";
 import { writeCtSlice } from "./dicom_write.ts";
 import { volumeToNifti, writeNifti } from "./nifti.ts";
+import { drawPatient, layoutPhantom } from "./synth/layout.ts";
+import type { Fracture } from "./synth/fracture.ts";
+import { type Grid, renderBones, renderSoftTissue, renderSpineSoft, scan } from "./synth/render.ts";
+
+export type { Fracture } from "./synth/fracture.ts";
+
+/** Version of the generator: recorded with a written dataset, so that a folder from an older one is rewritten. */
+export const PHANTOM_VERSION = 2;
 
 /** Options of {@link writeSyntheticDataset}. */
 export interface SynthOptions {
   out: string;
   studies: number;
   seed: number;
-  /** In-plane size (default 128). */
+  /** In-plane size in pixels (default 128; the field of view is 150-190 mm whatever the size). */
   size?: number;
   /** Fraction of studies with a mask (default 0.5). */
   maskFraction?: number;
+  /** Fraction of studies with a fracture (default 0.5). */
+  positiveFraction?: number;
+  /** Slice spacings to draw from, mm (default 1, 1.25, 1.5, 2). */
+  thickness?: number[];
   /** Called after each study (for progress). */
   onStudy?: (i: number, uid: string) => void;
+}
+
+/** Options of {@link phantomStudy} beyond the seed and size. */
+export interface PhantomOptions {
+  positiveFraction?: number;
+  thickness?: number[];
+  /** false: the same patient without its fractures (for tests and pictures). */
+  fractures?: boolean;
 }
 
 /** Per-study labels as written to train.csv. */
@@ -33,98 +55,64 @@ export interface StudyLabels {
 /** mulberry32: deterministic floats in [0, 1) from a 32-bit seed. */
 export const rng: (seed: number) => () => number = mulberry32;
 
-function gauss(r: () => number): number {
-  return Math.sqrt(-2 * Math.log(r() + 1e-12)) * Math.cos(2 * Math.PI * r());
-}
-
-/** One study's HU volume [Z, Y, X] (slice 0 most cranial), label volume and fracture labels. */
-export function phantomStudy(seed: number, size = 128): {
+/** One phantom: HU and label volumes [Z, Y, X] (slice 0 most cranial) and what is in them. */
+export interface PhantomStudy {
   hu: Int16Array;
   labels: Uint8Array;
   shape: [number, number, number];
+  /** [z, y, x] mm. */
   spacing: [number, number, number];
+  /** C1..C7: 1 where fractured. */
   fractured: number[];
-} {
+  fractures: Fracture[];
+  /** Body (C1: ring) centre of each level C1..T2 in voxel coordinates [z, y, x] (may lie outside the scan). */
+  centres: Record<string, [number, number, number]>;
+}
+
+/** One study's volumes from its seed. */
+export function phantomStudy(seed: number, size = 128, o: PhantomOptions = {}): PhantomStudy {
   const r = rng(seed);
-  const Z = 64 + Math.floor(r() * 33); // 64..96 slices
-  const dz = [1.0, 1.25, 0.8][Math.floor(r() * 3)];
-  const dxy = 0.85 + r() * 0.3;
-  const Y = size, X = size;
-  const hu = new Int16Array(Z * Y * X);
-  const labels = new Uint8Array(Z * Y * X);
-  const positive = r() < 0.5;
+  const patient = drawPatient(r, o.thickness ?? [1, 1.25, 1.5, 2]);
+  const positive = r() < (o.positiveFraction ?? 0.5);
+  // Separate streams: the anatomy does not change with the fractures, nor the noise with either.
+  const layout = layoutPhantom(rng(seed ^ 0x5bd1e995), patient, positive && o.fractures !== false);
+  const c1 = layout.centres.get("C1")!, c7 = layout.centres.get("C7")!;
+  const top = c1[2] - 7 * patient.scale, bottom = c7[2] + 7.5 * patient.scale;
+  // Scan extent: from mid-C1 to the skull base above it; from C7's lower endplate into the upper thorax.
+  patient.zTop = top - (r() < 0.25 ? -(2 + r() * 4) : 5 + r() * 30);
+  patient.zBottom = bottom + (r() < 0.3 ? r() * 3 : 5 + r() * 40);
+  const px = patient.fov / size, dz = patient.dz;
+  const Z = Math.max(8, Math.round((patient.zBottom - patient.zTop) / dz) + 1);
+  const g: Grid = {
+    X: size,
+    Y: size,
+    Z,
+    px,
+    dz,
+    x0: (0.5 - size / 2) * px,
+    y0: (0.5 - size / 2) * px + 10 * patient.scale,
+    z0: patient.zTop,
+  };
+  const hu = new Float32Array(Z * size * size);
+  const labels = new Uint8Array(Z * size * size);
+  renderSoftTissue(layout, g, hu, r);
+  renderSpineSoft(layout.soft, g, hu);
+  renderBones(layout, g, hu, labels);
   const fractured = new Array(7).fill(0);
-  if (positive) {
-    let any = false;
-    for (let v = 0; v < 7; v++) if (r() < 0.3) (fractured[v] = 1), (any = true);
-    if (!any) fractured[Math.floor(r() * 7)] = 1;
+  for (const f of layout.fractures) fractured[f.level - 1] = 1;
+  const centres: Record<string, [number, number, number]> = {};
+  for (const [name, c] of layout.centres) {
+    centres[name] = [(c[2] - g.z0) / dz, (c[1] - g.y0) / px, (c[0] - g.x0) / px];
   }
-  // Vertebra layout along z (cranial first): bodies ~ 14 mm tall with ~4 mm discs, starting a few mm below
-  // the top of the scan.
-  const mm = (v: number) => v / dxy;
-  const top = 4 + r() * 6;
-  const height = (Z * dz - top - 6) / 7;
-  const cx0 = X / 2 + (r() - 0.5) * 6, cy0 = Y / 2 + mm(8) + (r() - 0.5) * 6;
-  const cracks = fractured.map(() => ({
-    a: r() * Math.PI,
-    tilt: (r() - 0.5) * 1.2,
-    off: (r() - 0.5) * 0.6,
-    w: 0.6 + r() * 0.6,
-  }));
-  const neckA = mm(48 + r() * 8), neckB = mm(40 + r() * 8);
-  for (let z = 0; z < Z; z++) {
-    const zmm = z * dz;
-    const t = (zmm - top) / height; // vertebra coordinate
-    const v = Math.floor(t);
-    const frac = t - v;
-    // Lordosis: the column bends forward in the middle of the neck.
-    const bend = mm(6) * Math.sin(Math.PI * Math.min(Math.max(zmm / (Z * dz), 0), 1));
-    const cx = cx0, cy = cy0 - bend;
-    for (let y = 0; y < Y; y++) {
-      for (let x = 0; x < X; x++) {
-        const i = (z * Y + y) * X + x;
-        const nx = (x - X / 2) / neckA, ny = (y - Y / 2 - mm(4)) / neckB;
-        let val = nx * nx + ny * ny < 1 ? 40 : -1000;
-        if (Math.hypot(x - X / 2, y - (Y / 2 - mm(18))) < mm(7)) val = -950; // airway
-        if (v >= 0 && v < 7) {
-          const inDisc = frac > 0.78;
-          const dx = (x - cx) / mm(9 + v * 0.6), dy = (y - (cy - mm(4))) / mm(7.5);
-          const body = dx * dx + dy * dy;
-          // Posterior arch: a ring behind the body.
-          const ax = (x - cx) / mm(13), ay = (y - (cy + mm(9))) / mm(9);
-          const ring = ax * ax + ay * ay;
-          const inArch = ring < 1 && ring > 0.55 && y > cy + mm(2) && !inDisc;
-          if (body < 1) {
-            if (inDisc) val = 80;
-            else {
-              val = body > 0.7 ? 1100 : 280;
-              labels[i] = v + 1;
-            }
-          } else if (inArch) {
-            val = 900;
-            labels[i] = v + 1;
-          }
-          if (labels[i] && fractured[v]) {
-            const c = cracks[v];
-            // A thin plane through the vertebra: distance to it in mm.
-            const px = (x - cx) * dxy, py = (y - cy) * dxy, pz = (frac - 0.4 - c.off * 0.3) * height;
-            const d = Math.abs(px * Math.cos(c.a) + py * Math.sin(c.a) + pz * c.tilt * 6);
-            if (d < c.w) val = -20; // a fracture gap: below soft tissue
-          }
-        }
-        hu[i] = Math.round(val + gauss(r) * 18);
-      }
-    }
-  }
-  // Outside the scanner's field of view (a circle), CT stores a padding value.
-  for (let z = 0; z < Z; z++) {
-    for (let y = 0; y < Y; y++) {
-      for (let x = 0; x < X; x++) {
-        if (Math.hypot(x - X / 2 + 0.5, y - Y / 2 + 0.5) > X / 2) hu[(z * Y + y) * X + x] = -2000;
-      }
-    }
-  }
-  return { hu, labels, shape: [Z, Y, X], spacing: [dz, dxy, dxy], fractured };
+  return {
+    hu: scan(hu, g, patient.blur, patient.noise, r),
+    labels,
+    shape: [Z, size, size],
+    spacing: [dz, px, px],
+    fractured,
+    fractures: layout.fractures,
+    centres,
+  };
 }
 
 function uid(r: () => number): string {
@@ -142,7 +130,10 @@ export async function writeSyntheticDataset(o: SynthOptions): Promise<StudyLabel
   const rows: StudyLabels[] = [];
   for (let s = 0; s < o.studies; s++) {
     const studyUid = uid(r), seriesUid = uid(r);
-    const st = phantomStudy(Math.floor(r() * 2 ** 31), size);
+    const st = phantomStudy(Math.floor(r() * 2 ** 31), size, {
+      positiveFraction: o.positiveFraction,
+      thickness: o.thickness,
+    });
     const [Z, Y, X] = st.shape;
     const jpeg = r() < 0.34;
     const cranialFirstNames = r() < 0.34;

@@ -2,7 +2,7 @@
  * @file Where a stage's data comes from: `--data DIR` (the RSNA layout) or, by default, the built-in
  * phantoms written once under out/phantoms; and the preprocessing cache, filled for studies not yet in it.
  */
-import { writeSyntheticDataset } from "../data/synth.ts";
+import { PHANTOM_VERSION, writeSyntheticDataset } from "../data/synth.ts";
 import { preprocessDataset } from "../data/preprocess.ts";
 import { listCached } from "../data/cache.ts";
 import type { Flags } from "../cli/flags.ts";
@@ -15,7 +15,7 @@ export const PHANTOMS = { dir: "out/phantoms", studies: 64, seed: 2026, size: 12
  * other phantoms, or one left half-written, is written again).
  */
 export async function ensurePhantoms(dir = PHANTOMS.dir): Promise<{ dir: string; written: boolean }> {
-  const spec = JSON.stringify({ ...PHANTOMS, dir: undefined });
+  const spec = JSON.stringify({ ...PHANTOMS, dir: undefined, version: PHANTOM_VERSION });
   const have = await Deno.readTextFile(`${dir}/phantoms.json`).catch(() => "");
   if (have === spec) return { dir, written: false };
   console.log(`writing ${PHANTOMS.studies} phantom studies to ${dir} ...`);
