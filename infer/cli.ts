@@ -18,7 +18,21 @@ const FLAGS: Record<string, FlagSpec> = {
     help: "segmentor + classifier checkpoints or run folders, comma-separated, or a `train all` folder",
   },
   out: { type: "string", default: "out/infer", help: "output folder" },
-  truth: { type: "string", help: "train.csv: also print and write the competition score" },
+  truth: {
+    type: "string",
+    help: "train.csv: also print and write (score.json) the competition score beside the best constant " +
+      "prediction, and the per-level dice where ground-truth masks exist",
+  },
+  masks: {
+    type: "string",
+    help:
+      "folder of ground-truth masks <uid>.nii for the dice (default: segmentations/ beside train_images/)",
+  },
+  "train-labels": {
+    type: "string",
+    help: "train.csv the classifier was trained on: its positive rates are the constant baseline (default: " +
+      "the one a classifier run in --weights names, else the truth's own prevalence, an oracle)",
+  },
   tta: {
     type: "string",
     default: INFER_DEFAULTS.tta,
@@ -70,6 +84,8 @@ export async function main(args: string[]): Promise<number> {
         weights: f.weights as string,
         out: f.out as string,
         truth: f.truth as string | undefined,
+        masks: f.masks as string | undefined,
+        trainLabels: f["train-labels"] as string | undefined,
         tta: f.tta as "none" | "flip",
         resume: f.resume as boolean,
         window: f.window as number,

@@ -7,23 +7,32 @@
  *
  * Outputs in `out/`: submission.csv (8 rows per study), predictions.jsonl (per study: probabilities, boxes,
  * voxel counts, timings, or the error), `<uid>/vertebrae.nii.gz` (labels on the study's own grid),
- * `<uid>/report.html` and index.html. A failing study is reported with its reason and the others go on;
- * `resume` skips studies already written.
+ * `<uid>/report.html` and index.html; with a truth file, score.json (the score beside the best constant
+ * prediction, and the per-level dice where ground-truth masks exist). A failing study is reported with its
+ * reason and the others go on; `resume` skips studies already written.
  */
 import { type nn, noGrad, openDevice, tensor, tidy } from "../mod.ts";
 import { writeFileAtomic } from "../io/files.ts";
-import { readTrainCsv } from "../data/rsna.ts";
 import { findStudies, type StudyRef } from "./discover.ts";
 import { loadEnsemble, type Member } from "./ensemble.ts";
 import { predictVolume } from "./segment.ts";
 import { computeMeta, type StudyMeta } from "./meta.ts";
-import { aggregateStudy, competitionScore } from "./metric.ts";
+import { aggregateStudy } from "./metric.ts";
+import { readTrainCsv } from "../data/rsna.ts";
 import { writeSubmission } from "./score.ts";
 import { type InMemoryStudy, StudyLoader } from "./study_loader.ts";
 import { clsValItemFromMemory } from "./crops/read.ts";
-import { labelsToNifti } from "./nifti_out.ts";
-import { writeNifti } from "../data/nifti.ts";
+import { upsampleLabels } from "./nifti_out.ts";
+import { volumeToNifti, writeNifti } from "../data/nifti.ts";
 import { indexHtml, type ReportCrop, studyReportHtml } from "./report.ts";
+import {
+  evaluate,
+  type Evaluation,
+  findTrainLabels,
+  studyDice,
+  summaryLine,
+  truthMaskPath,
+} from "./evaluate.ts";
 import { duration, Progress } from "../cli/progress.ts";
 
 /** Options of {@link runInference} (the resolved flags). */
@@ -33,6 +42,16 @@ export interface InferOptions {
   weights: string;
   out: string;
   truth?: string;
+  /**
+   * Ground-truth masks `<uid>.nii` for the dice; default: the RSNA layout's `segmentations/` beside the
+   * studies' `train_images/` (or `test_images/`).
+   */
+  masks?: string;
+  /**
+   * The classifier's training labels (a train.csv), whose positive rates are the constant baseline; default:
+   * the `labels` a classifier run among the weights names, else the truth's own prevalence (an oracle).
+   */
+  trainLabels?: string;
   tta: "none" | "flip";
   resume: boolean;
   window: number;
@@ -58,6 +77,12 @@ export interface StudyResult {
   vertebrae?: Record<string, { box: number[]; voxels: number }>;
   /** Seconds per step. */
   timings?: Record<string, number>;
+  /** Per-level dice C1..C7 against the ground-truth mask (`mask`), when the study has one. */
+  dice?: (number | null)[];
+  /** The ground-truth mask used for `dice`. */
+  mask?: string;
+  /** Why the ground-truth mask could not be compared (the prediction itself is kept). */
+  maskError?: string;
 }
 
 /** Horizontal flip (last axis) of a stack of crops [..., S] in place of a copy. */
@@ -153,6 +178,8 @@ export async function runInference(o: InferOptions): Promise<{
   total: number;
   failed: { uid: string; error: string }[];
   score?: number;
+  /** With a truth file: the score, the baseline beside it, the dice (what score.json holds). */
+  evaluation?: Evaluation;
 }> {
   const studies = await findStudies(o);
   await Deno.mkdir(o.out, { recursive: true });
@@ -213,38 +240,59 @@ export async function runInference(o: InferOptions): Promise<{
     for (const m of [...seg, ...cls]) m.model.dispose();
     device.destroy();
   }
+  const ev = await finish(o, done);
+  return { total: studies.length, failed, score: ev?.score.score, evaluation: ev };
+}
+
+/**
+ * After the studies: submission.csv, with a truth file the evaluation (score.json: the score beside the best
+ * constant prediction, per-level dice) and index.html with it; prints the outputs and the summary line last.
+ */
+async function finish(o: InferOptions, done: Map<string, StudyResult>): Promise<Evaluation | undefined> {
   const ok = [...done.values()].filter((r) => r.ok && r.probabilities);
   const preds = new Map(ok.map((r) => [r.uid, r.probabilities!]));
   await writeSubmission(`${o.out}/submission.csv`, preds);
-  if (o.report) {
-    const rows = [...done.values()].map((r) => ({
-      uid: r.uid,
-      ok: r.ok,
-      error: r.error,
-      probabilities: r.probabilities ?? null,
-      reportPath: r.ok ? `${r.uid}/report.html` : undefined,
-    }));
-    await writeFileAtomic(`${o.out}/index.html`, new TextEncoder().encode(indexHtml(rows)), "index");
-  }
-  let score: number | undefined;
+  let ev: Evaluation | undefined;
   if (o.truth && !preds.size) console.log(`infer: no study was predicted, nothing to score`);
   else if (o.truth) {
-    const rows = await readTrainCsv(o.truth);
-    const truth = new Map(rows.map((r) => [r.uid, r.labels]));
-    const missing = [...preds.keys()].filter((u) => !truth.has(u));
-    if (missing.length) {
-      throw new Error(`${o.truth}: no labels for ${missing.length} studies (e.g. ${missing[0]})`);
-    }
-    const s = competitionScore(preds, new Map([...preds.keys()].map((u) => [u, truth.get(u)!])));
-    score = s.score;
-    await writeFileAtomic(`${o.out}/score.json`, new TextEncoder().encode(JSON.stringify(s, null, 2) + "\n"));
-    console.log(`infer: competition score ${s.score.toFixed(4)} over ${s.studies} studies (lower is better)`);
+    const trainLabels = o.trainLabels ?? await findTrainLabels(o.weights);
+    const dice = new Map(ok.filter((r) => r.dice).map((r) => [r.uid, r.dice!]));
+    ev = await evaluate({ preds, truth: o.truth, trainLabels, dice });
+    const json = { ...ev.score, constant: ev.constant, ratio: ev.ratio, dice: ev.dice };
+    await writeFileAtomic(
+      `${o.out}/score.json`,
+      new TextEncoder().encode(JSON.stringify(json, null, 2) + "\n"),
+    );
   }
+  if (o.report) await writeIndex(o, done, ev);
+  for (const r of ok) if (r.maskError) console.log(`infer: ${r.uid}: no dice, ${r.maskError}`);
   console.log(
     `infer: ${ok.length} studies -> ${o.out}/submission.csv, predictions.jsonl` +
-      (o.report ? `, index.html and <uid>/report.html` : "") + (o.nifti ? `, <uid>/vertebrae.nii.gz` : ""),
+      (o.report ? `, index.html and <uid>/report.html` : "") + (o.nifti ? `, <uid>/vertebrae.nii.gz` : "") +
+      (ev ? `, score.json` : ""),
   );
-  return { total: studies.length, failed, score };
+  if (ev) {
+    console.log(`infer: baseline: ${ev.constant.source}`);
+    console.log(`infer: ${ev.score.studies} studies: ${summaryLine(ev)}`);
+  }
+  return ev;
+}
+
+/** index.html over every study, with the truth and dice of each when known. */
+async function writeIndex(o: InferOptions, done: Map<string, StudyResult>, ev?: Evaluation): Promise<void> {
+  const truth = ev && o.truth
+    ? new Map((await readTrainCsv(o.truth)).map((r) => [r.uid, r.labels]))
+    : new Map<string, number[]>();
+  const rows = [...done.values()].map((r) => ({
+    uid: r.uid,
+    ok: r.ok,
+    error: r.error,
+    probabilities: r.probabilities ?? null,
+    reportPath: r.ok ? `${r.uid}/report.html` : undefined,
+    truth: truth.get(r.uid) ?? null,
+    dice: r.dice ?? null,
+  }));
+  await writeFileAtomic(`${o.out}/index.html`, new TextEncoder().encode(indexHtml(rows, ev)), "index");
 }
 
 /**
@@ -302,39 +350,63 @@ async function processStudy(
   };
   const study = await loading;
   lap("read+preprocess (waited)");
-  const h = study.header;
-  const [Z] = h.cubes.image_256!;
-  const z2 = Math.ceil(Z / 2);
   const { labels, meta, ...r } = await predictStudy(study, c, c.o, lap);
-  const pred = { labels };
   const dir = `${c.o.out}/${ref.uid}`;
   await Deno.mkdir(dir, { recursive: true });
-  if (c.o.nifti) await writeNifti(`${dir}/vertebrae.nii.gz`, labelsToNifti(pred.labels, study));
+  // The labels on the study's own grid: what vertebrae.nii.gz holds, and what the dice compares.
+  const full = upsampleLabels(labels, study.geometry.shape);
+  if (c.o.nifti) await writeNifti(`${dir}/vertebrae.nii.gz`, volumeToNifti(full, study.geometry));
   if (c.o.report) {
-    const html = await studyReportHtml({
-      uid: ref.uid,
-      image: {
-        data: study.image_256,
-        shape: [Z, 256, 256],
-        slope: h.units === "hu" ? 1 : h.rescale.slope,
-        intercept: h.units === "hu" ? 0 : h.rescale.intercept,
-        // The 256 cube's voxel size: the series' in-plane spacing scaled by its size / 256.
-        spacing: [
-          h.spacing[0],
-          (h.spacing[1] * study.geometry.shape[1]) / 256,
-          (h.spacing[2] * study.geometry.shape[2]) / 256,
-        ],
-      },
-      labels: { data: pred.labels, shape: [z2, 256, 256] },
-      meta,
-      crops: r.crops,
-      probabilities: r.probabilities,
-      timings: Object.fromEntries(Object.entries(t).map(([k, v]) => [k, v * 1000])),
-    });
-    await writeFileAtomic(`${dir}/report.html`, new TextEncoder().encode(html), "report");
+    const timings = Object.fromEntries(Object.entries(t).map(([k, v]) => [k, v * 1000]));
+    await writeStudyReport(`${dir}/report.html`, ref.uid, study, { labels, meta, ...r, timings });
   }
   lap("write");
   const vertebrae: StudyResult["vertebrae"] = {};
   for (const [k, [box, area]] of Object.entries(meta.boxes)) vertebrae[k] = { box, voxels: area };
-  return { uid: ref.uid, ok: true, probabilities: r.probabilities, vertebrae, timings: t };
+  const res: StudyResult = { uid: ref.uid, ok: true, probabilities: r.probabilities, vertebrae, timings: t };
+  const mask = await truthMaskPath(ref, c.o.masks);
+  if (mask) {
+    res.mask = mask;
+    try {
+      res.dice = await studyDice(mask, full, study.geometry.shape);
+    } catch (e) {
+      // A bad mask spoils the dice, not the prediction: the study is kept and the reason printed at the end.
+      res.maskError = (e as Error).message;
+    }
+  }
+  return res;
+}
+
+/** A study's report.html: the 256 cube with the predicted labels, crops, probabilities, timings (ms). */
+async function writeStudyReport(
+  path: string,
+  uid: string,
+  study: InMemoryStudy,
+  p: { labels: Uint8Array; meta: StudyMeta; crops: ReportCrop[]; probabilities: number[] } & {
+    timings: Record<string, number>;
+  },
+): Promise<void> {
+  const h = study.header;
+  const [Z] = h.cubes.image_256!;
+  const html = await studyReportHtml({
+    uid,
+    image: {
+      data: study.image_256,
+      shape: [Z, 256, 256],
+      slope: h.units === "hu" ? 1 : h.rescale.slope,
+      intercept: h.units === "hu" ? 0 : h.rescale.intercept,
+      // The 256 cube's voxel size: the series' in-plane spacing scaled by its size / 256.
+      spacing: [
+        h.spacing[0],
+        (h.spacing[1] * study.geometry.shape[1]) / 256,
+        (h.spacing[2] * study.geometry.shape[2]) / 256,
+      ],
+    },
+    labels: { data: p.labels, shape: [Math.ceil(Z / 2), 256, 256] },
+    meta: p.meta,
+    crops: p.crops,
+    probabilities: p.probabilities,
+    timings: p.timings,
+  });
+  await writeFileAtomic(path, new TextEncoder().encode(html), "report");
 }

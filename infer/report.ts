@@ -80,6 +80,20 @@ export interface IndexEntry {
   error?: string;
   /** Relative link to the study's page; defaults to `<uid>/report.html`. */
   reportPath?: string;
+  /** Ground truth of the same 8 outputs (0/1), when a truth file was given. */
+  truth?: readonly number[] | null;
+  /** Per-level dice C1..C7 (null: level in neither mask) against the study's ground-truth mask, if any. */
+  dice?: readonly (number | null)[] | null;
+}
+
+/** What the index page says about the whole run when a truth file was given (infer/evaluate.ts). */
+export interface IndexSummary {
+  score: { score: number; studies: number };
+  /** The best constant prediction: its score and where its probabilities come from. */
+  constant: { score: number; source: string };
+  ratio: number;
+  /** Mean per-level dice over the studies with a ground-truth mask; null when none had one. */
+  dice: { perLevel: readonly (number | null)[]; mean: number | null; studies: number } | null;
 }
 
 /** A rendered view: RGB pixels, row-major [height, width, 3]. */
@@ -314,6 +328,7 @@ figcaption { font-size: 13px; color: #555; margin-top: 4px; }
 .missing { width: 160px; height: 160px; display: flex; align-items: center; justify-content: center;
   background: #eee; color: #888; }
 .fail { color: #b00020; }
+td.wrong { outline: 2px solid #b00020; outline-offset: -2px; font-weight: bold; }
 .small { font-size: 12px; color: #666; }
 </style>`;
 
@@ -491,11 +506,73 @@ export async function studyReportHtml(r: StudyReport): Promise<string> {
   return page(`Report ${r.uid}`, out.join("\n"));
 }
 
+/** The score beside the best constant prediction, and how to read it. */
+function scoreSection(e: IndexSummary): string {
+  const verdict = e.ratio < 1
+    ? "better than the constant"
+    : `<span class="fail">no better than the constant</span>`;
+  return `<h2>Score</h2>\n<p>Competition score <b>${e.score.score.toFixed(4)}</b> over ${e.score.studies} ` +
+    `studies vs <b>${e.constant.score.toFixed(4)}</b> for the best constant prediction (ratio ` +
+    `${e.ratio.toFixed(2)}, ${verdict}; lower is better).</p>\n<p class="small">Baseline: ` +
+    `${escapeHtml(e.constant.source)}.</p>`;
+}
+
+/** The 8 probability cells of a row; with the truth, each shows it and a wrong call at 0.5 is outlined. */
+function probCells(probs: number[], truth: number[] | null): string {
+  return probs.map((p, j) => {
+    // A tint that grows with the probability makes positives stand out in a long table.
+    const bg = `background:rgba(200,69,60,${(0.08 + 0.5 * p).toFixed(2)})`;
+    if (!truth) return `<td class="num" style="${bg}">${p.toFixed(3)}</td>`;
+    const wrong = (p >= 0.5) !== (truth[j] >= 0.5);
+    return `<td class="num${wrong ? " wrong" : ""}" style="${bg}" title="truth ${truth[j]}${
+      wrong ? ", wrong at 0.5" : ""
+    }">${p.toFixed(3)} <span class="small">(${truth[j]})</span></td>`;
+  }).join("");
+}
+
+function diceCell(d: number | null): string {
+  return `<td class="num">${d === null ? "–" : d.toFixed(3)}</td>`;
+}
+
+/** Per study its per-level dice against its ground-truth mask, and the mean over studies. */
+function diceSection(studies: IndexEntry[], e: IndexSummary | undefined): string {
+  const levels = [1, 2, 3, 4, 5, 6, 7].map((v) => `<th>C${v}</th>`).join("");
+  const out = [
+    `<h2>Segmentation dice</h2>`,
+    `<p class="small">Predicted vertebrae (vertebrae.nii.gz) against each study's ground-truth mask on the ` +
+    `study's grid, labels above 7 as background; – where neither mask has the level.</p>`,
+    `<table>\n<tr><th>Study</th>${levels}<th>mean</th></tr>`,
+  ];
+  for (const s of studies.filter((s) => s.ok)) {
+    const d = s.dice;
+    if (!d) {
+      out.push(
+        `<tr><td>${escapeHtml(s.uid)}</td><td colspan="8" class="small">no ground-truth mask</td></tr>`,
+      );
+      continue;
+    }
+    const m = d.filter((v): v is number => v !== null);
+    const mean = m.length ? m.reduce((a, b) => a + b, 0) / m.length : null;
+    out.push(`<tr><td>${escapeHtml(s.uid)}</td>${d.map(diceCell).join("")}${diceCell(mean)}</tr>`);
+  }
+  if (e?.dice) {
+    out.push(
+      `<tr><th>mean over ${e.dice.studies} stud${e.dice.studies === 1 ? "y" : "ies"}</th>${
+        e.dice.perLevel.map(diceCell).join("")
+      }${diceCell(e.dice.mean)}</tr>`,
+    );
+  }
+  out.push(`</table>`);
+  return out.join("\n");
+}
+
 /**
- * The index page over all studies: one row per study with a relative link to its page (`<uid>/report.html`
- * unless `reportPath` says otherwise), its 8 probabilities, and for failures the reason.
+ * The index page over all studies: with `summary` (a truth file was given) the competition score beside the
+ * best constant prediction; one row per study with a relative link to its page (`<uid>/report.html` unless
+ * `reportPath` says otherwise), its 8 probabilities (against the truth when given, a wrong call at 0.5
+ * outlined) and for failures the reason; then, when some study has a ground-truth mask, the per-level dice.
  */
-export function indexHtml(studies: IndexEntry[]): string {
+export function indexHtml(studies: IndexEntry[], summary?: IndexSummary): string {
   if (!Array.isArray(studies)) throw new Error("indexHtml: studies must be an array");
   const failed = studies.filter((s) => !s?.ok).length;
   const out: string[] = [];
@@ -504,44 +581,48 @@ export function indexHtml(studies: IndexEntry[]): string {
     `<p>${studies.length} studies: ${studies.length - failed} reported, ` +
       `<span class="${failed ? "fail" : ""}">${failed} failed</span>.</p>`,
   );
+  if (summary) out.push(scoreSection(summary));
+  const withTruth = studies.some((s) => s?.truth);
+  if (withTruth) {
+    out.push(`<p class="small">Each cell: predicted probability (true label); outlined: wrong at 0.5.</p>`);
+  }
   out.push(
     `<table>\n<tr><th>#</th><th>Study</th><th>Status</th>${
       OUTPUT_NAMES.map((n) => `<th>${n}</th>`).join("")
     }</tr>`,
   );
-  studies.forEach((s, i) => {
-    if (typeof s?.uid !== "string" || s.uid === "") {
-      throw new Error(`indexHtml: studies[${i}].uid must be a non-empty string`);
-    }
-    const probs = checkProbs(s.probabilities, `indexHtml: studies[${i}] (${s.uid}) probabilities`, !s.ok);
-    let link: string | null = null;
-    if (s.ok) {
-      const path = s.reportPath ?? `${encodeURIComponent(s.uid)}/report.html`;
-      // Index and reports travel together: only relative links.
-      if (/^[a-z][a-z0-9+.-]*:|^[/\\]/i.test(path)) {
-        throw new Error(`indexHtml: studies[${i}] (${s.uid}) reportPath must be relative, got "${path}"`);
-      }
-      link = path;
-    }
-    const name = link ? `<a href="${escapeHtml(link)}">${escapeHtml(s.uid)}</a>` : escapeHtml(s.uid);
-    const status = s.ok ? "ok" : `<span class="fail">failed</span>`;
-    let cells: string;
-    if (probs) {
-      cells = probs.map((p) => {
-        // A tint that grows with the probability makes positives stand out in a long table.
-        const a = (0.08 + 0.5 * p).toFixed(2);
-        return `<td class="num" style="background:rgba(200,69,60,${a})">${p.toFixed(3)}</td>`;
-      }).join("");
-    } else cells = `<td colspan="8"></td>`;
-    out.push(`<tr><td class="num">${i + 1}</td><td>${name}</td><td>${status}</td>${cells}</tr>`);
-    if (!s.ok) {
-      out.push(
-        `<tr><td></td><td colspan="10" class="fail">reason: ${
-          escapeHtml(s.error ?? "unknown error")
-        }</td></tr>`,
-      );
-    }
-  });
+  studies.forEach((s, i) => out.push(...indexRow(s, i)));
   out.push(`</table>`);
+  if (studies.some((s) => s?.ok && s.dice)) out.push(diceSection(studies, summary));
   return page("C-spine fracture predictions", out.join("\n"));
+}
+
+/** One study's row(s) of the index table, checked. */
+function indexRow(s: IndexEntry, i: number): string[] {
+  if (typeof s?.uid !== "string" || s.uid === "") {
+    throw new Error(`indexHtml: studies[${i}].uid must be a non-empty string`);
+  }
+  const probs = checkProbs(s.probabilities, `indexHtml: studies[${i}] (${s.uid}) probabilities`, !s.ok);
+  const truth = checkProbs(s.truth, `indexHtml: studies[${i}] (${s.uid}) truth`, true);
+  let link: string | null = null;
+  if (s.ok) {
+    const path = s.reportPath ?? `${encodeURIComponent(s.uid)}/report.html`;
+    // Index and reports travel together: only relative links.
+    if (/^[a-z][a-z0-9+.-]*:|^[/\\]/i.test(path)) {
+      throw new Error(`indexHtml: studies[${i}] (${s.uid}) reportPath must be relative, got "${path}"`);
+    }
+    link = path;
+  }
+  const name = link ? `<a href="${escapeHtml(link)}">${escapeHtml(s.uid)}</a>` : escapeHtml(s.uid);
+  const status = s.ok ? "ok" : `<span class="fail">failed</span>`;
+  const cells = probs ? probCells(probs, truth) : `<td colspan="8"></td>`;
+  const rows = [`<tr><td class="num">${i + 1}</td><td>${name}</td><td>${status}</td>${cells}</tr>`];
+  if (!s.ok) {
+    rows.push(
+      `<tr><td></td><td colspan="10" class="fail">reason: ${
+        escapeHtml(s.error ?? "unknown error")
+      }</td></tr>`,
+    );
+  }
+  return rows;
 }

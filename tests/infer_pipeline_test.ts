@@ -3,12 +3,14 @@
  * pipeline's mechanics do not depend on what the models learned): the submission has 8 valid rows per
  * study, the masks sit on each study's own grid, reports reference nothing remote, a broken study is
  * reported while the others are written, --resume skips, and the classifier ensemble and flip TTA equal a
- * computation by hand from the same crops.
+ * computation by hand from the same crops. With --truth: the index page and score.json carry the score
+ * beside the best constant prediction, a per-study truth table and, for the studies with a ground-truth mask,
+ * per-level dice equal to numpy's on the NIfTI files (nibabel); a study without a mask gets none.
  */
 import { F, models, nn, noGrad, openDevice, tensor, tidy } from "../mod.ts";
 import { saveCheckpoint } from "../io/files.ts";
 import { writeSyntheticDataset } from "../data/synth.ts";
-import { readNifti } from "../data/nifti.ts";
+import { readNifti, volumeToNifti, writeNifti } from "../data/nifti.ts";
 import { parseSubmission } from "../infer/score.ts";
 import { classifyStudy, flipLastAxis } from "../infer/pipeline.ts";
 import { loadEnsemble } from "../infer/ensemble.ts";
@@ -16,7 +18,11 @@ import { loadStudy } from "../infer/study.ts";
 import { predictVolume } from "../infer/segment.ts";
 import { computeMeta } from "../infer/meta.ts";
 import { clsValItemFromMemory } from "../infer/crops/read.ts";
-import { aggregateStudy } from "../infer/metric.ts";
+import { aggregateStudy, competitionScore } from "../infer/metric.ts";
+import { levelDice, meanLevelDice } from "../infer/dice.ts";
+import { findTrainLabels, ORACLE_SOURCE, truthMaskPath } from "../infer/evaluate.ts";
+import { readTrainCsv } from "../data/rsna.ts";
+import { pyFixture } from "./helpers.ts";
 
 const tmp = await Deno.makeTempDir({ prefix: "csn-infer-" });
 const device = await openDevice();
@@ -49,6 +55,22 @@ const good = [...Deno.readDirSync(`${tmp}/data/train_images`)].map((e) => e.name
   n !== "zz-broken"
 );
 const weights = `${tmp}/seg.safetensors,${tmp}/cls0.safetensors,${tmp}/cls1.safetensors`;
+
+// Ground-truth masks for two of the three good studies where the RSNA layout keeps them (segmentations/
+// beside train_images/): z bands of labels 1..8 in a central box; 8 (a thoracic vertebra) is background.
+const masked = good.slice(0, 2);
+await Deno.mkdir(`${tmp}/data/segmentations`, { recursive: true });
+for (const uid of masked) {
+  const { geometry } = await loadStudy(`${tmp}/data/train_images/${uid}`);
+  const [Z, H, W] = geometry.shape;
+  const m = new Uint8Array(Z * H * W);
+  for (let z = 0; z < Z; z++) {
+    for (let y = H >> 2; y < (3 * H) >> 2; y++) {
+      for (let x = W >> 2; x < (3 * W) >> 2; x++) m[(z * H + y) * W + x] = 1 + Math.floor((8 * z) / Z);
+    }
+  }
+  await writeNifti(`${tmp}/data/segmentations/${uid}.nii`, volumeToNifti(m, geometry));
+}
 
 async function infer(...args: string[]): Promise<{ code: number; out: string }> {
   const o = await new Deno.Command(Deno.execPath(), {
@@ -108,14 +130,139 @@ Deno.test("infer: 8 valid rows per study, masks on the study grid, self-containe
   assert(index.includes("zz-broken") && good.every((u) => index.includes(u)), "index lists every study");
   const score = JSON.parse(await Deno.readTextFile(`${tmp}/out/score.json`));
   assert(score.studies === 3 && Number.isFinite(score.score), "score.json");
+  await checkEvaluation(score, lines, index, r.out);
 });
 
-Deno.test("infer --resume skips written studies and retries failed ones", async () => {
+/** score.json, index.html and the printout of the first run against independent computations. */
+async function checkEvaluation(score: any, lines: any[], index: string, out: string): Promise<void> {
+  // No classifier run folder among the weights: the constant is the truth's own prevalence, said so.
+  const truth = new Map((await readTrainCsv(`${tmp}/data/train.csv`)).map((r) => [r.uid, r.labels]));
+  const held = good.map((u) => truth.get(u)!);
+  const rates = [0, 1, 2, 3, 4, 5, 6, 7].map((j) =>
+    Math.min(0.99, Math.max(0.01, held.reduce((a, y) => a + y[j], 0) / held.length))
+  );
+  assert(score.constant.source === ORACLE_SOURCE, `constant source ${score.constant.source}`);
+  assert(score.constant.probabilities.every((p: number, j: number) => p === rates[j]), "held-out prevalence");
+  const want = competitionScore(
+    new Map(good.map((u) => [u, rates])),
+    new Map(good.map((u) => [u, truth.get(u)!])),
+  );
+  assert(
+    Math.abs(score.constant.score - want.score) < 1e-12,
+    `constant ${score.constant.score} vs ${want.score}`,
+  );
+  assert(Math.abs(score.ratio - score.score / want.score) < 1e-12, "ratio");
+  for (
+    const s of [score.score.toFixed(4), score.constant.score.toFixed(4), ORACLE_SOURCE, "Segmentation dice"]
+  ) {
+    assert(index.includes(s), `index.html lacks ${s}`);
+  }
+  // The truth table: every good study's row shows each probability with its true label.
+  for (const u of good) {
+    const row = index.slice(index.indexOf(`>${u}</a>`), index.indexOf("</tr>", index.indexOf(`>${u}</a>`)));
+    assert((row.match(/<span class="small">\([01]\)<\/span>/g) ?? []).length === 8, `truth cells of ${u}`);
+  }
+  assert(index.includes("no ground-truth mask"), "the study without a mask is said to have none");
+  // Per-level dice: numpy on the two NIfTI files (nibabel), voxel for voxel.
+  const py = await pyFixture("infer_fixtures.py", {
+    level_dice: masked.map((u) => ({
+      pred: `${tmp}/out/${u}/vertebrae.nii.gz`,
+      truth: `${tmp}/data/segmentations/${u}.nii`,
+    })),
+  });
+  assert(
+    score.dice.studies === 2 && Object.keys(score.dice.perStudy).sort().join() === [...masked].sort().join(),
+    "dice studies",
+  );
+  masked.forEach((u, i) => closeDice(score.dice.perStudy[u], py.level_dice[i], `dice of ${u}`));
+  const mean = meanLevelDice(py.level_dice);
+  closeDice(score.dice.perLevel, mean.perLevel, "mean dice per level");
+  closeDice([score.dice.mean], [mean.mean], "mean dice");
+  const noMask = lines.find((l) => l.uid === good[2]);
+  assert(noMask.ok && noMask.dice === undefined && noMask.mask === undefined, "no dice without a mask");
+  const last = out.split("\n").filter((l) => l.startsWith("infer: 3 studies: competition score")).at(-1)!;
+  assert(
+    last.includes(
+      `competition score ${score.score.toFixed(4)} vs ${
+        score.constant.score.toFixed(4)
+      } for the best constant prediction (ratio`,
+    ) &&
+      last.includes("; segmentation dice C1..C7 ") && last.includes(`mean ${mean.mean!.toFixed(3)}`),
+    `final line: ${last}`,
+  );
+}
+
+function closeDice(got: (number | null)[], want: (number | null)[], what: string): void {
+  assert(got.length === want.length, `${what}: ${got.length} values vs ${want.length}`);
+  got.forEach((g, i) => {
+    const w = want[i];
+    if (g === null || w === null ? g !== w : Math.abs(g - w) > 1e-6) {
+      throw new Error(`${what} C${i + 1}: ${g} vs ${w}`);
+    }
+  });
+}
+
+Deno.test("infer --resume skips written studies and retries failed ones; --train-labels sets the constant", async () => {
   const before = await Deno.readTextFile(`${tmp}/out/submission.csv`);
-  const r = await infer("--data", `${tmp}/data`, "--weights", weights, "--out", `${tmp}/out`, "--resume");
+  const dice = JSON.parse(await Deno.readTextFile(`${tmp}/out/score.json`)).dice;
+  // Training labels with known rates: overall 3/4, C1 1/4, C2 2/4, C3 1/4, C4..C7 0 (clipped to 0.01).
+  await Deno.writeTextFile(
+    `${tmp}/train-labels.csv`,
+    "StudyInstanceUID,patient_overall,C1,C2,C3,C4,C5,C6,C7\n" +
+      ["t1,1,1,1,0,0,0,0,0", "t2,1,0,1,0,0,0,0,0", "t3,1,0,0,1,0,0,0,0", "t4,0,0,0,0,0,0,0,0"].join("\n") +
+      "\n",
+  );
+  const r = await infer(
+    ...["--data", `${tmp}/data`, "--weights", weights, "--out", `${tmp}/out`, "--resume"],
+    ...["--truth", `${tmp}/data/train.csv`, "--train-labels", `${tmp}/train-labels.csv`],
+  );
   assert(r.out.includes("3 studies already written, skipped"), r.out);
   assert(r.out.includes("infer 1/1 studies"), `only the failed study is tried again: ${r.out}`);
   assert((await Deno.readTextFile(`${tmp}/out/submission.csv`)) === before, "same submission");
+  const score = JSON.parse(await Deno.readTextFile(`${tmp}/out/score.json`));
+  const rates = [0.75, 0.25, 0.5, 0.25, 0.01, 0.01, 0.01, 0.01];
+  assert(
+    score.constant.probabilities.join() === rates.join(),
+    `training rates ${score.constant.probabilities}`,
+  );
+  assert(score.constant.source.includes(`${tmp}/train-labels.csv (4 studies)`), score.constant.source);
+  assert(JSON.stringify(score.dice) === JSON.stringify(dice), "the dice of resumed studies are kept");
+  assert(r.out.includes(`infer: baseline: ${score.constant.source}`), r.out);
+});
+
+Deno.test("levelDice by hand on a tiny volume; truthMaskPath in the RSNA layout and with --masks; findTrainLabels", async () => {
+  // C1: P 3, G 2, overlap 2 -> 0.8; C2: P 1, G 0 -> 0; C3: G 1 -> 0; label 9 is background; C4..C7: none.
+  const pred = Uint8Array.from([1, 1, 1, 2, 0, 0, 0, 0]);
+  const truth = Uint8Array.from([1, 1, 0, 0, 3, 9, 0, 0]);
+  const d = levelDice(pred, truth);
+  closeDice(d, [0.8, 0, 0, null, null, null, null], "levelDice");
+  const m = meanLevelDice([d, [1, null, null, null, null, null, 0.5]]);
+  closeDice(m.perLevel, [0.9, 0, 0, null, null, null, 0.5], "meanLevelDice");
+  closeDice([m.mean], [(0.9 + 0.5) / 4], "mean over levels");
+  const ref = (uid: string) => ({ uid, dir: `${tmp}/data/train_images/${uid}` });
+  assert(
+    (await truthMaskPath(ref(masked[0]))) === `${tmp}/data/segmentations/${masked[0]}.nii`,
+    "RSNA layout",
+  );
+  assert((await truthMaskPath(ref(good[2]))) === null, "no mask");
+  assert(
+    (await truthMaskPath({ uid: masked[0], dir: `${tmp}/x/${masked[0]}` })) === null,
+    "not the RSNA layout",
+  );
+  assert((await truthMaskPath(ref(masked[1]), `${tmp}/data/segmentations`)) !== null, "--masks");
+  assert((await truthMaskPath(ref(masked[1]), `${tmp}/nowhere`)) === null, "--masks without the file");
+  // The training labels a classifier run folder names, found from a `train all` folder or the run itself.
+  await Deno.mkdir(`${tmp}/pipe/cls-x`, { recursive: true });
+  await Deno.writeTextFile(
+    `${tmp}/pipe/cls-x/config.json`,
+    JSON.stringify({ stage: "cls", labels: `${tmp}/data/train.csv` }),
+  );
+  assert((await findTrainLabels(`${tmp}/pipe`)) === `${tmp}/data/train.csv`, "train all folder");
+  assert(
+    (await findTrainLabels(`${tmp}/seg.safetensors,${tmp}/pipe/cls-x`)) === `${tmp}/data/train.csv`,
+    "run",
+  );
+  assert((await findTrainLabels(weights)) === null, "checkpoint files name no training labels");
 });
 
 Deno.test("the classifier ensemble and flip TTA equal the computation by hand", async () => {

@@ -348,6 +348,52 @@ Deno.test("indexHtml: relative links, probabilities, failures with their reason"
   assert(err.includes("reportPath must be relative"), `error "${err}"`);
 });
 
+Deno.test("indexHtml with a truth file: score beside the baseline, truth per cell, wrong calls, dice table", () => {
+  const summary = {
+    score: { score: 0.61234, studies: 2 },
+    constant: {
+      score: 0.54321,
+      source: "constant prediction at the held-out prevalence (an oracle baseline)",
+    },
+    ratio: 0.61234 / 0.54321,
+    dice: { perLevel: [0.9, 0.8, null, 0.7, 0.6, 0.5, 0.4], mean: 0.65, studies: 1 },
+  };
+  const html = indexHtml([
+    {
+      uid: "1.2.1",
+      ok: true,
+      probabilities: [0.9, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7],
+      truth: [1, 0, 1, 0, 0, 0, 1, 0],
+      dice: [0.9, 0.8, null, 0.7, 0.6, 0.5, 0.4],
+    },
+    { uid: "1.2.2", ok: true, probabilities: [0.2, 0, 0, 0, 0, 0, 0, 0], truth: [0, 0, 0, 0, 0, 0, 0, 0] },
+    { uid: "1.2.3", ok: false, probabilities: null, error: "unreadable" },
+  ], summary);
+  assertSelfContained(html, "index");
+  for (
+    const s of [
+      "Competition score <b>0.6123</b> over 2 studies vs <b>0.5432</b> for the best constant prediction",
+      "ratio 1.13",
+      "no better than the constant",
+      "Baseline: constant prediction at the held-out prevalence (an oracle baseline).",
+      '>0.900 <span class="small">(1)</span><',
+      '>0.000 <span class="small">(0)</span><',
+      "Segmentation dice",
+      "<th>mean over 1 study</th>",
+      "no ground-truth mask",
+    ]
+  ) assert(html.includes(s), `index lacks ${s}`);
+  // Wrong at 0.5 in study 1: C2 (0.2 vs 1), C5 (0.5 vs 0), C6 (0.6 vs 1 is right), C7 (0.7 vs 0).
+  const wrong = [...html.matchAll(/<td class="num wrong"[^>]*title="truth (\d), wrong at 0.5">([\d.]+)/g)]
+    .map((m) => `${m[2]}:${m[1]}`);
+  assert(wrong.join() === "0.200:1,0.500:0,0.700:0", `wrong calls ${wrong}`);
+  // The study's dice row: 7 levels (– for the level neither mask has) and its mean over the 6 measured.
+  assert(html.includes(`<td class="num">–</td>`), "unmeasured level");
+  assert(html.includes(`<td class="num">${(3.9 / 6).toFixed(3)}</td></tr>`), "the study's mean dice");
+  const plain = indexHtml([{ uid: "x", ok: true, probabilities: [0, 0, 0, 0, 0, 0, 0, 0] }]);
+  assert(!plain.includes("Score") && !plain.includes("Segmentation dice"), "no truth, no score or dice");
+});
+
 Deno.test("report renders in headless Chromium (skipped without /usr/bin/chromium)", async () => {
   const chromium = "/usr/bin/chromium";
   if (!(await Deno.stat(chromium).then(() => true, () => false))) return;
