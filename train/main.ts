@@ -1,8 +1,9 @@
 /**
  * The main job on built-in data (README's first command): trains the whole pipeline on the phantoms
  * (`train all`, tiny preset: segmentor, masks, classifier, averaging), then runs `deno task infer` on a
- * held-out set of phantom studies the models never saw, printing the competition score and where the masks
- * and reports are. Rerunning skips what is done.
+ * held-out set of phantom studies the models never saw (each with its ground-truth mask), printing the
+ * competition score beside the best constant prediction, the per-level dice of the predicted masks, and
+ * where the masks and reports are. Rerunning skips what is done.
  *
  *   deno task main [--out out/pipeline] [--heldout 8]
  */
@@ -10,6 +11,7 @@ import { parseFlags } from "../cli/flags.ts";
 import { runAll } from "./stages.ts";
 import { writeSyntheticDataset } from "../data/synth.ts";
 import { INFER_DEFAULTS, runInference } from "../infer/pipeline.ts";
+import { summaryLine } from "../infer/evaluate.ts";
 import { duration } from "../cli/progress.ts";
 
 const f = parseFlags(Deno.args, {
@@ -20,7 +22,8 @@ const f = parseFlags(Deno.args, {
 const t0 = performance.now();
 await runAll({ out: f.out, workers: f.workers, seed: 0, preset: "tiny" });
 const held = "out/phantoms-heldout";
-const spec = JSON.stringify({ studies: f.heldout, seed: 7777, size: 128 });
+// Masks for every held-out study, so that the predicted vertebrae can be scored per level (dice).
+const spec = JSON.stringify({ studies: f.heldout, seed: 7777, size: 128, maskFraction: 1 });
 if ((await Deno.readTextFile(`${held}/phantoms.json`).catch(() => "")) !== spec) {
   console.log(`main: writing ${f.heldout} held-out phantom studies to ${held}`);
   await Deno.remove(held, { recursive: true }).catch(() => {});
@@ -29,7 +32,7 @@ if ((await Deno.readTextFile(`${held}/phantoms.json`).catch(() => "")) !== spec)
     studies: f.heldout as number,
     seed: 7777,
     size: 128,
-    maskFraction: 0,
+    maskFraction: 1,
   });
   await Deno.writeTextFile(`${held}/phantoms.json`, spec);
 }
@@ -43,9 +46,10 @@ const r = await runInference({
   report: true,
   nifti: true,
 });
+const judged = r.evaluation ? summaryLine(r.evaluation) : "not scored (no study was predicted)";
 console.log(
-  `main: done in ${duration((performance.now() - t0) / 1000)}; held-out phantoms: competition score ${
-    r.score?.toFixed(4)
-  } (lower is better); open out/infer/index.html for the reports, out/infer/<uid>/vertebrae.nii.gz for the masks`,
+  `main: done in ${duration((performance.now() - t0) / 1000)}; open out/infer/index.html for the reports, ` +
+    `out/infer/<uid>/vertebrae.nii.gz for the masks`,
 );
+console.log(`main: held-out phantoms: ${judged}`);
 if (r.failed.length) Deno.exitCode = 1;

@@ -138,3 +138,42 @@ export function segModelConfig(c: SegConfig): ModelConfig {
     size: c.size,
   };
 }
+
+/** A seg run's validation dice per level, from its log (what {@link segValidationDice} returns). */
+export interface SegDiceReport {
+  /** The epoch whose weights best.safetensors holds (the highest mean dice), 1-based, and epochs logged. */
+  epoch: number;
+  epochs: number;
+  /** The validation fold and its studies (seg_folds.csv of the run's cache). */
+  fold: number;
+  studies: number;
+  /** C1..C7, null for a level no validation study had enough voxels of; and the validator's mean. */
+  perLevel: (number | null)[];
+  mean: number;
+}
+
+/**
+ * The per-level validation dice of a seg run folder at its best epoch (the weights `predict-seg` and
+ * inference use, best.safetensors), read from the epoch records of its log.jsonl; null before any
+ * validation.
+ */
+export async function segValidationDice(runDir: string): Promise<SegDiceReport | null> {
+  const text = await Deno.readTextFile(`${runDir}/log.jsonl`).catch(() => "");
+  // Epoch records carry metrics; step records do not.
+  const epochs = text.split("\n").filter((l) => l.trim())
+    .map((l) => JSON.parse(l) as { epoch: number; metrics?: Record<string, number> })
+    .filter((r): r is { epoch: number; metrics: Record<string, number> } => Number.isFinite(r.metrics?.dice));
+  if (!epochs.length) return null;
+  // The first of equal maxima, as the trainer keeps its best (a later tie does not replace it).
+  const best = epochs.reduce((a, b) => (b.metrics.dice > a.metrics.dice ? b : a));
+  const cfg = JSON.parse(await Deno.readTextFile(`${runDir}/config.json`));
+  const folds = await readFoldsCsv(`${cfg.cache}/seg_folds.csv`).catch(() => new Map<string, number>());
+  return {
+    epoch: best.epoch,
+    epochs: epochs.length,
+    fold: cfg.fold,
+    studies: [...folds.values()].filter((f) => f === cfg.fold).length,
+    perLevel: [1, 2, 3, 4, 5, 6, 7].map((c) => best.metrics[`dice_C${c}`] ?? null),
+    mean: best.metrics.dice,
+  };
+}

@@ -10,7 +10,7 @@ import { UsageError } from "../cli/flags.ts";
 import { RunFolder } from "./run_folder.ts";
 import { train, type TrainerOptions, type TrainResult, type TrainTask } from "./trainer.ts";
 import { CLS_SEED, CLS_TINY, type ClsConfig, SEG_PRESETS, type SegConfig } from "./presets.ts";
-import { buildSegModel, segFolds, segModelConfig, segStudies, segTask } from "./seg.ts";
+import { buildSegModel, segFolds, segModelConfig, segStudies, segTask, segValidationDice } from "./seg.ts";
 import { buildClsModel, clsFolds, clsModelConfig, clsStudies, clsTask } from "./cls.ts";
 import { initFrom, loadModel } from "../infer/load.ts";
 import { predictDataset } from "../infer/predict_dataset.ts";
@@ -19,7 +19,7 @@ import { listCached } from "../data/cache.ts";
 import { duration } from "../cli/progress.ts";
 import { averageCheckpoints } from "./average.ts";
 import { writeFileAtomic } from "../io/files.ts";
-import { competitionScore } from "../infer/metric.ts";
+import { constantScore, positiveRates } from "../infer/score.ts";
 import { underMpirun } from "../parallel/mpi.ts";
 import { launchRanks, parseDevices } from "../parallel/launch.ts";
 import { openWorld, type World } from "../parallel/world.ts";
@@ -429,12 +429,13 @@ async function hasRun(dir: string): Promise<boolean> {
 
 /**
  * Scores classifier weights on the validation fold of a classifier run's configuration, beside the best
- * constant prediction (each target's positive rate in the training fold), with the competition metric.
+ * constant prediction (each target's positive rate in the training fold, clipped like the model's outputs),
+ * with the competition metric; `constantFrom` says where the rates come from.
  */
 export async function evaluateCls(
   weights: string,
   runDir: string,
-): Promise<{ score: number; constant: number }> {
+): Promise<{ score: number; constant: number; constantFrom: string }> {
   const cfg = JSON.parse(await Deno.readTextFile(`${runDir}/config.json`));
   const { studies } = await clsStudies(cfg.cache, cfg.labels);
   const folds = await clsFolds(cfg.foldsFile, studies, cfg.folds);
@@ -446,12 +447,13 @@ export async function evaluateCls(
     const task = clsTask({ device, model: model as never, cache: cfg.cache, train: tr, val, config: cfg });
     const quiet = { update() {}, log() {}, done() {} } as never;
     const m = await task.validate(quiet);
-    const rate = Array.from({ length: 8 }, (_, j) => tr.reduce((s, t) => s + t.labels[j], 0) / tr.length);
-    const constant = competitionScore(
-      new Map(val.map((s) => [s.uid, rate])),
+    const constant = constantScore(
+      positiveRates(tr.map((s) => s.labels)),
       new Map(val.map((s) => [s.uid, [s.labels.slice(1).some((v) => v) ? 1 : 0, ...s.labels.slice(1)]])),
-    ).score;
-    return { score: m.loss, constant };
+    );
+    const constantFrom =
+      `each target's positive rate in the ${tr.length} training-fold studies of ${cfg.labels}`;
+    return { score: m.loss, constant, constantFrom };
   } finally {
     model.dispose();
     device.destroy();
@@ -520,17 +522,29 @@ export async function runAll(f: Flags): Promise<void> {
       const swa = await runAverage({ run: dir, best: Math.min(c.averageBest, c.epochs) });
       const e = await evaluateCls(swa, dir);
       results.push(
-        `${enc} fold ${fold}: averaged classifier ${e.score.toFixed(4)} vs best constant ${
+        `${enc} fold ${fold}: averaged classifier ${e.score.toFixed(4)} vs ${
           e.constant.toFixed(4)
-        } ` +
-          `(ratio ${(e.score / e.constant).toFixed(2)}) -> ${swa}`,
+        } for the ` +
+          `best constant prediction (ratio ${(e.score / e.constant).toFixed(2)}) -> ${swa}`,
+        `    (the constant: ${e.constantFrom})`,
       );
     }
   }
   console.log(
     `all: done in ${
       duration((performance.now() - t0) / 1000)
-    }; held-out competition metric (lower is better):`,
+    }; held-out competition metric on each classifier's validation fold (lower is better):`,
   );
   for (const r of results) console.log(`  ${r}`);
+  console.log(`  ${await segDiceLine(segDir)}`);
+}
+
+/** The segmentor's per-level validation dice at its best epoch, as `train all` prints it last. */
+async function segDiceLine(segDir: string): Promise<string> {
+  const d = await segValidationDice(segDir);
+  if (!d) return `segmentor ${segDir}: no validation epoch logged, so no dice`;
+  return `segmentor ${segDir}/best.safetensors (epoch ${d.epoch} of ${d.epochs}): validation dice on seg ` +
+    `fold ${d.fold} (${d.studies} studies) C1..C7 ${
+      d.perLevel.map((v) => v === null ? "-" : v.toFixed(3)).join(" ")
+    }, mean ${d.mean.toFixed(3)}`;
 }
