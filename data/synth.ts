@@ -33,8 +33,8 @@ export interface SynthOptions {
   positiveFraction?: number;
   /** Slice spacings to draw from, mm (default 1, 1.25, 1.5, 2). */
   thickness?: number[];
-  /** Called after each study (for progress). */
-  onStudy?: (i: number, uid: string) => void;
+  /** Called after each study (for progress, or a picture of it); awaited. */
+  onStudy?: (i: number, uid: string, study: PhantomStudy) => void | Promise<void>;
 }
 
 /** Options of {@link phantomStudy} beyond the seed and size. */
@@ -188,7 +188,7 @@ export async function writeSyntheticDataset(o: SynthOptions): Promise<StudyLabel
       patientOverall: st.fractured.some((f) => f) ? 1 : 0,
       vertebrae: st.fractured,
     });
-    o.onStudy?.(s, studyUid);
+    await o.onStudy?.(s, studyUid, st);
   }
   const csv = [
     "StudyInstanceUID,patient_overall,C1,C2,C3,C4,C5,C6,C7",

@@ -5,16 +5,24 @@
 import { type Flags, type FlagSpec, parseFlags, usage, UsageError } from "../cli/flags.ts";
 import { duration, Progress } from "../cli/progress.ts";
 import { type SynthOptions, writeSyntheticDataset } from "../data/synth.ts";
+import { writeFileAtomic } from "../io/files.ts";
+import { phantomPreview } from "./phantom_preview.ts";
 
 /** One flag of the command: its spec, the SynthOptions key it sets and what a valid value is. */
 interface SynthFlag extends FlagSpec {
   key: Exclude<keyof SynthOptions, "onStudy">;
   /** The requirement a value breaks ("an integer >= 1"), or undefined when it is valid. */
   check?: (v: unknown) => string | undefined;
+  /** The option's value from the flag's (after `check`). */
+  parse?: (v: unknown) => unknown;
 }
 
 const integer = (min: number) => (v: unknown) =>
   Number.isInteger(v) && (v as number) >= min ? undefined : `an integer >= ${min}`;
+const mmList = (v: unknown) =>
+  String(v).split(",").every((x) => Number(x) > 0 && Number(x) <= 10)
+    ? undefined
+    : "comma-separated mm in (0, 10]";
 const fraction = (v: unknown) => typeof v === "number" && v >= 0 && v <= 1 ? undefined : "a number in 0..1";
 
 /** The flags, one row per option of data/synth.ts's SynthOptions. */
@@ -30,6 +38,26 @@ export const SYNTH_FLAGS: Record<string, SynthFlag> = {
     help: "fraction of studies with a segmentation mask",
     check: fraction,
   },
+  "positive-fraction": {
+    key: "positiveFraction",
+    type: "number",
+    default: 0.5,
+    help: "fraction of studies with at least one fracture",
+    check: fraction,
+  },
+  thickness: {
+    key: "thickness",
+    type: "string",
+    default: "1,1.25,1.5,2",
+    help: "slice spacings (mm) a study draws from",
+    check: mmList,
+    parse: (v) => String(v).split(",").map(Number),
+  },
+};
+
+/** Flags of the command that are not dataset options. */
+const EXTRA_FLAGS: Record<string, FlagSpec> = {
+  preview: { type: "number", default: 0, help: "pictures of the first N studies' anatomy in <out>/preview/" },
 };
 
 /** The SynthOptions of parsed flags; a value out of range throws UsageError naming the flag. */
@@ -38,26 +66,28 @@ export function synthOptions(f: Flags): SynthOptions {
   for (const [name, s] of Object.entries(SYNTH_FLAGS)) {
     const bad = s.check?.(f[name]);
     if (bad) throw new UsageError(`--${name} must be ${bad}, got ${f[name]}`);
-    o[s.key] = f[name];
+    o[s.key] = s.parse ? s.parse(f[name]) : f[name];
   }
   return o as unknown as SynthOptions;
 }
 
 /** Runs the command line; returns the exit code (2 for usage errors, as train/cli.ts). */
 export async function main(args: string[]): Promise<number> {
-  let o: SynthOptions;
+  let o: SynthOptions, preview = 0;
   try {
-    const f = parseFlags(args, SYNTH_FLAGS);
+    const f = parseFlags(args, { ...SYNTH_FLAGS, ...EXTRA_FLAGS });
     if (f.help) {
       console.log(
         usage(
           "deno task synth: phantom CT studies in the RSNA layout (train_images/, segmentations/, train.csv)",
-          SYNTH_FLAGS,
+          { ...SYNTH_FLAGS, ...EXTRA_FLAGS },
         ),
       );
       return 0;
     }
     o = synthOptions(f);
+    preview = f.preview as number;
+    if (!Number.isInteger(preview) || preview < 0) throw new UsageError(`--preview must be an integer >= 0`);
   } catch (e) {
     console.error(`synth: ${(e as Error).message}`);
     return 2;
@@ -67,7 +97,11 @@ export async function main(args: string[]): Promise<number> {
   try {
     await writeSyntheticDataset({
       ...o,
-      onStudy: (i, uid) => {
+      onStudy: async (i, uid, st) => {
+        if (i < preview) {
+          await Deno.mkdir(`${o.out}/preview`, { recursive: true });
+          await writeFileAtomic(`${o.out}/preview/${uid}.png`, await phantomPreview(st), "preview");
+        }
         const sec = (performance.now() - t0) / 1000;
         const eta = (sec / (i + 1)) * (o.studies - i - 1);
         progress.update(`study ${i + 1}/${o.studies} ${uid}  ${duration(sec)}, ETA ${duration(eta)}`);
@@ -81,7 +115,7 @@ export async function main(args: string[]): Promise<number> {
   progress.done();
   console.log(
     `wrote ${o.studies} studies to ${o.out}/train_images, masks to ${o.out}/segmentations, ` +
-      `labels to ${o.out}/train.csv`,
+      `labels to ${o.out}/train.csv${preview ? `, pictures of the anatomy to ${o.out}/preview/` : ""}`,
   );
   return 0;
 }
