@@ -7,30 +7,49 @@
  *
  *   deno task main [--out out/pipeline] [--heldout 8]
  */
-import { parseFlags } from "../cli/flags.ts";
+import { type Flags, parseFlags, usage } from "../cli/flags.ts";
 import { runAll } from "./stages.ts";
-import { writeSyntheticDataset } from "../data/synth.ts";
+import { PHANTOM_VERSION, writeSyntheticDataset } from "../data/synth.ts";
 import { INFER_DEFAULTS, runInference } from "../infer/pipeline.ts";
 import { summaryLine } from "../infer/evaluate.ts";
 import { duration } from "../cli/progress.ts";
 
-const f = parseFlags(Deno.args, {
-  out: { type: "string", default: "out/pipeline", help: "" },
-  heldout: { type: "number", default: 8, help: "" },
-  workers: { type: "number", default: 2, help: "" },
-});
+const FLAGS = {
+  out: { type: "string", default: "out/pipeline", help: "the pipeline's run folders" },
+  heldout: { type: "number", default: 8, help: "held-out phantom studies scored at the end" },
+  "heldout-seed": { type: "number", default: 7777, help: "seed of the held-out phantoms (never tuned on)" },
+  workers: { type: "number", default: 2, help: "preprocessing and loader Workers" },
+} as const;
+let f: Flags;
+try {
+  f = parseFlags(Deno.args, FLAGS);
+} catch (e) {
+  console.error(`main: ${(e as Error).message}`);
+  Deno.exit(2);
+}
+if (f.help) {
+  console.log(usage("deno task main: train the whole pipeline on phantoms, score held-out phantoms", FLAGS));
+  Deno.exit(0);
+}
 const t0 = performance.now();
 await runAll({ out: f.out, workers: f.workers, seed: 0, preset: "tiny" });
 const held = "out/phantoms-heldout";
 // Masks for every held-out study, so that the predicted vertebrae can be scored per level (dice).
-const spec = JSON.stringify({ studies: f.heldout, seed: 7777, size: 128, maskFraction: 1 });
+const heldSeed = f["heldout-seed"] as number;
+const spec = JSON.stringify({
+  studies: f.heldout,
+  seed: heldSeed,
+  size: 128,
+  maskFraction: 1,
+  version: PHANTOM_VERSION,
+});
 if ((await Deno.readTextFile(`${held}/phantoms.json`).catch(() => "")) !== spec) {
   console.log(`main: writing ${f.heldout} held-out phantom studies to ${held}`);
   await Deno.remove(held, { recursive: true }).catch(() => {});
   await writeSyntheticDataset({
     out: held,
     studies: f.heldout as number,
-    seed: 7777,
+    seed: heldSeed,
     size: 128,
     maskFraction: 1,
   });
