@@ -34,8 +34,9 @@ let charls: any = null;
 // deno-lint-ignore no-explicit-any
 let openjpeg: any = null;
 
-// Why the wasm codecs could not load (a browser page cannot fetch their wasm): only JPEG-LS and JPEG 2000
-// series need them, so the other syntaxes still decode and those two report this.
+// Why the wasm codecs could not load (in a browser, the bundle fetches their .wasm beside the page, which
+// web/serve.ts serves; another server may not): only JPEG-LS and JPEG 2000 series need them, so the other
+// syntaxes still decode and those two report this.
 let codecError = "";
 
 /** Loads the wasm codecs (once per process); a failure is reported when a JPEG-LS/2000 frame needs them. */

@@ -8,6 +8,7 @@
  */
 import dicomParser from "dicom-parser";
 import { inflateRawSync } from "node:zlib";
+import { inflateRaw } from "../io/inflate.ts";
 import { decodeFrame, initCodecs, isEncapsulated, TRANSFER_SYNTAXES } from "./codecs.ts";
 
 /** One decoded slice with the attributes the series needs. */
@@ -181,6 +182,13 @@ function truncation(bytes: Uint8Array, ds?: dicomParser.DataSet): string | undef
   return `truncated: the element ${tag} at byte ${offset} needs ${length} bytes, ${has}`;
 }
 
+/**
+ * Inflates a deflated data set: node:zlib in Deno (about 4x faster), the engine's inflater (io/inflate.ts)
+ * in the browser page, whose bundle has no zlib.
+ */
+const inflate = (b: Uint8Array): Uint8Array =>
+  "Deno" in globalThis ? inflateRawSync(b) : inflateRaw(b, b.length * 4, "deflate stream");
+
 /** Parses one DICOM file and decodes its pixels. Errors name the file. */
 export function readDicomFile(bytes: Uint8Array, file: string): DicomSlice {
   let ds: dicomParser.DataSet;
@@ -189,7 +197,7 @@ export function readDicomFile(bytes: Uint8Array, file: string): DicomSlice {
       inflater: (arr: Uint8Array, pos: number) => {
         let inflated: Uint8Array;
         try {
-          inflated = inflateRawSync(arr.subarray(pos));
+          inflated = inflate(arr.subarray(pos));
         } catch (e) {
           throw new Error(`the deflated data set at byte ${pos} does not inflate: ${errorText(e)}`);
         }

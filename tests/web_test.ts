@@ -2,7 +2,10 @@
  * The browser page (`deno task serve`) in a real browser: Debian's chromium, headless, WebGPU through its
  * own SwiftShader, driven by puppeteer-core (one launch for the module). The page's ops and a tiny CSN
  * forward equal Deno's on lavapipe; its pipeline on a phantom study (uploaded as files) gives the
- * probabilities of `runInference` on the same folder and weights; a non-DICOM drop shows the page's error.
+ * probabilities of `runInference` on the same folder and weights, and its table says "not found" for the
+ * vertebrae runInference found no voxels of; series in every transfer syntax (JPEG-LS, JPEG 2000, deflated,
+ * JPEG Lossless, RLE, implicit VR, big endian; pydicom, dcmtk and GDCM as in tests/dicom_test.ts) read in the
+ * page give Deno's stored values; a non-DICOM drop shows the page's error.
  * A screenshot of the result view lands in out/tests/web/result.png.
  *
  * Tolerances: ops and forward |page - deno| <= 1e-4 * (1 + |deno|) (fp32 on two different Vulkan CPU
@@ -15,6 +18,8 @@ import { writeSyntheticDataset } from "../data/synth.ts";
 import { runInference } from "../infer/pipeline.ts";
 import { csnForward, opsSuite } from "../web/checks.ts";
 import { serveWeb } from "../web/serve.ts";
+import { NOT_FOUND, probabilityRows } from "../web/rows.ts";
+import { readDicomSeries } from "../data/dicom.ts";
 
 const CHROMIUM = "/usr/bin/chromium";
 const OUT = new URL("../out/tests/web/", import.meta.url).pathname;
@@ -34,6 +39,21 @@ function close(name: string, got: number[], want: number[], tol: number) {
 }
 
 const hasChromium = await Deno.stat(CHROMIUM).then(() => true, () => false);
+
+Deno.test('web: the probability rows say "not found" for vertebrae without a box, as the report', () => {
+  const p = [0.5, 0.1, 0.2, 0.3, 0.4, 0.6, 0.7, 0.123456];
+  const rows = probabilityRows(p, { "1": [[0, 0, 0, 1, 1, 1], 1], "7": [[0, 0, 0, 1, 1, 1], 1] });
+  const want = ["0.5000", "0.1000", NOT_FOUND, NOT_FOUND, NOT_FOUND, NOT_FOUND, NOT_FOUND, "0.1235"];
+  assert(rows.map((r) => r.text).join() === want.join(), `rows: ${rows.map((r) => r.text)}`);
+  assert(rows[2].probability === null && rows[7].probability === p[7], "probability of the rows");
+  assert(probabilityRows(p, {})[0].text === "0.5000", "patient_overall is always shown");
+  assert(NOT_FOUND === "not found", NOT_FOUND);
+});
+
+async function sh(cmd: string, args: string[]): Promise<void> {
+  const o = await new Deno.Command(cmd, { args, stdout: "piped", stderr: "piped" }).output();
+  if (!o.success) throw new Error(`${cmd} ${args.join(" ")} failed: ${new TextDecoder().decode(o.stderr)}`);
+}
 
 Deno.test({
   name: "web: the page in chromium (WebGPU on SwiftShader) equals Deno",
@@ -141,6 +161,20 @@ Deno.test({
           err <= 1e-4,
           `probabilities: page ${r.probabilities} vs runInference ${want} (max error ${err})`,
         );
+        // The table: "not found" exactly for the vertebrae runInference has no box of.
+        const found = JSON.parse((await Deno.readTextFile(`${out}/predictions.jsonl`)).trim()).vertebrae;
+        const cells = await page.$$eval(
+          "#probs tr td:nth-child(2)",
+          (tds) => tds.map((td) => td.textContent),
+        );
+        const notFound = cells.map((c, j) => (c === NOT_FOUND ? j : -1)).filter((j) => j > 0);
+        const wantNotFound = [1, 2, 3, 4, 5, 6, 7].filter((v) => !found[String(v)]);
+        assert(
+          notFound.join() === wantNotFound.join() && cells[0] === r.probabilities[0].toFixed(4) &&
+            r.rows.join() === cells.join(),
+          `table ${cells} vs vertebrae found by runInference ${Object.keys(found)}`,
+        );
+        console.log(`page table: ${cells.join(" ")}`);
         const links = await page.$$eval("#csv, #nifti", (as) => as.map((a) => (a as HTMLAnchorElement).href));
         assert(links.every((h) => h.startsWith("blob:")), `downloads not ready: ${links}`);
         const csv = await page.evaluate(async () =>
@@ -152,6 +186,53 @@ Deno.test({
         );
         await page.screenshot({ path: `${OUT}/result.png`, fullPage: true });
       });
+
+      await t.step(
+        "every transfer syntax read in the page equals Deno's reader",
+        async () => {
+          const py = Deno.env.get("CSN_PYTHON") ?? "/usr/bin/python3";
+          const fix = new URL("./dicom_fixtures.py", import.meta.url).pathname;
+          await sh(py, [
+            fix,
+            `${tmp}/dcm/raw`,
+            "--slices",
+            "3",
+            "--size",
+            "32",
+            "--truth",
+            `${tmp}/dcm/t.bin`,
+          ]);
+          const conversions: [string, string, string[], string][] = [
+            ["JPEG-LS", "dcmcjpls", [], "1.2.840.10008.1.2.4.80"],
+            ["JPEG 2000", "gdcmconv", ["--j2k"], "1.2.840.10008.1.2.4.90"],
+            ["deflated", "dcmconv", ["+td"], "1.2.840.10008.1.2.1.99"],
+            ["JPEG Lossless", "dcmcjpeg", [], "1.2.840.10008.1.2.4.70"],
+            ["RLE", "dcmcrle", [], "1.2.840.10008.1.2.5"],
+            ["implicit VR", "dcmconv", ["+ti"], "1.2.840.10008.1.2"],
+            ["big endian", "dcmconv", ["+tb"], "1.2.840.10008.1.2.2"],
+          ];
+          for (const [name, tool, args, ts] of conversions) {
+            const dir = `${tmp}/dcm/${name.replace(/\W+/g, "_")}`;
+            await Deno.mkdir(dir);
+            const names = [...Deno.readDirSync(`${tmp}/dcm/raw`)].map((e) => e.name);
+            for (const n of names) await sh(tool, [...args, `${tmp}/dcm/raw/${n}`, `${dir}/${n}`]);
+            const want = await readDicomSeries(dir);
+            const files = names.map((n) => ({ name: n, bytes: [...Deno.readFileSync(`${dir}/${n}`)] }));
+            const got = await page.evaluate((f) => (globalThis as any).csn.readSeries(f), files).catch(
+              (e) => {
+                throw new Error(`${name} in the page: ${e.message}\n${logs.join("\n")}`);
+              },
+            );
+            assert(
+              want.transferSyntax === ts && got.transferSyntax === ts &&
+                got.shape.join() === want.shape.join(),
+              `${name}: page ${got.transferSyntax} ${got.shape}, Deno ${want.transferSyntax} ${want.shape}`,
+            );
+            const bad = got.pixels.findIndex((v: number, i: number) => v !== want.pixels[i]);
+            assert(bad < 0 && got.pixels.length === want.pixels.length, `${name}: value ${bad} differs`);
+          }
+        },
+      );
 
       await t.step("a non-DICOM drop shows the page's error", async () => {
         await page.evaluate(() => {

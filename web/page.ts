@@ -6,7 +6,7 @@
  * leaves the machine: files are read in the page and the models run on the browser's WebGPU adapter.
  *
  * For tests the page exposes `globalThis.csn`: its state ("starting", "ready", "running", "done", "error"),
- * the last result, and the checks of web/checks.ts run on the page's device.
+ * the last result, the checks of web/checks.ts run on the page's device, and the page's DICOM reader.
  */
 import { type Device, openDevice } from "../mod.ts";
 import { checkpointFromBytes } from "../io/checkpoint.ts";
@@ -21,6 +21,7 @@ import { submissionCsv } from "../infer/score.ts";
 import { labelsToNifti } from "../infer/nifti_out.ts";
 import { encodeNifti } from "../data/nifti.ts";
 import { csnForward, opsSuite } from "./checks.ts";
+import { probabilityRows } from "./rows.ts";
 
 /** What the server says about the weights it serves (`/weights.json`). */
 export interface WeightsIndex {
@@ -34,6 +35,8 @@ export interface PageResult {
   uid: string;
   /** patient_overall, C1..C7 (the order of predictions.jsonl). */
   probabilities: number[];
+  /** What the table shows for each: the probability, or "not found" for a vertebra without voxels. */
+  rows: string[];
   /** Seconds per step. */
   timings: Record<string, number>;
   /** Seconds from the first file read to the probabilities. */
@@ -41,7 +44,6 @@ export interface PageResult {
 }
 
 const LOOSE = "dropped files";
-const NAMES = ["patient_overall", "C1", "C2", "C3", "C4", "C5", "C6", "C7"];
 const COLORS = [
   [0, 0, 0],
   [230, 25, 75],
@@ -64,6 +66,14 @@ const state = {
   /** The web/checks.ts computations on this page's device. */
   opsSuite: (seed?: number) => opsSuite(state.device!, seed),
   csnForward: (seed?: number) => csnForward(state.device!, seed),
+  /** The page's DICOM reader on files given as byte arrays: the series' syntax, shape and stored values. */
+  readSeries: async (files: { name: string; bytes: number[] }[]) => {
+    const s = await seriesFromFiles(
+      files.map((f) => ({ name: f.name, bytes: new Uint8Array(f.bytes) })),
+      "test",
+    );
+    return { transferSyntax: s.transferSyntax, shape: s.shape, pixels: [...s.pixels] };
+  },
 };
 (globalThis as unknown as { csn: typeof state }).csn = state;
 
@@ -234,13 +244,15 @@ async function run(files: () => Promise<{ name: string; bytes: Uint8Array }[]>, 
       if (next[k]) step(next[k], "run");
     });
     const uid = study.uid;
+    const rows = probabilityRows(r.probabilities, r.meta.boxes);
     state.result = {
       uid,
       probabilities: r.probabilities,
+      rows: rows.map((row) => row.text),
       timings: t,
       seconds: (performance.now() - t00) / 1000,
     };
-    show(study, r.labels, r.shape, uid, r.probabilities);
+    show(study, r.labels, r.shape, uid, r.probabilities, rows);
     state.state = "done";
   } catch (e) {
     showError(`${name}: ${(e as Error).message}`);
@@ -265,6 +277,7 @@ function show(
   shape: [number, number, number],
   uid: string,
   probs: number[],
+  rows: ReturnType<typeof probabilityRows>,
 ) {
   const h = study.header;
   const [Z, S] = h.cubes.image_256!;
@@ -274,13 +287,16 @@ function show(
   const rowsPer = Math.max(0.25, h.spacing[0] / pixel);
   const tbody = $("probs");
   tbody.textContent = "";
-  NAMES.forEach((n, j) => {
+  rows.forEach((row, j) => {
     const tr = document.createElement("tr");
     const c = j ? COLORS[j] : [120, 120, 120];
-    tr.innerHTML = `<td><span class="sw" style="background:rgb(${c})"></span>${n}</td>` +
-      `<td>${probs[j].toFixed(4)}</td><td><div class="bar" style="width:${
-        (probs[j] * 100).toFixed(1)
-      }%"></div></td>`;
+    // A vertebra the segmentor did not find says so (as the report does), with no bar.
+    tr.innerHTML = `<td><span class="sw" style="background:rgb(${c})"></span>${row.name}</td>` +
+      `<td${row.probability === null ? ' class="missing"' : ""}>${row.text}</td><td>${
+        row.probability === null
+          ? ""
+          : `<div class="bar" style="width:${(row.probability * 100).toFixed(1)}%"></div>`
+      }</td>`;
     tbody.append(tr);
   });
   $("uid").textContent = uid;

@@ -4,6 +4,7 @@
  * weights are those the main job (`deno task main`) trains into out/pipeline; without them the page still
  * opens and says how to get some.
  */
+import { type FlagSpec, parseFlags, usage, UsageError } from "../cli/flags.ts";
 import { expandWeights } from "../infer/ensemble.ts";
 import { resolveWeights } from "../infer/load.ts";
 import type { WeightsIndex } from "./page.ts";
@@ -18,6 +19,22 @@ export interface ServeOptions {
 
 const DEFAULT_WEIGHTS = "out/pipeline";
 const HERE = new URL(".", import.meta.url);
+
+/**
+ * The codecs' wasm (JPEG-LS: CharLS, JPEG 2000: OpenJPEG) by the path the bundle fetches it from: emscripten
+ * looks for it beside the page when the module has no script URL, as in the bundle. The files are those of
+ * the npm packages that data/codecs.ts loads in Deno.
+ */
+const CODEC_WASM: Record<string, URL> = {
+  "/charlswasm_decode.wasm": new URL(
+    "charlswasm_decode.wasm",
+    import.meta.resolve("@cornerstonejs/codec-charls/decodewasmjs"),
+  ),
+  "/openjpegwasm_decode.wasm": new URL(
+    "openjpegwasm_decode.wasm",
+    import.meta.resolve("@cornerstonejs/codec-openjpeg/decodewasmjs"),
+  ),
+};
 
 /** Bundles web/page.ts and its imports (engine, DICOM reader, pipeline) into one browser module. */
 export async function bundlePage(): Promise<string> {
@@ -39,8 +56,9 @@ export async function bundlePage(): Promise<string> {
 }
 
 /**
- * Node leftovers a browser cannot load. The bundle keeps `node:zlib` imports (used by the deflated transfer syntax and .nii.gz files) as imports,
- * which a browser cannot load: each imported function becomes one that throws a clear error when called.
+ * Node leftovers a browser cannot load. The bundle keeps `node:zlib` imports (reading .nii.gz files; deflated
+ * DICOM uses the engine's inflater in the page) as imports, which a browser cannot load: each imported
+ * function becomes one that throws a clear error when called.
  */
 function withoutNodeImports(js: string): string {
   const out = js.replace(
@@ -51,16 +69,17 @@ function withoutNodeImports(js: string): string {
         return `const ${
           alias ?? orig
         } = () => { throw new Error("${orig}: zlib is not available in the browser ` +
-          `(deflated DICOM, 1.2.840.10008.1.2.1.99, cannot be read here)"); };`;
+          `(.nii.gz files cannot be read here)"); };`;
       }).join("\n"),
   );
   const left = out.match(/^import .* from "node:[^"]*";$/m);
   if (left) throw new Error(`web/page.ts bundle: a Node import the browser cannot load: ${left[0]}`);
   // csv-parse (reached through infer/score.ts, never called in the page) builds constants with Buffer.from
-  // when it loads; a Uint8Array stands in for Buffer there.
+  // when it loads; a Uint8Array stands in for Buffer there. The stand-in is a function, because dicom-parser
+  // tests `x instanceof Buffer` when Buffer is defined (copying encapsulated pixel data): nothing is one.
   const shim =
-    `if (typeof globalThis.Buffer === "undefined") globalThis.Buffer = { from: (a) => Uint8Array.from(a), ` +
-    `isBuffer: () => false };\n`;
+    `if (typeof globalThis.Buffer === "undefined") globalThis.Buffer = Object.assign(function Buffer() {}, ` +
+    `{ from: (a) => Uint8Array.from(a), isBuffer: () => false });\n`;
   return shim + out;
 }
 
@@ -99,6 +118,11 @@ export async function serveWeb(o: ServeOptions = {}): Promise<{ url: string; clo
     const path = new URL(req.url).pathname;
     if (path === "/page.js") return new Response(js, { headers: { "content-type": "text/javascript" } });
     if (path === "/weights.json") return Response.json(index);
+    if (path === "/favicon.ico") return new Response(null, { status: 204 });
+    if (CODEC_WASM[path]) {
+      const f = await Deno.open(CODEC_WASM[path]);
+      return new Response(f.readable, { headers: { "content-type": "application/wasm" } });
+    }
     const w = path.match(/^\/weights\/(\d+)\.safetensors$/);
     if (w && files[Number(w[1])]) {
       const f = await Deno.open(files[Number(w[1])]);
@@ -114,34 +138,44 @@ export async function serveWeb(o: ServeOptions = {}): Promise<{ url: string; clo
   return { url, close: () => server.shutdown() };
 }
 
-function usage(msg: string): never {
-  console.error(`serve: ${msg}\nusage: deno task serve [--weights RUN_OR_FILES] [--port P]`);
-  Deno.exit(2);
-}
+const FLAGS: Record<string, FlagSpec> = {
+  weights: {
+    type: "string",
+    help:
+      `checkpoints or run folders, comma-separated, as \`deno task infer --weights\` (default: ${DEFAULT_WEIGHTS})`,
+  },
+  port: { type: "number", default: 8080, help: "port on 127.0.0.1 (0 picks a free one)" },
+};
 
-if (import.meta.main) {
-  const o: ServeOptions = {};
-  const a = [...Deno.args];
-  while (a.length) {
-    const k = a.shift()!;
-    const [name, inline] = k.includes("=")
-      ? [k.slice(0, k.indexOf("=")), k.slice(k.indexOf("=") + 1)]
-      : [k, undefined];
-    const v = inline ?? a.shift();
-    if (name === "--help" || name === "-h") usage("serves the browser page");
-    if (v === undefined) usage(`${name} needs a value`);
-    if (name === "--weights") o.weights = v;
-    else if (name === "--port") {
-      const p = Number(v);
-      if (!Number.isInteger(p) || p < 0 || p > 65535) usage(`--port must be an integer 0..65535, got "${v}"`);
-      o.port = p;
-    } else usage(`unknown argument "${k}"`);
+/** Runs the command line; returns the exit code (2 for usage errors, as train/cli.ts) or null while serving. */
+export async function main(args: string[]): Promise<number | null> {
+  let o: ServeOptions;
+  try {
+    const f = parseFlags(args, FLAGS);
+    if (f.help) {
+      console.log(usage("deno task serve: the browser page (WebGPU) on 127.0.0.1", FLAGS));
+      return 0;
+    }
+    const port = f.port as number;
+    if (!Number.isInteger(port) || port < 0 || port > 65535) {
+      throw new UsageError(`--port must be an integer 0..65535, got ${port}`);
+    }
+    o = { weights: f.weights as string | undefined, port };
+  } catch (e) {
+    console.error(`serve: ${(e as Error).message}`);
+    return 2;
   }
   try {
     const s = await serveWeb(o);
     console.log(`serve: open ${s.url} in a browser with WebGPU (Chrome/Chromium, Edge); Ctrl-C stops`);
+    return null;
   } catch (e) {
     console.error(`serve: ${(e as Error).message}`);
-    Deno.exit(1);
+    return 1;
   }
+}
+
+if (import.meta.main) {
+  const code = await main(Deno.args);
+  if (code !== null) Deno.exitCode = code;
 }
