@@ -1,0 +1,204 @@
+"""Shared pieces of the PyTorch recipe search (bench/recipe/seg.py, cls.py): the preprocessing cache
+(data/cache.ts layout), the folds files, the models of tests/csn_ref.py with our TS models' init, the seed's
+AdamW groups and per-step cosine schedule, and a small JSON/progress helper. Written from this repo's
+TypeScript sources; no third-party code.
+"""
+import csv
+import json
+import math
+import os
+import sys
+import time
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, "..", "..", "tests"))
+import csn_ref  # noqa: E402  (the reference architecture, same parameter names as our TS models)
+
+# ---------------------------------------------------------------------------------------------- cache
+
+
+def read_header(cache, uid):
+    with open(os.path.join(cache, uid, "header.json")) as f:
+        return json.load(f)
+
+
+def list_cached(cache):
+    """uids with a complete study folder (header.json present), sorted like data/cache.ts listCached."""
+    out = []
+    for name in os.listdir(cache):
+        d = os.path.join(cache, name)
+        if os.path.isdir(d) and ".partial" not in name and os.path.exists(os.path.join(d, "header.json")):
+            out.append(name)
+    return sorted(out)
+
+
+def cube(cache, uid, name, header=None):
+    """A cube as a read-only memmap [Z, H, W] (image: header dtype; mask: uint8)."""
+    h = header or read_header(cache, uid)
+    dims = h["cubes"].get(name)
+    if not dims:
+        raise FileNotFoundError(f"{cache}/{uid}: no {name} cube")
+    dt = np.uint8 if name == "mask_256" else (np.int16 if h["dtype"] == "int16" else np.uint16)
+    return np.memmap(os.path.join(cache, uid, f"{name}.raw"), dtype=np.dtype(dt).newbyteorder("<"), mode="r",
+                     shape=tuple(dims))
+
+
+def read_folds(path):
+    """StudyInstanceUID (or cube_id), fold -> dict; None when the file is absent."""
+    if not os.path.exists(path):
+        return None
+    out = {}
+    with open(path) as f:
+        for r in csv.DictReader(f):
+            out[(r.get("StudyInstanceUID") or r.get("cube_id")).strip()] = int(r["fold"])
+    return out
+
+
+TARGETS = ["patient_overall", "C1", "C2", "C3", "C4", "C5", "C6", "C7"]
+
+
+def read_train_csv(path):
+    out = {}
+    with open(path) as f:
+        for r in csv.DictReader(f):
+            out[r["StudyInstanceUID"].strip()] = [int(float(r[t])) for t in TARGETS]
+    return out
+
+
+def make_folds(rows, k, seed=0):
+    """data/rsna.ts makeFolds: per patient_overall class, a Fisher-Yates shuffle by an LCG, then i % k.
+    rows: list of (uid, labels) in the caller's order."""
+    s = seed & 0xFFFFFFFF
+    out = {}
+
+    def rnd():
+        nonlocal s
+        s = (s * 1664525 + 1013904223) & 0xFFFFFFFF
+        return s / 2 ** 32
+
+    for cls in (0, 1):
+        g = [u for u, l in rows if l[0] == cls]
+        for i in range(len(g) - 1, 0, -1):
+            j = int(math.floor(rnd() * (i + 1)))
+            g[i], g[j] = g[j], g[i]
+        for i, u in enumerate(g):
+            out[u] = i % k
+    return out
+
+
+# ---------------------------------------------------------------------------------------------- models
+
+
+def parse_encoder(name):
+    import re
+    m = re.fullmatch(r"r(26|50|101|152)(ir|ip)", name)
+    if not m:
+        raise ValueError(f"unknown encoder {name!r} (r26ir, r50ir, r152ip, ...)")
+    return int(m.group(1)), m.group(2)
+
+
+def _kaiming_decoder(module):
+    """Our TS Conv3d default (nn/layers.ts): weights N(0, 2 / fan_in), zero bias."""
+    for m in module.modules():
+        if isinstance(m, nn.Conv3d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_in", nonlinearity="relu")
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+
+
+class UNet(nn.Module):
+    """models/unet.ts CSNUNet with configurable decoder filters and last channels (csn_ref's UNet fixes
+    them at the seed's [40, 64, 128, 256] / 32). Backbone and `final`: PyTorch's default init; decoder:
+    Kaiming normal, as models/unet.ts and nn/layers.ts do."""
+
+    def __init__(self, encoder="r26ir", base=8, filters=(8, 16, 16, 32), last=8, classes=8):
+        super().__init__()
+        depth, kind = parse_encoder(encoder)
+        self.backbone = csn_ref.CSN(depth, kind, base)
+        self.decoder = csn_ref.Decoder([base, 4 * base, 8 * base, 16 * base], 32 * base, tuple(filters), last)
+        _kaiming_decoder(self.decoder)
+        self.final = nn.Conv3d(last, classes, 1)
+
+    def forward(self, x):
+        if x.shape[1] == 1:
+            x = x.repeat(1, 3, 1, 1, 1)
+        return self.final(self.decoder(self.backbone(x)))
+
+
+class Classifier(nn.Module):
+    """models/classifier.ts CSNClassifier: backbone -> global max/avg pool -> dropout -> Linear."""
+
+    def __init__(self, encoder="r26ir", base=8, classes=8, pool="max", dropout=0.5):
+        super().__init__()
+        depth, kind = parse_encoder(encoder)
+        self.backbone = csn_ref.CSN(depth, kind, base)
+        self.pool = pool
+        self.dropout = nn.Dropout(dropout)
+        self.final = nn.Linear(32 * base, classes)
+
+    def forward(self, x):
+        f = self.backbone(x)[-1]
+        f = torch.amax(f, (2, 3, 4)) if self.pool == "max" else f.mean((2, 3, 4))
+        return self.final(self.dropout(f))
+
+
+def n_params(model):
+    return sum(p.numel() for p in model.parameters())
+
+
+# ---------------------------------------------------------------------------------------------- optimisation
+
+
+def seed_adamw(model, lr, wd):
+    """train/trainer.ts seedAdamW: no weight decay for parameters whose name contains "bias"."""
+    named = list(model.named_parameters())
+    return torch.optim.AdamW([
+        {"params": [p for n, p in named if "bias" not in n]},
+        {"params": [p for n, p in named if "bias" in n], "weight_decay": 0.0},
+    ], lr=lr, weight_decay=wd, eps=1e-8, betas=(0.9, 0.999))
+
+
+def cosine_lr(step, lr, steps, warmup=0, eta_min=1e-5):
+    """optim/schedule.ts cosineSchedule with T_max = steps - warmup (reaches eta_min at the last step)."""
+    if step < warmup:
+        return lr * (step + 1) / warmup
+    t = step - warmup
+    T = max(1, steps - warmup)
+    return eta_min + (lr - eta_min) * (1 + math.cos(math.pi * t / T)) / 2
+
+
+# ---------------------------------------------------------------------------------------------- misc
+
+
+def fmt_time(s):
+    s = int(round(s))
+    return f"{s // 60}m{s % 60:02d}s" if s >= 60 else f"{s}s"
+
+
+class Clock:
+    def __init__(self):
+        self.t0 = time.time()
+
+    def __call__(self):
+        return time.time() - self.t0
+
+
+def write_json(path, obj):
+    if not path:
+        return
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(obj, f, indent=1)
+    os.replace(tmp, path)
+
+
+def parse_ints(s, n=None):
+    v = [int(x) for x in str(s).split(",") if x != ""]
+    if n is not None and len(v) != n:
+        raise ValueError(f"expected {n} comma-separated integers, got {s!r}")
+    return v
