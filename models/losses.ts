@@ -42,11 +42,17 @@ export interface SegLossOptions {
   eps?: number;
   /** Ignored target value (default 255). */
   ignoreIndex?: number;
+  /**
+   * Weight of the focal term at foreground voxels (target > 0; default 1, the seed's). Above 1 it keeps the
+   * few vertebra voxels from being drowned by the background in a short training run.
+   */
+  fgWeight?: number;
 }
 
 /**
  * The seed segmentor's loss on logits [N, C, D, H, W] and i32 labels [N, D, H, W] (0 = background):
- * focal loss (mean over non-ignored voxels of -(1 - p_t)^gamma log p_t) + jaccardWeight x the soft Jaccard
+ * focal loss (mean over non-ignored voxels of -w (1 - p_t)^gamma log p_t, w = fgWeight at vertebra voxels,
+ * 1 elsewhere) + jaccardWeight x the soft Jaccard
  * loss over classes 1..C-1, where per sample only classes with more than minPixels target voxels count, a
  * sample without any is dropped, and the batch term is 0 if every sample is dropped.
  */
@@ -61,7 +67,9 @@ export function segLoss(logits: Tensor, target: Tensor, opts: SegLossOptions = {
   // log p_t, 0 at ignored voxels (negation is exact).
   const lpt = neg(nllLoss(logp, target, { ignoreIndex: ignore, reduction: "none" }));
   const valid = cast(ne(target, ignore), "f32");
-  const focalTerms = mul(mul(pow(sub(1, exp(lpt)), gamma), lpt), valid);
+  const fgW = opts.fgWeight ?? 1;
+  const weight = fgW === 1 ? valid : mul(valid, add(1, mul(cast(gt(target, 0), "f32"), fgW - 1)));
+  const focalTerms = mul(mul(pow(sub(1, exp(lpt)), gamma), lpt), weight);
   const focal = div(neg(sum(focalTerms)), maximum(sum(valid), 1));
   const p = exp(logp).reshape([N, C, S]);
   const t3 = target.reshape([N, 1, S]);

@@ -215,6 +215,18 @@ add({
   py: "seg_loss(a, torch.where(b == 2, torch.tensor(255, dtype=torch.int32), b))",
   ts: (x, t) => models.segLoss(x, F.where(F.eq(t, 2), 255, t)),
 });
+add({
+  name: "segLoss with fgWeight 20, Jaccard weight 1, ignore 255",
+  inputs: [f([2, 5, 3, 5, 7], { lo: -3, hi: 3 }), {
+    shape: [2, 3, 5, 7],
+    dtype: "i32",
+    lo: 0,
+    hi: 4.5,
+    ints: true,
+  }],
+  py: "seg_loss(a, torch.where(b == 4, torch.tensor(255, dtype=torch.int32), b), jw=1.0, fg_weight=20.0)",
+  ts: (x, t) => models.segLoss(x, F.where(F.eq(t, 4), 255, t), { jaccardWeight: 1, fgWeight: 20 }),
+});
 
 const suite = new CaseSuite(cases, 777);
 

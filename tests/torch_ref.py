@@ -25,14 +25,16 @@ def rsna_loss(logits, target):
     return ((w * bce).sum(1) / w.sum(1)).mean()
 
 
-def seg_loss(logits, target, gamma=2.0, min_pixels=16, eps=1e-4, ignore=255, jw=0.1):
-    """Seed segmentation loss (seed-pipeline.md 2.3): focal + jw * soft Jaccard with the min-pixels rule."""
+def seg_loss(logits, target, gamma=2.0, min_pixels=16, eps=1e-4, ignore=255, jw=0.1, fg_weight=1.0):
+    """Seed segmentation loss (seed-pipeline.md 2.3): focal + jw * soft Jaccard with the min-pixels rule;
+    fg_weight weighs the focal term of the voxels with a label > 0 (the mean still divides by the voxel count)."""
     target = target.long()
     valid = target != ignore
     logp = torch.log_softmax(logits, 1)
     t = torch.where(valid, target, torch.zeros_like(target))
     lpt = logp.gather(1, t.unsqueeze(1)).squeeze(1)
-    focal = (-(1 - lpt.exp()) ** gamma * lpt)[valid].mean()
+    w = torch.where(target > 0, torch.full_like(lpt, fg_weight), torch.ones_like(lpt))
+    focal = (-w * (1 - lpt.exp()) ** gamma * lpt)[valid].mean()
     p = logp.exp()
     n, c = logits.shape[:2]
     losses = []
