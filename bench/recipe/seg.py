@@ -81,6 +81,7 @@ class Study:
         msk = np.array(C.cube(cache, uid, "mask_256", h)[::2])
         msk[msk > 7] = 0
         self.z2 = img.shape[0]
+        self.dz2 = 2 * float(h["spacing"][0])  # mm between the [::2] slices
         self.image = resize_image(img, size)  # raw values at the model's size
         self.mask = resize_labels(msk, size)
         self.mask256 = msk if keep_full_mask else None
@@ -93,6 +94,12 @@ def seg_studies(cache):
         if h["cubes"].get("mask_256") and h["cubes"].get("image_256"):
             out.append(uid)
     return out
+
+
+def pos_channel(st, start, Z, S):
+    """--pos: each slice's distance from the top of the scan (mm / 100) as a third input channel."""
+    z = (start + torch.arange(Z, dtype=torch.float32)) * st.dz2 / 100.0
+    return z[:, None, None].expand(Z, S, S)
 
 
 def window_start(z2, slices, rng):
@@ -143,18 +150,20 @@ def make_sample(st, slices, rng, do_aug):
         if th is not None:
             img, msk = augment(img, msk, th)
     img = (img - st.mean2) / st.std2
-    return img, msk
+    return img, msk, a, st
 
 
 # ---------------------------------------------------------------------------------------------- loss
 
 
-def seg_loss(logits, target, jaccard=0.1, gamma=2.0, min_pixels=16, eps=1e-4, focal_w=1.0):
-    """models/losses.ts segLoss (no ignored voxels occur: labels are 0..7); focal_w != 1 is not in our TS."""
+def seg_loss(logits, target, jaccard=0.1, gamma=2.0, min_pixels=16, eps=1e-4, focal_w=1.0, fg_weight=1.0):
+    """models/losses.ts segLoss (no ignored voxels occur: labels are 0..7); focal_w != 1 is not in our TS;
+    fg_weight multiplies the focal term of vertebra voxels (segLoss's fgWeight)."""
     N, Cc = logits.shape[:2]
     logp = F.log_softmax(logits, 1)
     lpt = logp.gather(1, target.unsqueeze(1)).squeeze(1)
-    focal = -((1 - lpt.exp()).pow(gamma) * lpt).sum() / max(1, lpt.numel())
+    w = 1.0 + (fg_weight - 1.0) * (target > 0).to(lpt.dtype)
+    focal = -(w * (1 - lpt.exp()).pow(gamma) * lpt).sum() / max(1, lpt.numel())
     if jaccard == 0:
         return focal_w * focal, focal.detach(), torch.zeros(())
     p = logp.exp().reshape(N, Cc, -1)
@@ -212,13 +221,17 @@ def predict_probs(model, st, window, overlap, pad_multiple=32):
     raw[:Z] = st.image
     x = torch.from_numpy((raw - st.mean2) / st.std2)
     L = min(window, Zp)
+    pos = getattr(model, "pos_channel", False)
     out = torch.zeros(8, Z, S, S)
     for k, s in enumerate(window_starts(Zp, window, overlap)):
         frm = 0 if k == 0 else overlap // 2
         n = min(L, Z - s) - frm
         if n <= 0:
             continue
-        p = F.softmax(model(x[s:s + L][None, None]), 1)[0]
+        xin = x[s:s + L][None, None]
+        if pos:
+            xin = torch.cat([xin, xin, pos_channel(st, s, L, S)[None, None]], 1)
+        p = F.softmax(model(xin), 1)[0]
         out[:, s + frm:s + frm + n] = p[:, frm:frm + n]
     return out
 
@@ -277,12 +290,15 @@ def main():
     ap.add_argument("--jaccard", type=float, default=1.0, help="weight of the Jaccard term (seed 0.1)")
     ap.add_argument("--gamma", type=float, default=2.0, help="focal exponent")
     ap.add_argument("--min-pixels", type=int, default=16)
+    ap.add_argument("--fg-weight", type=float, default=1.0, help="weight of vertebra voxels in the focal term")
     ap.add_argument("--focal", type=float, default=1.0, help="weight of the focal term (1 in our TS loss)")
     ap.add_argument("--encoder", default="r26ir")
     ap.add_argument("--width", type=int, default=8, help="encoder base channels")
     ap.add_argument("--decoder", default="8,16,16,32", help="decoder filters (4)")
     ap.add_argument("--last", type=int, default=8, help="last block channels")
     ap.add_argument("--augment", type=int, default=1)
+    ap.add_argument("--pos", type=int, default=0,
+                    help="1: channels (image, image, distance from the scan's top in mm/100) instead of the image x3")
     ap.add_argument("--multiplier", type=int, default=4)
     ap.add_argument("--folds", type=int, default=4)
     ap.add_argument("--fold", type=int, default=1)
@@ -322,6 +338,7 @@ def main():
           flush=True)
 
     model = C.UNet(a.encoder, a.width, C.parse_ints(a.decoder, 4), a.last)
+    model.pos_channel = bool(a.pos)
     opt = C.seed_adamw(model, a.lr, a.wd)
     params = [p for p in model.parameters()]
     print(f"model {a.encoder} width {a.width} decoder {a.decoder} last {a.last}: {C.n_params(model):,} params; "
@@ -352,13 +369,17 @@ def main():
                 order = list(rng.permutation(items))
             batch.append(make_sample(train[order.pop() % len(train)], a.slices, rng, a.augment))
         x = torch.stack([b[0] for b in batch]).unsqueeze(1)
+        if a.pos:
+            x = torch.cat([x, x, torch.stack([pos_channel(b[3], b[2], x.shape[2], x.shape[3])
+                                              for b in batch]).unsqueeze(1)], 1)
         y = torch.stack([b[1] for b in batch])
         lr = C.cosine_lr(step, a.lr, a.steps, a.warmup, a.eta_min)
         for g in opt.param_groups:
             g["lr"] = lr
         opt.zero_grad(set_to_none=True)
         logits = model(x)
-        loss, focal, jac = seg_loss(logits, y, a.jaccard, a.gamma, a.min_pixels, focal_w=a.focal)
+        loss, focal, jac = seg_loss(logits, y, a.jaccard, a.gamma, a.min_pixels, focal_w=a.focal,
+                                     fg_weight=a.fg_weight)
         bd, fgd = batch_dice(logits.detach(), y)
         loss.backward()
         gn = torch.nn.utils.clip_grad_norm_(params, a.clip) if a.clip > 0 else torch.zeros(())
