@@ -25,6 +25,10 @@ const f = parseFlags(Deno.args, {
   steps: { type: "number", default: 6, help: "" },
   batch: { type: "number", help: "" },
   workers: { type: "number", default: 2, help: "" },
+  width: { type: "number", help: "encoder base channels (preset)" },
+  decoder: { type: "string", help: "seg decoder filters, 4 comma-separated (preset)" },
+  last: { type: "number", help: "seg last block channels (preset)" },
+  slices: { type: "number", help: "seg window slices (preset)" },
 });
 const { cache } = await ensureCache({ workers: 2 });
 const device = await openDevice();
@@ -42,6 +46,10 @@ if (f.stage === "cls") {
 } else {
   const sc: SegConfig = { ...SEG_PRESETS[f.preset as string] };
   if (f.batch) sc.batch = f.batch as number;
+  if (f.width) sc.baseChannels = f.width as number;
+  if (f.decoder) sc.decoderFilters = String(f.decoder).split(",").map(Number) as SegConfig["decoderFilters"];
+  if (f.last) sc.lastChannels = f.last as number;
+  if (f.slices) sc.slices = f.slices as number;
   const studies = await segStudies(cache);
   const m = buildSegModel(device, sc);
   task = segTask({ device, model: m, cache, train: studies, val: [], config: sc }) as TrainTask<never>;

@@ -55,6 +55,7 @@ const HARNESS: Record<string, FlagSpec> = {
   epochs: { type: "number", help: "epochs (preset)" },
   batch: { type: "number", help: "batch size (preset)" },
   lr: { type: "number", help: "peak learning rate (preset)" },
+  warmup: { type: "number", help: "linear warm-up steps before the cosine (preset)" },
   multiplier: { type: "number", help: "times the train list is repeated per epoch (preset)" },
   "max-steps": {
     type: "number",

@@ -16,6 +16,8 @@ export interface SegConfig {
   batch: number;
   epochs: number;
   lr: number;
+  /** Linear warm-up steps before the cosine (seed 0); the cosine then spans the remaining steps. */
+  warmup: number;
   etaMin: number;
   weightDecay: number;
   clip: number;
@@ -31,6 +33,8 @@ export interface SegConfig {
   augment: boolean;
   /** Weight of the Jaccard term of the seed's loss (seed 0.1). */
   jaccardWeight: number;
+  /** Weight of vertebra voxels in the focal term (seed 1; models.segLoss fgWeight). */
+  fgWeight: number;
 }
 
 /** The seed's segmentation stage (r50ir CSN-UNet, 64x256x256, batch 4, 40 epochs, lr 2e-4). */
@@ -44,6 +48,7 @@ export const SEG_SEED: SegConfig = {
   batch: 4,
   epochs: 40,
   lr: 2e-4,
+  warmup: 0,
   etaMin: 1e-5,
   weightDecay: 0.01,
   clip: 5,
@@ -54,6 +59,7 @@ export const SEG_SEED: SegConfig = {
   fold: 1,
   augment: true,
   jaccardWeight: 0.1,
+  fgWeight: 1,
 };
 
 /** Small enough for the CPU machine: a narrow ir-CSN-26 UNet on 32 x 64 x 64 windows. */
@@ -68,6 +74,7 @@ export const SEG_TINY: SegConfig = {
   // About 340 steps: what fits in 15 minutes on the 2-core machine (2.4 s per step on lavapipe).
   epochs: 9,
   lr: 5e-3,
+  warmup: 0,
   etaMin: 1e-5,
   weightDecay: 0.01,
   clip: 5,
@@ -80,6 +87,7 @@ export const SEG_TINY: SegConfig = {
   // With a few hundred steps instead of the seed's 12,160, focal loss alone settles on background first
   // (measured: dice 0 after 70 steps at 0.1); a full-weight Jaccard term pulls the vertebrae out early.
   jaccardWeight: 1,
+  fgWeight: 20,
 };
 
 /** Presets by name. */
@@ -94,6 +102,8 @@ export interface ClsConfig {
   batch: number;
   epochs: number;
   lr: number;
+  /** Linear warm-up steps before the cosine (seed 0). */
+  warmup: number;
   etaMin: number;
   weightDecay: number;
   clip: number;
@@ -117,6 +127,7 @@ const CLS_SEED_BASE: Omit<ClsConfig, "encoder" | "multiplier" | "averageBest"> =
   batch: 16,
   epochs: 50,
   lr: 3e-4,
+  warmup: 0,
   etaMin: 1e-5,
   weightDecay: 0.01,
   clip: 5,
@@ -141,6 +152,7 @@ export const CLS_TINY: ClsConfig = {
   batch: 8,
   epochs: 6,
   lr: 3e-3,
+  warmup: 0,
   etaMin: 1e-5,
   weightDecay: 0.01,
   clip: 5,

@@ -96,6 +96,7 @@ export function segTask(o: {
       const logits = o.model.forward(tensor(x, [B, 1, Z, H, W], { device: o.device }));
       return models.segLoss(logits, tensor(t, [B, Z, H, W], { device: o.device }), {
         jaccardWeight: c.jaccardWeight,
+        fgWeight: c.fgWeight ?? 1,
       });
     },
     async validate(progress: Progress) {

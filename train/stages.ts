@@ -42,9 +42,13 @@ export function segConfig(f: Flags): SegConfig {
   if (f.batch !== undefined) c.batch = f.batch as number;
   if (f.lr !== undefined) c.lr = f.lr as number;
   if (f.multiplier !== undefined) c.multiplier = f.multiplier as number;
+  if (f.warmup !== undefined) c.warmup = f.warmup as number;
   if (f["no-augment"]) c.augment = false;
   positive(c as unknown as Record<string, unknown>, ["epochs", "batch", "multiplier"]);
   if (!(c.lr > 0)) throw new UsageError(`--lr must be positive`);
+  if (!(Number.isInteger(c.warmup) && c.warmup >= 0)) {
+    throw new UsageError(`--warmup must be an integer >= 0`);
+  }
   return c;
 }
 
@@ -68,12 +72,15 @@ export function clsConfig(f: Flags): ClsConfig {
     }
     c.crop = [p[0], p[1]];
   }
-  for (const k of ["fold", "epochs", "batch", "lr", "multiplier"] as const) {
+  for (const k of ["fold", "epochs", "batch", "lr", "multiplier", "warmup"] as const) {
     if (f[k] !== undefined) (c as unknown as Record<string, unknown>)[k] = f[k];
   }
   if (f["seed-val-bug"]) c.seedValBug = true;
   positive(c as unknown as Record<string, unknown>, ["epochs", "batch", "multiplier"]);
   if (!(c.lr > 0)) throw new UsageError(`--lr must be positive`);
+  if (!(Number.isInteger(c.warmup) && c.warmup >= 0)) {
+    throw new UsageError(`--warmup must be an integer >= 0`);
+  }
   return c;
 }
 
@@ -83,6 +90,7 @@ function harness(f: Flags, c: SegConfig | ClsConfig, config: Record<string, unkn
     batch: c.batch,
     lr: c.lr,
     etaMin: c.etaMin,
+    warmup: c.warmup,
     weightDecay: c.weightDecay,
     clip: c.clip,
     maxSteps: f["max-steps"] as number,

@@ -51,6 +51,8 @@ export interface TrainerOptions {
   lr: number;
   /** Final learning rate of the cosine (seed: 1e-5). */
   etaMin: number;
+  /** Linear warm-up steps; the cosine spans the remaining tMax - warmup steps (default 0: the seed's). */
+  warmup?: number;
   weightDecay: number;
   /** Global gradient-norm limit (0: none). */
   clip: number;
@@ -138,7 +140,13 @@ export async function train<S extends SampleResult>(
     throw new Error(`${task.name}: ${task.items} training items do not fill one batch of ${o.batch}`);
   }
   const tMax = Math.max(1, seedTMax(o.epochs, task.items, o.batch));
-  const sched = cosineSchedule({ lrMax: o.lr, etaMin: o.etaMin, totalSteps: tMax });
+  const warmup = Math.min(o.warmup ?? 0, tMax - 1);
+  const sched = cosineSchedule({
+    lrMax: o.lr,
+    etaMin: o.etaMin,
+    totalSteps: Math.max(1, tMax - warmup),
+    warmup,
+  });
   const opt = seedAdamW(model, o.lr, o.weightDecay, o.adamEps);
   const params = model.parameters();
   const half = !!o.amp && hasF16(params[0].device);
