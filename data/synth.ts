@@ -18,7 +18,7 @@ import { type Grid, renderBones, renderSoftTissue, renderSpineSoft, scan } from 
 export type { Fracture } from "./synth/fracture.ts";
 
 /** Version of the generator: recorded with a written dataset, so that a folder from an older one is rewritten. */
-export const PHANTOM_VERSION = 2;
+export const PHANTOM_VERSION = 3;
 
 /** Options of {@link writeSyntheticDataset}. */
 export interface SynthOptions {
@@ -31,7 +31,7 @@ export interface SynthOptions {
   maskFraction?: number;
   /** Fraction of studies with a fracture (default 0.5). */
   positiveFraction?: number;
-  /** Slice spacings to draw from, mm (default 1, 1.25, 1.5, 2). */
+  /** Slice spacings to draw from, mm (default 1.25, 1.5, 2, 2.5: thin enough for the fractures, thick enough that the tiny preset's 32-slice windows of every second slice see most of the neck). */
   thickness?: number[];
   /** Called after each study (for progress, or a picture of it); awaited. */
   onStudy?: (i: number, uid: string, study: PhantomStudy) => void | Promise<void>;
@@ -72,7 +72,7 @@ export interface PhantomStudy {
 /** One study's volumes from its seed. */
 export function phantomStudy(seed: number, size = 128, o: PhantomOptions = {}): PhantomStudy {
   const r = rng(seed);
-  const patient = drawPatient(r, o.thickness ?? [1, 1.25, 1.5, 2]);
+  const patient = drawPatient(r, o.thickness ?? [1.25, 1.5, 2, 2.5]);
   const positive = r() < (o.positiveFraction ?? 0.5);
   // Separate streams: the anatomy does not change with the fractures, nor the noise with either.
   const layout = layoutPhantom(rng(seed ^ 0x5bd1e995), patient, positive && o.fractures !== false);

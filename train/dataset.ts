@@ -7,8 +7,8 @@ import { preprocessDataset } from "../data/preprocess.ts";
 import { listCached } from "../data/cache.ts";
 import type { Flags } from "../cli/flags.ts";
 
-/** The built-in dataset: 64 phantom studies, about half with masks. */
-export const PHANTOMS = { dir: "out/phantoms", studies: 64, seed: 2026, size: 128, maskFraction: 0.5 };
+/** The built-in dataset: 96 phantom studies, about half with masks. */
+export const PHANTOMS = { dir: "out/phantoms", studies: 96, seed: 2026, size: 128, maskFraction: 0.5 };
 
 /**
  * Writes the phantoms unless the same ones are there (`phantoms.json` records what was written; a folder of

@@ -48,7 +48,7 @@ export const SYNTH_FLAGS: Record<string, SynthFlag> = {
   thickness: {
     key: "thickness",
     type: "string",
-    default: "1,1.25,1.5,2",
+    default: "1.25,1.5,2,2.5",
     help: "slice spacings (mm) a study draws from",
     check: mmList,
     parse: (v) => String(v).split(",").map(Number),
