@@ -29,6 +29,7 @@ const f = parseFlags(Deno.args, {
   decoder: { type: "string", help: "seg decoder filters, 4 comma-separated (preset)" },
   last: { type: "number", help: "seg last block channels (preset)" },
   slices: { type: "number", help: "seg window slices (preset)" },
+  size: { type: "number", help: "seg in-plane size (preset)" },
 });
 const { cache } = await ensureCache({ workers: 2 });
 const device = await openDevice();
@@ -50,6 +51,7 @@ if (f.stage === "cls") {
   if (f.decoder) sc.decoderFilters = String(f.decoder).split(",").map(Number) as SegConfig["decoderFilters"];
   if (f.last) sc.lastChannels = f.last as number;
   if (f.slices) sc.slices = f.slices as number;
+  if (f.size) sc.size = f.size as number;
   const studies = await segStudies(cache);
   const m = buildSegModel(device, sc);
   task = segTask({ device, model: m, cache, train: studies, val: [], config: sc }) as TrainTask<never>;

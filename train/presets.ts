@@ -62,30 +62,34 @@ export const SEG_SEED: SegConfig = {
   fgWeight: 1,
 };
 
-/** Small enough for the CPU machine: a narrow ir-CSN-26 UNet on 32 x 64 x 64 windows. */
+/**
+ * Small enough for the CPU machine and still learns the phantoms' levels in the main job's time: a narrow
+ * ir-CSN-26 UNet on 32 x 32 x 32 windows (in-plane 4.7-5.9 mm: the level is what must be learnt, and at 64 px
+ * a step costs 3x more on lavapipe, so too few fit), with a decoder wider than the encoder's 8 channels
+ * (8-channel decoder stages learnt the levels several times slower in PyTorch), vertebra voxels weighted 20x
+ * in the focal term and a full-weight Jaccard term (otherwise a few hundred steps settle on background), a
+ * 30-step warm-up to lr 2e-3. About 650 steps; docs/recipe.md has the search and both engines' curves.
+ */
 export const SEG_TINY: SegConfig = {
   encoder: "r26ir",
   baseChannels: 8,
-  decoderFilters: [8, 16, 16, 32],
-  lastChannels: 8,
+  decoderFilters: [16, 32, 32, 64],
+  lastChannels: 16,
   slices: 32,
-  size: 64,
+  size: 32,
   batch: 2,
-  // About 340 steps: what fits in 15 minutes on the 2-core machine (2.4 s per step on lavapipe).
-  epochs: 9,
-  lr: 5e-3,
-  warmup: 0,
+  epochs: 4,
+  lr: 2e-3,
+  warmup: 30,
   etaMin: 1e-5,
   weightDecay: 0.01,
   clip: 5,
-  multiplier: 4,
+  multiplier: 9,
   valWindow: 64,
   valOverlap: 16,
   folds: 4,
   fold: 1,
   augment: true,
-  // With a few hundred steps instead of the seed's 12,160, focal loss alone settles on background first
-  // (measured: dice 0 after 70 steps at 0.1); a full-weight Jaccard term pulls the vertebrae out early.
   jaccardWeight: 1,
   fgWeight: 20,
 };
