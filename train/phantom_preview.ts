@@ -41,8 +41,11 @@ function view(
   return { w, h, px };
 }
 
-/** The views of a phantom side by side (soft-tissue window above, bones with labels below), as PNG bytes. */
-export async function phantomPreview(st: PhantomStudy): Promise<Uint8Array> {
+/**
+ * The views of a phantom side by side (soft-tissue window above, bones with labels below), as PNG bytes,
+ * each pixel drawn `scale` x `scale` times.
+ */
+export async function phantomPreview(st: PhantomStudy, scale = 2): Promise<Uint8Array> {
   const [Z, Y, X] = st.shape, [dz, dy] = st.spacing;
   const c4 = st.centres.C4;
   const xs = Math.round(Math.max(0, Math.min(X - 1, c4[2])));
@@ -71,5 +74,12 @@ export async function phantomPreview(st: PhantomStudy): Promise<Uint8Array> {
       x0 += p.w + 4;
     }
   });
-  return await encodePng(out, W, rowH * 2, 3);
+  const H2 = rowH * 2, big = new Uint8Array(W * scale * H2 * scale * 3);
+  for (let y = 0; y < H2 * scale; y++) {
+    for (let x = 0; x < W * scale; x++) {
+      const i = ((Math.floor(y / scale) * W) + Math.floor(x / scale)) * 3;
+      big.set(out.subarray(i, i + 3), (y * W * scale + x) * 3);
+    }
+  }
+  return await encodePng(big, W * scale, H2 * scale, 3);
 }
