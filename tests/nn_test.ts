@@ -113,6 +113,8 @@ add({
 
 // Losses on random and saturated logits.
 const t01 = (shape: number[]) => ({ shape, lo: 0, hi: 2, ints: true, grad: false });
+/** Integer class labels in [0, hi) as an i32 input. */
+const labels = (shape: number[], hi: number) => ({ shape, dtype: "i32" as const, lo: 0, hi, ints: true });
 add({
   name: "bceWithLogits mean",
   inputs: [f([4, 8], { lo: -4, hi: 4 }), t01([4, 8])],
@@ -156,74 +158,44 @@ add({
 });
 add({
   name: "crossEntropy over a volume, ignoreIndex",
-  inputs: [f([2, 4, 3, 2, 5], { lo: -3, hi: 3 }), {
-    shape: [2, 3, 2, 5],
-    dtype: "i32",
-    lo: 0,
-    hi: 5,
-    ints: true,
-  }],
+  inputs: [f([2, 4, 3, 2, 5], { lo: -3, hi: 3 }), labels([2, 3, 2, 5], 5)],
   py: "F.cross_entropy(a, b.long(), ignore_index=4)",
   ts: (x, t) => F.crossEntropy(x, t, { ignoreIndex: 4 }),
 });
 add({
   name: "crossEntropy saturated, sum",
-  inputs: [f([6, 3], { lo: -80, hi: 80 }), { shape: [6], dtype: "i32", lo: 0, hi: 3, ints: true }],
+  inputs: [f([6, 3], { lo: -80, hi: 80 }), labels([6], 3)],
   py: "F.cross_entropy(a, b.long(), reduction='sum')",
   ts: (x, t) => F.crossEntropy(x, t, { reduction: "sum" }),
 });
 add({
   name: "nllLoss over a volume, ignoreIndex, none",
-  inputs: [f([2, 4, 3, 2, 5], { lo: -3, hi: 3 }), {
-    shape: [2, 3, 2, 5],
-    dtype: "i32",
-    lo: 0,
-    hi: 5,
-    ints: true,
-  }],
+  inputs: [f([2, 4, 3, 2, 5], { lo: -3, hi: 3 }), labels([2, 3, 2, 5], 5)],
   py: "F.nll_loss(F.log_softmax(a, 1), b.long(), ignore_index=4, reduction='none')",
   ts: (x, t) => F.nllLoss(F.logSoftmax(x, 1), t, { ignoreIndex: 4, reduction: "none" }),
 });
 add({
   name: "nllLoss mean",
-  inputs: [f([6, 3], { lo: -2, hi: 0 }), { shape: [6], dtype: "i32", lo: 0, hi: 3, ints: true }],
+  inputs: [f([6, 3], { lo: -2, hi: 0 }), labels([6], 3)],
   py: "F.nll_loss(a, b.long())",
   ts: (x, t) => F.nllLoss(x, t),
 });
 // Segmentation loss: labels with large blobs so that some classes pass the min-pixels rule and some do not.
 add({
   name: "segLoss (focal + 0.1 Jaccard, min pixels)",
-  inputs: [f([2, 8, 4, 6, 6], { lo: -3, hi: 3 }), {
-    shape: [2, 4, 6, 6],
-    dtype: "i32",
-    lo: 0,
-    hi: 3.2,
-    ints: true,
-  }],
+  inputs: [f([2, 8, 4, 6, 6], { lo: -3, hi: 3 }), labels([2, 4, 6, 6], 3.2)],
   py: "seg_loss(a, b)",
   ts: (x, t) => models.segLoss(x, t),
 });
 add({
   name: "segLoss saturated logits, ignore 255",
-  inputs: [f([1, 3, 3, 6, 6], { lo: -50, hi: 50 }), {
-    shape: [1, 3, 6, 6],
-    dtype: "i32",
-    lo: 0,
-    hi: 3,
-    ints: true,
-  }],
+  inputs: [f([1, 3, 3, 6, 6], { lo: -50, hi: 50 }), labels([1, 3, 6, 6], 3)],
   py: "seg_loss(a, torch.where(b == 2, torch.tensor(255, dtype=torch.int32), b))",
   ts: (x, t) => models.segLoss(x, F.where(F.eq(t, 2), 255, t)),
 });
 add({
   name: "segLoss with fgWeight 20, Jaccard weight 1, ignore 255",
-  inputs: [f([2, 5, 3, 5, 7], { lo: -3, hi: 3 }), {
-    shape: [2, 3, 5, 7],
-    dtype: "i32",
-    lo: 0,
-    hi: 4.5,
-    ints: true,
-  }],
+  inputs: [f([2, 5, 3, 5, 7], { lo: -3, hi: 3 }), labels([2, 3, 5, 7], 4.5)],
   py: "seg_loss(a, torch.where(b == 4, torch.tensor(255, dtype=torch.int32), b), jw=1.0, fg_weight=20.0)",
   ts: (x, t) => models.segLoss(x, F.where(F.eq(t, 4), 255, t), { jaccardWeight: 1, fgWeight: 20 }),
 });
