@@ -31,7 +31,6 @@ What it reproduces (TS source in brackets):
 --out writes JSON: config, per-step loss, per-eval scores, seconds per step.
 """
 import argparse
-import math
 import os
 import sys
 import time
@@ -385,16 +384,9 @@ def main():
         x, y = torch.from_numpy(np.stack(xs)), torch.from_numpy(np.stack(ys))
         td = time.time() - t0
         lr = C.cosine_lr(step, a.lr, a.steps, a.warmup, a.eta_min)
-        for g in opt.param_groups:
-            g["lr"] = lr
+        C.set_lr(opt, lr)
         opt.zero_grad(set_to_none=True)
-        loss = F.binary_cross_entropy_with_logits(model(x), y)
-        loss.backward()
-        gn = torch.nn.utils.clip_grad_norm_(params, a.clip) if a.clip > 0 else torch.zeros(())
-        opt.step()
-        lv = float(loss)
-        if not math.isfinite(lv):
-            sys.exit(f"loss is {lv} at step {step + 1}")
+        lv, gn = C.update(opt, params, F.binary_cross_entropy_with_logits(model(x), y), a.clip, step)
         step += 1
         dt = time.time() - t0
         t_train += dt

@@ -171,6 +171,23 @@ def cosine_lr(step, lr, steps, warmup=0, eta_min=1e-5):
     return eta_min + (lr - eta_min) * (1 + math.cos(math.pi * t / T)) / 2
 
 
+def set_lr(opt, lr):
+    for g in opt.param_groups:
+        g["lr"] = lr
+
+
+def update(opt, params, loss, clip, step):
+    """Backward, global-norm clipping (train/trainer.ts), AdamW step; returns (loss value, gradient norm) and
+    stops the run on a non-finite loss. The caller zeroed the gradients before its forward."""
+    loss.backward()
+    gn = torch.nn.utils.clip_grad_norm_(params, clip) if clip > 0 else torch.zeros(())
+    opt.step()
+    lv = float(loss)
+    if not math.isfinite(lv):
+        sys.exit(f"loss is {lv} at step {step + 1}")
+    return lv, float(gn)
+
+
 # ---------------------------------------------------------------------------------------------- misc
 
 

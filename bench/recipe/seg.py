@@ -374,19 +374,13 @@ def main():
                                               for b in batch]).unsqueeze(1)], 1)
         y = torch.stack([b[1] for b in batch])
         lr = C.cosine_lr(step, a.lr, a.steps, a.warmup, a.eta_min)
-        for g in opt.param_groups:
-            g["lr"] = lr
+        C.set_lr(opt, lr)
         opt.zero_grad(set_to_none=True)
         logits = model(x)
         loss, focal, jac = seg_loss(logits, y, a.jaccard, a.gamma, a.min_pixels, focal_w=a.focal,
                                      fg_weight=a.fg_weight)
         bd, fgd = batch_dice(logits.detach(), y)
-        loss.backward()
-        gn = torch.nn.utils.clip_grad_norm_(params, a.clip) if a.clip > 0 else torch.zeros(())
-        opt.step()
-        lv = float(loss)
-        if not math.isfinite(lv):
-            sys.exit(f"loss is {lv} at step {step + 1}")
+        lv, gn = C.update(opt, params, loss, a.clip, step)
         step += 1
         dt = time.time() - t0
         t_train += dt
