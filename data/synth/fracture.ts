@@ -4,9 +4,8 @@
  * the whole part) or a compression (the body's top endplate wedged down anteriorly). Where in the neck and
  * where in a vertebra follow the RSNA 2022 training set's frequencies: C7 and C2 most often, then C6, C5, C1.
  */
-import type { Part } from "./anatomy.ts";
+import { BODY, type Part } from "./anatomy.ts";
 import { body, type Vec3 } from "./shapes.ts";
-import { BODY } from "./anatomy.ts";
 
 /** One fracture, in its vertebra's frame (mm). */
 export interface Fracture {

@@ -71,7 +71,8 @@ export interface Layout {
 
 const LEVELS = ["C1", "C2", "C3", "C4", "C5", "C6", "C7", "T1", "T2"];
 
-function gauss(r: () => number): number {
+/** A standard normal draw from uniform draws (Box-Muller). */
+export function gauss(r: () => number): number {
   return Math.sqrt(-2 * Math.log(r() + 1e-12)) * Math.cos(2 * Math.PI * r());
 }
 

@@ -5,10 +5,9 @@
  * then the bones with a cortical shell over cancellous bone and partial volume at their surface; then the
  * reconstruction kernel's blur, quantum noise and the scanner's circular field of view.
  */
-import type { BoneGroup, Layout, SpineSoft } from "./layout.ts";
+import { type BoneGroup, gauss, type Layout, type SpineSoft } from "./layout.ts";
 import { brokenSdf } from "./fracture.ts";
-import type { Bounds, Mat3, Vec3 } from "./shapes.ts";
-import { unionBounds } from "./shapes.ts";
+import { type Bounds, type Mat3, unionBounds, type Vec3 } from "./shapes.ts";
 
 /** The voxel grid: world mm of voxel (i, j, k) is (x0 + i px, y0 + j px, z0 + k dz). */
 export interface Grid {
@@ -294,8 +293,7 @@ export function scan(hu: Float32Array, g: Grid, blur: number, noise: number, r: 
           out[idx] = -2000;
           continue;
         }
-        const n = Math.sqrt(-2 * Math.log(r() + 1e-12)) * Math.cos(2 * Math.PI * r());
-        out[idx] = Math.max(-1024, Math.min(3071, Math.round(hu[idx] + noise * n)));
+        out[idx] = Math.max(-1024, Math.min(3071, Math.round(hu[idx] + noise * gauss(r))));
       }
     }
   }
