@@ -32,6 +32,15 @@ function positive(c: Record<string, unknown>, keys: string[]): void {
   }
 }
 
+/** The checks every stage configuration passes after the flags' overrides (usage errors naming the flag). */
+function checkCounts(c: SegConfig | ClsConfig): void {
+  positive(c as unknown as Record<string, unknown>, ["epochs", "batch", "multiplier"]);
+  if (!(c.lr > 0)) throw new UsageError(`--lr must be positive`);
+  if (!(Number.isInteger(c.warmup) && c.warmup >= 0)) {
+    throw new UsageError(`--warmup must be an integer >= 0`);
+  }
+}
+
 /** The segmentation configuration: the preset with the flags' overrides. */
 export function segConfig(f: Flags): SegConfig {
   const base = SEG_PRESETS[f.preset as string];
@@ -44,11 +53,7 @@ export function segConfig(f: Flags): SegConfig {
   if (f.multiplier !== undefined) c.multiplier = f.multiplier as number;
   if (f.warmup !== undefined) c.warmup = f.warmup as number;
   if (f["no-augment"]) c.augment = false;
-  positive(c as unknown as Record<string, unknown>, ["epochs", "batch", "multiplier"]);
-  if (!(c.lr > 0)) throw new UsageError(`--lr must be positive`);
-  if (!(Number.isInteger(c.warmup) && c.warmup >= 0)) {
-    throw new UsageError(`--warmup must be an integer >= 0`);
-  }
+  checkCounts(c);
   return c;
 }
 
@@ -76,11 +81,7 @@ export function clsConfig(f: Flags): ClsConfig {
     if (f[k] !== undefined) (c as unknown as Record<string, unknown>)[k] = f[k];
   }
   if (f["seed-val-bug"]) c.seedValBug = true;
-  positive(c as unknown as Record<string, unknown>, ["epochs", "batch", "multiplier"]);
-  if (!(c.lr > 0)) throw new UsageError(`--lr must be positive`);
-  if (!(Number.isInteger(c.warmup) && c.warmup >= 0)) {
-    throw new UsageError(`--warmup must be an integer >= 0`);
-  }
+  checkCounts(c);
   return c;
 }
 
