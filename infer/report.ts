@@ -11,6 +11,9 @@ import { pngDataUri } from "./png.ts";
 /** Names of the 8 outputs, in the order of `StudyReport.probabilities`. */
 export const OUTPUT_NAMES = ["patient_overall", "C1", "C2", "C3", "C4", "C5", "C6", "C7"] as const;
 
+/** What the report (and the browser page) says for a vertebra the segmentor did not find. */
+export const NOT_FOUND = "not found";
+
 /** Overlay colour [r, g, b] of labels 1..7 (C1..C7); index 0 (background) is unused. */
 export const LABEL_COLORS: readonly (readonly [number, number, number])[] = [
   [0, 0, 0],
@@ -475,9 +478,9 @@ export async function studyReportHtml(r: StudyReport): Promise<string> {
     const box = r.meta.boxes[String(v)];
     const count = r.meta.sums[v] ?? 0;
     if (!c || c.crop === null || c.crop === undefined) {
-      const note = box ? `${count.toLocaleString("en-US")} voxels, no crop` : "not found";
+      const note = box ? `${count.toLocaleString("en-US")} voxels, no crop` : NOT_FOUND;
       out.push(
-        `<figure><div class="missing">${box ? "no crop" : "not found"}</div><figcaption><b>C${v}</b>: ` +
+        `<figure><div class="missing">${box ? "no crop" : NOT_FOUND}</div><figcaption><b>C${v}</b>: ` +
           `${note}</figcaption></figure>`,
       );
       continue;

@@ -18,7 +18,8 @@ import { writeSyntheticDataset } from "../data/synth.ts";
 import { runInference } from "../infer/pipeline.ts";
 import { csnForward, opsSuite } from "../web/checks.ts";
 import { serveWeb } from "../web/serve.ts";
-import { NOT_FOUND, probabilityRows } from "../web/rows.ts";
+import { probabilityRows } from "../web/rows.ts";
+import { NOT_FOUND } from "../infer/report.ts";
 import { readDicomSeries } from "../data/dicom.ts";
 
 const CHROMIUM = "/usr/bin/chromium";

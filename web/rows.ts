@@ -4,12 +4,7 @@
  * "not found", as in the HTML report (infer/report.ts), instead of the classifier's probability for a crop
  * that holds no vertebra.
  */
-
-/** The table's rows in the order of predictions.jsonl. */
-export const TARGET_NAMES = ["patient_overall", "C1", "C2", "C3", "C4", "C5", "C6", "C7"];
-
-/** What the report and the page say for a level without predicted voxels. */
-export const NOT_FOUND = "not found";
+import { NOT_FOUND, OUTPUT_NAMES } from "../infer/report.ts";
 
 /** One row of the table. */
 export interface ProbabilityRow {
@@ -25,12 +20,12 @@ export interface ProbabilityRow {
  * the metadata's boxes by vertebra "1".."7" (a vertebra has one when the segmentor predicted voxels of it).
  */
 export function probabilityRows(probabilities: number[], boxes: Record<string, unknown>): ProbabilityRow[] {
-  if (probabilities.length !== TARGET_NAMES.length) {
+  if (probabilities.length !== OUTPUT_NAMES.length) {
     throw new Error(
-      `probabilityRows: ${probabilities.length} probabilities, expected ${TARGET_NAMES.length}`,
+      `probabilityRows: ${probabilities.length} probabilities, expected ${OUTPUT_NAMES.length}`,
     );
   }
-  return TARGET_NAMES.map((name, j) => {
+  return OUTPUT_NAMES.map((name, j) => {
     const found = j === 0 || !!boxes[String(j)];
     const p = probabilities[j];
     return found
