@@ -3,6 +3,10 @@
  * are handed out again, so a training loop that allocates the same shapes every step creates no new buffers
  * after its first step. Classes have four steps per octave, so at most ~19 % of a buffer is slack.
  *
+ * Each class hands out its oldest free buffer (lowest creation number), so which buffer a tensor gets depends
+ * only on which are free, not on the order they were released in. A training step then binds the same buffers
+ * every step, and the device's bind-group cache hits (with last-in-first-out the release order permutes them).
+ *
  * Buffers may still be referenced by commands that are encoded but not yet submitted; the pool never destroys
  * a buffer on its own (only `trim()` does, and the device flushes before calling it).
  */
@@ -32,7 +36,9 @@ export function sizeClass(bytes: number): number {
 
 /** Size-class buffer pool for one GPUDevice. */
 export class BufferPool {
+  /** Free buffers of each class, newest first, so that pop() hands out the oldest. */
   #free = new Map<number, GPUBuffer[]>();
+  #order = new WeakMap<GPUBuffer, number>();
   #stats: PoolStats = { liveBytes: 0, peakBytes: 0, pooledBytes: 0, liveBuffers: 0, created: 0 };
 
   constructor(
@@ -55,7 +61,7 @@ export class BufferPool {
       this.#stats.pooledBytes -= size;
     } else {
       buf = this.gpu.createBuffer({ size, usage: this.usage });
-      this.#stats.created++;
+      this.#order.set(buf, this.#stats.created++);
     }
     this.#stats.liveBytes += size;
     this.#stats.liveBuffers++;
@@ -71,7 +77,14 @@ export class BufferPool {
     this.#stats.pooledBytes += size;
     let list = this.#free.get(size);
     if (!list) this.#free.set(size, list = []);
-    list.push(buf);
+    const n = this.#order.get(buf) ?? Infinity;
+    let lo = 0, hi = list.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >> 1;
+      if ((this.#order.get(list[mid]) ?? Infinity) > n) lo = mid + 1;
+      else hi = mid;
+    }
+    list.splice(lo, 0, buf);
   }
 
   #classOf(bytes: number): number {

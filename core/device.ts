@@ -85,6 +85,13 @@ const ARENA_BYTES = 256 * 1024;
 /** Largest WGSL type naga accepts (bytes). */
 const MAX_WGSL_TYPE_BYTES = 2 ** 30;
 const PARAM_SLOT = 256;
+/**
+ * Bind groups kept for reuse. A GPUBindGroup has no destroy(): Deno frees it only when V8 collects its wrapper,
+ * and lavapipe maps memory for each one, so a process that makes one per dispatch and allocates little else
+ * runs into the kernel's 65530-mapping limit and crashes. A training step binds the same pooled buffers every
+ * step, so caching makes the steady state create none.
+ */
+const BIND_GROUP_CACHE = 4096;
 
 /** A WebGPU device with a pipeline cache, a buffer pool and batched command submission. */
 export class Device {
@@ -105,7 +112,11 @@ export class Device {
   /** Per-kernel GPU timing when profiling is on (`DeviceOptions.profiling`, env `CSN_PROFILE=1`), else null. */
   readonly profiler: Profiler | null = null;
 
-  #pipelines = new Map<string, { pipeline: GPUComputePipeline; layout: GPUBindGroupLayout }>();
+  #pipelines = new Map<string, { pipeline: GPUComputePipeline; layout: GPUBindGroupLayout; id: number }>();
+  /** Bind groups by pipeline and bound ranges, least recently used first (see {@link BIND_GROUP_CACHE}). */
+  #groups = new Map<string, GPUBindGroup>();
+  #bufferIds = new WeakMap<GPUBuffer, number>();
+  #nextBufferId = 0;
   #encoder: GPUCommandEncoder | null = null;
   #pass: GPUComputePassEncoder | null = null;
   #arena: GPUBuffer;
@@ -114,7 +125,7 @@ export class Device {
   #dispatches = 0;
   #errors: string[] = [];
   #destroyed = false;
-  #stats = { dispatches: 0, submits: 0, pipelines: 0 };
+  #stats = { dispatches: 0, submits: 0, pipelines: 0, bindGroups: 0 };
 
   constructor(gpu: GPUDevice, adapter: GPUAdapter, opts: DeviceOptions, subgroups: boolean) {
     this.gpu = gpu;
@@ -175,7 +186,7 @@ export class Device {
   }
 
   /** Pool byte counts (live/peak/pooled) and dispatch counters. */
-  stats(): PoolStats & { dispatches: number; submits: number; pipelines: number } {
+  stats(): PoolStats & { dispatches: number; submits: number; pipelines: number; bindGroups: number } {
     return { ...this.pool.stats(), ...this.#stats };
   }
 
@@ -195,7 +206,8 @@ export class Device {
       entries.push({
         binding: bindings.length,
         visibility: GPUShaderStage.COMPUTE,
-        buffer: { type: "uniform" },
+        // The arena slot changes every dispatch; a dynamic offset keeps it out of the cached bind group.
+        buffer: { type: "uniform", hasDynamicOffset: true },
       });
     }
     const layout = this.gpu.createBindGroupLayout({ entries });
@@ -205,7 +217,7 @@ export class Device {
       layout: this.gpu.createPipelineLayout({ bindGroupLayouts: [layout] }),
       compute: { module, entryPoint: "main" },
     });
-    entry = { pipeline, layout };
+    entry = { pipeline, layout, id: this.#pipelines.size };
     this.#pipelines.set(source, entry);
     this.#stats.pipelines++;
     return entry;
@@ -233,27 +245,56 @@ export class Device {
     }
     if (params && params.byteLength > PARAM_SLOT) throw new Error(`${name}: params over ${PARAM_SLOT} bytes`);
     if ((params && this.#arenaUsed + PARAM_SLOT > ARENA_BYTES) || this.profiler?.full) this.flush();
-    const { pipeline, layout } = this.#pipeline(source, bindings, params !== null, name);
-    const entries: GPUBindGroupEntry[] = bindings.map((b, i) => ({
-      binding: i,
-      resource: { buffer: b.buffer, offset: b.offset, size: b.size },
-    }));
+    const entry = this.#pipeline(source, bindings, params !== null, name);
+    const group = this.#bindGroup(entry, bindings, params !== null);
+    const pass = this.profiler ? this.#timedPass(name, source, bindings, work) : this.#computePass();
+    pass.setPipeline(entry.pipeline);
     if (params) {
       const off = this.#arenaUsed;
       this.#arenaHost.set(new Uint8Array(params.buffer, params.byteOffset, params.byteLength), off);
       this.#arenaUsed += PARAM_SLOT;
-      entries.push({
-        binding: bindings.length,
-        resource: { buffer: this.#arena, offset: off, size: PARAM_SLOT },
-      });
+      pass.setBindGroup(0, group, [off]);
+    } else {
+      pass.setBindGroup(0, group);
     }
-    const group = this.gpu.createBindGroup({ layout, entries });
-    const pass = this.profiler ? this.#timedPass(name, source, bindings, work) : this.#computePass();
-    pass.setPipeline(pipeline);
-    pass.setBindGroup(0, group);
     pass.dispatchWorkgroups(workgroups[0], workgroups[1], workgroups[2]);
     this.#dispatches++;
     this.#stats.dispatches++;
+  }
+
+  /** The bind group of these ranges for this pipeline: cached, or made and cached (least recently used out). */
+  #bindGroup(
+    entry: { layout: GPUBindGroupLayout; id: number },
+    bindings: BufferBinding[],
+    hasParams: boolean,
+  ): GPUBindGroup {
+    let key = String(entry.id);
+    for (const b of bindings) {
+      let id = this.#bufferIds.get(b.buffer);
+      if (id === undefined) this.#bufferIds.set(b.buffer, id = this.#nextBufferId++);
+      key += `|${id}:${b.offset}:${b.size}`;
+    }
+    let group = this.#groups.get(key);
+    if (group) {
+      this.#groups.delete(key);
+      this.#groups.set(key, group);
+      return group;
+    }
+    const entries: GPUBindGroupEntry[] = bindings.map((b, i) => ({
+      binding: i,
+      resource: { buffer: b.buffer, offset: b.offset, size: b.size },
+    }));
+    if (hasParams) {
+      entries.push({
+        binding: bindings.length,
+        resource: { buffer: this.#arena, offset: 0, size: PARAM_SLOT },
+      });
+    }
+    group = this.gpu.createBindGroup({ layout: entry.layout, entries });
+    this.#stats.bindGroups++;
+    if (this.#groups.size >= BIND_GROUP_CACHE) this.#groups.delete(this.#groups.keys().next().value!);
+    this.#groups.set(key, group);
+    return group;
   }
 
   #computePass(): GPUComputePassEncoder {
@@ -360,6 +401,8 @@ export class Device {
   /** Frees pooled buffers that no tensor holds (after submitting pending work). */
   trim(): void {
     this.flush();
+    // Cached bind groups may name the buffers about to be destroyed.
+    this.#groups.clear();
     this.pool.trim();
   }
 
@@ -368,6 +411,7 @@ export class Device {
     if (this.#destroyed) return;
     this.flush();
     this.#destroyed = true;
+    this.#groups.clear();
     this.pool.trim();
     this.#arena.destroy();
     this.profiler?.destroy();
