@@ -77,6 +77,8 @@ D="deno run -A --no-lock --cached-only"
 S=""; P=seed
 if [ "${GPU_SMOKE:-}" = 1 ]; then S="--smoke"; P=tiny; CLS_BATCH=1; UNET_BATCH=1; fi
 part info 60 $D bench/gpu.ts --part info --results "$R" $S
+# Whether the adapter offers wgpu-cooperative-matrix (tensor cores), and a naive kernel's error and TFLOP/s.
+part coopmat 45 $D bench/coopmat.ts --results "$R" $([ -n "$S" ] && echo "--n 256")
 part kernels 150 $D bench/gpu.ts --part kernels --results "$R" $S --only "${GPU_KERNELS:-gemm,conv,bn,adamw}"
 # GPU_NO_TORCH=1 skips the peer (e.g. on a rerun once its figures are in).
 if [ -z "${GPU_NO_TORCH:-}" ] && python3 -c "import torch,sys; sys.exit(0 if torch.cuda.is_available() else 1)" 2>/dev/null; then

@@ -16,6 +16,6 @@ fi
 # Without the lockfile, Deno caches (and later wants) only the packages these entries import, not every
 # package of deno.json (the browser tests' puppeteer-core would double the size); bench/gpu.sh runs --no-lock.
 rm -rf .gpu/denodir
-DENO_DIR="$PWD/.gpu/denodir" deno cache --no-lock bench/gpu.ts bench/infer.ts 2>/dev/null
+DENO_DIR="$PWD/.gpu/denodir" deno cache --no-lock bench/gpu.ts bench/coopmat.ts bench/infer.ts 2>/dev/null
 rm -rf .gpu/denodir/gen .gpu/denodir/*_cache_v2*
 du -sh .gpu
