@@ -10,20 +10,25 @@ What it reproduces (TS source in brackets):
 * studies: cached studies with mask_256, image_full and a train.csv row; the "prediction" is mask_256[::2]
   with labels > 7 set to 0, and its compute_meta (boxes, voxel counts) [infer/meta.ts]. Folds:
   <cache>/folds.csv if present, else data/rsna.ts makeFolds(k = --folds, seed 0) over these studies
-  (stratified by patient_overall; never written to the cache). Validation fold --fold.
+  (stratified by patient_overall; never written to the cache). Validation fold --fold. --zstep 1 keeps every
+  slice of image_full and mask_256 instead of every other one (default 2, as the pipeline does).
 * training crops [infer/crops.ts drawClsTrainSpec, buildClsTrainSample; infer/crops/rules.ts]: the weighted
-  sampler's 50/50 positive/negative studies; pickVertebra (area > --min-area; fractured ones with p 0.7); the
-  xy box with a 16 px margin on the 256 grid mapped onto image_full's grid; trainZRange (D = --crop-d);
-  image_full [::2] and the mask resized nearest to the full-resolution crop; augmentation with OpenCV as
-  albumentations does it (LongestMaxSize S, PadIfNeeded S x S centred, ShiftScaleRotate 0.05/0.1/15 p 0.5,
-  HorizontalFlip, VerticalFlip, RandomRotate90 p 0.5; --augment 0 keeps the first two); the visibility rule
-  on the augmented crop mask; a random D-slice window; channels (z-scored image with header mean/std, the
-  same, the mask as raw 0..7); zero padding to D.
+  sampler's 50/50 positive/negative studies (--pos-share); pickVertebra (area > --min-area; fractured ones with
+  p 0.7, --p-frac); the xy box with a 16 px margin on the 256 grid mapped onto image_full's grid; trainZRange
+  (D = --crop-d); image_full [::2] (--zstep) and the mask resized nearest to the full-resolution crop;
+  augmentation with OpenCV as albumentations does it (LongestMaxSize S, PadIfNeeded S x S centred,
+  ShiftScaleRotate 0.05/0.1/15 p 0.5, HorizontalFlip, VerticalFlip, RandomRotate90 p 0.5; --augment 0 keeps
+  the first two); the visibility rule on the augmented crop mask (--vis seed, as coded: the crop's voxels at
+  S x S against the study's meta-grid voxels, so at a small S it drops many fractured labels; meta rescales
+  the crop's count to the meta grid first; off keeps every fractured label); a random D-slice window;
+  channels (z-scored image with header mean/std, the same, the mask as raw 0..7); zero padding to D.
 * validation [infer/crops.ts clsValCrops, buildClsValCrop; infer/metric.ts]: per study one crop per vertebra
   C1..C7 (zeros when absent; centred when shorter than D; first and last D slices when longer), per-output
   max of the sigmoids over the crops, clipped to [0.01, 0.99], the competition weighted log loss (lower is
   better). Printed beside the score of the constant prediction = training-fold positive rates, and the
-  crop-level ROC AUC of each crop's own vertebra output (a threshold-free sign of learning).
+  crop-level ROC AUC of each crop's own vertebra output (a threshold-free sign of learning; also with each
+  output's mean logit over the crops taken off, so level priors do not count). --train-auc N adds
+  the same crop AUC on the first N training studies (a sign of fitting, not of learning).
 * model [models/classifier.ts]: tests/csn_ref.py's CSN, global max pool, dropout --dropout, Linear(-> 8).
 * loss: mean BCE-with-logits over batch x 8; AdamW (wd on non-bias parameters), warmup + per-step cosine to
   1e-5, gradient-norm clip 5 [train/cls.ts, train/trainer.ts].
@@ -50,13 +55,13 @@ GRID = 256
 
 
 class Study:
-    def __init__(self, cache, uid, labels):
+    def __init__(self, cache, uid, labels, zstep=2):
         h = C.read_header(cache, uid)
         self.uid = uid
         self.labels = list(labels)  # CSV [overall, C1..C7]
         self.mean, self.std = float(h["mean"]), float(h["std"])
-        self.full = np.asarray(C.cube(cache, uid, "image_full", h)[::2], dtype=np.float32)  # [Z2, H, W]
-        m = np.array(C.cube(cache, uid, "mask_256", h)[::2])
+        self.full = np.asarray(C.cube(cache, uid, "image_full", h)[::zstep], dtype=np.float32)  # [Z2, H, W]
+        m = np.array(C.cube(cache, uid, "mask_256", h)[::zstep])
         m[m > 7] = 0
         self.mask = m  # [Z2, 256, 256]
         self.z2 = m.shape[0]
@@ -203,8 +208,8 @@ def cut(st, box, z, D, S, rnd, train, window=None):
     return assemble(ai[a:b], am[a:b], b - a, st.mean, st.std, D, S), am
 
 
-def train_sample(st, D, S, rnd, min_area, augment):
-    v = pick_vertebra(st, rnd, min_area)
+def train_sample(st, D, S, rnd, min_area, augment, p_frac=0.7, vis="seed"):
+    v = pick_vertebra(st, rnd, min_area, p_frac)
     if v is None:
         return np.zeros((3, D, S, S), np.float32), visible_labels(st.labels, [0] * 8, st.sums), None
     box = st.boxes[v][0]
@@ -217,7 +222,12 @@ def train_sample(st, D, S, rnd, min_area, augment):
         return 0, n
 
     x, am = cut(st, box, z, D, S, rnd, augment, window)
-    counts = np.bincount(am.ravel(), minlength=8)[:8]
+    counts = np.bincount(am.ravel(), minlength=8)[:8].astype(np.float64)
+    if vis == "meta":  # counts in meta-grid (256) voxels, as sums are: undo LongestMaxSize's area scale
+        y, xx, _, _ = crop_xy(box, st.full.shape[1:])
+        counts *= (max(y[1] - y[0], xx[1] - xx[0]) / S) ** 2
+    elif vis == "off":
+        counts[:] = np.inf
     return x, visible_labels(st.labels, counts, st.sums), v
 
 
@@ -269,7 +279,7 @@ def auc(scores, labels):
 @torch.no_grad()
 def validate(model, items, const):
     model.eval()
-    preds, truths, cs, cl = [], [], [], []
+    preds, truths, cs, cl, cv = [], [], [], [], []
     for x, verts, truth, st in items:
         lg = model(torch.from_numpy(x)).numpy()
         preds.append(aggregate(lg))
@@ -278,10 +288,15 @@ def validate(model, items, const):
             if v in st.boxes:
                 cs.append(float(lg[i, v]))
                 cl.append(st.labels[v])
+                cv.append(v)
     model.train()
     score, per = competition_score(preds, truths)
     cscore, _ = competition_score([const] * len(truths), truths)
+    # The same with each vertebra output's mean logit over the crops taken off: the level priors (C2, C7 break
+    # most often) out of the pooled AUC.
+    mu = {v: np.mean([s for s, w in zip(cs, cv) if w == v]) for v in set(cv)}
     return {"score": score, "const_score": cscore, "crop_auc": auc(cs, cl),
+            "crop_auc_level": auc([s - mu[v] for s, v in zip(cs, cv)], cl),
             **{f"loss_{k}": v for k, v in per.items()}}
 
 
@@ -317,6 +332,15 @@ def main():
     ap.add_argument("--pool", default="max")
     ap.add_argument("--min-area", type=int, default=512)
     ap.add_argument("--augment", type=int, default=1)
+    ap.add_argument("--zstep", type=int, default=2, help="slice stride of image_full/mask_256 (1: every slice)")
+    ap.add_argument("--p-frac", type=float, default=0.7, help="pickVertebra: chance of a fractured vertebra in a "
+                    "positive study")
+    ap.add_argument("--vis", default="seed", choices=["seed", "meta", "off"], help="visibility rule: seed "
+                    "(crop-mask voxels at S x S against the study's meta-grid voxels), meta (crop voxels rescaled "
+                    "to the meta grid first), off (every fractured label kept)")
+    ap.add_argument("--pos-share", type=float, default=0.5, help="share of positive studies in the sampler")
+    ap.add_argument("--train-auc", type=int, default=0, help="also report the crop AUC on this many training "
+                    "studies (validation-style crops) at each eval: a sign of fitting")
     ap.add_argument("--folds", type=int, default=4)
     ap.add_argument("--fold", type=int, default=0)
     ap.add_argument("--val-every", type=int, default=100, help="0: only at the end")
@@ -342,11 +366,12 @@ def main():
     folds = C.read_folds(os.path.join(a.cache, "folds.csv"))
     if folds is None or any(u not in folds for u in uids):
         folds = C.make_folds([(u, labels[u]) for u in uids], a.folds, 0)
-    train = [Study(a.cache, u, labels[u]) for u in uids if folds[u] != a.fold]
-    val = [Study(a.cache, u, labels[u]) for u in uids if folds[u] == a.fold]
+    train = [Study(a.cache, u, labels[u], a.zstep) for u in uids if folds[u] != a.fold]
+    val = [Study(a.cache, u, labels[u], a.zstep) for u in uids if folds[u] == a.fold]
     D, S = a.crop_d, a.crop
     vrnd = np.random.default_rng(0)
     items = [(*val_item(st, D, S, vrnd), st) for st in val]
+    titems = [(*val_item(st, D, S, vrnd), st) for st in train[:a.train_auc]]
     # Constant prediction: the training fold's positive rate per target (overall = any vertebra).
     tl = np.array([[float(any(st.labels[1:]))] + st.labels[1:] for st in train], np.float64)
     const = np.clip(tl.mean(0), 0.01, 0.99)
@@ -373,9 +398,9 @@ def main():
         t0 = time.time()
         xs, ys = [], []
         for _ in range(a.batch):
-            grp = pos if (pos and (not neg or rnd.random() < 0.5)) else neg
+            grp = pos if (pos and (not neg or rnd.random() < a.pos_share)) else neg
             st = grp[int(rnd.random() * len(grp))]
-            x, y, v = train_sample(st, D, S, rnd, a.min_area, a.augment)
+            x, y, v = train_sample(st, D, S, rnd, a.min_area, a.augment, a.p_frac, a.vis)
             if v is not None and st.labels[v] == 1:
                 kept += int(y[v] == 1)
                 dropped += int(y[v] == 0)
@@ -404,12 +429,16 @@ def main():
         if a.val_every and step % a.val_every == 0 and step < a.steps:
             t0 = time.time()
             m = validate(model, items, const)
+            if titems:
+                m["train_crop_auc"] = validate(model, titems, const)["crop_auc"]
             rec["evals"].append({"step": step, **m, "seconds": time.time() - t0})
             print_eval(step, m, time.time() - t0)
         if step % 50 == 0:
             C.write_json(a.out, rec)
     t0 = time.time()
     m = validate(model, items, const)
+    if titems:
+        m["train_crop_auc"] = validate(model, titems, const)["crop_auc"]
     rec["evals"].append({"step": step, **m, "seconds": time.time() - t0})
     print_eval(step, m, time.time() - t0)
     last = rec["steps"][-min(20, len(rec["steps"])):]
@@ -425,8 +454,12 @@ def main():
 
 def print_eval(step, m, sec):
     auc_s = f"{m['crop_auc']:.3f}" if m["crop_auc"] is not None else "-"
-    print(f"eval step {step}: score {m['score']:.4f} (constant {m['const_score']:.4f}) crop AUC {auc_s} | "
-          + " ".join(f"{k[5:]} {v:.3f}" for k, v in m.items() if k.startswith("loss_")) + f" ({sec:.1f} s)",
+    lvl_s = f"{m['crop_auc_level']:.3f}" if m["crop_auc_level"] is not None else "-"
+    print(f"eval step {step}: score {m['score']:.4f} (constant {m['const_score']:.4f}) crop AUC {auc_s} "
+          f"(level-centred {lvl_s}) | "
+          + " ".join(f"{k[5:]} {v:.3f}" for k, v in m.items() if k.startswith("loss_"))
+          + (f" | train crop AUC {m['train_crop_auc']:.3f}" if m.get("train_crop_auc") is not None else "")
+          + f" ({sec:.1f} s)",
           flush=True)
 
 
