@@ -77,6 +77,8 @@ export interface ClsTrainSpec {
   std: number;
   slices: number;
   size: number;
+  /** Count the crop's voxels for the visibility rule at S x S, as the seed does (see ClsDataOptions). */
+  seedVisibility: boolean;
 }
 
 /** A built sample: `input` [3, D, S, S] (image, image, mask 0..7), `labels` [overall, C1..C7]. */
@@ -109,6 +111,7 @@ export function drawClsTrainSpec(study: ClsStudy, rnd: Rnd, o: ClsDataOptions = 
     std: study.std,
     slices: r.slices,
     size: r.size,
+    seedVisibility: r.seedVisibility,
   };
   const v = pickVertebra(study.meta, study.labels, rnd, r);
   if (v === null) return { ...base, crop: null, window: [0, 0], plan: null };
@@ -236,9 +239,12 @@ export function buildClsTrainSample(
     rest.set(up.subarray(b * fp), a * fp);
     count(applyPlan(plan, new Float32Array(rest.length), rest, [n - w, fh, fw]).mask!);
   }
+  // LongestMaxSize took the crop's longer side from max(mh, mw) meta-grid pixels to S: undo its area scale
+  // so that counts and sums are both meta-grid voxels.
+  const toMeta = spec.seedVisibility ? 1 : (Math.max(mh, mw) / S) ** 2;
   return {
     input: assemble(win.image, win.mask!, w, spec),
-    labels: visibleLabels(spec.labels, counts, spec.sums),
+    labels: visibleLabels(spec.labels, counts.map((c) => c * toMeta), spec.sums),
     shape,
     vertebra: spec.crop.vertebra,
   };

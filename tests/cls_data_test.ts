@@ -303,6 +303,26 @@ Deno.test("cls data: train sample, visibility on a painted prediction (identity 
   }
 });
 
+Deno.test("cls data: the visibility rule counts meta-grid voxels at any crop size (the seed's at S x S)", () => {
+  const { vol, G, Z2 } = caseA(43);
+  const s = study("v", vol, [Z2, G, G], [12, G, G]);
+  const img = Float32Array.from({ length: 4 * 8 * 8 }, (_, i) => i % 17);
+  const mask = Uint8Array.from(cut(vol, G, G, [0, 4], [2, 10], [2, 10]));
+  const labels = (size: number, seedVisibility: boolean) => {
+    const o = { slices: 4, size, margin: 2, minArea: 50, seedVisibility };
+    const spec = drawClsTrainSpec(s, script([0.1, 0]), o);
+    eq(spec.crop!.vertebra, 3, "picked C3");
+    return Array.from(buildClsTrainSample(spec, img, mask).labels);
+  };
+  // S = 8 = the crop's 8 meta-grid pixels: both ways count the same (C3 64 / 164 kept, C4 10 / 210 dropped).
+  eq(labels(8, false), labels(8, true), "S = crop size");
+  // S = 4 halves each side: the seed's way counts C3 as 16 voxels (16 / 164 < 0.3, dropped); scaled back to
+  // meta-grid voxels it is 64 again (kept), as the 8 x 8 crop kept it.
+  const meta = labels(4, false), seed = labels(4, true);
+  eq([meta[3], meta[4], meta[5]], [1, 0, 0], "meta-grid voxels: C3 kept, C4 and C5 dropped");
+  eq([seed[3], seed[4], seed[5]], [0, 0, 0], "the seed's count: C3 dropped too");
+});
+
 Deno.test("cls data: train sample counts slices outside the D window; pads the end", () => {
   const G = 16;
   // Case B: C3 spans z [0, 6) (96 voxels); C1's 44 voxels all lie in slices 0..1.

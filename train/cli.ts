@@ -116,6 +116,11 @@ const CLS_FLAGS: Record<string, FlagSpec> = {
     default: false,
     help: "validation crops as the seed's bug 7.3 makes them",
   },
+  "seed-visibility": {
+    type: "boolean",
+    default: false,
+    help: "training labels' visibility rule as the seed codes it (7.4: crop voxels at the crop size)",
+  },
 };
 
 const AVERAGE_FLAGS: Record<string, FlagSpec> = {

@@ -94,7 +94,14 @@ export function clsTask(o: {
 }): TrainTask<ClsSample> {
   const c = o.config;
   const [D, S] = [c.crop[0], c.crop[1]];
-  const data = { slices: D, size: S, minArea: c.minArea, seedValBug: c.seedValBug };
+  const data = {
+    slices: D,
+    size: S,
+    minArea: c.minArea,
+    seedValBug: c.seedValBug,
+    // Configurations written before the option have the seed's rule.
+    seedVisibility: c.seedVisibility ?? true,
+  };
   const n = o.train.length;
   const items = n * c.multiplier;
   const overall = Array.from({ length: items }, (_, i) => o.train[i % n].labels[0]);

@@ -123,6 +123,11 @@ export interface ClsConfig {
   averageBest: number;
   /** Reproduce the seed's validation-crop bug (7.3). */
   seedValBug: boolean;
+  /**
+   * Reproduce the seed's visibility rule as coded (7.4: crop voxels at S x S against meta-grid voxels). Off,
+   * both are meta-grid voxels; at the tiny preset's S = 64 the seed's way drops half the fractured labels.
+   */
+  seedVisibility: boolean;
 }
 
 const CLS_SEED_BASE: Omit<ClsConfig, "encoder" | "multiplier" | "averageBest"> = {
@@ -140,6 +145,7 @@ const CLS_SEED_BASE: Omit<ClsConfig, "encoder" | "multiplier" | "averageBest"> =
   fold: 0,
   minArea: 512,
   seedValBug: false,
+  seedVisibility: false,
 };
 
 /** The seed's classifiers: ir-CSN-152 (multiplier 8, 5 epochs averaged) and ip-CSN-152 (2, 3). */
@@ -167,4 +173,5 @@ export const CLS_TINY: ClsConfig = {
   minArea: 512,
   averageBest: 3,
   seedValBug: false,
+  seedVisibility: false,
 };

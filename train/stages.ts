@@ -81,6 +81,7 @@ export function clsConfig(f: Flags): ClsConfig {
     if (f[k] !== undefined) (c as unknown as Record<string, unknown>)[k] = f[k];
   }
   if (f["seed-val-bug"]) c.seedValBug = true;
+  if (f["seed-visibility"]) c.seedVisibility = true;
   checkCounts(c);
   return c;
 }

@@ -23,6 +23,13 @@ export interface ClsDataOptions {
   pFractured?: number;
   /** Validation crops of vertebrae longer than D: both the first D slices, as the seed's bug (7.3) does. */
   seedValBug?: boolean;
+  /**
+   * The visibility rule as the seed codes it (7.4): crop voxels counted at S x S against the study's voxels on
+   * the meta grid. Off (default), the crop's count is first scaled back to meta-grid voxels, so the rule means
+   * "30 % of the vertebra in the crop" at any S (the seed's way keeps ~4 % at S = 256 and drops half of the
+   * fractured labels at S = 64).
+   */
+  seedVisibility?: boolean;
 }
 
 /** The seed's values of {@link ClsDataOptions}. */
@@ -33,6 +40,7 @@ export const CLS_DEFAULTS: Required<ClsDataOptions> = {
   minArea: 512,
   pFractured: 0.7,
   seedValBug: false,
+  seedVisibility: false,
 };
 
 /** The options with the seed's defaults filled in, checked. */
@@ -156,10 +164,11 @@ export function valZRanges(z0: number, z1: number, slices: number, seedValBug = 
 }
 
 /**
- * The seed's visibility rule (section 3 / 7.4, as coded): each positive vertebra c is set to 0 when
+ * The seed's visibility rule (section 3 / 7.4): each positive vertebra c is set to 0 when
  * counts[c] / (sums[c] + 100) < 0.3, counts[c] being its voxels in the augmented crop mask over every slice
  * of the crop (before the D-slice cut) and sums[c] its predicted voxels in the whole study (meta grid);
- * then patient_overall = any(C1..C7). Returns [overall, C1..C7].
+ * then patient_overall = any(C1..C7). The caller chooses the units of counts (see
+ * {@link ClsDataOptions.seedVisibility}). Returns [overall, C1..C7].
  */
 export function visibleLabels(
   labels: ArrayLike<number>,
