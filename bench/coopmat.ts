@@ -50,17 +50,22 @@ const VARIANTS: Variant[] = [
   { name: "f16 16x16, f32 accumulator", ab: "f16", acc: "f32", tile: 16 },
 ];
 
+/** The kernels' bindings: A, B (read), C (read-write), the sizes as a uniform. */
+function bindings(v: Variant): string {
+  return `${v.ab === "f16" || v.acc === "f16" ? "enable f16;" : ""}
+struct Dims { m: u32, n: u32, k: u32, pad: u32 }
+@group(0) @binding(0) var<storage, read> A: array<${v.ab}>;
+@group(0) @binding(1) var<storage, read> B: array<${v.ab}>;
+@group(0) @binding(2) var<storage, read_write> C: array<${v.acc}>;
+@group(0) @binding(3) var<uniform> d: Dims;`;
+}
+
 /** C[M, N] = A[M, K] B[K, N], row-major; workgroup (x, y) computes the tile at rows y*T, columns x*T. */
 function kernel(v: Variant): string {
   const T = v.tile, mat = `coop_mat${T}x${T}`;
   if (plain) return plainKernel(v);
   return `enable wgpu_cooperative_matrix;
-${v.ab === "f16" || v.acc === "f16" ? "enable f16;" : ""}
-struct Dims { m: u32, n: u32, k: u32, pad: u32 }
-@group(0) @binding(0) var<storage, read> A: array<${v.ab}>;
-@group(0) @binding(1) var<storage, read> B: array<${v.ab}>;
-@group(0) @binding(2) var<storage, read_write> C: array<${v.acc}>;
-@group(0) @binding(3) var<uniform> d: Dims;
+${bindings(v)}
 // 32 invocations: one subgroup on NVIDIA (a smaller subgroup repeats the same tile, which stays correct).
 @compute @workgroup_size(32)
 fn main(@builtin(workgroup_id) wg: vec3<u32>) {
@@ -79,12 +84,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>) {
 /** The same tile product without matrix units (for `--plain`): 32 invocations share the T x T outputs. */
 function plainKernel(v: Variant): string {
   const T = v.tile;
-  return `${v.ab === "f16" || v.acc === "f16" ? "enable f16;" : ""}
-struct Dims { m: u32, n: u32, k: u32, pad: u32 }
-@group(0) @binding(0) var<storage, read> A: array<${v.ab}>;
-@group(0) @binding(1) var<storage, read> B: array<${v.ab}>;
-@group(0) @binding(2) var<storage, read_write> C: array<${v.acc}>;
-@group(0) @binding(3) var<uniform> d: Dims;
+  return `${bindings(v)}
 @compute @workgroup_size(32)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
   for (var e = li; e < ${T * T}u; e += 32u) {
