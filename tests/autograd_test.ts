@@ -3,22 +3,10 @@
  * accumulation, graph freeing, a 1,000-step loop with flat live GPU bytes and no new bind groups, the buffer
  * pool's order, and clear errors for bad calls.
  */
-import {
-  F,
-  keep,
-  models,
-  nn,
-  noGrad,
-  openDevice,
-  optim,
-  randn,
-  type Tensor,
-  tensor,
-  tidy,
-  zeros,
-} from "../mod.ts";
+import { F, keep, noGrad, openDevice, optim, randn, type Tensor, tensor, tidy, zeros } from "../mod.ts";
 import { BufferPool } from "../core/buffer_pool.ts";
 import { assertClose, prng, randData } from "./helpers.ts";
+import { TOY_SHAPE, toyModel } from "./fixtures/toy_task.ts";
 
 const device = await openDevice();
 
@@ -195,16 +183,9 @@ Deno.test("1,000 forward/backward steps keep live GPU bytes flat and make no bin
 });
 
 Deno.test("a CSN classifier's training steps bind the same buffers every step (no bind groups after the second)", async () => {
-  nn.seedInit(3);
-  const model = new models.CSNClassifier({
-    device,
-    encoder: "r26ir",
-    baseChannels: 4,
-    numClasses: 3,
-    dropout: 0.5,
-  });
+  const model = toyModel(device, 3);
   const opt = new optim.AdamW(model.parameters(), { lr: 1e-3 });
-  const x = keep(randn([2, 1, 8, 16, 16], { device, seed: 4 }));
+  const x = keep(randn([2, 1, ...TOY_SHAPE], { device, seed: 4 }));
   const y = keep(tensor(Int32Array.from([0, 2]), { device }));
   const made: number[] = [];
   for (let s = 0; s < 4; s++) {
