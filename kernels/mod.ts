@@ -11,7 +11,7 @@ export { argmax, max, mean, min, sum } from "./reduce.ts";
 export { logSoftmax, softmax } from "./softmax.ts";
 export { permute, squeeze, transpose, unsqueeze } from "./permute.ts";
 export { linear, matmul, type MatmulOptions } from "./matmul.ts";
-export { batchNorm3d, type BatchNormOptions } from "./norm.ts";
+export { batchNorm3d, type BatchNormOptions } from "./norm/mod.ts";
 export {
   adaptiveAvgPool3d,
   adaptiveMaxPool3d,

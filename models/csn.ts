@@ -6,7 +6,6 @@
  */
 import type { Device } from "../core/device.ts";
 import type { Tensor } from "../core/tensor.ts";
-import { add, relu } from "../kernels/elementwise/mod.ts";
 import type { Triple } from "../kernels/conv/mod.ts";
 import { maxPool3d } from "../kernels/pool.ts";
 import { Module } from "../nn/module.ts";
@@ -49,12 +48,17 @@ export class ConvModule extends Module {
   readonly act: boolean;
   forward(x: Tensor): Tensor {
     const c = this.conv.forward(x);
-    const b = this.bn.forward(c);
+    const y = this.bn.normAct(c, { relu: this.act });
     c.dispose();
-    if (!this.act) return b;
-    const r = relu(b);
-    b.dispose();
-    return r;
+    return y;
+  }
+
+  /** relu(bn(conv(x)) + shortcut): a bottleneck's last conv, with its shortcut add and ReLU in the norm's pass. */
+  forwardWithShortcut(x: Tensor, shortcut: Tensor): Tensor {
+    const c = this.conv.forward(x);
+    const y = this.bn.normAct(c, { residual: shortcut, relu: true });
+    c.dispose();
+    return y;
   }
 }
 
@@ -90,14 +94,10 @@ export class CSNBottleneck extends Module {
     const a = this.conv1.forward(x);
     const b = this.conv2.forward(a);
     a.dispose();
-    const c = this.conv3.forward(b);
-    b.dispose();
     const idt = this.downsample ? this.downsample.forward(x) : x;
-    const s = add(c, idt);
-    c.dispose();
+    const r = this.conv3.forwardWithShortcut(b, idt);
+    b.dispose();
     if (idt !== x) idt.dispose();
-    const r = relu(s);
-    s.dispose();
     return r;
   }
 }

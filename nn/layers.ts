@@ -7,9 +7,9 @@ import type { Device } from "../core/device.ts";
 import type { Tensor } from "../core/tensor.ts";
 import { ones, zeros } from "../kernels/creation.ts";
 import { conv3d, type Triple } from "../kernels/conv/mod.ts";
-import { batchNorm3d, type BatchNormSync } from "../kernels/norm.ts";
+import { batchNorm3d, type BatchNormSync } from "../kernels/norm/mod.ts";
 import { linear } from "../kernels/matmul.ts";
-import { add, relu, silu } from "../kernels/elementwise/mod.ts";
+import { relu, silu } from "../kernels/elementwise/mod.ts";
 import { maxPool3d, upsampleNearest3d } from "../kernels/pool.ts";
 import { dropout } from "../kernels/dropout.ts";
 import { autocastFor, castFloat } from "../kernels/cast.ts";
@@ -121,17 +121,22 @@ export class BatchNorm3d extends Module {
     this.numBatchesTracked = this.registerBuffer("num_batches_tracked", zeros([], { device, dtype: "i32" }))!;
   }
   forward(x: Tensor): Tensor {
-    if (this.training) {
-      // num_batches_tracked += 1, on the GPU (no readback).
-      const inc = add(this.numBatchesTracked, 1);
-      this.numBatchesTracked.assign(inc);
-      inc.dispose();
-    }
+    return this.normAct(x);
+  }
+
+  /**
+   * Normalises x, then adds `residual` and applies ReLU when asked, all in the norm's single pass (a ResNet
+   * block's shortcut and activation; see `F.batchNorm3d`).
+   */
+  normAct(x: Tensor, opts: { residual?: Tensor | null; relu?: boolean } = {}): Tensor {
     return batchNorm3d(x, this.weight, this.bias, this.runningMean, this.runningVar, {
       training: this.training,
       momentum: this.momentum,
       eps: this.eps,
       sync: this.sync,
+      // num_batches_tracked += 1 happens on the GPU inside the statistics kernel (no readback).
+      numBatchesTracked: this.training ? this.numBatchesTracked : null,
+      ...opts,
     });
   }
 }

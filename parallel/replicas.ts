@@ -16,7 +16,7 @@ import { Tensor } from "../core/tensor.ts";
 import { keep, tidy } from "../core/scope.ts";
 import type { Module } from "../nn/module.ts";
 import { BatchNorm3d } from "../nn/layers.ts";
-import type { BatchNormSync } from "../kernels/norm.ts";
+import type { BatchNormSync } from "../kernels/norm/mod.ts";
 import type { Mpi } from "./mpi.ts";
 import { downloadTensors } from "../io/download.ts";
 
@@ -198,25 +198,23 @@ export class Replicas {
   #bnSync(): BatchNormSync {
     const op = "SyncBatchNorm";
     return {
-      stats: (mean0, centred, count) => {
-        const d = this.device, C = mean0.shape[0];
+      stats: (local, count) => {
+        const d = this.device, C = local.shape[0];
         if (!this.#rec.recording) throw new Error(`${op}: training steps must run through Replicas.step`);
-        const staging = stagingBuffer(d, 12 * C);
-        d.copy(mean0.storage(op).buffer, 0, staging, 0, 4 * C);
-        d.copy(centred.storage(op).buffer, 0, staging, 4 * C, 8 * C);
+        const staging = stagingBuffer(d, 8 * C);
+        d.copy(local.storage(op).buffer, 0, staging, 0, 8 * C);
         const mean = Tensor.empty(d, [C], "f32", op), variance = Tensor.empty(d, [C], "f32", op);
         const mb = mean.storage(op).buffer, vb = variance.storage(op).buffer;
         const world = this.world;
         this.#rec.syncPoint(
           true,
           this.#timed(async () => {
-            const h = await drain(staging, 12 * C);
+            const h = await drain(staging, 8 * C);
             // Each replica's exact (count, mean, M2) becomes sums of n*mean and M2 + n*mean^2 in f64.
             const red = new Float64Array(2 * C + 1);
             red[2 * C] = count;
             for (let c = 0; c < C; c++) {
-              const s1 = h[C + 2 * c], s2 = h[C + 2 * c + 1];
-              const m = h[c] + s1 / count, m2 = s2 - (s1 * s1) / count;
+              const m = h[2 * c], m2 = h[2 * c + 1];
               red[c] = count * m;
               red[C + c] = m2 + count * m * m;
             }

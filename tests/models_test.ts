@@ -37,6 +37,8 @@ interface Cfg {
   input: number[];
   /** Take the gradients through eval-mode batch norm (after the train-mode pass). */
   gradEval?: boolean;
+  /** Seed of the input and output-gradient data (default 21). */
+  seed?: number;
 }
 
 function build(cfg: Cfg, device: Device): Module {
@@ -57,7 +59,7 @@ async function compare(cfg: Cfg) {
   const device = await openDevice();
   const dir = await Deno.makeTempDir();
   try {
-    const rng = prng(21);
+    const rng = prng(cfg.seed ?? 21);
     const n = cfg.input.reduce((p, d) => p * d, 1);
     const x = randData(rng, n, -1, 1);
     const outShape = cfg.model === "unet" ? [cfg.input[0], 8, ...cfg.input.slice(2)] : [cfg.input[0], 8];
@@ -113,7 +115,17 @@ async function compare(cfg: Cfg) {
 }
 
 Deno.test("tiny CSN-UNet (r26ir, width 8) matches PyTorch: eval, train, gradients", () =>
-  compare({ model: "unet", depth: 26, kind: "ir", base: 8, input: [2, 1, 8, 32, 32], gradEval: true }));
+  // Seed 22: with 21 one decoder ReLU input lands at 4e-9, where the gradient jumps with the last bit of
+  // the running statistics (the batch-norm rewrite of 2026-12-03 moved it across zero; PyTorch's f32 was not).
+  compare({
+    model: "unet",
+    depth: 26,
+    kind: "ir",
+    base: 8,
+    input: [2, 1, 8, 32, 32],
+    gradEval: true,
+    seed: 22,
+  }));
 
 Deno.test("tiny CSN classifier ir, max pool, matches PyTorch", () =>
   compare({

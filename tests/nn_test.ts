@@ -37,6 +37,62 @@ add({
   py: "F.batch_norm(a, d, e, b, c, training=False, eps=1e-3)",
   ts: (x, w, b, rm, rv) => F.batchNorm3d(x, w, b, rm, rv, { training: false }),
 });
+// The fused forms a ResNet block uses: relu(bn(x)), relu(bn(x) + residual); odd sizes (scalar loads) and
+// rows of a multiple of 4 (vec4 loads); a constant offset of 1000 checks the one-pass variance's accuracy.
+add({
+  name: "batchNorm3d train + relu, odd sizes",
+  inputs: [f([2, 3, 3, 5, 3]), f([3], bnW), f([3])],
+  py: "F.relu(F.batch_norm(a, None, None, b, c, training=True, eps=1e-3))",
+  ts: (x, w, b) => F.batchNorm3d(x, w, b, null, null, { training: true, relu: true }),
+});
+add({
+  name: "batchNorm3d train + residual + relu, vec4 rows",
+  inputs: [f([2, 5, 2, 3, 4]), f([5], bnW), f([5]), f([2, 5, 2, 3, 4])],
+  py: "F.relu(F.batch_norm(a, None, None, b, c, training=True, eps=1e-3) + d)",
+  ts: (x, w, b, r) => F.batchNorm3d(x, w, b, null, null, { training: true, relu: true, residual: r }),
+});
+add({
+  name: "batchNorm3d train + residual, no affine",
+  inputs: [f([3, 2, 7]), f([3, 2, 7])],
+  py: "F.batch_norm(a, None, None, training=True, eps=1e-3) + b",
+  ts: (x, r) => F.batchNorm3d(x, null, null, null, null, { training: true, residual: r }),
+});
+add({
+  name: "batchNorm3d train, mean 1000 (one-pass variance)",
+  inputs: [f([2, 3, 4, 4, 4], { lo: 999, hi: 1001 }), f([3], bnW), f([3])],
+  py: "F.batch_norm(a, None, None, b, c, training=True, eps=1e-3)",
+  ts: (x, w, b) => F.batchNorm3d(x, w, b, null, null, { training: true }),
+  // At the default tolerance: the mean must be within ~1 ulp of 1000, and E[x^2] - E[x]^2 in f32 would put
+  // the variance ~10 % off.
+});
+// More than 64 segments per channel: the finishing kernels merge several per lane.
+add({
+  name: "batchNorm3d train + relu, 66 vec4 segments per channel",
+  inputs: [f([2, 1, 8, 128, 130]), f([1], bnW), f([1])],
+  py: "F.relu(F.batch_norm(a, None, None, b, c, training=True, eps=1e-3))",
+  ts: (x, w, b) => F.batchNorm3d(x, w, b, null, null, { training: true, relu: true }),
+  big: true,
+});
+add({
+  name: "batchNorm3d train, 86 scalar segments per channel",
+  inputs: [f([3, 1, 7, 129, 129], { lo: 3, hi: 5 }), f([1], bnW), f([1])],
+  py: "F.batch_norm(a, None, None, b, c, training=True, eps=1e-3)",
+  ts: (x, w, b) => F.batchNorm3d(x, w, b, null, null, { training: true }),
+  big: true,
+});
+add({
+  name: "batchNorm3d eval + residual + relu",
+  inputs: [
+    f([2, 4, 3, 2, 2]),
+    f([4], bnW),
+    f([4]),
+    f([4], { grad: false }),
+    f([4], { lo: 0.5, hi: 2, grad: false }),
+    f([2, 4, 3, 2, 2]),
+  ],
+  py: "F.relu(F.batch_norm(a, d, e, b, c, training=False, eps=1e-3) + f)",
+  ts: (x, w, b, rm, rv, r) => F.batchNorm3d(x, w, b, rm, rv, { training: false, relu: true, residual: r }),
+});
 add({
   name: "maxPool3d stem pool (1,3,3) s(1,2,2) p(0,1,1)",
   inputs: [f([2, 3, 3, 9, 8])],
@@ -214,7 +270,7 @@ Deno.test("nn ops match PyTorch (forward and backward)", async (t) => {
 Deno.test("nn ops match PyTorch with tensors split across bindings", async (t) => {
   const device = await openDevice({ maxBindingBytes: 1024, maxWorkgroupsPerDim: 8, profile: "gpu" });
   try {
-    await suite.check(t, device);
+    await suite.check(t, device, true);
   } finally {
     device.destroy();
   }

@@ -1,0 +1,243 @@
+/**
+ * @file Batch normalisation over [N, C, D, H, W] (PyTorch `batch_norm` semantics), with the ReLU and the
+ * residual add that follow it in a ResNet folded in: y = relu(bn(x) + residual) in one pass. Training mode
+ * normalises with the batch statistics (biased variance) and updates the running statistics in place with the
+ * unbiased variance; eval mode uses the running statistics. A training forward is three dispatches (partial
+ * moments, per-channel finish with the running statistics and the batch counter, the normalising pass), its
+ * backward three more (kernels/norm/stats.ts has the reductions).
+ */
+import { Tensor } from "../../core/tensor.ts";
+import { record } from "../../core/autograd.ts";
+import { type Arg, launch1d } from "../codegen.ts";
+import {
+  channelWalk,
+  evalStats,
+  finishFrom,
+  finishGrads,
+  finishMoments,
+  gradParts,
+  localMoments,
+  momentParts,
+  type RunningStats,
+  sumParts,
+} from "./stats.ts";
+
+/** Options of {@link batchNorm3d}. */
+export interface BatchNormOptions {
+  /** Use batch statistics and update the running ones (default false: use the running statistics). */
+  training?: boolean;
+  /** Running-statistics momentum (default 0.1, PyTorch's convention: new = (1-m) old + m batch). */
+  momentum?: number;
+  /** Added to the variance (default 1e-3, as the CSN uses; PyTorch's default is 1e-5). */
+  eps?: number;
+  /** Training only: reduce the statistics and their gradients across replicas (synchronised batch norm). */
+  sync?: BatchNormSync | null;
+  /** Added to the normalised output before the activation (a ResNet block's shortcut); x's shape. */
+  residual?: Tensor | null;
+  /** Apply ReLU to the result (after the residual add). */
+  relu?: boolean;
+  /** Training only: an i32 scalar incremented by one (the module's `num_batches_tracked`). */
+  numBatchesTracked?: Tensor | null;
+}
+
+/**
+ * Cross-replica reductions of synchronised batch norm (parallel/replicas.ts implements them over MPI). The
+ * tensors handed out may be filled later, as long as the device runs the work recorded after them later.
+ */
+export interface BatchNormSync {
+  /**
+   * From this replica's per-channel [C, 2] = (mean, sum of squared deviations from it) over `count` values
+   * each: the mean and biased variance [C] over all replicas, and their count.
+   */
+  stats(local: Tensor, count: number): { mean: Tensor; variance: Tensor; count: number };
+  /** Backward: this replica's per-channel sums [C, 2] of g and g * (x - mean), summed over all replicas. */
+  sum(local: Tensor): Tensor;
+}
+
+function checkArgs(
+  op: string,
+  x: Tensor,
+  params: [string, Tensor | null][],
+  residual: Tensor | null,
+): void {
+  x.storage(op);
+  if (x.ndim < 2) throw new Error(`${op}: input must have a channel dim, got [${x.shape}]`);
+  if (x.dtype !== "f32") throw new Error(`${op}: expects f32, got ${x.describe()}`);
+  const C = x.shape[1];
+  for (const [name, t] of params) {
+    if (t && (t.ndim !== 1 || t.shape[0] !== C)) {
+      throw new Error(`${op}: ${name} must be [${C}], got [${t.shape}]`);
+    }
+  }
+  if (residual && (residual.shape.join() !== x.shape.join() || residual.dtype !== "f32")) {
+    throw new Error(`${op}: residual must be f32 [${x.shape}] like the input, got ${residual.describe()}`);
+  }
+}
+
+/** y = relu?((x - mean) * inv * w + b + residual) with st = [C, 2] (mean, inv), in vec4 units when S % 4 == 0. */
+function normalize(
+  op: string,
+  x: Tensor,
+  st: Tensor,
+  w: Tensor | null,
+  b: Tensor | null,
+  r: Tensor | null,
+  relu: boolean,
+): Tensor {
+  const y = Tensor.empty(x.device, x.shape, "f32", op);
+  const { C, S, V } = channelWalk(x);
+  const v4 = V === 4;
+  const vec = (e: string) => v4 ? `vec4<f32>(${e})` : e;
+  let e = `(x_ld(i) - ${vec("st_ld(c * 2u)")}) * ${vec(`st_ld(c * 2u + 1u)${w ? " * w_ld(c)" : ""}`)}`;
+  if (b) e = `${e} + ${vec("b_ld(c)")}`;
+  if (r) e = `${e} + r_ld(i)`;
+  if (relu) e = `max(${e}, ${vec("0.0")})`;
+  const args: Arg[] = [
+    { name: "x", t: x, vec4: v4 },
+    { name: "st", t: st },
+    ...(w ? [{ name: "w", t: w }] : []),
+    ...(b ? [{ name: "b", t: b }] : []),
+    ...(r ? [{ name: "r", t: r, vec4: v4 }] : []),
+    { name: "y", t: y, write: true, vec4: v4 },
+  ];
+  launch1d({
+    op,
+    args,
+    n: x.numel() / V,
+    uniforms: { S: { d: S }, C: { d: C } },
+    body: `  let i = gid;\n  let c = mod_C(div_S(i));\n  y_st(i, ${e});`,
+  });
+  return y;
+}
+
+/**
+ * gx = a * (ge - k1 - (x - mean) * k2) from coef [C, 4] = (mean, a, k1, k2), and the residual's gradient ge
+ * (g masked by y > 0 under a fused ReLU); either output may be skipped.
+ */
+function gradInput(
+  op: string,
+  g: Tensor,
+  x: Tensor,
+  y: Tensor | null,
+  coef: Tensor | null,
+  want: { x: boolean; residual: boolean },
+): { gx: Tensor | null; gr: Tensor | null } {
+  const { C, S, V } = channelWalk(x);
+  const v4 = V === 4;
+  const vec = (e: string) => v4 ? `vec4<f32>(${e})` : e;
+  const gx = want.x ? Tensor.empty(x.device, x.shape, "f32", op) : null;
+  const gr = want.residual ? Tensor.empty(x.device, x.shape, "f32", op) : null;
+  launch1d({
+    op,
+    args: [
+      { name: "g", t: g, vec4: v4 },
+      { name: "x", t: x, vec4: v4 },
+      ...(y ? [{ name: "y", t: y, vec4: v4 }] : []),
+      ...(coef && want.x ? [{ name: "cf", t: coef }] : []),
+      ...(gx ? [{ name: "gx", t: gx, write: true, vec4: v4 }] : []),
+      ...(gr ? [{ name: "gr", t: gr, write: true, vec4: v4 }] : []),
+    ],
+    n: x.numel() / V,
+    uniforms: { S: { d: S }, C: { d: C } },
+    body: `  let i = gid;
+  let c = mod_C(div_S(i));
+  let ge = ${y ? `select(${vec("0.0")}, g_ld(i), y_ld(i) > ${vec("0.0")})` : "g_ld(i)"};
+  ${gr ? "gr_st(i, ge);" : ""}
+  ${
+      gx
+        ? `gx_st(i, ${vec("cf_ld(c * 4u + 1u)")} * (ge - ${vec("cf_ld(c * 4u + 2u)")} - (x_ld(i) - ${
+          vec("cf_ld(c * 4u)")
+        }) * ${vec("cf_ld(c * 4u + 3u)")}));`
+        : ""
+    }`,
+  });
+  return { gx, gr };
+}
+
+/**
+ * Batch norm over dim 1 of a 5-D (or any >= 2-D) tensor, optionally followed by `+ residual` and ReLU.
+ * `weight`, `bias`, `runningMean`, `runningVar` are [C] or null. In training, `runningMean`/`runningVar`
+ * (when given) and `numBatchesTracked` are updated in place.
+ */
+export function batchNorm3d(
+  x: Tensor,
+  weight: Tensor | null,
+  bias: Tensor | null,
+  runningMean: Tensor | null,
+  runningVar: Tensor | null,
+  opts: BatchNormOptions = {},
+): Tensor {
+  const op = "F.batchNorm3d";
+  const residual = opts.residual ?? null, relu = !!opts.relu;
+  checkArgs(op, x, [["weight", weight], ["bias", bias], ["runningMean", runningMean], [
+    "runningVar",
+    runningVar,
+  ]], residual);
+  const eps = opts.eps ?? 1e-3, momentum = opts.momentum ?? 0.1;
+  const training = !!opts.training;
+  const M = x.numel() / x.shape[1];
+  let st: Tensor, count = M;
+  if (!training) {
+    if (!runningMean || !runningVar) throw new Error(`${op}: eval mode needs runningMean and runningVar`);
+    st = evalStats(op, runningMean, runningVar, eps);
+  } else {
+    if (M <= 1) {
+      throw new Error(`${op}: training needs more than one value per channel, got input [${x.shape}]`);
+    }
+    const part = momentParts(op, x, channelWalk(x));
+    const run: RunningStats = {
+      mean: runningMean,
+      variance: runningVar,
+      batches: opts.numBatchesTracked ?? null,
+      momentum,
+      eps,
+      count: M,
+    };
+    if (opts.sync) {
+      const loc = localMoments(op, x, part);
+      const g = opts.sync.stats(loc, M);
+      count = run.count = g.count;
+      st = finishFrom(op, g.mean, g.variance, run);
+      for (const t of [loc, g.mean, g.variance]) t.dispose();
+    } else {
+      st = finishMoments(op, x, part, run);
+    }
+    part.dispose();
+  }
+  const y = normalize(op, x, st, weight, bias, residual, relu);
+  const sync = training ? opts.sync ?? null : null;
+  const saved = [x, st, ...(weight ? [weight] : []), ...(relu ? [y] : [])];
+  const out = record(op, y, [x, weight, bias, residual], saved, (g, sv) => {
+    const [sx, sst] = sv;
+    const sw = weight ? sv[2] : null, sy = relu ? sv[sv.length - 1] : null;
+    const bop = `${op}.backward`;
+    const wantW = !!weight?.requiresGrad, wantB = !!bias?.requiresGrad;
+    const wantR = !!residual?.requiresGrad;
+    let gw: Tensor | null = null, gb: Tensor | null = null, coef: Tensor | null = null;
+    if (x.requiresGrad || wantW || wantB) {
+      const part = gradParts(bop, g, sx, sy, sst, channelWalk(sx));
+      // Synchronised: gx uses the sums over all replicas; weight and bias keep this replica's share (the
+      // gradient all-reduce averages them like every other parameter's).
+      const local = sync ? sumParts(bop, part) : part;
+      const glob = sync ? sync.sum(local) : null;
+      const f = finishGrads(bop, local, sst, sw, {
+        training,
+        count,
+        wantWeight: wantW,
+        wantBias: wantB,
+        global: glob,
+      });
+      for (const t of new Set([part, local, glob])) t?.dispose();
+      gw = f.weight, gb = f.bias, coef = f.coef;
+    }
+    // One pass writes gx and, under a fused ReLU, the residual's masked gradient; without ReLU it is g itself.
+    const r = x.requiresGrad || (wantR && sy)
+      ? gradInput(bop, g, sx, sy, coef, { x: x.requiresGrad, residual: wantR && !!sy })
+      : { gx: null, gr: null };
+    coef?.dispose();
+    const gr = wantR && !sy ? g.share() : r.gr;
+    return [r.gx, gw, gb, gr];
+  });
+  st.dispose();
+  return out;
+}

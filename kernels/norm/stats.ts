@@ -1,0 +1,438 @@
+/**
+ * @file Per-channel reductions of batch norm over x viewed as [N, C, S]: the forward's count, mean and sum of
+ * squared deviations in one pass (Welford within a lane, Chan's merge across lanes and segments, so the
+ * variance keeps f32 accuracy whatever the mean), and the backward's sums of g and g * (x - mean). Each is
+ * a partial kernel (a workgroup per channel segment) and a per-channel finishing kernel (a workgroup per
+ * channel merging the segments) into which the small per-channel steps are folded: 1 / std, the running
+ * statistics, `num_batches_tracked`, the gradient coefficients. Loads are vec4 whenever S % 4 == 0.
+ */
+import { Tensor } from "../../core/tensor.ts";
+import { type Arg, launch, launch1d, type Uniforms } from "../codegen.ts";
+
+/** Lanes per workgroup of these kernels (the tree merges assume a power of two). */
+const WG = 64;
+
+/** How a channel's values are walked: unit width (4 when S % 4 == 0), sizes in units, segments. */
+export interface ChannelWalk {
+  N: number;
+  C: number;
+  /** Units per (n, c) row. */
+  S: number;
+  /** Elements per unit: 4 (vec4 loads) or 1. */
+  V: 1 | 4;
+  /** Segments each channel is split into (workgroups per channel of the partial kernels). */
+  segs: number;
+  /** Units per segment. */
+  L: number;
+}
+
+/** The walk of x ([N, C, ...]): vec4 units when a row's length allows, ~4096 values per segment. */
+export function channelWalk(x: Tensor): ChannelWalk {
+  const N = x.shape[0], C = x.shape[1], S0 = x.numel() / (N * C);
+  const V = S0 % 4 === 0 ? 4 : 1, S = S0 / V, T = N * S;
+  const segs = Math.max(1, Math.min(Math.ceil((T * V) / 4096), 1024, T));
+  return { N, C, S, V, segs, L: Math.ceil(T / segs) };
+}
+
+/**
+ * WGSL of the partial kernels' loop: lane `lid` of workgroup (segment sg, channel c) visits the units
+ * e = n * S + s of its segment with stride WG, carrying (n, s) instead of dividing per unit, and runs
+ * `visit` with `i`, the unit's index in x.
+ */
+function walkLoop(visit: string): string {
+  return `  let c = wg % sh.C;
+  let sg = wg / sh.C;
+  let e0 = sg * sh.L + lid;
+  let e1 = min((sg + 1u) * sh.L, sh.T);
+  var n = e0 / sh.S;
+  var s = e0 - n * sh.S;
+  for (var e = e0; e < e1; e = e + WG) {
+    let i = n * sh.CS + c * sh.S + s;
+    ${visit}
+    s = s + sh.ds;
+    n = n + sh.dn;
+    if (s >= sh.S) { s = s - sh.S; n = n + 1u; }
+  }`;
+}
+
+function walkUniforms(w: ChannelWalk): Uniforms {
+  return { C: w.C, S: w.S, L: w.L, T: w.N * w.S, CS: w.C * w.S, dn: Math.floor(WG / w.S), ds: WG % w.S };
+}
+
+/** Workgroup arrays and the merge of slot b into slot a: (count, mean, M2) by Chan's formula. */
+const MERGE_WGSL = `var<workgroup> wn: array<f32, ${WG}>;
+var<workgroup> wm: array<f32, ${WG}>;
+var<workgroup> wq: array<f32, ${WG}>;
+fn merge_(a: u32, b: u32) {
+  let nb = wn[b];
+  if (nb > 0.0) {
+    let na = wn[a];
+    let nt = na + nb;
+    let d = wm[b] - wm[a];
+    let r = nb / nt;
+    wm[a] = wm[a] + d * r;
+    wq[a] = wq[a] + wq[b] + d * d * na * r;
+    wn[a] = nt;
+  }
+}
+fn tree_(lid: u32) {
+  workgroupBarrier();
+  for (var k = WG / 2u; k > 0u; k = k / 2u) {
+    if (lid < k) { merge_(lid, lid + k); }
+    workgroupBarrier();
+  }
+}`;
+
+/** Workgroup arrays and a tree sum of two values per lane. */
+const SUM_WGSL = `var<workgroup> w1: array<f32, ${WG}>;
+var<workgroup> w2: array<f32, ${WG}>;
+fn tree_(lid: u32) {
+  workgroupBarrier();
+  for (var k = WG / 2u; k > 0u; k = k / 2u) {
+    if (lid < k) { w1[lid] = w1[lid] + w1[lid + k]; w2[lid] = w2[lid] + w2[lid + k]; }
+    workgroupBarrier();
+  }
+}`;
+
+/** WGSL: lane `lid` sums segments lid, lid + WG, ... of channel c from `p` ([segs, C, 2]), then the tree. */
+const SUM_PARTS = `  let c = wg;
+  var a1 = 0.0;
+  var a2 = 0.0;
+  for (var sg = lid; sg < sh.segs; sg = sg + WG) {
+    a1 = a1 + p_ld((sg * sh.C + c) * 2u);
+    a2 = a2 + p_ld((sg * sh.C + c) * 2u + 1u);
+  }
+  w1[lid] = a1;
+  w2[lid] = a2;
+  tree_(lid);`;
+
+/**
+ * Forward partials: for each (segment, channel), the count, mean and M2 (sum of squared deviations from the
+ * mean) of its values, as [segs, C, 3]. Means are of x - x[0, c, 0] (the channel's first value, see
+ * {@link shiftOf}): small numbers whose sums keep f32's relative precision, so the mean is as exact as one
+ * final rounding makes it even far from zero.
+ */
+export function momentParts(op: string, x: Tensor, w: ChannelWalk): Tensor {
+  const part = Tensor.empty(x.device, [w.segs, w.C, 3], "f32", op);
+  // A vec4 unit is merged as a block of 4 (its own mean and M2), a scalar one by Welford's update.
+  const visit = w.V === 4
+    ? `let v = x_ld(i) - vec4<f32>(k0);
+    let cm = (v.x + v.y + v.z + v.w) * 0.25;
+    let dv = v - vec4<f32>(cm);
+    let n1 = cnt + 4.0;
+    let dl = cm - mean;
+    let r = 4.0 / n1;
+    mean = mean + dl * r;
+    m2 = m2 + dot(dv, dv) + dl * dl * cnt * r;
+    cnt = n1;`
+    : `let v = x_ld(i) - k0;
+    cnt = cnt + 1.0;
+    let dl = v - mean;
+    mean = mean + dl / cnt;
+    m2 = m2 + dl * (v - mean);`;
+  launch({
+    op,
+    args: [{ name: "x", t: x, vec4: w.V === 4 }, { name: "p", t: part, write: true }],
+    wg: WG,
+    groups: w.segs * w.C,
+    uniforms: walkUniforms(w),
+    decls: MERGE_WGSL,
+    body: `  let k0 = x_ld((wg % sh.C) * sh.S)${w.V === 4 ? ".x" : ""};
+  var cnt = 0.0;
+  var mean = 0.0;
+  var m2 = 0.0;
+${walkLoop(visit)}
+  wn[lid] = cnt;
+  wm[lid] = mean;
+  wq[lid] = m2;
+  tree_(lid);
+  if (lid == 0u) {
+    let o = (sg * sh.C + c) * 3u;
+    p_st(o, wn[0]);
+    p_st(o + 1u, wm[0]);
+    p_st(o + 2u, wq[0]);
+  }`,
+  });
+  return part;
+}
+
+/** WGSL of the shift the partials' means are relative to, x[0, c, 0], read from x bound as scalars. */
+const SHIFT = `x_ld(c * sh.S0)`;
+
+/** The shift's binding and uniform for a finishing kernel. */
+function shiftOf(x: Tensor): { arg: Arg; S0: number } {
+  return { arg: { name: "x", t: x }, S0: x.numel() / (x.shape[0] * x.shape[1]) };
+}
+
+/** WGSL: lane `lid` merges segments lid, lid + WG, ... of channel c from `p` ([segs, C, 3]), then the tree. */
+const MERGE_PARTS = `  let c = wg;
+  var cnt = 0.0;
+  var mean = 0.0;
+  var m2 = 0.0;
+  for (var sg = lid; sg < sh.segs; sg = sg + WG) {
+    let o = (sg * sh.C + c) * 3u;
+    let nb = p_ld(o);
+    if (nb > 0.0) {
+      let nt = cnt + nb;
+      let d = p_ld(o + 1u) - mean;
+      let r = nb / nt;
+      mean = mean + d * r;
+      m2 = m2 + p_ld(o + 2u) + d * d * cnt * r;
+      cnt = nt;
+    }
+  }
+  wn[lid] = cnt;
+  wm[lid] = mean;
+  wq[lid] = m2;
+  tree_(lid);`;
+
+/** What the forward's finishing step updates in place besides writing mean and 1 / std. */
+export interface RunningStats {
+  mean: Tensor | null;
+  variance: Tensor | null;
+  /** Incremented by one (an i32 scalar, the module's `num_batches_tracked`). */
+  batches: Tensor | null;
+  momentum: number;
+  eps: number;
+  /** Values per channel over all replicas, for the unbiased running variance. */
+  count: number;
+}
+
+/** WGSL of the per-channel finish from `mu` and biased `va` of channel c: stats, running stats, counter. */
+function finishCode(r: RunningStats): string {
+  return `st_st(c * 2u, mu);
+    st_st(c * 2u + 1u, inverseSqrt(va + sh.eps));${
+    r.mean && r.variance
+      ? `
+    rm_st(c, (1.0 - sh.mom) * rm_ld(c) + sh.mom * mu);
+    rv_st(c, (1.0 - sh.mom) * rv_ld(c) + sh.mom * va * sh.unb);`
+      : ""
+  }${r.batches ? `\n    if (c == 0u) { nb_st(0u, nb_ld(0u) + 1); }` : ""}`;
+}
+
+function finishArgs(st: Tensor, r: RunningStats): { args: Arg[]; uniforms: Uniforms } {
+  const run = !!(r.mean && r.variance);
+  return {
+    args: [
+      { name: "st", t: st, write: true },
+      ...(run ? [{ name: "rm", t: r.mean!, write: true }, { name: "rv", t: r.variance!, write: true }] : []),
+      ...(r.batches ? [{ name: "nb", t: r.batches, write: true }] : []),
+    ],
+    uniforms: { eps: { f: r.eps }, mom: { f: r.momentum }, unb: { f: r.count / Math.max(r.count - 1, 1) } },
+  };
+}
+
+/**
+ * Merges the forward partials into [C, 2] = (mean, 1 / sqrt(biased variance + eps)) and applies the
+ * running-statistics update and the batch counter in the same kernel.
+ */
+export function finishMoments(op: string, x: Tensor, part: Tensor, r: RunningStats): Tensor {
+  const [segs, C] = part.shape;
+  const st = Tensor.empty(part.device, [C, 2], "f32", op);
+  const f = finishArgs(st, r);
+  const sh = shiftOf(x);
+  launch({
+    op,
+    args: [sh.arg, { name: "p", t: part }, ...f.args],
+    wg: WG,
+    groups: C,
+    uniforms: { C, segs, S0: sh.S0, ...f.uniforms },
+    decls: MERGE_WGSL,
+    body: `${MERGE_PARTS}
+  if (lid == 0u) {
+    let mu = ${SHIFT} + wm[0];
+    let va = max(wq[0] / wn[0], 0.0);
+    ${finishCode(r)}
+  }`,
+  });
+  return st;
+}
+
+/** Merges the forward partials into this replica's [C, 2] = (mean, M2), for synchronised batch norm. */
+export function localMoments(op: string, x: Tensor, part: Tensor): Tensor {
+  const [segs, C] = part.shape;
+  const loc = Tensor.empty(part.device, [C, 2], "f32", op);
+  const sh = shiftOf(x);
+  launch({
+    op,
+    args: [sh.arg, { name: "p", t: part }, { name: "lo", t: loc, write: true }],
+    wg: WG,
+    groups: C,
+    uniforms: { C, segs, S0: sh.S0 },
+    decls: MERGE_WGSL,
+    body: `${MERGE_PARTS}
+  if (lid == 0u) { lo_st(c * 2u, ${SHIFT} + wm[0]); lo_st(c * 2u + 1u, wq[0]); }`,
+  });
+  return loc;
+}
+
+/** {@link finishMoments} from a given mean and biased variance [C] (the replicas' global statistics). */
+export function finishFrom(op: string, mean: Tensor, variance: Tensor, r: RunningStats): Tensor {
+  const C = mean.shape[0];
+  const st = Tensor.empty(mean.device, [C, 2], "f32", op);
+  const f = finishArgs(st, r);
+  launch1d({
+    op,
+    args: [{ name: "me", t: mean }, { name: "va", t: variance }, ...f.args],
+    n: C,
+    uniforms: f.uniforms,
+    body: `  let c = gid;
+  let mu = me_ld(c);
+  let va = va_ld(c);
+  ${finishCode(r)}`,
+  });
+  return st;
+}
+
+/** The statistics of eval mode from the running ones: [C, 2] = (running mean, 1 / sqrt(running var + eps)). */
+export function evalStats(op: string, runningMean: Tensor, runningVar: Tensor, eps: number): Tensor {
+  const C = runningMean.shape[0];
+  const st = Tensor.empty(runningMean.device, [C, 2], "f32", op);
+  launch1d({
+    op,
+    args: [{ name: "rm", t: runningMean }, { name: "rv", t: runningVar }, { name: "st", t: st, write: true }],
+    n: C,
+    uniforms: { eps: { f: eps } },
+    body: `  st_st(gid * 2u, rm_ld(gid));\n  st_st(gid * 2u + 1u, inverseSqrt(rv_ld(gid) + sh.eps));`,
+  });
+  return st;
+}
+
+/**
+ * Backward partials: per (segment, channel), the sums of ge and ge * (x - mean) as [segs, C, 2], where ge is
+ * the output gradient `g`, masked to where the output `y` is positive when `y` is given (a fused ReLU).
+ */
+export function gradParts(
+  op: string,
+  g: Tensor,
+  x: Tensor,
+  y: Tensor | null,
+  st: Tensor,
+  w: ChannelWalk,
+): Tensor {
+  const part = Tensor.empty(x.device, [w.segs, w.C, 2], "f32", op);
+  const v4 = w.V === 4;
+  const zero = v4 ? "vec4<f32>(0.0)" : "0.0";
+  const ge = y ? `select(${zero}, g_ld(i), y_ld(i) > ${zero})` : "g_ld(i)";
+  const dot = (a: string, b: string) => v4 ? `dot(${a}, ${b})` : `${a} * ${b}`;
+  const visit = `let ge = ${ge};
+    let d = x_ld(i) - ${v4 ? "vec4<f32>(mu)" : "mu"};
+    a1 = a1 + ${v4 ? "dot(ge, vec4<f32>(1.0))" : "ge"};
+    a2 = a2 + ${dot("ge", "d")};`;
+  launch({
+    op,
+    args: [
+      { name: "g", t: g, vec4: v4 },
+      { name: "x", t: x, vec4: v4 },
+      ...(y ? [{ name: "y", t: y, vec4: v4 }] : []),
+      { name: "st", t: st },
+      { name: "p", t: part, write: true },
+    ],
+    wg: WG,
+    groups: w.segs * w.C,
+    uniforms: walkUniforms(w),
+    decls: SUM_WGSL,
+    body: `  let mu = st_ld((wg % sh.C) * 2u);
+  var a1 = 0.0;
+  var a2 = 0.0;
+${walkLoop(visit)}
+  w1[lid] = a1;
+  w2[lid] = a2;
+  tree_(lid);
+  if (lid == 0u) { p_st((sg * sh.C + c) * 2u, w1[0]); p_st((sg * sh.C + c) * 2u + 1u, w2[0]); }`,
+  });
+  return part;
+}
+
+/** Gradient tensors the backward's finishing step writes (each only where wanted). */
+export interface GradOuts {
+  /** [C, 4] per channel: mean, a, k1, k2 with gx = a * (ge - k1 - (x - mean) * k2). */
+  coef: Tensor;
+  weight: Tensor | null;
+  bias: Tensor | null;
+}
+
+/**
+ * From the backward partials (or a replica's summed [C, 2] when `global` is given): the weight and bias
+ * gradients (this replica's sums) and the input gradient's coefficients; `training` false gives eval mode's
+ * gx = w * inv * ge (k1 = k2 = 0).
+ */
+export function finishGrads(
+  op: string,
+  sums: Tensor,
+  st: Tensor,
+  weight: Tensor | null,
+  o: { training: boolean; count: number; wantWeight: boolean; wantBias: boolean; global?: Tensor | null },
+): GradOuts {
+  const C = st.shape[0];
+  const dev = st.device;
+  const out: GradOuts = {
+    coef: Tensor.empty(dev, [C, 4], "f32", op),
+    weight: o.wantWeight ? Tensor.empty(dev, [C], "f32", op) : null,
+    bias: o.wantBias ? Tensor.empty(dev, [C], "f32", op) : null,
+  };
+  const fromParts = sums.ndim === 3;
+  const glob = o.global ?? null;
+  const args: Arg[] = [
+    { name: "p", t: sums },
+    ...(glob ? [{ name: "gl", t: glob }] : []),
+    { name: "st", t: st },
+    ...(weight ? [{ name: "w", t: weight }] : []),
+    { name: "cf", t: out.coef, write: true },
+    ...(out.weight ? [{ name: "gw", t: out.weight, write: true }] : []),
+    ...(out.bias ? [{ name: "gb", t: out.bias, write: true }] : []),
+  ];
+  const finish = `let mu = st_ld(c * 2u);
+    let inv = st_ld(c * 2u + 1u);
+    ${out.weight ? "gw_st(c, s2 * inv);" : ""}
+    ${out.bias ? "gb_st(c, s1);" : ""}
+    let t1 = ${glob ? "gl_ld(c * 2u)" : "s1"};
+    let t2 = ${glob ? "gl_ld(c * 2u + 1u)" : "s2"};
+    cf_st(c * 4u, mu);
+    cf_st(c * 4u + 1u, inv${weight ? " * w_ld(c)" : ""});
+    cf_st(c * 4u + 2u, ${o.training ? "t1 * sh.rM" : "0.0"});
+    cf_st(c * 4u + 3u, ${o.training ? "inv * inv * t2 * sh.rM" : "0.0"});`;
+  const uniforms = { C, rM: { f: 1 / o.count } };
+  if (!fromParts) {
+    launch1d({
+      op,
+      args,
+      n: C,
+      uniforms,
+      body: `  let c = gid;\n  let s1 = p_ld(c * 2u);\n  let s2 = p_ld(c * 2u + 1u);\n  ${finish}`,
+    });
+    return out;
+  }
+  launch({
+    op,
+    args,
+    wg: WG,
+    groups: C,
+    uniforms: { ...uniforms, segs: sums.shape[0] },
+    decls: SUM_WGSL,
+    body: `${SUM_PARTS}
+  if (lid == 0u) {
+    let s1 = w1[0];
+    let s2 = w2[0];
+    ${finish}
+  }`,
+  });
+  return out;
+}
+
+/** Sums the backward partials [segs, C, 2] into [C, 2] (synchronised batch norm hands these to the replicas). */
+export function sumParts(op: string, part: Tensor): Tensor {
+  const [segs, C] = part.shape;
+  const out = Tensor.empty(part.device, [C, 2], "f32", op);
+  launch({
+    op,
+    args: [{ name: "p", t: part }, { name: "o", t: out, write: true }],
+    wg: WG,
+    groups: C,
+    uniforms: { C, segs },
+    decls: SUM_WGSL,
+    body: `${SUM_PARTS}
+  if (lid == 0u) { o_st(c * 2u, w1[0]); o_st(c * 2u + 1u, w2[0]); }`,
+  });
+  return out;
+}
