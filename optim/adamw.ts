@@ -1,7 +1,8 @@
 /**
- * @file AdamW with one fused WGSL kernel per parameter tensor (decoupled weight decay, moments, bias
- * correction and the update in a single pass over param, grad, m and v), exactly as `torch.optim.AdamW`
- * (non-foreach path) computes it; per-step scalars travel in the params uniform, so no kernel recompiles.
+ * @file AdamW with a fused WGSL kernel (decoupled weight decay, moments, bias correction and the update in a
+ * single pass over param, grad, m and v) that updates up to eight parameter tensors per dispatch, exactly as
+ * `torch.optim.AdamW` (non-foreach path) computes it; per-step scalars travel in the params uniform, so no
+ * kernel recompiles.
  */
 import type { Tensor } from "../core/tensor.ts";
 import { keep } from "../core/scope.ts";
@@ -66,13 +67,17 @@ export class AdamW {
     return this.#step;
   }
 
-  /** Applies one update to every parameter that has a gradient. */
+  /**
+   * Applies one update to every parameter that has a gradient: one dispatch per chunk of up to
+   * {@link ADAMW_CHUNK} parameters of a group (PyTorch's multi-tensor idea; a CSN-152 has ~470 tensors).
+   */
   step(): void {
     this.#step++;
     const [b1, b2] = this.betas;
     const bc1 = 1 - b1 ** this.#step, bc2 = 1 - b2 ** this.#step;
     for (const g of this.groups) {
       const lr = Number.isNaN(g.lr) ? this.lr : g.lr;
+      const ready: Slot[] = [];
       for (const p of g.params) {
         if (!p.grad) continue;
         if (p.grad.shape.join() !== p.shape.join()) {
@@ -85,35 +90,17 @@ export class AdamW {
           this.#m.set(p, m);
           this.#v.set(p, v);
         }
-        const n = p.numel();
-        launch1d({
-          op: "AdamW.step",
-          args: [
-            { name: "p", t: p, write: true },
-            { name: "g", t: p.grad },
-            { name: "m", t: m, write: true },
-            { name: "v", t: v, write: true },
-          ],
-          n,
-          params: params(
-            { f: 1 - lr * g.weightDecay },
-            { f: b1 },
-            { f: b2 },
-            { f: lr / bc1 },
-            { f: Math.sqrt(bc2) },
-            { f: this.eps },
-          ),
-          body: `  let gr = g_ld(gid);
-  let pd = p_ld(gid) * pf(0u);
-  // exp_avg.lerp_(grad, 1 - beta1); exp_avg_sq.mul_(beta2).addcmul_(grad, grad, 1 - beta2)
-  let mn = m_ld(gid) + (1.0 - pf(1u)) * (gr - m_ld(gid));
-  let vn = v_ld(gid) * pf(2u) + (1.0 - pf(2u)) * gr * gr;
-  let denom = sqrt(vn) / pf(4u) + pf(5u);
-  m_st(gid, mn);
-  v_st(gid, vn);
-  p_st(gid, pd - pf(3u) * mn / denom);`,
-        });
+        ready.push({ p, g: p.grad, m, v });
       }
+      const prm = params(
+        { f: 1 - lr * g.weightDecay },
+        { f: b1 },
+        { f: b2 },
+        { f: lr / bc1 },
+        { f: Math.sqrt(bc2) },
+        { f: this.eps },
+      );
+      for (const chunk of chunks(ready)) adamwKernel(chunk, prm);
     }
   }
 
@@ -158,4 +145,77 @@ export class AdamW {
     this.#m.clear();
     this.#v.clear();
   }
+}
+
+/** One parameter's tensors in an update. */
+interface Slot {
+  p: Tensor;
+  g: Tensor;
+  m: Tensor;
+  v: Tensor;
+}
+
+/** Most parameters one AdamW dispatch updates (4 storage bindings each). */
+export const ADAMW_CHUNK = 8;
+
+/**
+ * Splits the parameters into dispatches: up to ADAMW_CHUNK each, as many as the device's storage-binding
+ * limit allows; a tensor bound in several windows (larger than one binding) goes alone.
+ */
+function chunks(slots: Slot[]): Slot[][] {
+  const out: Slot[][] = [];
+  let cur: Slot[] = [];
+  for (const s of slots) {
+    const d = s.p.device;
+    const per = Math.max(1, Math.min(ADAMW_CHUNK, Math.floor(d.info.maxStorageBuffersPerShaderStage / 4)));
+    const windowed = s.p.numel() * 4 > d.bindingCap;
+    if (windowed) {
+      out.push([s]);
+      continue;
+    }
+    cur.push(s);
+    if (cur.length === per) out.push(cur), cur = [];
+  }
+  if (cur.length) out.push(cur);
+  return out;
+}
+
+/**
+ * The fused update of a chunk, as `torch.optim.AdamW` (non-foreach path) computes it: element `gid` of the
+ * chunk's concatenation belongs to the parameter whose end offset (uniform `e<k>`) first exceeds it.
+ */
+function adamwKernel(chunk: Slot[], prm: Uint32Array): void {
+  const uniforms: Record<string, number> = {};
+  let end = 0;
+  chunk.forEach((s, k) => uniforms[`e${k}`] = end += s.p.numel());
+  const update = (k: number) =>
+    `let gr = g${k}_ld(j);
+    let pd = p${k}_ld(j) * pf(0u);
+    // exp_avg.lerp_(grad, 1 - beta1); exp_avg_sq.mul_(beta2).addcmul_(grad, grad, 1 - beta2)
+    let mo = m${k}_ld(j);
+    let mn = mo + (1.0 - pf(1u)) * (gr - mo);
+    let vn = v${k}_ld(j) * pf(2u) + (1.0 - pf(2u)) * gr * gr;
+    let denom = sqrt(vn) / pf(4u) + pf(5u);
+    m${k}_st(j, mn);
+    v${k}_st(j, vn);
+    p${k}_st(j, pd - pf(3u) * mn / denom);`;
+  const body = chunk.map((_, k) =>
+    `${k ? " else " : "  "}if (gid < sh.e${k}) {
+    let j = gid${k ? ` - sh.e${k - 1}` : ""};
+    ${update(k)}
+  }`
+  ).join("");
+  launch1d({
+    op: "AdamW.step",
+    args: chunk.flatMap((s, k) => [
+      { name: `p${k}`, t: s.p, write: true },
+      { name: `g${k}`, t: s.g },
+      { name: `m${k}`, t: s.m, write: true },
+      { name: `v${k}`, t: s.v, write: true },
+    ]),
+    n: end,
+    params: prm,
+    uniforms,
+    body,
+  });
 }
