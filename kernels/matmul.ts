@@ -90,7 +90,9 @@ export function gemm(op: string, a: Tensor, b: Tensor, transA: boolean, transB: 
     gemmLanes(op, a, b, out, { M, N, K, nb, aIdx, bIdx, offsets, transA, transB, uni });
     return out;
   }
-  gemmTiled(op, a, b, out, { M, N, K, nb, aIdx, bIdx, offsets, transA, transB, uni });
+  const geo = { M, N, K, nb, aIdx, bIdx, offsets, transA, transB, uni };
+  if (vec4Layout(geo)) gemmVec4(op, a, b, out, geo, M >= 512 && N >= 512 ? 8 : 4);
+  else gemmTiled(op, a, b, out, geo);
   return out;
 }
 
@@ -128,11 +130,7 @@ function gemmTiled(
   const offsets = g.offsets;
   const BM = 64, BN = 64, BK = 16, WG = 256;
   const tm = Math.ceil(M / BM), tn = Math.ceil(N / BN), tiles = nb * tm * tn;
-  const kTiles = Math.ceil(K / BK);
-  // Segments over K when the tiles are too few to fill a GPU (~2 workgroups per SM of a 132-SM part) and K is
-  // long, as in the weight gradient of a pointwise conv (K = positions): each at least 16 K tiles long.
-  const segs = Math.max(1, Math.min(Math.ceil(264 / tiles), Math.floor(kTiles / 16)));
-  const segLen = Math.ceil(kTiles / segs) * BK;
+  const { segs, segLen } = kSegments(tiles, K);
   const part = segs === 1 ? out : Tensor.empty(a.device, [segs, ...out.shape], "f32", op);
   // Tile loaders: each thread loads 4 elements that are consecutive in memory.
   const loadA = transA
@@ -205,6 +203,126 @@ var<workgroup> Bs: array<f32, ${BK * BN}>;`,
       }
     }
   }`,
+  });
+  if (segs > 1) {
+    const r = sum(part, 0);
+    out.assign(r);
+    r.dispose();
+    part.dispose();
+  }
+}
+
+/**
+ * Whether {@link gemmVec4} can run a GEMM: every operand's contiguous dim and N a multiple of 4, so that each
+ * vec4 lies wholly inside or wholly outside the matrix (ragged M, N, K at the tile edges are then masked per
+ * vec4) and batch offsets stay vec4-aligned. Pointwise convs with channels and positions divisible by 4 (all
+ * of the CSN's but the stem's input) qualify in all three of their GEMMs.
+ */
+function vec4Layout(g: GemmGeo): boolean {
+  return g.N % 4 === 0 && (g.transA ? g.M : g.K) % 4 === 0 && (g.transB ? g.K : g.N) % 4 === 0;
+}
+
+/**
+ * K segments when the output tiles are too few to fill a GPU (~2 workgroups per SM of a 132-SM part) and K is
+ * long, as in the weight gradient of a pointwise conv (K = positions): each at least 16 K tiles of 16.
+ */
+function kSegments(tiles: number, K: number): { segs: number; segLen: number } {
+  const kTiles = Math.ceil(K / 16);
+  const segs = Math.max(1, Math.min(Math.ceil(264 / tiles), Math.floor(kTiles / 16)));
+  return { segs, segLen: Math.ceil(kTiles / segs) * 16 };
+}
+
+/**
+ * The "gpu" profile's main GEMM: a (16 T) x (16 T) output tile per workgroup of 16 x 16 threads, T x T
+ * outputs per thread (T = 8: 128 x 128, for large M and N; T = 4: 64 x 64), K staged through workgroup
+ * memory 16 at a time as vec4s, so the inner step reads T / 2 vec4s for T^2 FMAs. Global loads and stores
+ * are vec4 in whichever layout each operand is stored; a thread's rows and columns are 4-wide groups strided
+ * by 64 so that neighbouring threads read neighbouring vec4s. The tiling of the scan in docs/perf.md
+ * (128 x 128 x 16, 8 x 8: 30.7 TFLOP/s, 60 % of cuBLAS, on an H200), here with masked edges, batch and
+ * the K split.
+ */
+function gemmVec4(op: string, a: Tensor, b: Tensor, out: Tensor, g: GemmGeo, T: 4 | 8): void {
+  const { M, N, K, nb } = g;
+  const BM = 16 * T, BN = 16 * T, BK = 16, R = T / 4;
+  const tm = Math.ceil(M / BM), tn = Math.ceil(N / BN), tiles = nb * tm * tn;
+  const { segs, segLen } = kSegments(tiles, K);
+  const part = segs === 1 ? out : Tensor.empty(a.device, [segs, ...out.shape], "f32", op);
+  const rs = [...Array(R).keys()];
+  // A tile of BM x BK from an operand stored contiguous along k (4 vec4 per row, scattered into the k-major
+  // workgroup array) or along m (BM / 4 vec4 per k, copied as they are).
+  const alongK = (t: string, W: string, rows: string, lim: string, idx: (r: string, k: string) => string) =>
+    rs.map((p) =>
+      `{ let rr = ${p * 64}u + lid / 4u; let kq = (lid % 4u) * 4u; let r = ${rows} + rr; let k = k0 + kq;
+      var v = vec4<f32>(0.0);
+      if (r < ${lim} && k < sh.K) { v = ${t}_ld((${t}off + ${idx("r", "k")}) / 4u); }
+      for (var j = 0u; j < 4u; j = j + 1u) { ${W}[(kq + j) * ${u(BM / 4)} + rr / 4u][rr % 4u] = v[j]; } }`
+    ).join("\n    ");
+  const alongRows = (
+    t: string,
+    W: string,
+    rows: string,
+    lim: string,
+    idx: (k: string, r: string) => string,
+  ) =>
+    rs.map((p) =>
+      `{ let ix = lid + ${p * 256}u; let kk = ix / ${u(BM / 4)}; let rv = ix % ${u(BM / 4)};
+      let k = k0 + kk; let r = ${rows} + rv * 4u;
+      var v = vec4<f32>(0.0);
+      if (r < ${lim} && k < sh.K) { v = ${t}_ld((${t}off + ${idx("k", "r")}) / 4u); }
+      ${W}[kk * ${u(BM / 4)} + rv] = v; }`
+    ).join("\n    ");
+  const loadA = g.transA
+    ? alongRows("a", "As", "m0", "sh.M", (k, m) => `${k} * sh.M + ${m}`)
+    : alongK("a", "As", "m0", "sh.M", (m, k) => `${m} * sh.K + ${k}`);
+  const loadB = g.transB
+    ? alongK("b", "Bs", "n0", "sh.N", (n, k) => `${n} * sh.K + ${k}`)
+    : alongRows("b", "Bs", "n0", "sh.N", (k, n) => `${k} * sh.N + ${n}`);
+  const accs = rs.flatMap((r) => [0, 1, 2, 3].flatMap((i) => rs.map((s) => `c${r}${i}${s}`)));
+  launch({
+    op,
+    work: { flops: 2 * M * N * K * nb },
+    args: [{ name: "a", t: a, vec4: true }, { name: "b", t: b, vec4: true }, {
+      name: "c",
+      t: part,
+      write: true,
+      vec4: true,
+    }],
+    wg: 256,
+    groups: segs * tiles,
+    decls: `var<workgroup> As: array<vec4<f32>, ${BK * BM / 4}>;
+var<workgroup> Bs: array<vec4<f32>, ${BK * BN / 4}>;`,
+    uniforms: { ...g.uni, nb, tiles: { d: tiles }, tmn: { d: tm * tn }, tn: { d: tn }, segLen },
+    body: `  let sg = div_tiles(wg);
+  let t0 = wg - sg * sh.tiles;
+  let bi = div_tmn(t0);
+  let t = t0 - bi * sh.tmn;
+  let tq = div_tn(t);
+  let m0 = tq * ${u(BM)};
+  let n0 = (t - tq * sh.tn) * ${u(BN)};
+  ${g.offsets}
+  let tx = lid % 16u;
+  let ty = lid / 16u;
+  ${accs.map((c) => `var ${c} = vec4<f32>(0.0);`).join(" ")}
+  let kEnd = min((sg + 1u) * sh.segLen, sh.K);
+  for (var k0 = sg * sh.segLen; k0 < kEnd; k0 = k0 + ${u(BK)}) {
+    ${loadA}
+    ${loadB}
+    workgroupBarrier();
+    for (var kk = 0u; kk < ${u(BK)}; kk = kk + 1u) {
+      ${rs.map((r) => `let a${r} = As[kk * ${u(BM / 4)} + ${r * 16}u + ty];`).join(" ")}
+      ${rs.map((s) => `let b${s} = Bs[kk * ${u(BN / 4)} + ${s * 16}u + tx];`).join(" ")}
+      ${accs.map((c) => `${c} = fma(vec4<f32>(a${c[1]}[${c[2]}]), b${c[3]}, ${c});`).join("\n      ")}
+    }
+    workgroupBarrier();
+  }
+  let coff = (sg * sh.nb + bi) * sh.M * sh.N;
+  ${
+      accs.map((c) =>
+        `{ let m = m0 + ${Number(c[1]) * 64 + Number(c[2])}u + ty * 4u; let n = n0 + ${
+          Number(c[3]) * 64
+        }u + tx * 4u; if (m < sh.M && n < sh.N) { c_st((coff + m * sh.N + n) / 4u, ${c}); } }`
+      ).join("\n  ")
+    }`,
   });
   if (segs > 1) {
     const r = sum(part, 0);
