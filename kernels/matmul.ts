@@ -226,7 +226,7 @@ function vec4Layout(g: GemmGeo): boolean {
  * K segments when the output tiles are too few to fill a GPU (~2 workgroups per SM of a 132-SM part) and K is
  * long, as in the weight gradient of a pointwise conv (K = positions): each at least 16 K tiles of 16.
  */
-function kSegments(tiles: number, K: number): { segs: number; segLen: number } {
+export function kSegments(tiles: number, K: number): { segs: number; segLen: number } {
   const kTiles = Math.ceil(K / 16);
   const segs = Math.max(1, Math.min(Math.ceil(264 / tiles), Math.floor(kTiles / 16)));
   return { segs, segLen: Math.ceil(kTiles / segs) * 16 };

@@ -9,7 +9,8 @@
  * - pointwise.ts: 1x1x1, unpadded, one group: GEMMs over channels
  * - depthwise.ts: groups == in == out channels, up to 64 taps: per-channel register-blocked kernels
  * - im2col.ts: the weight gradient of other one-group convs on the "cpu" profile (im2col + GEMM)
- * - direct.ts: everything else: direct tiled kernels (implicit GEMMs: no column buffer)
+ * - implicit.ts: one-group convs with taps on the "gpu" profile: shared-memory implicit GEMMs
+ * - direct.ts: everything else: direct tiled kernels (implicit GEMMs in registers: no column buffer)
  */
 import { Tensor } from "../../core/tensor.ts";
 import { record } from "../../core/autograd.ts";
@@ -19,6 +20,7 @@ import type { Geo } from "./common.ts";
 import { directForward, directGradInput, directGradWeight } from "./direct.ts";
 import { depthwiseForward, depthwiseGradInput, depthwiseGradWeight } from "./depthwise.ts";
 import { im2colGradWeight } from "./im2col.ts";
+import { implicitForward, implicitGradInput, implicitGradWeight } from "./implicit.ts";
 import { pointwiseForward, pointwiseGradInput, pointwiseGradWeight } from "./pointwise.ts";
 
 /** A size given for all three dims or per dim [d, h, w]. */
@@ -131,6 +133,11 @@ function choose(op: string, x: Tensor, w: Tensor, b: Tensor | null, g: Geo): Cho
     // im2col weight gradient was as fast or faster (3x1x1: 1.2-1.6x), so it stays (docs/perf.md, 2026-11-30).
     const y = directForward(op, x, w, b, g);
     return { y, saved: x, gradInput: directGradInput, gradWeight: im2colGradWeight };
+  }
+  if (g.G === 1 && KK > 1) {
+    // "gpu" profile: shared-memory implicit GEMMs (each gathered value feeds 64 channels, not 4).
+    const y = implicitForward(op, x, w, b, g);
+    return { y, saved: x, gradInput: implicitGradInput, gradWeight: implicitGradWeight };
   }
   const y = directForward(op, x, w, b, g);
   return { y, saved: x, gradInput: directGradInput, gradWeight: directGradWeight };
