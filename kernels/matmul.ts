@@ -160,13 +160,7 @@ function gemmTiled(
     decls: `var<workgroup> As: array<f32, ${BK * BM}>;
 var<workgroup> Bs: array<f32, ${BK * BN}>;`,
     uniforms: { ...g.uni, nb, tiles: { d: tiles }, tmn: { d: tm * tn }, tn: { d: tn }, segLen },
-    body: `  let sg = div_tiles(wg);
-  let t0 = wg - sg * sh.tiles;
-  let bi = div_tmn(t0);
-  let t = t0 - bi * sh.tmn;
-  let tq = div_tn(t);
-  let m0 = tq * ${u(BM)};
-  let n0 = (t - tq * sh.tn) * ${u(BN)};
+    body: `${tileStart(BM, BN)}
   ${offsets}
   let tx = lid % 16u;
   let ty = lid / 16u;
@@ -204,12 +198,30 @@ var<workgroup> Bs: array<f32, ${BK * BN}>;`,
     }
   }`,
   });
-  if (segs > 1) {
-    const r = sum(part, 0);
-    out.assign(r);
-    r.dispose();
-    part.dispose();
-  }
+  addSegments(part, out);
+}
+
+/**
+ * WGSL of a tiled GEMM's workgroup position: K segment `sg`, batch `bi`, and the output tile's first row `m0`
+ * and column `n0` (uniforms `tiles`, `tmn`, `tn`).
+ */
+function tileStart(BM: number, BN: number): string {
+  return `  let sg = div_tiles(wg);
+  let t0 = wg - sg * sh.tiles;
+  let bi = div_tmn(t0);
+  let t = t0 - bi * sh.tmn;
+  let tq = div_tn(t);
+  let m0 = tq * ${u(BM)};
+  let n0 = (t - tq * sh.tn) * ${u(BN)};`;
+}
+
+/** Sums the K segments' partial products `part` ([segs, ...out]) into `out`; nothing when `part` is `out`. */
+function addSegments(part: Tensor, out: Tensor): void {
+  if (part === out) return;
+  const r = sum(part, 0);
+  out.assign(r);
+  r.dispose();
+  part.dispose();
 }
 
 /**
@@ -292,13 +304,7 @@ function gemmVec4(op: string, a: Tensor, b: Tensor, out: Tensor, g: GemmGeo, T: 
     decls: `var<workgroup> As: array<vec4<f32>, ${BK * BM / 4}>;
 var<workgroup> Bs: array<vec4<f32>, ${BK * BN / 4}>;`,
     uniforms: { ...g.uni, nb, tiles: { d: tiles }, tmn: { d: tm * tn }, tn: { d: tn }, segLen },
-    body: `  let sg = div_tiles(wg);
-  let t0 = wg - sg * sh.tiles;
-  let bi = div_tmn(t0);
-  let t = t0 - bi * sh.tmn;
-  let tq = div_tn(t);
-  let m0 = tq * ${u(BM)};
-  let n0 = (t - tq * sh.tn) * ${u(BN)};
+    body: `${tileStart(BM, BN)}
   ${g.offsets}
   let tx = lid % 16u;
   let ty = lid / 16u;
@@ -324,12 +330,7 @@ var<workgroup> Bs: array<vec4<f32>, ${BK * BN / 4}>;`,
       ).join("\n  ")
     }`,
   });
-  if (segs > 1) {
-    const r = sum(part, 0);
-    out.assign(r);
-    r.dispose();
-    part.dispose();
-  }
+  addSegments(part, out);
 }
 
 /**
@@ -485,13 +486,7 @@ function gemmNT(
       ).join("\n  ")
     }`,
   });
-  if (segs > 1) {
-    const r = sum(part, 0);
-    // Copy into the caller's output tensor (gemm returns `out`).
-    out.assign(r);
-    r.dispose();
-    part.dispose();
-  }
+  addSegments(part, out);
 }
 
 /**
