@@ -95,9 +95,11 @@ export function flipLastAxis(x: Float32Array, width: number): Float32Array {
 }
 
 /**
- * Classifier logits [k, numClasses] of a stack of crops [k, 3, D, S, S], run a few crops at a time so that
- * the largest activation (the stem's 64 x D x S/2 x S/2 per crop) stays near 128 Mi elements whatever k is:
- * a study's 7+ seed-size crops at once would need tensors of several GiB.
+ * Classifier logits [k, numClasses] of a stack of crops [k, 3, D, S, S], run as few batches as the adapter
+ * allows: the largest activation (the stem's 64 x D x S/2 x S/2 per crop) is kept within one storage binding
+ * (1 GiB on a large GPU: a study's 7 seed-size crops in 2 batches) but at least 128 Mi elements (lavapipe's
+ * bindings are 128 MiB; tensors above that are bound in windows), since a study's 7+ seed-size crops at once
+ * would need tensors of several GiB.
  */
 export async function classifyCrops(
   model: nn.Module,
@@ -106,8 +108,9 @@ export async function classifyCrops(
 ): Promise<Float32Array> {
   const [k, C, D, H, W] = shape;
   const per = C * D * H * W;
-  const chunk = Math.max(1, Math.floor(2 ** 27 / (64 * D * Math.ceil(H / 2) * Math.ceil(W / 2))));
   const device = model.parameters()[0].device;
+  const cap = Math.max(2 ** 27, Math.floor(device.bindingCap / 4));
+  const chunk = Math.max(1, Math.floor(cap / (64 * D * Math.ceil(H / 2) * Math.ceil(W / 2))));
   const parts: Float32Array[] = [];
   for (let i = 0; i < k; i += chunk) {
     const n = Math.min(chunk, k - i);
