@@ -75,7 +75,8 @@ part() {
 D="deno run -A --no-lock --cached-only"
 # GPU_SMOKE=1: tiny sizes, to check this script on lavapipe before spending GPU time on it.
 S=""; P=seed
-if [ "${GPU_SMOKE:-}" = 1 ]; then S="--smoke"; P=tiny; CLS_BATCH=1; UNET_BATCH=1; fi
+# It also forces the "gpu" kernel profile (CSN_KERNELS), so that lavapipe runs the kernels a GPU would.
+if [ "${GPU_SMOKE:-}" = 1 ]; then S="--smoke"; P=tiny; CLS_BATCH=1; UNET_BATCH=1; export CSN_KERNELS=${CSN_KERNELS:-gpu}; fi
 part info 60 $D bench/gpu.ts --part info --results "$R" $S
 # Whether the adapter offers wgpu-cooperative-matrix (tensor cores), and a naive kernel's error and TFLOP/s.
 part coopmat 45 $D bench/coopmat.ts --results "$R" $([ -n "$S" ] && echo "--n 256")

@@ -135,7 +135,19 @@ export async function requestDevice(
   return { gpu, subgroups };
 }
 
-/** The profile that suits an adapter: "cpu" for the fallback (software) one, "gpu" otherwise. */
+/**
+ * The profile that suits an adapter: "cpu" for the fallback (software) one, "gpu" otherwise; env `CSN_KERNELS`
+ * ("cpu" or "gpu") overrides it, e.g. to run the GPU kernels on lavapipe (`GPU_SMOKE=1 bash bench/gpu.sh`).
+ */
 export function defaultProfile(adapter: GPUAdapter): KernelProfile {
+  const deno = (globalThis as { Deno?: { env?: { get(k: string): string | undefined } } }).Deno;
+  let forced: string | undefined;
+  try {
+    forced = deno?.env?.get("CSN_KERNELS");
+  } catch {
+    forced = undefined; // no env permission (or a browser): the adapter decides
+  }
+  if (forced === "cpu" || forced === "gpu") return forced;
+  if (forced) throw new Error(`CSN_KERNELS must be "cpu" or "gpu", got "${forced}"`);
   return adapter.info.isFallbackAdapter ? "cpu" : "gpu";
 }

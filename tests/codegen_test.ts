@@ -107,3 +107,27 @@ Deno.test("codegen: named uniforms and shape-independent pipelines", async (t) =
   });
   device.destroy();
 });
+
+Deno.test("env CSN_KERNELS picks the kernel profile; a bad value is a clear error", async () => {
+  const prev = Deno.env.get("CSN_KERNELS");
+  try {
+    for (const want of ["gpu", "cpu"] as const) {
+      Deno.env.set("CSN_KERNELS", want);
+      const d = await openDevice();
+      const got = d.profile;
+      d.destroy();
+      if (got !== want) throw new Error(`CSN_KERNELS=${want} gave profile ${got}`);
+    }
+    Deno.env.set("CSN_KERNELS", "tpu");
+    let msg = "";
+    try {
+      (await openDevice()).destroy();
+    } catch (e) {
+      msg = (e as Error).message;
+    }
+    if (!msg.includes(`CSN_KERNELS must be "cpu" or "gpu", got "tpu"`)) throw new Error(`error was "${msg}"`);
+  } finally {
+    if (prev === undefined) Deno.env.delete("CSN_KERNELS");
+    else Deno.env.set("CSN_KERNELS", prev);
+  }
+});
