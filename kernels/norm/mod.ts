@@ -74,6 +74,22 @@ function checkArgs(
   }
 }
 
+/**
+ * The per-element passes' shared pieces: one invocation per unit of x (a vec4 when a row's length allows),
+ * `vec` widening a per-channel scalar to the unit, and WGSL `head` binding the unit `i` and its channel `c`.
+ */
+function perElement(x: Tensor) {
+  const { C, S, V } = channelWalk(x);
+  const v4 = V === 4;
+  return {
+    v4,
+    vec: (e: string) => v4 ? `vec4<f32>(${e})` : e,
+    n: x.numel() / V,
+    uniforms: { S: { d: S }, C: { d: C } },
+    head: `  let i = gid;\n  let c = mod_C(div_S(i));`,
+  };
+}
+
 /** y = relu?((x - mean) * inv * w + b + residual) with st = [C, 2] (mean, inv), in vec4 units when S % 4 == 0. */
 function normalize(
   op: string,
@@ -85,9 +101,7 @@ function normalize(
   relu: boolean,
 ): Tensor {
   const y = Tensor.empty(x.device, x.shape, "f32", op);
-  const { C, S, V } = channelWalk(x);
-  const v4 = V === 4;
-  const vec = (e: string) => v4 ? `vec4<f32>(${e})` : e;
+  const { v4, vec, n, uniforms, head } = perElement(x);
   let e = `(x_ld(i) - ${vec("st_ld(c * 2u)")}) * ${vec(`st_ld(c * 2u + 1u)${w ? " * w_ld(c)" : ""}`)}`;
   if (b) e = `${e} + ${vec("b_ld(c)")}`;
   if (r) e = `${e} + r_ld(i)`;
@@ -100,13 +114,7 @@ function normalize(
     ...(r ? [{ name: "r", t: r, vec4: v4 }] : []),
     { name: "y", t: y, write: true, vec4: v4 },
   ];
-  launch1d({
-    op,
-    args,
-    n: x.numel() / V,
-    uniforms: { S: { d: S }, C: { d: C } },
-    body: `  let i = gid;\n  let c = mod_C(div_S(i));\n  y_st(i, ${e});`,
-  });
+  launch1d({ op, args, n, uniforms, body: `${head}\n  y_st(i, ${e});` });
   return y;
 }
 
@@ -122,9 +130,7 @@ function gradInput(
   coef: Tensor | null,
   want: { x: boolean; residual: boolean },
 ): { gx: Tensor | null; gr: Tensor | null } {
-  const { C, S, V } = channelWalk(x);
-  const v4 = V === 4;
-  const vec = (e: string) => v4 ? `vec4<f32>(${e})` : e;
+  const { v4, vec, n, uniforms, head } = perElement(x);
   const gx = want.x ? Tensor.empty(x.device, x.shape, "f32", op) : null;
   const gr = want.residual ? Tensor.empty(x.device, x.shape, "f32", op) : null;
   launch1d({
@@ -137,10 +143,9 @@ function gradInput(
       ...(gx ? [{ name: "gx", t: gx, write: true, vec4: v4 }] : []),
       ...(gr ? [{ name: "gr", t: gr, write: true, vec4: v4 }] : []),
     ],
-    n: x.numel() / V,
-    uniforms: { S: { d: S }, C: { d: C } },
-    body: `  let i = gid;
-  let c = mod_C(div_S(i));
+    n,
+    uniforms,
+    body: `${head}
   let ge = ${y ? `select(${vec("0.0")}, g_ld(i), y_ld(i) > ${vec("0.0")})` : "g_ld(i)"};
   ${gr ? "gr_st(i, ge);" : ""}
   ${
@@ -218,16 +223,16 @@ export function batchNorm3d(
       const part = gradParts(bop, g, sx, sy, sst, channelWalk(sx));
       // Synchronised: gx uses the sums over all replicas; weight and bias keep this replica's share (the
       // gradient all-reduce averages them like every other parameter's).
-      const local = sync ? sumParts(bop, part) : part;
-      const glob = sync ? sync.sum(local) : null;
-      const f = finishGrads(bop, local, sst, sw, {
+      const local = sync ? sumParts(bop, part) : null;
+      const glob = local ? sync!.sum(local) : null;
+      const f = finishGrads(bop, part, sst, sw, {
         training,
         count,
         wantWeight: wantW,
         wantBias: wantB,
         global: glob,
       });
-      for (const t of new Set([part, local, glob])) t?.dispose();
+      for (const t of [part, local, glob]) t?.dispose();
       gw = f.weight, gb = f.bias, coef = f.coef;
     }
     // One pass writes gx and, under a fused ReLU, the residual's masked gradient; without ReLU it is g itself.

@@ -353,13 +353,13 @@ export interface GradOuts {
 }
 
 /**
- * From the backward partials (or a replica's summed [C, 2] when `global` is given): the weight and bias
- * gradients (this replica's sums) and the input gradient's coefficients; `training` false gives eval mode's
- * gx = w * inv * ge (k1 = k2 = 0).
+ * From the backward partials [segs, C, 2]: the weight and bias gradients (this replica's sums) and the input
+ * gradient's coefficients, from the sums over all replicas in `global` ([C, 2]) when given; `training` false
+ * gives eval mode's gx = w * inv * ge (k1 = k2 = 0).
  */
 export function finishGrads(
   op: string,
-  sums: Tensor,
+  part: Tensor,
   st: Tensor,
   weight: Tensor | null,
   o: { training: boolean; count: number; wantWeight: boolean; wantBias: boolean; global?: Tensor | null },
@@ -371,10 +371,9 @@ export function finishGrads(
     weight: o.wantWeight ? Tensor.empty(dev, [C], "f32", op) : null,
     bias: o.wantBias ? Tensor.empty(dev, [C], "f32", op) : null,
   };
-  const fromParts = sums.ndim === 3;
   const glob = o.global ?? null;
   const args: Arg[] = [
-    { name: "p", t: sums },
+    { name: "p", t: part },
     ...(glob ? [{ name: "gl", t: glob }] : []),
     { name: "st", t: st },
     ...(weight ? [{ name: "w", t: weight }] : []),
@@ -392,23 +391,12 @@ export function finishGrads(
     cf_st(c * 4u + 1u, inv${weight ? " * w_ld(c)" : ""});
     cf_st(c * 4u + 2u, ${o.training ? "t1 * sh.rM" : "0.0"});
     cf_st(c * 4u + 3u, ${o.training ? "inv * inv * t2 * sh.rM" : "0.0"});`;
-  const uniforms = { C, rM: { f: 1 / o.count } };
-  if (!fromParts) {
-    launch1d({
-      op,
-      args,
-      n: C,
-      uniforms,
-      body: `  let c = gid;\n  let s1 = p_ld(c * 2u);\n  let s2 = p_ld(c * 2u + 1u);\n  ${finish}`,
-    });
-    return out;
-  }
   launch({
     op,
     args,
     wg: WG,
     groups: C,
-    uniforms: { ...uniforms, segs: sums.shape[0] },
+    uniforms: { C, rM: { f: 1 / o.count }, segs: part.shape[0] },
     decls: SUM_WGSL,
     body: `${SUM_PARTS}
   if (lid == 0u) {
