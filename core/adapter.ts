@@ -57,17 +57,21 @@ function describe(a: GPUAdapter, i: number): string {
   return `#${i} "${a.info.description || a.info.vendor}"${a.info.isFallbackAdapter ? " (fallback)" : ""}`;
 }
 
+/**
+ * An environment variable, or undefined where there is none to read: feature-detected so that the engine also
+ * loads where there is no Deno namespace (browsers) or no env permission.
+ */
+export function env(k: string): string | undefined {
+  const deno = (globalThis as { Deno?: { env?: { get(k: string): string | undefined } } }).Deno;
+  try {
+    return deno?.env?.get(k);
+  } catch {
+    return undefined;
+  }
+}
+
 /** The adapter chosen by `opts`, else by env `CSN_WEBGPU_FALLBACK` / `CSN_WEBGPU_ADAPTER`, else the first. */
 export async function selectAdapter(opts: AdapterOptions = {}): Promise<GPUAdapter> {
-  // Feature-detected so the engine also loads where there is no Deno namespace (browsers) or no env permission.
-  const env = (k: string) => {
-    const deno = (globalThis as { Deno?: { env?: { get(k: string): string | undefined } } }).Deno;
-    try {
-      return deno?.env?.get(k);
-    } catch {
-      return undefined;
-    }
-  };
   const adapters = await listAdapters();
   if (adapters.length === 0) throw new Error(`No WebGPU adapter found. ${INSTALL_HINT}`);
   const fallback = opts.fallback ?? env("CSN_WEBGPU_FALLBACK") === "1";
@@ -140,13 +144,7 @@ export async function requestDevice(
  * ("cpu" or "gpu") overrides it, e.g. to run the GPU kernels on lavapipe (`GPU_SMOKE=1 bash bench/gpu.sh`).
  */
 export function defaultProfile(adapter: GPUAdapter): KernelProfile {
-  const deno = (globalThis as { Deno?: { env?: { get(k: string): string | undefined } } }).Deno;
-  let forced: string | undefined;
-  try {
-    forced = deno?.env?.get("CSN_KERNELS");
-  } catch {
-    forced = undefined; // no env permission (or a browser): the adapter decides
-  }
+  const forced = env("CSN_KERNELS");
   if (forced === "cpu" || forced === "gpu") return forced;
   if (forced) throw new Error(`CSN_KERNELS must be "cpu" or "gpu", got "${forced}"`);
   return adapter.info.isFallbackAdapter ? "cpu" : "gpu";

@@ -8,6 +8,7 @@
  * and printed by {@link Profiler.report} with their GFLOP/s (when the dispatch gave a FLOP estimate) or
  * GB/s (estimated bytes, else the bytes of the bound storage).
  */
+import { env } from "./adapter.ts";
 
 /** Work estimate of one dispatch, for the profile's rates. */
 export interface KernelWork {
@@ -256,10 +257,5 @@ function sig3(v: number): string {
 
 /** Whether env `CSN_PROFILE` asks for profiling ("1"/"true"); false where env access is not allowed. */
 export function profilingRequested(): boolean {
-  const deno = (globalThis as { Deno?: { env?: { get(k: string): string | undefined } } }).Deno;
-  try {
-    return /^(1|true)$/i.test(deno?.env?.get("CSN_PROFILE") ?? "");
-  } catch {
-    return false;
-  }
+  return /^(1|true)$/i.test(env("CSN_PROFILE") ?? "");
 }
