@@ -1,7 +1,8 @@
 /**
  * @file Batched matrix multiply with optional transposes and broadcast batch dims (PyTorch `matmul`
- * semantics for >= 1-D operands). Profile "gpu": the shared-memory tiled GEMM ({@link gemmTiled}); profile
- * "cpu": register-blocked kernels without workgroup memory (`gemmLanes`, `gemmNT`), see docs/perf.md.
+ * semantics for >= 1-D operands). Profile "gpu": shared-memory tiled GEMMs ({@link gemmVec4}, else
+ * {@link gemmTiled}); profile "cpu": register-blocked kernels without workgroup memory (`gemmLanes`,
+ * `gemmNT`), see docs/perf.md.
  */
 import { Tensor } from "../core/tensor.ts";
 import { record } from "../core/autograd.ts";
@@ -111,13 +112,13 @@ interface GemmGeo {
 }
 
 /**
- * The "gpu" profile's GEMM: the classic shared-memory kernel, a 64x64 output tile per workgroup of 256 threads,
+ * The "gpu" profile's fallback GEMM (operands {@link gemmVec4} cannot load as vec4): the classic shared-memory
+ * kernel, a 64x64 output tile per workgroup of 256 threads,
  * K staged through workgroup memory 16 at a time, 4x4 outputs per thread as four vec4 accumulators; tile loads
  * read 4 consecutive elements per thread in whichever layout (normal or transposed) the operand is stored.
  * When the tiles are too few to fill a GPU and K is long (the weight gradient of a pointwise conv, K =
  * positions: one 64x64 tile over 262144 positions ran at 0.04 TFLOP/s on an H200), K is split into segments
- * whose partial products a reduction adds. (A 128x128 tile with 8x8 per thread, vec4 global loads and vec4
- * workgroup reads ran 4096^3 at 2.5x this kernel there; see docs/perf.md, 2026-11-30.)
+ * whose partial products a reduction adds.
  */
 function gemmTiled(
   op: string,

@@ -164,12 +164,12 @@ export const ADAMW_CHUNK = 8;
  */
 function chunks(slots: Slot[]): Slot[][] {
   const out: Slot[][] = [];
+  if (!slots.length) return out;
+  const d = slots[0].p.device;
+  const per = Math.max(1, Math.min(ADAMW_CHUNK, Math.floor(d.info.maxStorageBuffersPerShaderStage / 4)));
   let cur: Slot[] = [];
   for (const s of slots) {
-    const d = s.p.device;
-    const per = Math.max(1, Math.min(ADAMW_CHUNK, Math.floor(d.info.maxStorageBuffersPerShaderStage / 4)));
-    const windowed = s.p.numel() * 4 > d.bindingCap;
-    if (windowed) {
+    if (s.p.numel() * 4 > d.bindingCap) {
       out.push([s]);
       continue;
     }
