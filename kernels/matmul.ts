@@ -48,8 +48,20 @@ function batchOffsetCode(
   return lines.join("\n");
 }
 
-/** op(a) @ op(b) for tensors of rank >= 2 with broadcast batch dims (no autograd; used by other ops). */
-export function gemm(op: string, a: Tensor, b: Tensor, transA: boolean, transB: boolean): Tensor {
+/**
+ * op(a) @ op(b) for tensors of rank >= 2 with broadcast batch dims (no autograd; used by other ops). With
+ * `sumBatch` the batch's products are summed into one [M, N] matrix (a pointwise conv's weight gradient over
+ * the samples): on the "gpu" profile the tiles write each product as one more partial of the K split, so
+ * the batch sum costs no dispatch of its own.
+ */
+export function gemm(
+  op: string,
+  a: Tensor,
+  b: Tensor,
+  transA: boolean,
+  transB: boolean,
+  opts: { sumBatch?: boolean } = {},
+): Tensor {
   const ar = a.shape.slice(-2), br = b.shape.slice(-2);
   const M = transA ? ar[1] : ar[0];
   const K = transA ? ar[0] : ar[1];
@@ -64,7 +76,14 @@ export function gemm(op: string, a: Tensor, b: Tensor, transA: boolean, transB: 
   }
   const batch = broadcastShapes(op, a.shape.slice(0, -2), b.shape.slice(0, -2));
   const nb = batch.reduce((p, d) => p * d, 1);
-  const out = Tensor.empty(a.device, [...batch, M, N], "f32", op);
+  if (opts.sumBatch && nb !== 1 && (a.device.profile === "cpu" || nb === 0 || K === 0)) {
+    // The "cpu" kernels have no K split to fold the batch into: sum the products afterwards.
+    const full = gemm(op, a, b, transA, transB);
+    const r = sum(full.reshape([nb, M, N]), 0);
+    full.dispose();
+    return r;
+  }
+  const out = Tensor.empty(a.device, opts.sumBatch ? [M, N] : [...batch, M, N], "f32", op);
   if (out.numel() === 0) return out;
   if (K === 0) {
     launch1d({
@@ -88,10 +107,10 @@ export function gemm(op: string, a: Tensor, b: Tensor, transA: boolean, transB: 
     return out;
   }
   if (a.device.profile === "cpu") {
-    gemmLanes(op, a, b, out, { M, N, K, nb, aIdx, bIdx, offsets, transA, transB, uni });
+    gemmLanes(op, a, b, out, { M, N, K, nb, aIdx, bIdx, offsets, transA, transB, uni, sumBatch: false });
     return out;
   }
-  const geo = { M, N, K, nb, aIdx, bIdx, offsets, transA, transB, uni };
+  const geo = { M, N, K, nb, aIdx, bIdx, offsets, transA, transB, uni, sumBatch: opts.sumBatch ?? false };
   if (vec4Layout(geo)) gemmVec4(op, a, b, out, geo, M >= 512 && N >= 512 ? 8 : 4);
   else gemmTiled(op, a, b, out, geo);
   return out;
@@ -109,6 +128,8 @@ interface GemmGeo {
   transA: boolean;
   transB: boolean;
   uni: Uniforms;
+  /** Sum the batch's products into one matrix (see {@link gemm}). */
+  sumBatch: boolean;
 }
 
 /**
@@ -132,7 +153,7 @@ function gemmTiled(
   const BM = 64, BN = 64, BK = 16, WG = 256;
   const tm = Math.ceil(M / BM), tn = Math.ceil(N / BN), tiles = nb * tm * tn;
   const { segs, segLen } = kSegments(tiles, K);
-  const part = segs === 1 ? out : Tensor.empty(a.device, [segs, ...out.shape], "f32", op);
+  const part = partials(op, out, segs, g);
   // Tile loaders: each thread loads 4 elements that are consecutive in memory.
   const loadA = transA
     ? `{ let kk = lid / 16u; let mq = (lid % 16u) * 4u; let k = k0 + kk;
@@ -216,7 +237,17 @@ function tileStart(BM: number, BN: number): string {
   let n0 = (t - tq * sh.tn) * ${u(BN)};`;
 }
 
-/** Sums the K segments' partial products `part` ([segs, ...out]) into `out`; nothing when `part` is `out`. */
+/**
+ * Where a tiled GEMM writes: `out` itself, or partial products [segs x batches, M, N] (K segment major, as
+ * the kernels' \`coff\` counts) when K is split or the batch is summed (`g.sumBatch`: `out` is [M, N]).
+ */
+function partials(op: string, out: Tensor, segs: number, g: GemmGeo): Tensor {
+  const batches = g.sumBatch ? g.nb : 1;
+  if (segs * batches === 1) return out;
+  return Tensor.empty(out.device, [segs * batches, ...out.shape], "f32", op);
+}
+
+/** Sums the partial products `part` ([segs x batches, ...]) into `out`; nothing when `part` is `out`. */
 function addSegments(part: Tensor, out: Tensor): void {
   if (part === out) return;
   const r = sum(part, 0);
@@ -259,7 +290,7 @@ function gemmVec4(op: string, a: Tensor, b: Tensor, out: Tensor, g: GemmGeo, T: 
   const BM = 16 * T, BN = 16 * T, BK = 16, R = T / 4;
   const tm = Math.ceil(M / BM), tn = Math.ceil(N / BN), tiles = nb * tm * tn;
   const { segs, segLen } = kSegments(tiles, K);
-  const part = segs === 1 ? out : Tensor.empty(a.device, [segs, ...out.shape], "f32", op);
+  const part = partials(op, out, segs, g);
   const rs = [...Array(R).keys()];
   // A tile of BM x BK from an operand stored contiguous along k (4 vec4 per row, scattered into the k-major
   // workgroup array) or along m (BM / 4 vec4 per k, copied as they are).
@@ -525,18 +556,23 @@ export function matmul(a: Tensor, b: Tensor, opts: MatmulOptions = {}): Tensor {
   const tA = !!opts.transA, tB = !!opts.transB;
   const y = gemm(op, a, b, tA, tB);
   const as = a.shape, bs = b.shape;
-  return record(op, y, [a, b], [a, b], (g, [sa, sb]) => {
-    let ga: Tensor | null = null, gb: Tensor | null = null;
-    if (a.requiresGrad) {
-      const full = tA ? gemm(`${op}.backward`, sb, g, tB, true) : gemm(`${op}.backward`, g, sb, false, !tB);
-      ga = sumTo(full, as);
-    }
-    if (b.requiresGrad) {
-      const full = tB ? gemm(`${op}.backward`, g, sa, true, tA) : gemm(`${op}.backward`, sa, g, !tA, false);
-      gb = sumTo(full, bs);
-    }
-    return [ga, gb];
-  });
+  const back = `${op}.backward`;
+  // A 2-D operand broadcast over a batch gets the batch's products summed inside the GEMM (no sumTo pass).
+  const reduced = (full: (o: { sumBatch: boolean }) => Tensor, shape: readonly number[]) => {
+    if (shape.length === 2) return full({ sumBatch: true });
+    const f = full({ sumBatch: false });
+    const r = sumTo(f, shape);
+    if (r !== f) f.dispose();
+    return r;
+  };
+  return record(op, y, [a, b], [a, b], (g, [sa, sb]) => [
+    a.requiresGrad
+      ? reduced((o) => (tA ? gemm(back, sb, g, tB, true, o) : gemm(back, g, sb, false, !tB, o)), as)
+      : null,
+    b.requiresGrad
+      ? reduced((o) => (tB ? gemm(back, g, sa, true, tA, o) : gemm(back, sa, g, !tA, false, o)), bs)
+      : null,
+  ]);
 }
 
 /** y = x @ w^T + b, with w: [out, in] and b: [out] (PyTorch `linear`). */

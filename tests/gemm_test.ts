@@ -2,11 +2,14 @@
  * The "gpu" profile's GEMM kernels (kernels/matmul.ts) on lavapipe with that profile forced, against a float64
  * reference computed here: the vec4 tile at both sizes (128 x 128 when M, N >= 512, else 64 x 64) in all four
  * operand layouts with ragged edges, broadcast batch dims, the K split of few-tile products, windowed
- * bindings, and the scalar fallback where a contiguous dim is not a multiple of 4. Tolerance: 2e-6 of
+ * bindings, the scalar fallback where a contiguous dim is not a multiple of 4, and the batch sum (a pointwise
+ * conv's weight gradient; on both profiles) and the gradient of a 2-D operand broadcast over a batch that uses
+ * it. Tolerance: 2e-6 of
  * sum_k |a||b| per element (f32 accumulation over K terms stays far below it).
  */
 import { F, openDevice, tensor, tidy } from "../mod.ts";
 import type { Device } from "../core/device.ts";
+import { gemm } from "../kernels/matmul.ts";
 import { prng, randData } from "./helpers.ts";
 
 interface GemmCase {
@@ -15,6 +18,8 @@ interface GemmCase {
   b: number[];
   transA?: boolean;
   transB?: boolean;
+  /** Sum the batch's products (`gemm`'s sumBatch). */
+  sumBatch?: boolean;
 }
 
 const cases: GemmCase[] = [];
@@ -40,6 +45,16 @@ for (const [tA, tB] of [[false, false], [true, false], [false, true], [true, tru
 // One 64 tile and K = 4100: split into 16 K segments summed afterwards.
 cases.push({ name: "K split (20 x 4100 @ 4100 x 24^T)", a: [20, 4100], b: [24, 4100], transB: true });
 cases.push({ name: "batch broadcast [2,1] x [3]", a: [2, 1, 12, 8], b: [3, 8, 16] });
+// The batch folded into the K split's partials: 3 samples x 16 segments, then the 128 tile and the fallback.
+cases.push({
+  name: "batch sum, K split",
+  a: [3, 20, 4100],
+  b: [3, 24, 4100],
+  transB: true,
+  sumBatch: true,
+});
+cases.push({ name: "batch sum, 128 tile", a: [2, 516, 36], b: [2, 36, 520], sumBatch: true });
+cases.push({ name: "batch sum, fallback", a: [3, 9, 7], b: [3, 7, 16], sumBatch: true });
 // Not vec4-aligned: K = 7 with A not transposed, and N = 130: the scalar 64 x 64 kernel.
 cases.push({ name: "fallback, K = 7", a: [9, 7], b: [7, 16] });
 cases.push({ name: "fallback, N = 130", a: [8, 12], b: [12, 130] });
@@ -80,7 +95,13 @@ function reference(c: GemmCase, a: number[], b: number[]): { y: number[]; mag: n
       }
     }
   }
-  return { y, mag, shape: [...batch, M, N] };
+  if (!c.sumBatch) return { y, mag, shape: [...batch, M, N] };
+  const add = (v: number[]) => {
+    const r = new Array(M * N).fill(0);
+    v.forEach((x, i) => r[i % (M * N)] += x);
+    return r;
+  };
+  return { y: add(y), mag: add(mag), shape: [M, N] };
 }
 
 async function check(device: Device, only?: (c: GemmCase) => boolean): Promise<void> {
@@ -90,10 +111,13 @@ async function check(device: Device, only?: (c: GemmCase) => boolean): Promise<v
     const b = randData(rng, c.b.reduce((p, d) => p * d, 1), -1, 1);
     if (only && !only(c)) continue;
     const ref = reference(c, a, b);
-    const got = await tidy(() =>
-      F.matmul(tensor(a, c.a, { device }), tensor(b, c.b, { device }), { transA: c.transA, transB: c.transB })
-        .toArray()
-    );
+    const got = await tidy(() => {
+      const ta = tensor(a, c.a, { device }), tb = tensor(b, c.b, { device });
+      const y = c.sumBatch
+        ? gemm("test", ta, tb, !!c.transA, !!c.transB, { sumBatch: true })
+        : F.matmul(ta, tb, { transA: c.transA, transB: c.transB });
+      return y.toArray();
+    });
     if (got.length !== ref.y.length) {
       throw new Error(`${c.name}: ${got.length} values, expected ${ref.y.length}`);
     }
@@ -126,5 +150,33 @@ Deno.test("gpu-profile GEMM with operands split across 64 KiB binding windows", 
     );
   } finally {
     device.destroy();
+  }
+});
+
+Deno.test("batch-summed GEMM on the cpu profile, and a broadcast weight's gradient on both", async () => {
+  for (const profile of ["cpu", "gpu"] as const) {
+    const device = await openDevice({ profile, label: profile });
+    try {
+      if (profile === "cpu") await check(device, (c) => !!c.sumBatch);
+      // x [3, 5, 12] @ w [12, 8]: w's gradient is the batch sum of x^T g, g = ones.
+      const rng = prng(9);
+      const x = randData(rng, 180, -1, 1);
+      const gw = await tidy(() => {
+        const w = tensor(randData(rng, 96, -1, 1), [12, 8], { device, requiresGrad: true });
+        F.sum(F.matmul(tensor(x, [3, 5, 12], { device }), w)).backward();
+        return w.grad!.toArray();
+      });
+      for (let k = 0; k < 12; k++) {
+        let s = 0, q = 0;
+        for (let r = 0; r < 15; r++) s += x[r * 12 + k], q += Math.abs(x[r * 12 + k]);
+        for (let n = 0; n < 8; n++) {
+          if (!(Math.abs(gw[k * 8 + n] - s) <= 2e-6 * q)) {
+            throw new Error(`${profile}: grad w[${k}, ${n}] is ${gw[k * 8 + n]}, float64 says ${s}`);
+          }
+        }
+      }
+    } finally {
+      device.destroy();
+    }
   }
 });
