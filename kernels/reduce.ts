@@ -64,10 +64,8 @@ function reduceORI(
     });
     return out;
   }
-  // Split long rows into segments reduced again: it fills the GPU when there are few outputs, and for sums
-  // it keeps every sequential chain short (a tree of partial sums), which matters for accuracy in f32.
-  if (kind !== "argmax" && ((O * I < 2048 && R >= 8192) || (kind === "sum" && R >= 4096))) {
-    const S = Math.min(Math.ceil(R / 2048), 4096);
+  const S = segments(O * I, R, kind);
+  if (S > 1) {
     const L = Math.ceil(R / S);
     const part = Tensor.empty(device, [O, S, I], x.dtype, op);
     reduceSegInto(op, x, part, O, R, I, kind, S, L);
@@ -78,6 +76,47 @@ function reduceORI(
   }
   reduceSegInto(op, x, out, O, R, I, kind, 1, R);
   return out;
+}
+
+/**
+ * Segments to split rows of length R into, reduced again afterwards (1: no split): it fills the GPU when there
+ * are few outputs, and for sums it keeps every sequential chain short (a tree of partial sums), which
+ * matters for accuracy in f32.
+ */
+function segments(outputs: number, R: number, kind: Kind): number {
+  if (kind === "argmax" || !((outputs < 2048 && R >= 8192) || (kind === "sum" && R >= 4096))) return 1;
+  return Math.min(Math.ceil(R / 2048), 4096);
+}
+
+/**
+ * Reduces every axis but `a` (0 < a < ndim - 1) of x, viewed as [B, C, R]: the first pass reduces each
+ * (b, c) row (in segments when long) into [C, B x segments], the second those per c. Two dispatches where
+ * reducing the two runs of axes one after the other takes two or three (a conv bias's gradient).
+ */
+function reduceAllBut(
+  op: string,
+  x: Tensor,
+  a: number,
+  kind: Kind,
+  reluOf?: { y: Tensor; out: Tensor },
+): Tensor {
+  const B = x.shape.slice(0, a).reduce((p, d) => p * d, 1);
+  const C = x.shape[a];
+  const R = x.shape.slice(a + 1).reduce((p, d) => p * d, 1);
+  const S = segments(B * C, R, kind);
+  const part = Tensor.empty(x.device, [C, B * S], x.dtype, op);
+  reduceSegInto(op, x, part, B * C, R, 1, kind, S, Math.ceil(R / S), { keep: { C, B }, reluOf });
+  const r = reduceORI(op, part, C, B * S, 1, kind, x.shape.map((d, i) => (i === a ? d : 1)));
+  part.dispose();
+  return r;
+}
+
+/** Options of {@link reduceSegInto}. */
+interface SegOptions {
+  /** I == 1 and rows o = b * C + c: write out[c, b, s] instead, so that a second pass reduces (b, s) per c. */
+  keep?: { C: number; B: number };
+  /** Reduce where(y > 0, x, 0) instead of x (a ReLU's gradient), and write those values to `out`. */
+  reluOf?: { y: Tensor; out: Tensor };
 }
 
 /** out[o, s, i] = reduce over r in segment s (length L, last shorter) of x[o, r, i]. */
@@ -91,13 +130,24 @@ function reduceSegInto(
   kind: Kind,
   S: number,
   L: number,
+  o: SegOptions = {},
 ) {
   const ty = x.dtype === "f32" ? "f32" : "i32";
   const rows = O * S;
   const argmax = kind === "argmax";
-  const args = [{ name: "x", t: x }, { name: "out", t: out, write: true }];
+  const { keep, reluOf } = o;
+  const args = [
+    { name: "x", t: x },
+    { name: "out", t: out, write: true },
+    ...(reluOf ? [{ name: "ry", t: reluOf.y }, { name: "rg", t: reluOf.out, write: true }] : []),
+  ];
   // Sizes are uniforms: one pipeline per (kind, dtype, path), whatever the shape.
-  const uniforms = { S: { d: S }, L, R, I: { d: I } };
+  const uniforms = { S: { d: S }, L, R, I: { d: I }, ...(keep ? { kC: { d: keep.C }, kB: keep.B } : {}) };
+  const at = (flat: string) => keep ? `((o - div_kC(o) * sh.kC) * sh.kB + div_kC(o)) * sh.S + s` : flat;
+  const ld = reluOf ? "relu_ld" : "x_ld";
+  const decls = reluOf
+    ? `fn relu_ld(i: u32) -> f32 { let v = select(0.0, x_ld(i), ry_ld(i) > 0.0); rg_st(i, v); return v; }\n`
+    : "";
   if (I === 1 && L >= 256) {
     // One workgroup per (o, s) row: strided partial sums, then a tree in workgroup memory.
     const WG = 64;
@@ -114,14 +164,14 @@ function reduceSegInto(
       wg: WG,
       groups: rows,
       uniforms,
-      decls: `var<workgroup> sv: array<${ty}, ${WG}>;\nvar<workgroup> si: array<u32, ${WG}>;`,
+      decls: `${decls}var<workgroup> sv: array<${ty}, ${WG}>;\nvar<workgroup> si: array<u32, ${WG}>;`,
       body: `  ${S === 1 ? "let o = wg; let s = 0u;" : "let o = wg / sh.S; let s = wg - o * sh.S;"}
   let r0 = s * sh.L;
   let r1 = min(r0 + sh.L, sh.R);
   var acc: ${ty} = ${init(kind, ty)};
   var ai = 0xffffffffu;
   for (var r = r0 + lid; r < r1; r = r + WG) {
-    let v = x_ld(o * sh.R + r);
+    let v = ${ld}(o * sh.R + r);
     ${upd}
   }
   sv[lid] = acc;
@@ -131,7 +181,7 @@ function reduceSegInto(
     if (lid < k) { ${merge} }
     workgroupBarrier();
   }
-  if (lid == 0u) { out_st(wg, ${argmax ? "i32(si[0])" : "sv[0]"}); }`,
+  if (lid == 0u) { out_st(${at("wg")}, ${argmax ? "i32(si[0])" : "sv[0]"}); }`,
     });
     return;
   }
@@ -142,18 +192,19 @@ function reduceSegInto(
     args,
     n: rows * I,
     uniforms,
+    decls,
     // I == 1 and S == 1 (the common cases) are variants without the divisions.
     body: `  ${I === 1 ? "let i = 0u; let os = gid;" : "let os = div_I(gid); let i = gid - os * sh.I;"}
   ${S === 1 ? "let o = os; let s = 0u;" : "let o = div_S(os); let s = os - o * sh.S;"}
   let r0 = s * sh.L;
   let r1 = min(r0 + sh.L, sh.R);
-  var acc: ${ty} = x_ld((o * sh.R + r0) * sh.I + i);
+  var acc: ${ty} = ${ld}((o * sh.R + r0) * sh.I + i);
   var ai = r0;
   for (var r = r0 + 1u; r < r1; r = r + 1u) {
-    let v = x_ld((o * sh.R + r) * sh.I + i);
+    let v = ${ld}((o * sh.R + r) * sh.I + i);
     ${upd}
   }
-  out_st(gid, ${argmax ? "i32(ai)" : "acc"});`,
+  out_st(${at("gid")}, ${argmax ? "i32(ai)" : "acc"});`,
   });
 }
 
@@ -176,6 +227,12 @@ function reduceAxes(op: string, x: Tensor, axes: number[], kind: Kind): Tensor {
     else runs.push([a, a + 1]);
   }
   if (runs.length === 0) return kind === "argmax" ? x : map(op, [x], x.dtype, (v) => v[0]);
+  if (
+    kind !== "argmax" && runs.length === 2 && runs[0][0] === 0 && runs[1][1] === shape.length &&
+    runs[1][0] === runs[0][1] + 1 && x.numel() > 0
+  ) {
+    return reduceAllBut(op, x, runs[0][1], kind);
+  }
   let cur = x;
   for (let k = runs.length - 1; k >= 0; k--) {
     const [a0, a1] = runs[k];
@@ -196,6 +253,27 @@ function dropAxes(shape: readonly number[], axes: number[]): number[] {
 
 function keptShape(shape: readonly number[], axes: number[]): number[] {
   return shape.map((d, i) => (axes.includes(i) ? 1 : d));
+}
+
+/**
+ * The gradient through a ReLU and its sum per channel in one pass (no autograd): for y = relu(z) and g the
+ * gradient at y, both [N, C, ...], returns where(y > 0, g, 0) (the gradient at z) and its sum over every
+ * axis but 1 (the gradient of a bias added to z, as in a conv with a fused ReLU).
+ */
+export function reluGradChannelSum(g: Tensor, y: Tensor): { grad: Tensor; sum: Tensor } {
+  const op = "F.relu.backward";
+  checkReduceInput(op, g);
+  if (g.ndim < 2 || g.dtype !== "f32" || y.shape.join() !== g.shape.join()) {
+    throw new Error(
+      `${op}: needs an f32 gradient [N, C, ...] and an output of its shape, got ${g.describe()}, ${y.describe()}`,
+    );
+  }
+  const grad = Tensor.empty(g.device, g.shape, "f32", op);
+  if (g.numel() === 0) return { grad, sum: sum(grad, [0, ...g.shape.slice(2).map((_, i) => i + 2)]) };
+  const k = reduceAllBut(op, g, 1, "sum", { y, out: grad });
+  const r = k.reshape([g.shape[1]]);
+  k.dispose();
+  return { grad, sum: r };
 }
 
 /** Sum over `axes` (all by default). */

@@ -189,6 +189,20 @@ add({
   rtol: 3e-4,
   big: true,
 });
+// Every axis but the channel (a conv bias's gradient): rows split into segments, then reduced per channel.
+add({
+  name: "sum all but channel, split rows",
+  inputs: [f([2, 5, 3, 40, 41])],
+  py: "torch.sum(a, (0, 2, 3, 4))",
+  ts: (a) => F.sum(a, [0, 2, 3, 4]),
+  rtol: 3e-4,
+});
+add({
+  name: "sum i32 all but axis 1",
+  inputs: [{ shape: [3, 4, 6], dtype: "i32", lo: -100, hi: 100, ints: true }],
+  py: "torch.sum(a, (0, 2)).int()",
+  ts: (a) => F.sum(a, [0, 2]),
+});
 add({
   name: "sum i32",
   inputs: [{ shape: [4, 6], dtype: "i32", lo: -100, hi: 100, ints: true }],
