@@ -7,7 +7,7 @@
 import type { Device } from "../core/device.ts";
 import type { Tensor } from "../core/tensor.ts";
 import { cat } from "../kernels/slice.ts";
-import { relu, silu } from "../kernels/elementwise/mod.ts";
+import { silu } from "../kernels/elementwise/mod.ts";
 import { upsampleNearest3d } from "../kernels/pool.ts";
 import type { Triple } from "../kernels/conv/mod.ts";
 import { Module } from "../nn/module.ts";
@@ -33,13 +33,10 @@ export class Unit2p1d extends Module {
     );
   }
   forward(x: Tensor): Tensor {
-    const a = this.conv1_s.forward(x);
-    const b = relu(a);
+    // Each ReLU runs in its conv's output store (and its gradient in one pass with the bias's).
+    const a = this.conv1_s.convAct(x, { relu: true });
+    const r = this.conv1_t.convAct(a, { relu: true });
     a.dispose();
-    const c = this.conv1_t.forward(b);
-    b.dispose();
-    const r = relu(c);
-    c.dispose();
     return r;
   }
 }

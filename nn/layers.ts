@@ -72,6 +72,11 @@ export class Conv3d extends Module {
   }
   /** Under `autocast` (kernels/cast.ts), input and a weight copy are cast to f16; the output stays f32. */
   forward(x: Tensor): Tensor {
+    return this.convAct(x);
+  }
+
+  /** relu(conv(x)) with the ReLU fused into the conv (`F.conv3d`'s `relu` option) when asked. */
+  convAct(x: Tensor, opts: { relu?: boolean } = {}): Tensor {
     const o = this.opts;
     const half = autocastFor(x.device) === "f16";
     const xh = half && x.dtype !== "f16" ? castFloat(x, "f16") : x;
@@ -81,6 +86,7 @@ export class Conv3d extends Module {
       padding: o.padding,
       dilation: o.dilation,
       groups: o.groups,
+      relu: opts.relu,
     });
     if (xh !== x) xh.dispose();
     if (wh !== this.weight) wh.dispose();

@@ -1,7 +1,7 @@
 /**
  * F.conv3d and F.conv2p1d against torch.nn.functional.conv3d, forward and the gradients of input, weight and
- * bias (rtol 1e-4): depthwise, pointwise, the CSN stem, (2+1)D, grouped, dilated, odd sizes, batch 3, and
- * again with every tensor split across bindings. Plus the error messages of bad calls.
+ * bias (rtol 1e-4): depthwise, pointwise, the CSN stem, (2+1)D, grouped, dilated, odd sizes, batch 3, the
+ * fused ReLU on each algorithm, and again with every tensor split across bindings. Plus the error messages of bad calls.
  */
 import { F, openDevice, type Tensor, zeros } from "../mod.ts";
 import { type Case, CaseSuite, f } from "./cases.ts";
@@ -12,19 +12,21 @@ const conv = (
   x: number[],
   w: number[],
   bias: boolean,
-  o: { stride?: number[]; padding?: number[]; dilation?: number[]; groups?: number },
+  o: { stride?: number[]; padding?: number[]; dilation?: number[]; groups?: number; relu?: boolean },
   extra: Partial<Case> = {},
 ) => {
-  const py = `F.conv3d(a, b, ${bias ? "c" : "None"}, stride=${
+  const call = `F.conv3d(a, b, ${bias ? "c" : "None"}, stride=${
     JSON.stringify(o.stride ?? [1, 1, 1])
   }, padding=${JSON.stringify(o.padding ?? [0, 0, 0])}, dilation=${
     JSON.stringify(o.dilation ?? [1, 1, 1])
   }, groups=${o.groups ?? 1})`;
+  const py = o.relu ? `torch.relu(${call})` : call;
   const opts = {
     stride: o.stride as [number, number, number] | undefined,
     padding: o.padding as [number, number, number] | undefined,
     dilation: o.dilation as [number, number, number] | undefined,
     groups: o.groups,
+    relu: o.relu,
   };
   cases.push({
     name,
@@ -75,6 +77,31 @@ conv("depthwise 17 channels batch 3", [3, 17, 3, 5, 4], [17, 1, 3, 3, 3], false,
   padding: [1, 1, 1],
   groups: 17,
 });
+// The fused ReLU (`relu: true`) on every algorithm: its gradient mask, and the bias gradient summed in the
+// same pass (rows of 6400 positions: split into segments).
+conv("pointwise + bias + relu, long rows", [2, 3, 4, 40, 40], [4, 3, 1, 1, 1], true, { relu: true }, {
+  big: true,
+});
+conv("pointwise + relu, no bias", [2, 5, 3, 4, 5], [6, 5, 1, 1, 1], false, { relu: true });
+conv("depthwise + bias + relu", [2, 4, 5, 7, 9], [4, 1, 3, 3, 3], true, {
+  padding: [1, 1, 1],
+  groups: 4,
+  relu: true,
+});
+conv("(1,3,3) p(0,1,1) + bias + relu", [2, 6, 3, 5, 7], [5, 6, 1, 3, 3], true, {
+  padding: [0, 1, 1],
+  relu: true,
+});
+conv("stem 3x7x7 + relu, no bias", [1, 3, 4, 13, 11], [4, 3, 3, 7, 7], false, {
+  stride: [1, 2, 2],
+  padding: [1, 3, 3],
+  relu: true,
+});
+conv("groups 2 + bias + relu", [2, 4, 4, 5, 6], [6, 2, 3, 3, 3], true, {
+  padding: [1, 1, 1],
+  groups: 2,
+  relu: true,
+});
 
 cases.push({
   name: "conv2p1d (1,3,3) -> ReLU -> (3,1,1) -> ReLU",
@@ -105,7 +132,7 @@ Deno.test("conv3d matches PyTorch with tensors split across bindings", async (t)
   // "gpu" kernel profile (workgroup-tiled GEMMs for the pointwise convs).
   const device = await openDevice({ maxBindingBytes: 2048, maxWorkgroupsPerDim: 8, profile: "gpu" });
   try {
-    await suite.check(t, device);
+    await suite.check(t, device, true);
   } finally {
     device.destroy();
   }

@@ -24,6 +24,8 @@ export interface Geo extends Geo3d {
   S: [number, number, number];
   P: [number, number, number];
   L: [number, number, number];
+  /** The forward applies max(y, 0) as it stores (`Conv3dOptions.relu`). */
+  relu: boolean;
 }
 
 /** Lanes per workgroup of the conv kernels. */
@@ -120,6 +122,8 @@ export interface DirectSpec {
   laneLoad: (v: number) => string;
   /** Bias tensor (argument `b`) added per output channel. */
   bias?: Tensor | null;
+  /** Store max(value, 0). */
+  relu?: boolean;
   /** The sizes the snippets above read (as `sh.<name>`); names starting with "n" are the kernel's own. */
   uniforms: Uniforms;
 }
@@ -167,8 +171,8 @@ export function directKernel(s: DirectSpec): void {
         `if (col${v} < sh.nCols) {
     ${
           rs.map((r) =>
-            `if (r0 + ${r}u < sh.nRows) { out_st((ob + ${r}u) * sh.nCols + col${v}, a${r}_${v}${
-              s.bias ? ` + b_ld(grp * sh.nRows + r0 + ${r}u)` : ""
+            `if (r0 + ${r}u < sh.nRows) { out_st((ob + ${r}u) * sh.nCols + col${v}, ${
+              act(`a${r}_${v}${s.bias ? ` + b_ld(grp * sh.nRows + r0 + ${r}u)` : ""}`, !!s.relu)
             }); }`
           ).join("\n    ")
         }
@@ -178,9 +182,19 @@ export function directKernel(s: DirectSpec): void {
   });
 }
 
-/** y + b over the channels of an [N, O, D, H, W] output (a new tensor; `y` is disposed). */
-export function addBias(op: string, y: Tensor, b: Tensor): Tensor {
-  const yb = map(op, [y, b.reshape([b.shape[0], 1, 1, 1])], "f32", (v) => `${v[0]} + ${v[1]}`);
+/** WGSL of the stored value `v`: itself, or max(v, 0) for a conv with a fused ReLU. */
+export function act(v: string, relu: boolean): string {
+  return relu ? `max(${v}, 0.0)` : v;
+}
+
+/**
+ * y + b over the channels of an [N, O, D, H, W] output, then max(., 0) when `relu`, in one pass (a new
+ * tensor; `y` is disposed); `y` itself when there is nothing to do.
+ */
+export function addBias(op: string, y: Tensor, b: Tensor | null, relu = false): Tensor {
+  if (!b && !relu) return y;
+  const ins = b ? [y, b.reshape([b.shape[0], 1, 1, 1])] : [y];
+  const yb = map(op, ins, "f32", (v) => act(b ? `${v[0]} + ${v[1]}` : v[0], relu));
   y.dispose();
   return yb;
 }

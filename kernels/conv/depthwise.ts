@@ -7,7 +7,7 @@
 import { Tensor } from "../../core/tensor.ts";
 import { launch, u, type Uniforms } from "../codegen.ts";
 import { sum } from "../reduce.ts";
-import { type Geo, LANES, range, split3, V, volUniforms } from "./common.ts";
+import { act, type Geo, LANES, range, split3, V, volUniforms } from "./common.ts";
 
 type Dims = [number, number, number];
 
@@ -81,6 +81,7 @@ function dwConv(
   P: Dims,
   L: Dims,
   flip: boolean,
+  relu = false,
 ): Tensor {
   const [N, C, D, H, W] = x.shape;
   const [OD, OH, OW] = out;
@@ -122,7 +123,7 @@ function dwConv(
     let yb = nc * sh.yS + u32(od * i32(sh.OH) + oh) * sh.OW + u32(ow0);
     ${
       range(V).map((v) =>
-        `if (ow0 + ${v} < i32(sh.OW)) { y_st(yb + ${u(v)}, a${v}${b ? " + b_ld(c)" : ""}); }`
+        `if (ow0 + ${v} < i32(sh.OW)) { y_st(yb + ${u(v)}, ${act(`a${v}${b ? " + b_ld(c)" : ""}`, relu)}); }`
       )
         .join("\n    ")
     }
@@ -133,7 +134,7 @@ function dwConv(
 
 /** Depthwise forward. */
 export function depthwiseForward(op: string, x: Tensor, w: Tensor, b: Tensor | null, g: Geo): Tensor {
-  return dwConv(op, x, w, b, [g.OD, g.OH, g.OW], g.K, g.S, g.P, g.L, false);
+  return dwConv(op, x, w, b, [g.OD, g.OH, g.OW], g.K, g.S, g.P, g.L, false, g.relu);
 }
 
 /** gw[c, k] = sum over n and outputs of gy * x at the tap's input position; segments reduced afterwards. */

@@ -34,6 +34,7 @@ export function directForward(op: string, x: Tensor, w: Tensor, b: Tensor | null
     args: [{ name: "x", t: x }, { name: "w", t: w }],
     out,
     bias: b,
+    relu: g.relu,
     outer: N,
     outerName: "n",
     G,

@@ -14,7 +14,7 @@ import { Tensor } from "../../core/tensor.ts";
 import { type Arg, launch, u, type Uniforms } from "../codegen.ts";
 import { sum } from "../reduce.ts";
 import { kSegments } from "../matmul.ts";
-import { gatherX, type Geo, split3, volUniforms } from "./common.ts";
+import { act, gatherX, type Geo, split3, volUniforms } from "./common.ts";
 
 /** One implicit GEMM: out(m, n) = sum over k of A(m, k) * B(k, n), A and B given as WGSL. */
 interface GatherGemm {
@@ -143,8 +143,8 @@ export function implicitForward(op: string, x: Tensor, w: Tensor, b: Tensor | nu
       }
       v = xv;`,
     store: (m, n, val) =>
-      `let sn = div_oS(${n}); out_st((sn * sh.O + ${m}) * sh.oS + ${n} - sn * sh.oS, ${val}${
-        b ? ` + b_ld(${m})` : ""
+      `let sn = div_oS(${n}); out_st((sn * sh.O + ${m}) * sh.oS + ${n} - sn * sh.oS, ${
+        act(`${val}${b ? ` + b_ld(${m})` : ""}`, g.relu)
       });`,
   });
   return y;

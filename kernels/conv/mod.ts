@@ -14,8 +14,8 @@
  */
 import { Tensor } from "../../core/tensor.ts";
 import { record } from "../../core/autograd.ts";
-import { sum } from "../reduce.ts";
-import { relu } from "../elementwise/unary.ts";
+import { reluGradChannelSum, sum } from "../reduce.ts";
+import { map } from "../elementwise/map.ts";
 import type { Geo } from "./common.ts";
 import { directForward, directGradInput, directGradWeight } from "./direct.ts";
 import { depthwiseForward, depthwiseGradInput, depthwiseGradWeight } from "./depthwise.ts";
@@ -32,6 +32,11 @@ export interface Conv3dOptions {
   padding?: Triple;
   dilation?: Triple;
   groups?: number;
+  /**
+   * relu(conv3d(x, w, b)) in one op: the ReLU is applied as the conv stores its output, and the backward
+   * masks the gradient and sums the bias's gradient in one pass (the seed decoder's conv -> ReLU).
+   */
+  relu?: boolean;
 }
 
 /** A size option as [d, h, w]; `def` fills an omitted one (omitting it without a default is an error). */
@@ -102,7 +107,8 @@ function geometry(op: string, x: Tensor, w: Tensor, b: Tensor | null | undefined
     }
     return Math.floor((n + 2 * P[i] - span) / S[i]) + 1;
   });
-  return { N, C, O, G, CG, OG: O / G, D, H, W, OD: outs[0], OH: outs[1], OW: outs[2], K, S, P, L };
+  const relu = !!o.relu;
+  return { N, C, O, G, CG, OG: O / G, D, H, W, OD: outs[0], OH: outs[1], OW: outs[2], K, S, P, L, relu };
 }
 
 /** A gradient kernel: `t` is the weight (input gradient) or the saved input (weight gradient). */
@@ -152,11 +158,20 @@ export function conv3d(x: Tensor, w: Tensor, b?: Tensor | null, opts: Conv3dOpti
   const g = geometry(op, x, w, b, opts);
   const bias = b ?? null;
   const { y, saved, gradInput, gradWeight } = choose(op, x, w, bias, g);
-  const out = record(op, y, [x, w, bias], [saved, w], (gy, [sx, sw]) => [
-    x.requiresGrad ? gradInput(back, gy, sw, g) : null,
-    w.requiresGrad ? gradWeight(back, gy, sx, g) : null,
-    bias?.requiresGrad ? sum(gy, [0, 2, 3, 4]) : null,
-  ]);
+  const out = record(op, y, [x, w, bias], g.relu ? [saved, w, y] : [saved, w], (gy, [sx, sw, sy]) => {
+    const wantBias = !!bias?.requiresGrad;
+    let gz = gy, gb: Tensor | null = null;
+    if (g.relu && wantBias) ({ grad: gz, sum: gb } = reluGradChannelSum(gy, sy));
+    else if (g.relu) gz = map(back, [gy, sy], "f32", (v) => `select(0.0, ${v[0]}, ${v[1]} > 0.0)`);
+    else if (wantBias) gb = sum(gy, [0, 2, 3, 4]);
+    const grads = [
+      x.requiresGrad ? gradInput(back, gz, sw, g) : null,
+      w.requiresGrad ? gradWeight(back, gz, sx, g) : null,
+      gb,
+    ];
+    if (gz !== gy) gz.dispose();
+    return grads;
+  });
   if (saved !== x) saved.dispose();
   return out;
 }
@@ -192,14 +207,9 @@ export function conv2p1d(
   }
   const [ph, pw] = opts.spatialPadding ?? [Math.floor(ws.shape[3] / 2), Math.floor(ws.shape[4] / 2)];
   const pt = opts.temporalPadding ?? Math.floor(wt.shape[2] / 2);
-  const act = opts.relu ?? true;
-  const s = conv3d(x, ws, bs, { padding: [0, ph, pw] });
-  const s2 = act ? relu(s) : s;
-  if (act) s.dispose();
-  const t = conv3d(s2, wt, bt, { padding: [pt, 0, 0] });
-  s2.dispose();
-  if (!act) return t;
-  const r = relu(t);
-  t.dispose();
-  return r;
+  const relu = opts.relu ?? true;
+  const s = conv3d(x, ws, bs, { padding: [0, ph, pw], relu });
+  const t = conv3d(s, wt, bt, { padding: [pt, 0, 0], relu });
+  s.dispose();
+  return t;
 }

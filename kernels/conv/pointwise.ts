@@ -5,7 +5,6 @@
 import { Tensor } from "../../core/tensor.ts";
 import { launch1d } from "../codegen.ts";
 import { gemm } from "../matmul.ts";
-import { sum } from "../reduce.ts";
 import { addBias, type Geo, split3, volUniforms } from "./common.ts";
 
 /** x[:, :, ::sd, ::sh, ::sw] as a new tensor (forward), or its adjoint: scatter into zeros (backward). */
@@ -59,7 +58,7 @@ export function pointwiseForward(
   const y3 = gemm(op, w2, xs3, false, false);
   let y = y3.reshape([N, O, OD, OH, OW]);
   y3.dispose();
-  if (b) y = addBias(op, y, b);
+  y = addBias(op, y, b, g.relu);
   w2.dispose();
   xs3.dispose();
   return { y, xs };
@@ -77,6 +76,8 @@ export function pointwiseGradInput(op: string, gy: Tensor, w: Tensor, g: Geo): T
 export function pointwiseGradWeight(op: string, gy: Tensor, xs: Tensor, g: Geo): Tensor {
   const { N, C, O, OD, OH, OW } = g;
   const OS = OD * OH * OW;
-  const per = gemm(op, gy.reshape([N, O, OS]), xs.reshape([N, C, OS]), false, true);
-  return sum(per, 0).reshape([O, C, 1, 1, 1]);
+  const gw = gemm(op, gy.reshape([N, O, OS]), xs.reshape([N, C, OS]), false, true, { sumBatch: true });
+  const r = gw.reshape([O, C, 1, 1, 1]);
+  gw.dispose();
+  return r;
 }
