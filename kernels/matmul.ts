@@ -10,6 +10,7 @@ import { launch, launch1d, u, type Uniforms } from "./codegen.ts";
 import { broadcastShapes } from "./elementwise/map.ts";
 import { add } from "./elementwise/binary.ts";
 import { sum, sumTo } from "./reduce.ts";
+import { castFloat } from "./cast.ts";
 
 /** Options of {@link matmul}. */
 export interface MatmulOptions {
@@ -52,7 +53,7 @@ function batchOffsetCode(
  * op(a) @ op(b) for tensors of rank >= 2 with broadcast batch dims (no autograd; used by other ops). With
  * `sumBatch` the batch's products are summed into one [M, N] matrix (a pointwise conv's weight gradient over
  * the samples): on the "gpu" profile the tiles write each product as one more partial of the K split, so
- * the batch sum costs no dispatch of its own.
+ * the batch sum costs no dispatch of its own. `dtype` "f16" stores the f32-accumulated result rounded.
  */
 export function gemm(
   op: string,
@@ -60,8 +61,10 @@ export function gemm(
   b: Tensor,
   transA: boolean,
   transB: boolean,
-  opts: { sumBatch?: boolean } = {},
+  opts: { sumBatch?: boolean; dtype?: "f32" | "f16" } = {},
 ): Tensor {
+  const dtype = opts.dtype ?? "f32";
+  if (dtype === "f16" && opts.sumBatch) throw new Error(`${op}: a batch-summed GEMM stores f32`);
   const ar = a.shape.slice(-2), br = b.shape.slice(-2);
   const M = transA ? ar[1] : ar[0];
   const K = transA ? ar[0] : ar[1];
@@ -83,7 +86,7 @@ export function gemm(
     full.dispose();
     return r;
   }
-  const out = Tensor.empty(a.device, opts.sumBatch ? [M, N] : [...batch, M, N], "f32", op);
+  const out = Tensor.empty(a.device, opts.sumBatch ? [M, N] : [...batch, M, N], dtype, op);
   if (out.numel() === 0) return out;
   if (K === 0) {
     launch1d({
@@ -250,9 +253,11 @@ function partials(op: string, out: Tensor, segs: number, g: GemmGeo): Tensor {
 /** Sums the partial products `part` ([segs x batches, ...]) into `out`; nothing when `part` is `out`. */
 function addSegments(part: Tensor, out: Tensor): void {
   if (part === out) return;
-  const r = sum(part, 0);
+  const s = sum(part, 0);
+  const r = s.dtype === out.dtype ? s : castFloat(s, out.dtype as "f16");
   out.assign(r);
-  r.dispose();
+  if (r !== s) r.dispose();
+  s.dispose();
   part.dispose();
 }
 

@@ -7,6 +7,10 @@
  *   f16 operands equal the f32 kernels run on the same f16-rounded values to rtol 1e-4 (only the summation
  *   order may differ: accumulation is f32), forward and both gradients; against the unrounded f32 inputs
  *   they are within 2e-3 of the output's scale (f16 keeps 11 significant bits: 4.9e-4 relative per input).
+ *   With an f16 output (`dtype: "f16"`, also with the fused ReLU) the output is the f32 one rounded and the
+ *   gradients are unchanged.
+ * - Batch norm with f16 input, residual and output (+ ReLU, training statistics) equals the f32 norm on the
+ *   rounded values: output to one f16 rounding, gradients and running statistics to rtol 1e-4.
  * - A tiny CSN classifier forward under autocast vs f32, and 20 AdamW steps of it with autocast + GradScaler
  *   vs f32: the measured errors are printed and bounded (docs/perf.md, "Mixed precision").
  * - GradScaler skips a step with an inf gradient and halves its scale, grows after `growthInterval` good
@@ -136,6 +140,13 @@ const CONV_CASES: ConvCase[] = [
     opts: { padding: [1, 3, 3], stride: [1, 2, 2] },
   },
   { name: "temporal 3x1x1", x: [2, 5, 6, 3, 4], w: [7, 5, 3, 1, 1], opts: { padding: [1, 0, 0] } },
+  {
+    name: "(1,3,3) + fused ReLU",
+    x: [2, 4, 3, 5, 6],
+    w: [6, 4, 1, 3, 3],
+    opts: { padding: [0, 1, 1], relu: true },
+  },
+  { name: "pointwise + fused ReLU", x: [2, 8, 3, 4, 5], w: [12, 8, 1, 1, 1], opts: { relu: true } },
 ];
 
 Deno.test("conv3d with f16 input and weight: forward and gradients vs f32 on the rounded values", async () => {
@@ -149,14 +160,16 @@ async function convCases(variant: string, d: Device) {
     const nx = c.x.reduce((p, v) => p * v, 1), nw = c.w.reduce((p, v) => p * v, 1);
     const xs = randData(rng, nx, -1, 1), ws = randData(rng, nw, -0.5, 0.5);
     const xr = Array.from(await rounded(xs, d)), wr = Array.from(await rounded(ws, d));
-    const run = async (half: boolean, xv: number[], wv: number[]) =>
+    // `out` "f16": the output stored in half precision (dtype option), read back through an f32 cast.
+    const run = async (half: boolean, xv: number[], wv: number[], out: "f32" | "f16" = "f32") =>
       await tidy(async () => {
         const x = tensor(xv, c.x, { device: d, requiresGrad: true });
         const w = tensor(wv, c.w, { device: d, requiresGrad: true });
-        const y = half
-          ? F.conv3d(F.cast(x, "f16"), F.cast(w, "f16"), null, c.opts)
+        const y0 = half
+          ? F.conv3d(F.cast(x, "f16"), F.cast(w, "f16"), null, { ...c.opts, dtype: out })
           : F.conv3d(x, w, null, c.opts);
-        if (y.dtype !== "f32") throw new Error(`${c.name}: output ${y.describe()}`);
+        if (y0.dtype !== out) throw new Error(`${c.name}: output ${y0.describe()}`);
+        const y = out === "f16" ? F.cast(y0, "f32") : y0;
         const gy = tensor(randData(prng(5), y.numel()), y.shape, { device: d });
         F.sum(F.mul(y, gy)).backward();
         if (x.grad!.dtype !== "f32" || w.grad!.dtype !== "f32") throw new Error(`${c.name}: grads not f32`);
@@ -168,11 +181,54 @@ async function convCases(variant: string, d: Device) {
     // The gradients read the saved f16 input / weight; the upstream gradient is f32.
     assertClose(gxh, gxr, `${c.name} grad input`);
     assertClose(gwh, gwr, `${c.name} grad weight`);
+    // An f16 output is the f32 one rounded (one f16 ulp, 2^-11 relative, where the summation order moves a
+    // value across a rounding boundary); the gradients are unchanged (a fused ReLU's mask reads the f16 y).
+    const [y16, gx16, gw16] = await run(true, xs, ws, "f16");
+    assertClose(y16, await rounded(Array.from(yh), d), `${c.name} f16 output`, 1e-3);
+    assertClose(gx16, gxh, `${c.name} grad input, f16 output`);
+    assertClose(gw16, gwh, `${c.name} grad weight, f16 output`);
     const [y32] = await run(false, xs, ws);
     const e = relErr(yh, y32);
     if (!(e < 2e-3)) throw new Error(`${c.name}: f16 vs f32 inputs error ${e}`);
   }
 }
+
+Deno.test("batch norm with f16 input, residual and output vs f32 on the rounded values", async () => {
+  for (const [variant, d] of await variants(1)) {
+    const rng = prng(13);
+    // [2, 6, 3, 4, 5]: rows of 60 (vec4 units); [3, 5, 3, 3, 3]: rows of 27 (scalar).
+    for (const shape of [[2, 6, 3, 4, 5], [3, 5, 3, 3, 3]]) {
+      const n = shape.reduce((p, v) => p * v, 1), C = shape[1];
+      const xs = randData(rng, n, -2, 3), rs = randData(rng, n, -1, 1);
+      const ws = randData(rng, C, 0.5, 1.5), bs = randData(rng, C, -0.2, 0.2);
+      const xr = Array.from(await rounded(xs, d)), rr = Array.from(await rounded(rs, d));
+      const run = async (half: boolean, xv: number[], rv: number[]) =>
+        await tidy(async () => {
+          const x = tensor(xv, shape, { device: d, requiresGrad: true });
+          const r = tensor(rv, shape, { device: d, requiresGrad: true });
+          const w = tensor(ws, [C], { device: d, requiresGrad: true });
+          const b = tensor(bs, [C], { device: d, requiresGrad: true });
+          const rm = tensor(new Array(C).fill(0), [C], { device: d });
+          const rvar = tensor(new Array(C).fill(1), [C], { device: d });
+          const y0 = F.batchNorm3d(half ? F.cast(x, "f16") : x, w, b, rm, rvar, {
+            training: true,
+            residual: half ? F.cast(r, "f16") : r,
+            relu: true,
+          });
+          if (y0.dtype !== (half ? "f16" : "f32")) throw new Error(`batch norm output ${y0.describe()}`);
+          const y = half ? F.cast(y0, "f32") : y0;
+          F.sum(F.mul(y, tensor(randData(prng(6), n), shape, { device: d }))).backward();
+          return await Promise.all([y, x.grad!, r.grad!, w.grad!, b.grad!, rm, rvar].map((t) => t.toArray()));
+        });
+      const h = await run(true, xs, rs), f = await run(false, xr, rr);
+      const what = `batch norm [${shape}] (${variant})`;
+      assertClose(h[0], await rounded(Array.from(f[0]), d), `${what} output`, 1e-3);
+      ["grad x", "grad residual", "grad weight", "grad bias", "running mean", "running var"].forEach((k, i) =>
+        assertClose(h[i + 1], f[i + 1], `${what} ${k}`)
+      );
+    }
+  }
+});
 
 Deno.test("matmul with f16 operands vs f32 on the rounded values", async () => {
   for (const [variant, d] of await variants(1)) await matmulCases(variant, d);

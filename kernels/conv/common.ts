@@ -26,6 +26,8 @@ export interface Geo extends Geo3d {
   L: [number, number, number];
   /** The forward applies max(y, 0) as it stores (`Conv3dOptions.relu`). */
   relu: boolean;
+  /** The forward output's dtype (`Conv3dOptions.dtype`); accumulation is f32 either way. */
+  dtype: "f32" | "f16";
 }
 
 /** Lanes per workgroup of the conv kernels. */
@@ -188,13 +190,19 @@ export function act(v: string, relu: boolean): string {
 }
 
 /**
- * y + b over the channels of an [N, O, D, H, W] output, then max(., 0) when `relu`, in one pass (a new
- * tensor; `y` is disposed); `y` itself when there is nothing to do.
+ * y + b over the channels of an [N, O, D, H, W] output, then max(., 0) when `relu`, stored as `dtype`, in one
+ * pass (a new tensor; `y` is disposed); `y` itself when there is nothing to do.
  */
-export function addBias(op: string, y: Tensor, b: Tensor | null, relu = false): Tensor {
-  if (!b && !relu) return y;
+export function addBias(
+  op: string,
+  y: Tensor,
+  b: Tensor | null,
+  relu = false,
+  dtype: "f32" | "f16" = "f32",
+): Tensor {
+  if (!b && !relu && y.dtype === dtype) return y;
   const ins = b ? [y, b.reshape([b.shape[0], 1, 1, 1])] : [y];
-  const yb = map(op, ins, "f32", (v) => act(b ? `${v[0]} + ${v[1]}` : v[0], relu));
+  const yb = map(op, ins, dtype, (v) => act(b ? `${v[0]} + ${v[1]}` : v[0], relu));
   y.dispose();
   return yb;
 }

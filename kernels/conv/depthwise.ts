@@ -82,11 +82,12 @@ function dwConv(
   L: Dims,
   flip: boolean,
   relu = false,
+  dtype: "f32" | "f16" = "f32",
 ): Tensor {
   const [N, C, D, H, W] = x.shape;
   const [OD, OH, OW] = out;
   const KK = K[0] * K[1] * K[2];
-  const y = Tensor.empty(x.device, [N, C, OD, OH, OW], "f32", op);
+  const y = Tensor.empty(x.device, [N, C, OD, OH, OW], dtype, op);
   const strips = Math.ceil(OW / V), OSs = OD * OH * strips, st = Math.ceil(OSs / LANES);
   const widx = (kd: number, kh: number, kw: number) => {
     const k = (kd * K[1] + kh) * K[2] + kw;
@@ -134,7 +135,7 @@ function dwConv(
 
 /** Depthwise forward. */
 export function depthwiseForward(op: string, x: Tensor, w: Tensor, b: Tensor | null, g: Geo): Tensor {
-  return dwConv(op, x, w, b, [g.OD, g.OH, g.OW], g.K, g.S, g.P, g.L, false, g.relu);
+  return dwConv(op, x, w, b, [g.OD, g.OH, g.OW], g.K, g.S, g.P, g.L, false, g.relu, g.dtype);
 }
 
 /** gw[c, k] = sum over n and outputs of gy * x at the tap's input position; segments reduced afterwards. */

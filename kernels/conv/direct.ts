@@ -26,7 +26,7 @@ import { u } from "../codegen.ts";
 /** Direct forward: one lane column per output position, one row per output channel of the group. */
 export function directForward(op: string, x: Tensor, w: Tensor, b: Tensor | null, g: Geo): Tensor {
   const { N, C, O, G, CG, OG, D, H, W, OD, OH, OW, K, S, P, L } = g;
-  const out = Tensor.empty(x.device, [N, O, OD, OH, OW], "f32", op);
+  const out = Tensor.empty(x.device, [N, O, OD, OH, OW], g.dtype, op);
   const KK = K[0] * K[1] * K[2];
   const [taps, tapsEnd] = tapLoops(K);
   directKernel({

@@ -107,7 +107,7 @@ export function im2colForward(op: string, x: Tensor, w: Tensor, b: Tensor | null
     yc.dispose();
   });
   w2.dispose();
-  return addBias(op, y, b, g.relu);
+  return addBias(op, y, b, g.relu, g.dtype);
 }
 
 /** Weight gradient of a one-group conv as chunks of gy @ col^T, summed over batch and chunks. */

@@ -116,7 +116,7 @@ function splitTap(kk: string, K: [number, number, number], s = ""): string {
 export function implicitForward(op: string, x: Tensor, w: Tensor, b: Tensor | null, g: Geo): Tensor {
   const { N, C, O, D, H, W, OD, OH, OW, K, S, P, L } = g;
   const KK = K[0] * K[1] * K[2], OS = OD * OH * OW;
-  const y = Tensor.empty(x.device, [N, O, OD, OH, OW], "f32", op);
+  const y = Tensor.empty(x.device, [N, O, OD, OH, OW], g.dtype, op);
   gatherGemm({
     op,
     args: [{ name: "x", t: x }, { name: "w", t: w }, ...(b ? [{ name: "b", t: b }] : [])],

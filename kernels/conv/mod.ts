@@ -37,6 +37,11 @@ export interface Conv3dOptions {
    * masks the gradient and sums the bias's gradient in one pass (the seed decoder's conv -> ReLU).
    */
   relu?: boolean;
+  /**
+   * Output dtype (default f32). "f16" stores the f32-accumulated output rounded to half precision, for a
+   * consumer that reads f16 (under autocast: the next conv or a batch norm); the gradients stay f32.
+   */
+  dtype?: "f32" | "f16";
 }
 
 /** A size option as [d, h, w]; `def` fills an omitted one (omitting it without a default is an error). */
@@ -107,8 +112,35 @@ function geometry(op: string, x: Tensor, w: Tensor, b: Tensor | null | undefined
     }
     return Math.floor((n + 2 * P[i] - span) / S[i]) + 1;
   });
-  const relu = !!o.relu;
-  return { N, C, O, G, CG, OG: O / G, D, H, W, OD: outs[0], OH: outs[1], OW: outs[2], K, S, P, L, relu };
+  const relu = !!o.relu, dtype = o.dtype ?? "f32";
+  if (dtype !== "f32" && dtype !== "f16") {
+    throw new Error(`${op}: dtype must be "f32" or "f16", got ${dtype}`);
+  }
+  if (dtype === "f16" && !x.device.info.features.includes("shader-f16")) {
+    throw new Error(
+      `${op}: an f16 output needs the device feature "shader-f16", which "${x.device.info.label}" lacks`,
+    );
+  }
+  return {
+    N,
+    C,
+    O,
+    G,
+    CG,
+    OG: O / G,
+    D,
+    H,
+    W,
+    OD: outs[0],
+    OH: outs[1],
+    OW: outs[2],
+    K,
+    S,
+    P,
+    L,
+    relu,
+    dtype,
+  };
 }
 
 /** A gradient kernel: `t` is the weight (input gradient) or the saved input (weight gradient). */
@@ -184,6 +216,11 @@ export interface Conv2p1dOptions {
   temporalPadding?: number;
   /** Apply ReLU after each conv, as the seed's decoder unit does (default true). */
   relu?: boolean;
+  /**
+   * Output dtype (default f32). "f16" stores the f32-accumulated output rounded to half precision, for a
+   * consumer that reads f16 (under autocast: the next conv or a batch norm); the gradients stay f32.
+   */
+  dtype?: "f32" | "f16";
 }
 
 /**

@@ -55,10 +55,12 @@ export function pointwiseForward(
   const xs = S.every((s) => s === 1) ? x : strided(op, x, x.shape, S, false);
   const w2 = w.reshape([O, C]);
   const xs3 = xs.reshape([N, C, OD * OH * OW]);
-  const y3 = gemm(op, w2, xs3, false, false);
+  // The GEMM stores the output's dtype itself unless a bias or ReLU pass follows.
+  const direct = !b && !g.relu;
+  const y3 = gemm(op, w2, xs3, false, false, { dtype: direct ? g.dtype : "f32" });
   let y = y3.reshape([N, O, OD, OH, OW]);
   y3.dispose();
-  y = addBias(op, y, b, g.relu);
+  y = addBias(op, y, b, g.relu, g.dtype);
   w2.dispose();
   xs3.dispose();
   return { y, xs };

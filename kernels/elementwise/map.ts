@@ -103,8 +103,9 @@ export interface MapOptions {
   scalarDtype?: "f32" | "i32";
 }
 
+/** Register type of a dtype's values: f16 storage is widened to f32 on load and rounded back on store. */
 function wgslOf(dtype: DType): string {
-  return dtype === "f32" ? "f32" : dtype === "i32" ? "i32" : "u32";
+  return dtype === "f32" || dtype === "f16" ? "f32" : dtype === "i32" ? "i32" : "u32";
 }
 
 /**
@@ -129,7 +130,6 @@ export function map(
           `shapes ${tensors.map((x) => `[${x.shape}]`).join(", ")}`,
       );
     }
-    if (t.dtype === "f16") throw new Error(`${op}: dtype f16 is not supported yet`);
   }
   let outShape = broadcastShapes(op, ...tensors.map((t) => t.shape));
   if (opts.outShape) {
@@ -143,7 +143,13 @@ export function map(
   const n = out.numel();
   if (n === 0) return out;
   const scalarDtype = opts.scalarDtype ??
-    (outDtype === "i32" ? "i32" : outDtype === "f32" ? "f32" : tensors[0].dtype === "i32" ? "i32" : "f32");
+    (outDtype === "i32"
+      ? "i32"
+      : outDtype === "f32" || outDtype === "f16"
+      ? "f32"
+      : tensors[0].dtype === "i32"
+      ? "i32"
+      : "f32");
   const pvals: (number | { f: number })[] = [];
   const sameShape = tensors.every((t) => t.shape.join() === outShape.join());
   const windows = [out, ...tensors].reduce(

@@ -4,7 +4,8 @@
  * normalises with the batch statistics (biased variance) and updates the running statistics in place with the
  * unbiased variance; eval mode uses the running statistics. A training forward is three dispatches (partial
  * moments, per-channel finish with the running statistics and the batch counter, the normalising pass), its
- * backward three more (kernels/norm/stats.ts has the reductions).
+ * backward three more (kernels/norm/stats.ts has the reductions). Under mixed precision the input, the residual
+ * and the output may be f16 (statistics, parameters and gradients stay f32; every pass computes in f32).
  */
 import { Tensor } from "../../core/tensor.ts";
 import { record } from "../../core/autograd.ts";
@@ -38,6 +39,8 @@ export interface BatchNormOptions {
   relu?: boolean;
   /** Training only: an i32 scalar incremented by one (the module's `num_batches_tracked`). */
   numBatchesTracked?: Tensor | null;
+  /** Output dtype; default the input's (PyTorch's rule: an f16 conv output normalises to f16). */
+  dtype?: "f32" | "f16";
 }
 
 /**
@@ -62,15 +65,19 @@ function checkArgs(
 ): void {
   x.storage(op);
   if (x.ndim < 2) throw new Error(`${op}: input must have a channel dim, got [${x.shape}]`);
-  if (x.dtype !== "f32") throw new Error(`${op}: expects f32, got ${x.describe()}`);
+  if (x.dtype !== "f32" && x.dtype !== "f16") {
+    throw new Error(`${op}: expects f32 or f16, got ${x.describe()}`);
+  }
   const C = x.shape[1];
   for (const [name, t] of params) {
     if (t && (t.ndim !== 1 || t.shape[0] !== C)) {
       throw new Error(`${op}: ${name} must be [${C}], got [${t.shape}]`);
     }
   }
-  if (residual && (residual.shape.join() !== x.shape.join() || residual.dtype !== "f32")) {
-    throw new Error(`${op}: residual must be f32 [${x.shape}] like the input, got ${residual.describe()}`);
+  if (residual && (residual.shape.join() !== x.shape.join() || !["f32", "f16"].includes(residual.dtype))) {
+    throw new Error(
+      `${op}: residual must be f32 or f16 [${x.shape}] like the input, got ${residual.describe()}`,
+    );
   }
 }
 
@@ -99,8 +106,9 @@ function normalize(
   b: Tensor | null,
   r: Tensor | null,
   relu: boolean,
+  dtype: "f32" | "f16",
 ): Tensor {
-  const y = Tensor.empty(x.device, x.shape, "f32", op);
+  const y = Tensor.empty(x.device, x.shape, dtype, op);
   const { v4, vec, n, uniforms, head } = perElement(x);
   let e = `(x_ld(i) - ${vec("st_ld(c * 2u)")}) * ${vec(`st_ld(c * 2u + 1u)${w ? " * w_ld(c)" : ""}`)}`;
   if (b) e = `${e} + ${vec("b_ld(c)")}`;
@@ -209,7 +217,7 @@ export function batchNorm3d(
     }
     part.dispose();
   }
-  const y = normalize(op, x, st, weight, bias, residual, relu);
+  const y = normalize(op, x, st, weight, bias, residual, relu, opts.dtype ?? (x.dtype as "f32" | "f16"));
   const sync = training ? opts.sync ?? null : null;
   const saved = [x, st, ...(weight ? [weight] : []), ...(relu ? [y] : [])];
   const out = record(op, y, [x, weight, bias, residual], saved, (g, sv) => {
