@@ -47,16 +47,24 @@ export class ConvModule extends Module {
   }
   readonly act: boolean;
   forward(x: Tensor): Tensor {
-    const c = this.conv.forward(x);
-    const y = this.bn.normAct(c, { relu: this.act });
+    return this.forwardHalf(x, false);
+  }
+
+  /**
+   * Under autocast the conv's output stays f16 (the norm reads it so), and with `half` the norm's output too,
+   * for a consumer that reads f16 (the next conv of a bottleneck, a shortcut): no cast pass, half the bytes.
+   */
+  forwardHalf(x: Tensor, half: boolean): Tensor {
+    const c = this.conv.convAct(x, { half: true });
+    const y = this.bn.normAct(c, { relu: this.act, dtype: half ? c.dtype as "f32" | "f16" : "f32" });
     c.dispose();
     return y;
   }
 
   /** relu(bn(conv(x)) + shortcut): a bottleneck's last conv, with its shortcut add and ReLU in the norm's pass. */
   forwardWithShortcut(x: Tensor, shortcut: Tensor): Tensor {
-    const c = this.conv.forward(x);
-    const y = this.bn.normAct(c, { residual: shortcut, relu: true });
+    const c = this.conv.convAct(x, { half: true });
+    const y = this.bn.normAct(c, { residual: shortcut, relu: true, dtype: "f32" });
     c.dispose();
     return y;
   }
@@ -91,10 +99,14 @@ export class CSNBottleneck extends Module {
       : null;
   }
   forward(x: Tensor): Tensor {
-    const a = this.conv1.forward(x);
-    const b = this.conv2.forward(a);
-    a.dispose();
-    const idt = this.downsample ? this.downsample.forward(x) : x;
+    // Inside the block, under autocast, activations stay f16 from conv to norm to conv (ConvModule.forwardHalf).
+    let b = this.conv1.forwardHalf(x, true);
+    for (const m of this.conv2.layers as ConvModule[]) {
+      const next = m.forwardHalf(b, true);
+      b.dispose();
+      b = next;
+    }
+    const idt = this.downsample ? this.downsample.forwardHalf(x, true) : x;
     const r = this.conv3.forwardWithShortcut(b, idt);
     b.dispose();
     if (idt !== x) idt.dispose();

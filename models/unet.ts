@@ -34,7 +34,7 @@ export class Unit2p1d extends Module {
   }
   forward(x: Tensor): Tensor {
     // Each ReLU runs in its conv's output store (and its gradient in one pass with the bias's).
-    const a = this.conv1_s.convAct(x, { relu: true });
+    const a = this.conv1_s.convAct(x, { relu: true, half: true });
     const r = this.conv1_t.convAct(a, { relu: true });
     a.dispose();
     return r;

@@ -75,8 +75,11 @@ export class Conv3d extends Module {
     return this.convAct(x);
   }
 
-  /** relu(conv(x)) with the ReLU fused into the conv (`F.conv3d`'s `relu` option) when asked. */
-  convAct(x: Tensor, opts: { relu?: boolean } = {}): Tensor {
+  /**
+   * relu(conv(x)) with the ReLU fused into the conv (`F.conv3d`'s `relu` option) when asked. `half`: under
+   * autocast, keep the output in f16, for a consumer that reads f16 (a conv, a batch norm); else it is f32.
+   */
+  convAct(x: Tensor, opts: { relu?: boolean; half?: boolean } = {}): Tensor {
     const o = this.opts;
     const half = autocastFor(x.device) === "f16";
     const xh = half && x.dtype !== "f16" ? castFloat(x, "f16") : x;
@@ -87,6 +90,7 @@ export class Conv3d extends Module {
       dilation: o.dilation,
       groups: o.groups,
       relu: opts.relu,
+      dtype: half && opts.half ? "f16" : "f32",
     });
     if (xh !== x) xh.dispose();
     if (wh !== this.weight) wh.dispose();
@@ -132,9 +136,12 @@ export class BatchNorm3d extends Module {
 
   /**
    * Normalises x, then adds `residual` and applies ReLU when asked, all in the norm's single pass (a ResNet
-   * block's shortcut and activation; see `F.batchNorm3d`).
+   * block's shortcut and activation; see `F.batchNorm3d`). The output has x's dtype unless `dtype` says.
    */
-  normAct(x: Tensor, opts: { residual?: Tensor | null; relu?: boolean } = {}): Tensor {
+  normAct(
+    x: Tensor,
+    opts: { residual?: Tensor | null; relu?: boolean; dtype?: "f32" | "f16" } = {},
+  ): Tensor {
     return batchNorm3d(x, this.weight, this.bias, this.runningMean, this.runningVar, {
       training: this.training,
       momentum: this.momentum,
