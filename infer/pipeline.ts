@@ -212,6 +212,29 @@ export async function runInference(o: InferOptions): Promise<{
   const progress = new Progress(1);
   const t0 = performance.now();
   const failed: { uid: string; error: string }[] = [];
+  // A study's files (NIfTI, report, dice: CPU work) are written while the device works on the next study;
+  // `writing` is the previous study's, awaited before this one's line so predictions.jsonl keeps the order.
+  let writing: Promise<void> = Promise.resolve();
+  const record = async (i: number, ref: StudyRef, make: () => Promise<StudyResult>, prev: Promise<void>) => {
+    let result: StudyResult;
+    try {
+      result = await make();
+    } catch (e) {
+      result = { uid: ref.uid, ok: false, error: (e as Error).message };
+    }
+    await prev;
+    if (!result.ok) failed.push({ uid: ref.uid, error: result.error! });
+    await Deno.writeTextFile(jsonl, JSON.stringify(result) + "\n", { append: true });
+    done.set(ref.uid, result);
+    const sec = (performance.now() - t0) / 1000, per = sec / (i + 1);
+    progress.update(
+      `infer ${i + 1}/${todo.length} studies, ${per.toFixed(1)} s/study, ETA ${
+        duration(per * (todo.length - i - 1))
+      }` +
+        (failed.length ? `, ${failed.length} failed` : ""),
+      true,
+    );
+  };
   try {
     let next: Promise<InMemoryStudy> | null = todo.length ? loader.load(todo[0].dir) : null;
     for (let i = 0; i < todo.length; i++) {
@@ -219,25 +242,15 @@ export async function runInference(o: InferOptions): Promise<{
       const current = next!;
       next = i + 1 < todo.length ? loader.load(todo[i + 1].dir) : null;
       next?.catch(() => {}); // reported when its turn comes
-      let result: StudyResult;
-      try {
-        result = await processStudy(ref, current, { seg, cls, segSize, o });
-      } catch (e) {
-        result = { uid: ref.uid, ok: false, error: (e as Error).message };
-        failed.push({ uid: ref.uid, error: result.error! });
-      }
-      await Deno.writeTextFile(jsonl, JSON.stringify(result) + "\n", { append: true });
-      done.set(ref.uid, result);
-      const sec = (performance.now() - t0) / 1000, per = sec / (i + 1);
-      progress.update(
-        `infer ${i + 1}/${todo.length} studies, ${per.toFixed(1)} s/study, ETA ${
-          duration(per * (todo.length - i - 1))
-        }` +
-          (failed.length ? `, ${failed.length} failed` : ""),
-        true,
-      );
+      const predicted = await predictPhase(current, { seg, cls, segSize, o }).catch((e: Error) => e);
+      writing = record(i, ref, () => {
+        if (predicted instanceof Error) throw predicted;
+        return writePhase(ref, predicted, o);
+      }, writing);
     }
+    await writing;
   } finally {
+    await writing.catch(() => {});
     progress.done();
     loader.close();
     for (const m of [...seg, ...cls]) m.model.dispose();
@@ -339,11 +352,19 @@ export async function predictStudy(
   return { labels: pred.labels, shape: [z2, 256, 256], meta, ...r };
 }
 
-async function processStudy(
-  ref: StudyRef,
+/** A study after the device work: its prediction and the seconds each step took so far. */
+interface Predicted {
+  study: InMemoryStudy;
+  prediction: Awaited<ReturnType<typeof predictStudy>>;
+  t: Record<string, number>;
+  lap: (step: string) => void;
+}
+
+/** The device part of a study: wait for its reading, segment, metadata, classify. */
+async function predictPhase(
   loading: Promise<InMemoryStudy>,
   c: { seg: Member[]; cls: Member[]; segSize: number; o: InferOptions },
-): Promise<StudyResult> {
+): Promise<Predicted> {
   const t: Record<string, number> = {};
   let t0 = performance.now();
   const lap = (k: string) => {
@@ -353,13 +374,20 @@ async function processStudy(
   };
   const study = await loading;
   lap("read+preprocess (waited)");
-  const { labels, meta, ...r } = await predictStudy(study, c, c.o, lap);
-  const dir = `${c.o.out}/${ref.uid}`;
+  const prediction = await predictStudy(study, c, c.o, lap);
+  return { study, prediction, t, lap };
+}
+
+/** The files of a study (NIfTI, report) and its dice against a truth mask; runs beside the next study. */
+async function writePhase(ref: StudyRef, p: Predicted, o: InferOptions): Promise<StudyResult> {
+  const { study, t, lap } = p;
+  const { labels, meta, ...r } = p.prediction;
+  const dir = `${o.out}/${ref.uid}`;
   await Deno.mkdir(dir, { recursive: true });
   // The labels on the study's own grid: what vertebrae.nii.gz holds, and what the dice compares.
   const full = upsampleLabels(labels, study.geometry.shape);
-  if (c.o.nifti) await writeNifti(`${dir}/vertebrae.nii.gz`, volumeToNifti(full, study.geometry));
-  if (c.o.report) {
+  if (o.nifti) await writeNifti(`${dir}/vertebrae.nii.gz`, volumeToNifti(full, study.geometry));
+  if (o.report) {
     const timings = Object.fromEntries(Object.entries(t).map(([k, v]) => [k, v * 1000]));
     await writeStudyReport(`${dir}/report.html`, ref.uid, study, { labels, meta, ...r, timings });
   }
@@ -367,7 +395,7 @@ async function processStudy(
   const vertebrae: StudyResult["vertebrae"] = {};
   for (const [k, [box, area]] of Object.entries(meta.boxes)) vertebrae[k] = { box, voxels: area };
   const res: StudyResult = { uid: ref.uid, ok: true, probabilities: r.probabilities, vertebrae, timings: t };
-  const mask = await truthMaskPath(ref, c.o.masks);
+  const mask = await truthMaskPath(ref, o.masks);
   if (mask) {
     res.mask = mask;
     try {
