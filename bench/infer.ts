@@ -1,6 +1,7 @@
 /**
- * Seconds per study of `deno task infer` and the share of each step (read + preprocess, segment, metadata,
- * classify, write), for a preset's models with random weights (speed does not depend on the weights):
+ * Seconds per study of `deno task infer` (wall clock) and the seconds of each step (read + preprocess,
+ * segment, metadata, classify, write), for a preset's models with random weights (speed does not depend on
+ * the weights):
  *
  *   deno task bench:infer [--preset tiny|seed] [--slices 300] [--size 512] [--studies 2]
  *
@@ -91,14 +92,12 @@ const steps: Record<string, number> = {};
 for (const l of lines) {
   for (const [k, v] of Object.entries(l.timings ?? {})) steps[k] = (steps[k] ?? 0) + (v as number);
 }
-const per = Object.values(steps).reduce((a, b) => a + b, 0) / lines.length;
 console.log(
   `infer, preset ${f.preset} (${segC.encoder} UNet at ${segC.size} + ${clsC.encoder} on 3x${clsC.crop[0]}x${
     clsC.crop[1]
   }^2), ` +
-    `${lines.length} studies of ${Zt}x${S}x${S}: ${per.toFixed(1)} s/study (wall ${
-      (total / lines.length).toFixed(1)
-    } s/study); ` +
-    Object.entries(steps).map(([k, v]) => `${k} ${(100 * v / (per * lines.length)).toFixed(0)}%`).join(", "),
+    `${lines.length} studies of ${Zt}x${S}x${S}: ${(total / lines.length).toFixed(1)} s/study wall clock; ` +
+    `steps per study (the writing runs beside the next study's device work): ` +
+    Object.entries(steps).map(([k, v]) => `${k} ${(v / lines.length).toFixed(2)} s`).join(", "),
 );
 await Deno.remove(tmp, { recursive: true });
