@@ -1,0 +1,77 @@
+/**
+ * Dispatches per training step, by op: what a GPU user pays in launches and passes whatever the device.
+ * The step is forward, mean(y^2), backward, AdamW (the second step, so AdamW's state exists), recorded with
+ * the GPU work skipped: `Device.dispatch` is replaced by a counter, so no kernel is compiled or run and the
+ * seed's full input sizes count in seconds on any machine (lavapipe's 2 GiB buffer limit still bounds the
+ * batch, since the tensors are allocated). The count grows a little with the batch through the K splits.
+ *
+ *   deno run -A bench/dispatches.ts [--model cls|unet] [--batch N] [--amp] [--profile gpu|cpu] [--top 12]
+ *
+ * Defaults: the ir-CSN-152 classifier on 8x3x40x256x256, or the ir-CSN-50 UNet on 2x1x64x256x256 (the seed's
+ * crops and windows), with the "gpu" kernel profile.
+ */
+import { autocast, F, models, openDevice, optim, randn, tidy } from "../mod.ts";
+import { type Flags, parseFlags, usage, UsageError } from "../cli/flags.ts";
+
+const SPECS = {
+  model: { type: "string", default: "cls", help: "cls (ir-CSN-152 classifier) or unet (ir-CSN-50 UNet)" },
+  batch: { type: "number", help: "batch (default 8 for cls, 2 for unet)" },
+  amp: { type: "boolean", default: false, help: "under autocast (f16)" },
+  profile: { type: "string", default: "gpu", help: "kernel profile: gpu or cpu" },
+  top: { type: "number", default: 12, help: "ops listed" },
+} as const;
+let f: Flags;
+try {
+  f = parseFlags(Deno.args, SPECS);
+  if (f.model !== "cls" && f.model !== "unet") {
+    throw new UsageError(`--model must be cls or unet, not ${f.model}`);
+  }
+  if (f.profile !== "gpu" && f.profile !== "cpu") throw new UsageError(`--profile must be gpu or cpu`);
+} catch (e) {
+  if (!(e instanceof UsageError)) throw e;
+  console.error(`bench/dispatches.ts: ${e.message}`);
+  Deno.exit(2);
+}
+if (f.help) {
+  console.log(usage("deno run -A bench/dispatches.ts", SPECS));
+  Deno.exit(0);
+}
+const unet = f.model === "unet";
+const batch = (f.batch as number | undefined) ?? (unet ? 2 : 8);
+const shape = unet ? [batch, 1, 64, 256, 256] : [batch, 3, 40, 256, 256];
+
+const device = await openDevice({ profile: f.profile as "gpu" | "cpu" });
+const model = unet
+  ? new models.CSNUNet({ device, encoder: "r50ir" })
+  : new models.CSNClassifier({ device, encoder: "r152ir" });
+model.train();
+const opt = new optim.AdamW(model.parameters(), { lr: 1e-3 });
+await device.sync();
+
+const counts = new Map<string, number>();
+// The counter stands in for the dispatch: the kernels' outputs stay unwritten, which a count does not read.
+device.dispatch = (name: string) => void counts.set(name, (counts.get(name) ?? 0) + 1);
+const step = () => {
+  tidy(() => {
+    const run = () => {
+      const y = model.forward(randn(shape, { device, seed: 1 }));
+      return F.mean(F.mul(y, y));
+    };
+    (f.amp ? autocast(run) : run()).backward();
+  });
+  opt.step();
+  opt.zeroGrad();
+};
+step();
+counts.clear();
+step();
+
+const total = [...counts.values()].reduce((a, b) => a + b, 0);
+const name = unet ? "ir-CSN-50 UNet" : "ir-CSN-152 classifier";
+console.log(
+  `${name}, [${shape}], ${f.amp ? "autocast f16" : "f32"}, profile ${f.profile}: ${total} dispatches a step`,
+);
+for (const [op, n] of [...counts].sort((a, b) => b[1] - a[1]).slice(0, f.top as number)) {
+  console.log(`  ${String(n).padStart(5)}  ${op}`);
+}
+model.dispose();
