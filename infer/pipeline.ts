@@ -215,7 +215,7 @@ export async function runInference(o: InferOptions): Promise<{
   // A study's files (NIfTI, report, dice: CPU work) are written while the device works on the next study;
   // `writing` is the previous study's, awaited before this one's line so predictions.jsonl keeps the order.
   let writing: Promise<void> = Promise.resolve();
-  const record = async (i: number, ref: StudyRef, make: () => Promise<StudyResult>, prev: Promise<void>) => {
+  const settle = async (i: number, ref: StudyRef, make: () => Promise<StudyResult>, prev: Promise<void>) => {
     let result: StudyResult;
     try {
       result = await make();
@@ -243,7 +243,7 @@ export async function runInference(o: InferOptions): Promise<{
       next = i + 1 < todo.length ? loader.load(todo[i + 1].dir) : null;
       next?.catch(() => {}); // reported when its turn comes
       const predicted = await predictPhase(current, { seg, cls, segSize, o }).catch((e: Error) => e);
-      writing = record(i, ref, () => {
+      writing = settle(i, ref, () => {
         if (predicted instanceof Error) throw predicted;
         return writePhase(ref, predicted, o);
       }, writing);

@@ -242,7 +242,7 @@ function tileStart(BM: number, BN: number): string {
 
 /**
  * Where a tiled GEMM writes: `out` itself, or partial products [segs x batches, M, N] (K segment major, as
- * the kernels' \`coff\` counts) when K is split or the batch is summed (`g.sumBatch`: `out` is [M, N]).
+ * the kernels' `coff` counts) when K is split or the batch is summed (`g.sumBatch`: `out` is [M, N]).
  */
 function partials(op: string, out: Tensor, segs: number, g: GemmGeo): Tensor {
   const batches = g.sumBatch ? g.nb : 1;

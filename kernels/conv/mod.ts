@@ -121,26 +121,8 @@ function geometry(op: string, x: Tensor, w: Tensor, b: Tensor | null | undefined
       `${op}: an f16 output needs the device feature "shader-f16", which "${x.device.info.label}" lacks`,
     );
   }
-  return {
-    N,
-    C,
-    O,
-    G,
-    CG,
-    OG: O / G,
-    D,
-    H,
-    W,
-    OD: outs[0],
-    OH: outs[1],
-    OW: outs[2],
-    K,
-    S,
-    P,
-    L,
-    relu,
-    dtype,
-  };
+  const [OD, OH, OW] = outs;
+  return { N, C, O, G, CG, OG: O / G, D, H, W, OD, OH, OW, K, S, P, L, relu, dtype };
 }
 
 /** A gradient kernel: `t` is the weight (input gradient) or the saved input (weight gradient). */
@@ -216,11 +198,6 @@ export interface Conv2p1dOptions {
   temporalPadding?: number;
   /** Apply ReLU after each conv, as the seed's decoder unit does (default true). */
   relu?: boolean;
-  /**
-   * Output dtype (default f32). "f16" stores the f32-accumulated output rounded to half precision, for a
-   * consumer that reads f16 (under autocast: the next conv or a batch norm); the gradients stay f32.
-   */
-  dtype?: "f32" | "f16";
 }
 
 /**
