@@ -84,12 +84,20 @@ export class CaseSuite {
     return this.#refs;
   }
 
-  /** Runs every case (one test step each) on `device`; `split` skips the cases marked `big`. */
-  async check(t: Deno.TestContext, device: Device, split = false): Promise<void> {
+  /**
+   * Runs every case (one test step each) on `device`; `split` skips the cases marked `big`, `only` the cases
+   * whose name it refuses.
+   */
+  async check(
+    t: Deno.TestContext,
+    device: Device,
+    split = false,
+    only?: (name: string) => boolean,
+  ): Promise<void> {
     const ref = await this.#reference();
     for (let k = 0; k < this.#built.length; k++) {
       const { c, inputs } = this.#built[k];
-      if (split && c.big) continue;
+      if ((split && c.big) || (only && !only(c.name))) continue;
       const gradOut = this.#gradOuts[k];
       await t.step(c.name, async () => {
         const r = ref[k];

@@ -276,8 +276,21 @@ Deno.test("nn ops match PyTorch with tensors split across bindings", async (t) =
   }
 });
 
-Deno.test("batch norm running statistics match PyTorch after 3 training steps", async () => {
-  const device = await openDevice();
+Deno.test("batch norm on the gpu profile (the finishes folded into the per-element passes)", async (t) => {
+  const device = await openDevice({ profile: "gpu", label: "gpu-profile" });
+  try {
+    await suite.check(t, device, false, (name) => name.startsWith("batchNorm3d"));
+  } finally {
+    device.destroy();
+  }
+});
+
+Deno.test("batch norm running statistics match PyTorch after 3 training steps (both profiles)", async () => {
+  for (const profile of ["cpu", "gpu"] as const) await runningStats(profile);
+});
+
+async function runningStats(profile: "cpu" | "gpu") {
+  const device = await openDevice({ profile });
   try {
     const rng = prng(3);
     const xs = [0, 1, 2].map(() => randData(rng, 2 * 3 * 2 * 3 * 4, -2, 3));
@@ -294,12 +307,12 @@ Deno.test("batch norm running statistics match PyTorch after 3 training steps", 
       ...await bn.runningVar.toArray(),
       ...await bn.numBatchesTracked.toArray(),
     ];
-    assertClose(got, ref[0].out.data, "running_mean, running_var, num_batches_tracked");
+    assertClose(got, ref[0].out.data, `running_mean, running_var, num_batches_tracked (${profile} profile)`);
     bn.dispose();
   } finally {
     device.destroy();
   }
-});
+}
 
 Deno.test("dropout: mask statistics, scale, eval identity, backward uses the same mask", async () => {
   const device = await openDevice();

@@ -4,7 +4,8 @@
  * normalises with the batch statistics (biased variance) and updates the running statistics in place with the
  * unbiased variance; eval mode uses the running statistics. A training forward is three dispatches (partial
  * moments, per-channel finish with the running statistics and the batch counter, the normalising pass), its
- * backward three more (kernels/norm/stats.ts has the reductions). Under mixed precision the input, the residual
+ * backward three more (kernels/norm/stats.ts has the reductions); the "gpu" profile folds each finish into
+ * the pass after it, two and two (kernels/norm/fused.ts). Under mixed precision the input, the residual
  * and the output may be f16 (statistics, parameters and gradients stay f32; every pass computes in f32).
  */
 import { Tensor } from "../../core/tensor.ts";
@@ -22,6 +23,7 @@ import {
   type RunningStats,
   sumParts,
 } from "./stats.ts";
+import { gradInputMerged, normalizeMerged } from "./fused.ts";
 
 /** Options of {@link batchNorm3d}. */
 export interface BatchNormOptions {
@@ -189,7 +191,10 @@ export function batchNorm3d(
   const eps = opts.eps ?? 1e-3, momentum = opts.momentum ?? 0.1;
   const training = !!opts.training;
   const M = x.numel() / x.shape[1];
-  let st: Tensor, count = M;
+  const dtype = opts.dtype ?? (x.dtype as "f32" | "f16");
+  // The "gpu" profile folds the per-channel finishes into the per-element passes (kernels/norm/fused.ts).
+  const merged = x.device.profile === "gpu" && !(training && opts.sync);
+  let st: Tensor, count = M, y: Tensor | null = null;
   if (!training) {
     if (!runningMean || !runningVar) throw new Error(`${op}: eval mode needs runningMean and runningVar`);
     st = evalStats(op, runningMean, runningVar, eps);
@@ -212,12 +217,20 @@ export function batchNorm3d(
       count = run.count = g.count;
       st = finishFrom(op, g.mean, g.variance, run);
       for (const t of [loc, g.mean, g.variance]) t.dispose();
+    } else if (merged) {
+      ({ y, st } = normalizeMerged(op, x, part, channelWalk(x), run, {
+        w: weight,
+        b: bias,
+        r: residual,
+        relu,
+        dtype,
+      }));
     } else {
       st = finishMoments(op, x, part, run);
     }
     part.dispose();
   }
-  const y = normalize(op, x, st, weight, bias, residual, relu, opts.dtype ?? (x.dtype as "f32" | "f16"));
+  y ??= normalize(op, x, st, weight, bias, residual, relu, dtype);
   const sync = training ? opts.sync ?? null : null;
   const saved = [x, st, ...(weight ? [weight] : []), ...(relu ? [y] : [])];
   const out = record(op, y, [x, weight, bias, residual], saved, (g, sv) => {
@@ -227,6 +240,19 @@ export function batchNorm3d(
     const wantW = !!weight?.requiresGrad, wantB = !!bias?.requiresGrad;
     const wantR = !!residual?.requiresGrad;
     let gw: Tensor | null = null, gb: Tensor | null = null, coef: Tensor | null = null;
+    if (merged && x.requiresGrad) {
+      const walk = channelWalk(sx);
+      const part = gradParts(bop, g, sx, sy, sst, walk);
+      const r = gradInputMerged(bop, { g, x: sx, y: sy, st: sst, part, weight: sw }, walk, {
+        training,
+        count,
+        wantWeight: wantW,
+        wantBias: wantB,
+        wantResidual: wantR,
+      });
+      part.dispose();
+      return [r.gx, r.gw, r.gb, wantR && !sy ? g.share() : r.gr];
+    }
     if (x.requiresGrad || wantW || wantB) {
       const part = gradParts(bop, g, sx, sy, sst, channelWalk(sx));
       // Synchronised: gx uses the sums over all replicas; weight and bias keep this replica's share (the

@@ -10,7 +10,7 @@ import { Tensor } from "../../core/tensor.ts";
 import { type Arg, launch, launch1d, type Uniforms } from "../codegen.ts";
 
 /** Lanes per workgroup of these kernels (the tree merges assume a power of two). */
-const WG = 64;
+export const WG = 64;
 
 /** How a channel's values are walked: unit width (4 when S % 4 == 0), sizes in units, segments. */
 export interface ChannelWalk {
@@ -60,7 +60,7 @@ function walkUniforms(w: ChannelWalk): Uniforms {
 }
 
 /** Workgroup arrays and the merge of slot b into slot a: (count, mean, M2) by Chan's formula. */
-const MERGE_WGSL = `var<workgroup> wn: array<f32, ${WG}>;
+export const MERGE_WGSL = `var<workgroup> wn: array<f32, ${WG}>;
 var<workgroup> wm: array<f32, ${WG}>;
 var<workgroup> wq: array<f32, ${WG}>;
 fn merge_(a: u32, b: u32) {
@@ -84,7 +84,7 @@ fn tree_(lid: u32) {
 }`;
 
 /** Workgroup arrays and a tree sum of two values per lane. */
-const SUM_WGSL = `var<workgroup> w1: array<f32, ${WG}>;
+export const SUM_WGSL = `var<workgroup> w1: array<f32, ${WG}>;
 var<workgroup> w2: array<f32, ${WG}>;
 fn tree_(lid: u32) {
   workgroupBarrier();
@@ -94,9 +94,8 @@ fn tree_(lid: u32) {
   }
 }`;
 
-/** WGSL: lane `lid` sums segments lid, lid + WG, ... of channel c from `p` ([segs, C, 2]), then the tree. */
-const SUM_PARTS = `  let c = wg;
-  var a1 = 0.0;
+/** WGSL: lane `lid` sums segments lid, lid + WG, ... of channel `c` from `p` ([segs, C, 2]), then the tree. */
+export const SUM_PARTS = `  var a1 = 0.0;
   var a2 = 0.0;
   for (var sg = lid; sg < sh.segs; sg = sg + WG) {
     a1 = a1 + p_ld((sg * sh.C + c) * 2u);
@@ -164,9 +163,8 @@ function shiftOf(x: Tensor): { arg: Arg; S0: number } {
   return { arg: { name: "x", t: x }, S0: x.numel() / (x.shape[0] * x.shape[1]) };
 }
 
-/** WGSL: lane `lid` merges segments lid, lid + WG, ... of channel c from `p` ([segs, C, 3]), then the tree. */
-const MERGE_PARTS = `  let c = wg;
-  var cnt = 0.0;
+/** WGSL: lane `lid` merges segments lid, lid + WG, ... of channel `c` from `p` ([segs, C, 3]), then the tree. */
+export const MERGE_PARTS = `  var cnt = 0.0;
   var mean = 0.0;
   var m2 = 0.0;
   for (var sg = lid; sg < sh.segs; sg = sg + WG) {
@@ -199,7 +197,7 @@ export interface RunningStats {
 }
 
 /** WGSL of the per-channel finish from `mu` and biased `va` of channel c: stats, running stats, counter. */
-function finishCode(r: RunningStats): string {
+export function finishCode(r: RunningStats): string {
   return `st_st(c * 2u, mu);
     st_st(c * 2u + 1u, inverseSqrt(va + sh.eps));${
     r.mean && r.variance
@@ -210,7 +208,8 @@ function finishCode(r: RunningStats): string {
   }${r.batches ? `\n    if (c == 0u) { nb_st(0u, nb_ld(0u) + 1); }` : ""}`;
 }
 
-function finishArgs(st: Tensor, r: RunningStats): { args: Arg[]; uniforms: Uniforms } {
+/** The bindings and uniforms {@link finishCode} reads. */
+export function finishArgs(st: Tensor, r: RunningStats): { args: Arg[]; uniforms: Uniforms } {
   const run = !!(r.mean && r.variance);
   return {
     args: [
@@ -238,7 +237,8 @@ export function finishMoments(op: string, x: Tensor, part: Tensor, r: RunningSta
     groups: C,
     uniforms: { C, segs, S0: sh.S0, ...f.uniforms },
     decls: MERGE_WGSL,
-    body: `${MERGE_PARTS}
+    body: `  let c = wg;
+${MERGE_PARTS}
   if (lid == 0u) {
     let mu = ${SHIFT} + wm[0];
     let va = max(wq[0] / wn[0], 0.0);
@@ -260,7 +260,8 @@ export function localMoments(op: string, x: Tensor, part: Tensor): Tensor {
     groups: C,
     uniforms: { C, segs, S0: sh.S0 },
     decls: MERGE_WGSL,
-    body: `${MERGE_PARTS}
+    body: `  let c = wg;
+${MERGE_PARTS}
   if (lid == 0u) { lo_st(c * 2u, ${SHIFT} + wm[0]); lo_st(c * 2u + 1u, wq[0]); }`,
   });
   return loc;
@@ -398,7 +399,8 @@ export function finishGrads(
     groups: C,
     uniforms: { C, rM: { f: 1 / o.count }, segs: part.shape[0] },
     decls: SUM_WGSL,
-    body: `${SUM_PARTS}
+    body: `  let c = wg;
+${SUM_PARTS}
   if (lid == 0u) {
     let s1 = w1[0];
     let s2 = w2[0];
@@ -419,7 +421,8 @@ export function sumParts(op: string, part: Tensor): Tensor {
     groups: C,
     uniforms: { C, segs },
     decls: SUM_WGSL,
-    body: `${SUM_PARTS}
+    body: `  let c = wg;
+${SUM_PARTS}
   if (lid == 0u) { o_st(c * 2u, w1[0]); o_st(c * 2u + 1u, w2[0]); }`,
   });
   return out;
