@@ -1,6 +1,7 @@
 /**
  * Dispatches per training step, by op: what a GPU user pays in launches and passes whatever the device.
- * The step is forward, mean(y^2), backward, AdamW (the second step, so AdamW's state exists), recorded with
+ * The step is forward, mean(y^2), backward, AdamW (the second step, so AdamW's state exists; under `--amp`
+ * with autocast and the GradScaler's scaled loss and unscale, as the trainer runs it), recorded with
  * the GPU work skipped: `Device.dispatch` is replaced by a counter, so no kernel is compiled or run and the
  * seed's full input sizes count in seconds on any machine (lavapipe's 2 GiB buffer limit still bounds the
  * batch, since the tensors are allocated). The count grows a little with the batch through the K splits.
@@ -51,13 +52,17 @@ await device.sync();
 const counts = new Map<string, number>();
 // The counter stands in for the dispatch: the kernels' outputs stay unwritten, which a count does not read.
 device.dispatch = (name: string) => void counts.set(name, (counts.get(name) ?? 0) + 1);
+// Under --amp, as train/trainer.ts runs it: autocast forward, scaled loss, GradScaler.unscale, step.
+const scaler = f.amp ? new optim.GradScaler() : null;
 const step = () => {
   tidy(() => {
     const run = () => {
       const y = model.forward(randn(shape, { device, seed: 1 }));
       return F.mean(F.mul(y, y));
     };
-    (f.amp ? autocast(run) : run()).backward();
+    const loss = scaler ? autocast(run) : run();
+    (scaler ? scaler.scaleLoss(loss) : loss).backward();
+    scaler?.unscale(model.parameters(), loss).dispose();
   });
   opt.step();
   opt.zeroGrad();

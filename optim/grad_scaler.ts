@@ -100,22 +100,8 @@ export class GradScaler {
       }
       for (const g of gs) {
         if (g.dtype !== "f32") throw new Error(`${op}: gradients must be f32, got ${g.describe()}`);
-        const n = g.numel(), v4 = n % 4 === 0;
-        // Every lane that sees a non-finite value stores the same 1.0: the race cannot change the result.
-        const bad = v4
-          ? `any((bitcast<vec4<u32>>(x) & vec4<u32>(0x7f800000u)) == vec4<u32>(0x7f800000u))`
-          : `(bitcast<u32>(x) & 0x7f800000u) == 0x7f800000u`;
-        launch1d({
-          op,
-          args: [{ name: "g", t: g, write: true, vec4: v4 }, { name: "r", t: rep, write: true }],
-          n: v4 ? n / 4 : n,
-          uniforms: { inv: { f: 1 / this.scale } },
-          body: `  let x = g_ld(gid);
-  if (${bad}) { r_st(1u, 1.0); }
-  g_st(gid, x * sh.inv);`,
-          work: { bytes: 8 * n },
-        });
       }
+      for (const chunk of unscaleChunks(gs)) unscaleKernel(op, chunk, rep, 1 / this.scale);
       return rep;
     });
   }
@@ -167,4 +153,64 @@ export class GradScaler {
     this.scale = s.scale;
     this.growthTracker = s.growthTracker;
   }
+}
+
+/** Most gradients one unscale dispatch handles (one storage binding each, plus the report's). */
+export const UNSCALE_CHUNK = 16;
+
+/**
+ * Splits the gradients into dispatches of up to UNSCALE_CHUNK, as many as the device's storage-binding limit
+ * allows; a gradient larger than one binding (bound in windows) goes alone.
+ */
+function unscaleChunks(gs: Tensor[]): Tensor[][] {
+  const d = gs[0].device;
+  const per = Math.max(1, Math.min(UNSCALE_CHUNK, d.info.maxStorageBuffersPerShaderStage - 1));
+  const out: Tensor[][] = [];
+  let cur: Tensor[] = [];
+  for (const g of gs) {
+    if (g.numel() * 4 > d.bindingCap) {
+      out.push([g]);
+      continue;
+    }
+    cur.push(g);
+    if (cur.length === per) out.push(cur), cur = [];
+  }
+  if (cur.length) out.push(cur);
+  return out;
+}
+
+/**
+ * Divides a chunk of gradients by the scale in place, flagging inf/NaN in `rep[1]`: element `gid` of the
+ * chunk's concatenation belongs to the gradient whose end offset (uniform `e<k>`) first exceeds it. A lone
+ * gradient whose length allows it goes by vec4. Every lane that sees a non-finite value stores the same 1.0,
+ * so the race cannot change the result.
+ */
+function unscaleKernel(op: string, chunk: Tensor[], rep: Tensor, inv: number): void {
+  const v4 = chunk.length === 1 && chunk[0].numel() % 4 === 0;
+  const bad = v4
+    ? `any((bitcast<vec4<u32>>(x) & vec4<u32>(0x7f800000u)) == vec4<u32>(0x7f800000u))`
+    : `(bitcast<u32>(x) & 0x7f800000u) == 0x7f800000u`;
+  const uniforms: Record<string, number | { f: number }> = { inv: { f: inv } };
+  let end = 0;
+  chunk.forEach((g, k) => uniforms[`e${k}`] = end += g.numel() / (v4 ? 4 : 1));
+  const body = chunk.map((_, k) =>
+    `${k ? " else " : "  "}if (gid < sh.e${k}) {
+    let j = gid${k ? ` - sh.e${k - 1}` : ""};
+    let x = g${k}_ld(j);
+    if (${bad}) { r_st(1u, 1.0); }
+    g${k}_st(j, x * sh.inv);
+  }`
+  ).join("");
+  launch1d({
+    op,
+    args: [...chunk.map((g, k) => ({ name: `g${k}`, t: g, write: true, vec4: v4 })), {
+      name: "r",
+      t: rep,
+      write: true,
+    }],
+    n: end,
+    uniforms,
+    body,
+    work: { bytes: 8 * chunk.reduce((a, g) => a + g.numel(), 0) },
+  });
 }

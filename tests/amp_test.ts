@@ -434,6 +434,35 @@ Deno.test("GradScaler: skips on inf, halves, grows after growthInterval good ste
   opt.dispose();
 });
 
+Deno.test("GradScaler.unscale over many gradients: chunks, windows, the flag from any of them", async () => {
+  // 20 gradients of 1-7 values: two chunks (16 per dispatch); a 1000-value one on a 1 KiB-binding device goes
+  // alone (bound in windows, vec4).
+  for (const [kib, big] of [[0, false], [1, true]] as const) {
+    const d = kib ? await openDevice({ maxBindingBytes: kib * 1024, label: "windows" }) : await device();
+    const sizes = [...Array(20).keys()].map((i) => 1 + (i % 7));
+    if (big) sizes.push(1000);
+    const vals = sizes.map((n, i) => [...Array(n).keys()].map((j) => (i + 1) * 64 + j * 32));
+    for (const badAt of [-1, 17, sizes.length - 1]) {
+      const ps = sizes.map((n) => tensor(new Array(n).fill(0), { device: d, requiresGrad: true }));
+      ps.forEach((p, i) => {
+        const v = [...vals[i]];
+        if (i === badAt) v[v.length - 1] = NaN;
+        p.grad = tensor(v, { device: d });
+      });
+      const sc = new optim.GradScaler({ initScale: 32 });
+      const r = await sc.read(sc.unscale(ps));
+      if (r.foundInf !== (badAt >= 0)) throw new Error(`bad gradient at ${badAt}: foundInf ${r.foundInf}`);
+      if (badAt < 0) {
+        for (let i = 0; i < ps.length; i++) {
+          assertClose(await ps[i].grad!.toArray(), vals[i].map((v) => v / 32), `unscaled grad ${i}`, 0, 0);
+        }
+      }
+      for (const p of ps) p.grad!.dispose(), p.dispose();
+    }
+    if (kib) d.destroy();
+  }
+});
+
 Deno.test("without shader-f16: autocast computes in f32 with one warning; f16 casts fail clearly", async () => {
   const d = await openDevice({ label: "no-f16" });
   // Simulated absence: every f16 gate (autocast, F.cast, the shader's `enable f16`) reads this record.
