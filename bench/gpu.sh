@@ -8,8 +8,8 @@
 # adapter + measured peaks, kernel benches (GEMM, depthwise, stem, (2+1)D, pointwise, BN, AdamW), the seed's
 # stack on the same GPU (PyTorch eager + cuDNN, fp32 and AMP, when python3 has CUDA torch), one training step
 # of the ir-CSN-152 classifier (batch 16 per GPU, the seed's) and of the ir-CSN-50 UNet (batch 4), f32 and
-# autocast f16, and the seconds per study of the seed-configuration inference. Results: OUTDIR/gpu-results.jsonl (one JSON line
-# per figure) and OUTDIR/gpu.log (everything printed).
+# autocast f16, and the seconds per study of the seed-configuration inference, f32 and autocast f16.
+# Results: OUTDIR/gpu-results.jsonl (one JSON line per figure) and OUTDIR/gpu.log (everything printed).
 set -u
 cd "$(dirname "$0")/.."
 OUTDIR=${1:-${OUT:-out/gpu}}
@@ -92,5 +92,7 @@ part unet-train 120 $D bench/gpu.ts --part train --model unet --batch "${UNET_BA
 # The same steps under autocast f16 (f16 conv/linear operands, f32 accumulation, GradScaler).
 part cls-train-amp 90 $D bench/gpu.ts --part train --model cls --batch "${CLS_BATCH:-16}" --amp --results "$R" $S
 part unet-train-amp 90 $D bench/gpu.ts --part train --model unet --batch "${UNET_BATCH:-4}" --amp --results "$R" $S
-part infer 100 $D bench/infer.ts --preset $P --studies 2 $([ -n "$S" ] && echo "--slices 20 --size 64")
+part infer 100 $D bench/infer.ts --preset $P --studies 2 --results "$R" $([ -n "$S" ] && echo "--slices 20 --size 64")
+# The same under autocast f16 (infer --amp), last: it runs only where the budget allows.
+part infer-amp 100 $D bench/infer.ts --preset $P --studies 2 --amp --results "$R" $([ -n "$S" ] && echo "--slices 20 --size 64")
 echo "== done in $(( $(date +%s) - T0 )) s; results in $R"

@@ -3,12 +3,13 @@
  * segment, metadata, classify, write), for a preset's models with random weights (speed does not depend on
  * the weights):
  *
- *   deno task bench:infer [--preset tiny|seed] [--slices 300] [--size 512] [--studies 2]
+ *   deno task bench:infer [--preset tiny|seed] [--slices 300] [--size 512] [--studies 2] [--amp]
+ *                         [--results FILE]
  *
  * `seed` = the ir-CSN-50 UNet + one ir-CSN-152 classifier on 3x40x256x256 crops; the study is a phantom
  * resampled to `--slices` slices of `--size`^2 (the default: a 300-slice 512x512 study, minutes on lavapipe).
  */
-import { models, nn, openDevice } from "../mod.ts";
+import { autocast, models, nn, openDevice } from "../mod.ts";
 import { saveCheckpoint } from "../io/files.ts";
 import { phantomStudy } from "../data/synth.ts";
 import { writeCtSlice } from "../data/dicom_write.ts";
@@ -23,6 +24,8 @@ const f = parseFlags(Deno.args, {
   slices: { type: "number", default: 300, help: "" },
   size: { type: "number", default: 512, help: "" },
   studies: { type: "number", default: 2, help: "" },
+  amp: { type: "boolean", default: false, help: "under autocast f16 (infer --amp)" },
+  results: { type: "string", help: "append the figure as a JSON line to this file" },
 });
 const tmp = await Deno.makeTempDir({ prefix: "csn-bench-infer-" });
 const seed = f.preset === "seed";
@@ -74,15 +77,16 @@ for (let s = 0; s < (f.studies as number); s++) {
   }
 }
 const t0 = performance.now();
-const res = await runInference({
-  data: `${tmp}/data`,
-  weights: `${tmp}/seg.safetensors,${tmp}/cls.safetensors`,
-  out: `${tmp}/out`,
-  ...INFER_DEFAULTS,
-  resume: false,
-  report: true,
-  nifti: true,
-});
+const res = await autocast(() =>
+  runInference({
+    data: `${tmp}/data`,
+    weights: `${tmp}/seg.safetensors,${tmp}/cls.safetensors`,
+    out: `${tmp}/out`,
+    ...INFER_DEFAULTS,
+    resume: false,
+    report: true,
+    nifti: true,
+  }), f.amp ? "f16" : null);
 const total = (performance.now() - t0) / 1000;
 for (const x of res.failed) console.log(`bench:infer: study ${x.uid} failed: ${x.error}`);
 const lines = (await Deno.readTextFile(`${tmp}/out/predictions.jsonl`)).trim().split("\n").map((l) =>
@@ -100,4 +104,17 @@ console.log(
     `steps per study (the writing runs beside the next study's device work): ` +
     Object.entries(steps).map(([k, v]) => `${k} ${(v / lines.length).toFixed(2)} s`).join(", "),
 );
+if (f.results) {
+  const line = {
+    date: new Date().toISOString(),
+    part: "infer",
+    preset: f.preset,
+    precision: f.amp ? "f16" : "f32",
+    studies: lines.length,
+    shape: [Zt, S, S],
+    secondsPerStudy: total / lines.length,
+    steps: Object.fromEntries(Object.entries(steps).map(([k, v]) => [k, v / lines.length])),
+  };
+  await Deno.writeTextFile(f.results as string, JSON.stringify(line) + "\n", { append: true });
+}
 await Deno.remove(tmp, { recursive: true });
