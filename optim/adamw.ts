@@ -156,7 +156,7 @@ interface Slot {
 }
 
 /** Most parameters one AdamW dispatch updates (4 storage bindings each). */
-export const ADAMW_CHUNK = 8;
+export const ADAMW_CHUNK = 16;
 
 /**
  * Splits the parameters into dispatches: up to ADAMW_CHUNK each, as many as the device's storage-binding
