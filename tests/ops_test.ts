@@ -196,6 +196,7 @@ add({
   py: "torch.sum(a, (0, 2, 3, 4))",
   ts: (a) => F.sum(a, [0, 2, 3, 4]),
   rtol: 3e-4,
+  big: true,
 });
 add({
   name: "sum i32 all but axis 1",
