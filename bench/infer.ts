@@ -96,11 +96,19 @@ const steps: Record<string, number> = {};
 for (const l of lines) {
   for (const [k, v] of Object.entries(l.timings ?? {})) steps[k] = (steps[k] ?? 0) + (v as number);
 }
+// A study's own time: its steps but the writing (which overlaps the next study). The first study also pays
+// for compiling every pipeline; the later ones show the steady state a long run sees.
+const own = lines.map((l) =>
+  Object.entries(l.timings ?? {}).reduce((a, [k, v]) => a + (k === "write" ? 0 : v as number), 0)
+);
+const warm = own.length > 1 ? own.slice(1).reduce((a, b) => a + b, 0) / (own.length - 1) : null;
 console.log(
   `infer, preset ${f.preset} (${segC.encoder} UNet at ${segC.size} + ${clsC.encoder} on 3x${clsC.crop[0]}x${
     clsC.crop[1]
   }^2), ` +
     `${lines.length} studies of ${Zt}x${S}x${S}: ${(total / lines.length).toFixed(1)} s/study wall clock; ` +
+    `first study ${own[0].toFixed(1)} s (compiling the pipelines), ` +
+    (warm === null ? "" : `later studies ${warm.toFixed(1)} s each (read to classify); `) +
     `steps per study (the writing runs beside the next study's device work): ` +
     Object.entries(steps).map(([k, v]) => `${k} ${(v / lines.length).toFixed(2)} s`).join(", "),
 );
@@ -113,6 +121,8 @@ if (f.results) {
     studies: lines.length,
     shape: [Zt, S, S],
     secondsPerStudy: total / lines.length,
+    firstStudySeconds: own[0],
+    warmSecondsPerStudy: warm,
     steps: Object.fromEntries(Object.entries(steps).map(([k, v]) => [k, v / lines.length])),
   };
   await Deno.writeTextFile(f.results as string, JSON.stringify(line) + "\n", { append: true });
