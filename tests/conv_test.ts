@@ -77,6 +77,23 @@ conv("depthwise 17 channels batch 3", [3, 17, 3, 5, 4], [17, 1, 3, 3, 3], false,
   padding: [1, 1, 1],
   groups: 17,
 });
+// 130 output (then input) channels: the gpu profile's implicit GEMMs take their 128 x 128 tile, with ragged
+// rows and more than 64 columns (84 positions, 72 weight columns; 72 input positions).
+// (Marked big: the windowed suite's shaders for that tile take lavapipe minutes to compile; the gpu-profile
+// test below runs them unwindowed.)
+conv(
+  "(1,3,3) + bias, 130 output channels",
+  [1, 8, 2, 6, 7],
+  [130, 8, 1, 3, 3],
+  true,
+  { padding: [0, 1, 1] },
+  {
+    big: true,
+  },
+);
+conv("(3,1,1), 130 input channels", [1, 130, 3, 4, 6], [5, 130, 3, 1, 1], false, { padding: [1, 0, 0] }, {
+  big: true,
+});
 // The fused ReLU (`relu: true`) on every algorithm: its gradient mask, and the bias gradient summed in the
 // same pass (rows of 6400 positions: split into segments).
 conv("pointwise + bias + relu, long rows", [2, 3, 4, 40, 40], [4, 3, 1, 1, 1], true, { relu: true }, {
@@ -133,6 +150,15 @@ Deno.test("conv3d matches PyTorch with tensors split across bindings", async (t)
   const device = await openDevice({ maxBindingBytes: 2048, maxWorkgroupsPerDim: 8, profile: "gpu" });
   try {
     await suite.check(t, device, true);
+  } finally {
+    device.destroy();
+  }
+});
+
+Deno.test("conv3d on the gpu profile: implicit GEMMs with the 128 x 128 tile, fused ReLU", async (t) => {
+  const device = await openDevice({ profile: "gpu", label: "gpu-profile" });
+  try {
+    await suite.check(t, device, false, (name) => name.includes("130") || name.includes("relu"));
   } finally {
     device.destroy();
   }

@@ -39,17 +39,48 @@ interface GatherGemm {
   store: (m: string, n: string, val: string) => string;
 }
 
-/** 64 x 64 output tile per workgroup of 256 threads, 4 x 4 per thread, K staged 16 at a time. */
+/**
+ * The tile of a gathered GEMM with M output rows: T x T outputs per thread of a 16 x 16 workgroup, so a
+ * (16 T) x (16 T) tile. T = 8 (128 x 128: each shared-memory value feeds 8 FMAs instead of 4, as the GEMM's
+ * large tile) once M fills a 128-row tile; T = 4 (64 x 64) below.
+ */
+export function gatherTile(M: number): 4 | 8 {
+  return M >= 128 ? 8 : 4;
+}
+
+/**
+ * A (16 T) x (16 T) output tile per workgroup of 256 threads ({@link gatherTile}), T x T per thread, K staged
+ * 16 at a time. A thread's rows are 4-row groups 64 apart (ty * 4 + 64 p + i), its columns likewise, so
+ * neighbouring threads read neighbouring shared-memory words. B's columns are gathered in groups of 64; with
+ * one group (T = 4) the column setup runs once, with two it runs per K step inside each group's block (a
+ * few integer ops against 1024 FMAs).
+ */
 function gatherGemm(s: GatherGemm): void {
-  const tm = Math.ceil(s.M / 64), tn = Math.ceil(s.N / 64), tiles = tm * tn;
-  const ij = [...Array(16).keys()];
+  const T = gatherTile(s.M), BM = 16 * T, R = T / 4;
+  const tm = Math.ceil(s.M / BM), tn = Math.ceil(s.N / BM), tiles = tm * tn;
+  const rs = [...Array(R).keys()], fours = [0, 1, 2, 3];
+  const acc = rs.flatMap((p) =>
+    fours.flatMap((i) => rs.flatMap((q) => fours.map((j) => `c${p}${i}${q}${j}`)))
+  );
+  const colVars = (r: number) =>
+    `let bc0 = n0 + lid % 64u + ${64 * r}u;
+      let bcIn = bc0 < sh.gN;
+      let bc = min(bc0, sh.gN - 1u);`;
+  const loadB = (r: number) =>
+    `for (var j = 0u; j < 4u; j = j + 1u) {
+        let kr = lid / 64u + 4u * j;
+        let bk = k0 + kr;
+        var v = 0.0;
+        if (bcIn && bk < kEnd) { ${s.b("bk")} }
+        Bs[kr * ${u(BM)} + lid % 64u + ${64 * r}u] = v;
+      }`;
   launch({
     op: s.op,
     work: { flops: 2 * s.M * s.N * s.K },
     args: [...s.args, { name: "out", t: s.out, write: true }],
     wg: 256,
     groups: s.segs * tiles,
-    decls: `var<workgroup> As: array<f32, 1024>;\nvar<workgroup> Bs: array<f32, 1024>;`,
+    decls: `var<workgroup> As: array<f32, ${16 * BM}>;\nvar<workgroup> Bs: array<f32, ${16 * BM}>;`,
     uniforms: {
       gM: s.M,
       gN: s.N,
@@ -62,45 +93,52 @@ function gatherGemm(s: GatherGemm): void {
     body: `  let sg = div_gTiles(wg);
   let t = wg - sg * sh.gTiles;
   let tq = div_gTn(t);
-  let m0 = tq * 64u;
-  let n0 = (t - tq * sh.gTn) * 64u;
-  let bc0 = n0 + lid % 64u;
-  let bcIn = bc0 < sh.gN;
-  let bc = min(bc0, sh.gN - 1u);
-  ${s.colSetup}
+  let m0 = tq * ${u(BM)};
+  let n0 = (t - tq * sh.gTn) * ${u(BM)};
+  ${R === 1 ? `${colVars(0)}\n  ${s.colSetup}` : ""}
   let tx = lid % 16u;
   let ty = lid / 16u;
-  ${ij.map((k) => `var c${k} = 0.0;`).join(" ")}
+  ${acc.map((c) => `var ${c} = 0.0;`).join(" ")}
   let kEnd = min((sg + 1u) * sh.gSeg, sh.gK);
   for (var k0 = sg * sh.gSeg; k0 < kEnd; k0 = k0 + 16u) {
-    for (var j = 0u; j < 4u; j = j + 1u) {
+    for (var j = 0u; j < ${u(T)}; j = j + 1u) {
       let am = m0 + lid / 16u + 16u * j;
       let ak = k0 + lid % 16u;
       var v = 0.0;
       if (am < sh.gM && ak < kEnd) { ${s.a("am", "ak")} }
-      As[(lid % 16u) * 64u + lid / 16u + 16u * j] = v;
+      As[(lid % 16u) * ${u(BM)} + lid / 16u + 16u * j] = v;
     }
-    for (var j = 0u; j < 4u; j = j + 1u) {
-      let kr = lid / 64u + 4u * j;
-      let bk = k0 + kr;
-      var v = 0.0;
-      if (bcIn && bk < kEnd) { ${s.b("bk")} }
-      Bs[kr * 64u + lid % 64u] = v;
+    ${
+      R === 1 ? loadB(0) : rs.map((r) =>
+        `{
+      ${colVars(r)}
+      ${s.colSetup}
+      ${loadB(r)}
+    }`
+      ).join("\n    ")
     }
     workgroupBarrier();
     for (var kk = 0u; kk < 16u; kk = kk + 1u) {
-      let ab = kk * 64u + ty * 4u;
-      let bb = kk * 64u + tx * 4u;
-      let a0 = As[ab]; let a1 = As[ab + 1u]; let a2 = As[ab + 2u]; let a3 = As[ab + 3u];
-      let b0 = Bs[bb]; let b1 = Bs[bb + 1u]; let b2 = Bs[bb + 2u]; let b3 = Bs[bb + 3u];
-      ${ij.map((k) => `c${k} = fma(a${k >> 2}, b${k & 3}, c${k});`).join(" ")}
+      ${
+      rs.map((p) =>
+        fours.map((i) => `let a${p}${i} = As[kk * ${u(BM)} + ty * 4u + ${64 * p + i}u];`).join(" ")
+      ).join("\n      ")
+    }
+      ${
+      rs.map((q) =>
+        fours.map((j) => `let b${q}${j} = Bs[kk * ${u(BM)} + tx * 4u + ${64 * q + j}u];`).join(" ")
+      ).join("\n      ")
+    }
+      ${acc.map((c) => `${c} = fma(a${c[1]}${c[2]}, b${c[3]}${c[4]}, ${c});`).join(" ")}
     }
     workgroupBarrier();
   }
   ${
-      ij.map((k) =>
-        `{ let m = m0 + ty * 4u + ${k >> 2}u; let n = n0 + tx * 4u + ${k & 3}u;
-    if (m < sh.gM && n < sh.gN) { ${s.store("m", "n", `c${k}`)} } }`
+      acc.map((c) =>
+        `{ let m = m0 + ty * 4u + ${64 * Number(c[1]) + Number(c[2])}u; let n = n0 + tx * 4u + ${
+          64 * Number(c[3]) + Number(c[4])
+        }u;
+    if (m < sh.gM && n < sh.gN) { ${s.store("m", "n", c)} } }`
       ).join("\n  ")
     }`,
   });
@@ -191,7 +229,8 @@ export function implicitGradInput(op: string, gy: Tensor, w: Tensor, g: Geo): Te
 export function implicitGradWeight(op: string, gy: Tensor, x: Tensor, g: Geo): Tensor {
   const { N, C, O, D, H, W, OD, OH, OW, K, S, P, L } = g;
   const KK = K[0] * K[1] * K[2], OS = OD * OH * OW, J = C * KK;
-  const { segs, segLen } = kSegments(Math.ceil(O / 64) * Math.ceil(J / 64), N * OS);
+  const tile = 16 * gatherTile(O);
+  const { segs, segLen } = kSegments(Math.ceil(O / tile) * Math.ceil(J / tile), N * OS);
   const part = Tensor.empty(gy.device, [segs, O, C, K[0], K[1], K[2]], "f32", op);
   gatherGemm({
     op,
