@@ -8,6 +8,7 @@ import type { Tensor } from "../core/tensor.ts";
 import { keep } from "../core/scope.ts";
 import { launch1d, params } from "../kernels/codegen.ts";
 import { zerosLike } from "../kernels/creation.ts";
+import { dispatchChunks } from "./chunks.ts";
 
 /** A group of parameters sharing hyper-parameters (anything omitted falls back to the optimizer's). */
 export interface ParamGroup {
@@ -160,24 +161,12 @@ export const ADAMW_CHUNK = 16;
 
 /**
  * Splits the parameters into dispatches: up to ADAMW_CHUNK each, as many as the device's storage-binding
- * limit allows; a tensor bound in several windows (larger than one binding) goes alone.
+ * limit allows (4 a parameter); a tensor bound in several windows (larger than one binding) goes alone.
  */
 function chunks(slots: Slot[]): Slot[][] {
-  const out: Slot[][] = [];
-  if (!slots.length) return out;
-  const d = slots[0].p.device;
-  const per = Math.max(1, Math.min(ADAMW_CHUNK, Math.floor(d.info.maxStorageBuffersPerShaderStage / 4)));
-  let cur: Slot[] = [];
-  for (const s of slots) {
-    if (s.p.numel() * 4 > d.bindingCap) {
-      out.push([s]);
-      continue;
-    }
-    cur.push(s);
-    if (cur.length === per) out.push(cur), cur = [];
-  }
-  if (cur.length) out.push(cur);
-  return out;
+  if (!slots.length) return [];
+  const limit = slots[0].p.device.info.maxStorageBuffersPerShaderStage;
+  return dispatchChunks(slots, Math.min(ADAMW_CHUNK, Math.floor(limit / 4)), (s) => s.p);
 }
 
 /**

@@ -13,6 +13,7 @@ import { noGrad } from "../core/autograd.ts";
 import { keep } from "../core/scope.ts";
 import { launch1d } from "../kernels/codegen.ts";
 import { mul } from "../kernels/elementwise/binary.ts";
+import { dispatchChunks } from "./chunks.ts";
 
 /** Options of {@link GradScaler} (PyTorch's defaults). */
 export interface GradScalerOptions {
@@ -160,23 +161,11 @@ export const UNSCALE_CHUNK = 16;
 
 /**
  * Splits the gradients into dispatches of up to UNSCALE_CHUNK, as many as the device's storage-binding limit
- * allows; a gradient larger than one binding (bound in windows) goes alone.
+ * allows (one each, plus the report's); a gradient larger than one binding (bound in windows) goes alone.
  */
 function unscaleChunks(gs: Tensor[]): Tensor[][] {
-  const d = gs[0].device;
-  const per = Math.max(1, Math.min(UNSCALE_CHUNK, d.info.maxStorageBuffersPerShaderStage - 1));
-  const out: Tensor[][] = [];
-  let cur: Tensor[] = [];
-  for (const g of gs) {
-    if (g.numel() * 4 > d.bindingCap) {
-      out.push([g]);
-      continue;
-    }
-    cur.push(g);
-    if (cur.length === per) out.push(cur), cur = [];
-  }
-  if (cur.length) out.push(cur);
-  return out;
+  const limit = gs[0].device.info.maxStorageBuffersPerShaderStage;
+  return dispatchChunks(gs, Math.min(UNSCALE_CHUNK, limit - 1), (g) => g);
 }
 
 /**
