@@ -116,11 +116,6 @@ function geometry(op: string, x: Tensor, w: Tensor, b: Tensor | null | undefined
   if (dtype !== "f32" && dtype !== "f16") {
     throw new Error(`${op}: dtype must be "f32" or "f16", got ${dtype}`);
   }
-  if (dtype === "f16" && !x.device.info.features.includes("shader-f16")) {
-    throw new Error(
-      `${op}: an f16 output needs the device feature "shader-f16", which "${x.device.info.label}" lacks`,
-    );
-  }
   const [OD, OH, OW] = outs;
   return { N, C, O, G, CG, OG: O / G, D, H, W, OD, OH, OW, K, S, P, L, relu, dtype };
 }

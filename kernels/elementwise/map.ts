@@ -142,14 +142,9 @@ export function map(
   const out = Tensor.empty(device, outShape, outDtype, op);
   const n = out.numel();
   if (n === 0) return out;
+  // Scalars take the output's register type (f16 computes in f32); a u8 output takes the first tensor's.
   const scalarDtype = opts.scalarDtype ??
-    (outDtype === "i32"
-      ? "i32"
-      : outDtype === "f32" || outDtype === "f16"
-      ? "f32"
-      : tensors[0].dtype === "i32"
-      ? "i32"
-      : "f32");
+    (outDtype !== "u8" ? wgslOf(outDtype) as "f32" | "i32" : tensors[0].dtype === "i32" ? "i32" : "f32");
   const pvals: (number | { f: number })[] = [];
   const sameShape = tensors.every((t) => t.shape.join() === outShape.join());
   const windows = [out, ...tensors].reduce(

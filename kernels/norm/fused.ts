@@ -22,6 +22,32 @@ import {
 } from "./stats.ts";
 
 /**
+ * WGSL of y = relu?((x - mu) * inv * w + b + residual) for unit `i` of channel `c`, from the scalars `mu` and
+ * `inv` (the normalising pass of both paths).
+ */
+export function normalizeWgsl(
+  v4: boolean,
+  p: { w: boolean; b: boolean; r: boolean; relu: boolean },
+): string {
+  const vec = (e: string) => v4 ? `vec4<f32>(${e})` : e;
+  let e = `(x_ld(i) - ${vec("mu")}) * ${vec(`inv${p.w ? " * w_ld(c)" : ""}`)}`;
+  if (p.b) e = `${e} + ${vec("b_ld(c)")}`;
+  if (p.r) e = `${e} + r_ld(i)`;
+  return p.relu ? `max(${e}, ${vec("0.0")})` : e;
+}
+
+/**
+ * WGSL storing, for unit `i`, the residual's gradient ge (g masked by y > 0 under a fused ReLU) and
+ * gx = a * (ge - k1 - (x - mu) * k2) from the scalars `a`, `k1`, `k2`, `mu` (the gradient pass of both paths).
+ */
+export function gradInputWgsl(v4: boolean, p: { y: boolean; gx: boolean; gr: boolean }): string {
+  const vec = (e: string) => v4 ? `vec4<f32>(${e})` : e;
+  return `let ge = ${p.y ? `select(${vec("0.0")}, g_ld(i), y_ld(i) > ${vec("0.0")})` : "g_ld(i)"};
+    ${p.gr ? "gr_st(i, ge);" : ""}
+    ${p.gx ? `gx_st(i, ${vec("a")} * (ge - ${vec("k1")} - (x_ld(i) - ${vec("mu")}) * ${vec("k2")}));` : ""}`;
+}
+
+/**
  * Units (vec4 or scalar) per workgroup of a per-element pass: at least 32 per lane, and enough that the
  * merge of the channel's partials (3 values a segment) stays ~3 % of the chunk's loads and stores.
  */
@@ -62,14 +88,10 @@ export function normalizeMerged(
   p: { w: Tensor | null; b: Tensor | null; r: Tensor | null; relu: boolean; dtype: "f32" | "f16" },
 ): { y: Tensor; st: Tensor } {
   const v4 = walk.V === 4;
-  const vec = (e: string) => v4 ? `vec4<f32>(${e})` : e;
   const y = Tensor.empty(x.device, x.shape, p.dtype, op);
   const st = Tensor.empty(x.device, [walk.C, 2], "f32", op);
   const f = finishArgs(st, run);
-  let e = `(x_ld(i) - ${vec("mu")}) * ${vec(`inv${p.w ? " * w_ld(c)" : ""}`)}`;
-  if (p.b) e = `${e} + ${vec("b_ld(c)")}`;
-  if (p.r) e = `${e} + r_ld(i)`;
-  if (p.relu) e = `max(${e}, ${vec("0.0")})`;
+  const e = normalizeWgsl(v4, { w: !!p.w, b: !!p.b, r: !!p.r, relu: p.relu });
   const ch = chunks(walk, `y_st(i, ${e});`);
   const args: Arg[] = [
     { name: "x", t: x, vec4: v4 },
@@ -113,18 +135,12 @@ export function gradInputMerged(
   o: { training: boolean; count: number; wantWeight: boolean; wantBias: boolean; wantResidual: boolean },
 ): { gx: Tensor; gr: Tensor | null; gw: Tensor | null; gb: Tensor | null } {
   const v4 = walk.V === 4;
-  const vec = (e: string) => v4 ? `vec4<f32>(${e})` : e;
   const dev = t.x.device;
   const gx = Tensor.empty(dev, t.x.shape, "f32", op);
   const gr = o.wantResidual && t.y ? Tensor.empty(dev, t.x.shape, "f32", op) : null;
   const gw = o.wantWeight ? Tensor.empty(dev, [walk.C], "f32", op) : null;
   const gb = o.wantBias ? Tensor.empty(dev, [walk.C], "f32", op) : null;
-  const ch = chunks(
-    walk,
-    `let ge = ${t.y ? `select(${vec("0.0")}, g_ld(i), y_ld(i) > ${vec("0.0")})` : "g_ld(i)"};
-    ${gr ? "gr_st(i, ge);" : ""}
-    gx_st(i, ${vec("a")} * (ge - ${vec("k1")} - (x_ld(i) - ${vec("mu")}) * ${vec("k2")}));`,
-  );
+  const ch = chunks(walk, gradInputWgsl(v4, { y: !!t.y, gx: true, gr: !!gr }));
   launch({
     op,
     args: [

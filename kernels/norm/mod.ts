@@ -23,7 +23,7 @@ import {
   type RunningStats,
   sumParts,
 } from "./stats.ts";
-import { gradInputMerged, normalizeMerged } from "./fused.ts";
+import { gradInputMerged, gradInputWgsl, normalizeMerged, normalizeWgsl } from "./fused.ts";
 
 /** Options of {@link batchNorm3d}. */
 export interface BatchNormOptions {
@@ -85,14 +85,13 @@ function checkArgs(
 
 /**
  * The per-element passes' shared pieces: one invocation per unit of x (a vec4 when a row's length allows),
- * `vec` widening a per-channel scalar to the unit, and WGSL `head` binding the unit `i` and its channel `c`.
+ * and WGSL `head` binding the unit `i` and its channel `c`.
  */
 function perElement(x: Tensor) {
   const { C, S, V } = channelWalk(x);
   const v4 = V === 4;
   return {
     v4,
-    vec: (e: string) => v4 ? `vec4<f32>(${e})` : e,
     n: x.numel() / V,
     uniforms: { S: { d: S }, C: { d: C } },
     head: `  let i = gid;\n  let c = mod_C(div_S(i));`,
@@ -111,11 +110,8 @@ function normalize(
   dtype: "f32" | "f16",
 ): Tensor {
   const y = Tensor.empty(x.device, x.shape, dtype, op);
-  const { v4, vec, n, uniforms, head } = perElement(x);
-  let e = `(x_ld(i) - ${vec("st_ld(c * 2u)")}) * ${vec(`st_ld(c * 2u + 1u)${w ? " * w_ld(c)" : ""}`)}`;
-  if (b) e = `${e} + ${vec("b_ld(c)")}`;
-  if (r) e = `${e} + r_ld(i)`;
-  if (relu) e = `max(${e}, ${vec("0.0")})`;
+  const { v4, n, uniforms, head } = perElement(x);
+  const e = normalizeWgsl(v4, { w: !!w, b: !!b, r: !!r, relu });
   const args: Arg[] = [
     { name: "x", t: x, vec4: v4 },
     { name: "st", t: st },
@@ -124,7 +120,13 @@ function normalize(
     ...(r ? [{ name: "r", t: r, vec4: v4 }] : []),
     { name: "y", t: y, write: true, vec4: v4 },
   ];
-  launch1d({ op, args, n, uniforms, body: `${head}\n  y_st(i, ${e});` });
+  launch1d({
+    op,
+    args,
+    n,
+    uniforms,
+    body: `${head}\n  let mu = st_ld(c * 2u);\n  let inv = st_ld(c * 2u + 1u);\n  y_st(i, ${e});`,
+  });
   return y;
 }
 
@@ -140,7 +142,7 @@ function gradInput(
   coef: Tensor | null,
   want: { x: boolean; residual: boolean },
 ): { gx: Tensor | null; gr: Tensor | null } {
-  const { v4, vec, n, uniforms, head } = perElement(x);
+  const { v4, n, uniforms, head } = perElement(x);
   const gx = want.x ? Tensor.empty(x.device, x.shape, "f32", op) : null;
   const gr = want.residual ? Tensor.empty(x.device, x.shape, "f32", op) : null;
   launch1d({
@@ -156,15 +158,12 @@ function gradInput(
     n,
     uniforms,
     body: `${head}
-  let ge = ${y ? `select(${vec("0.0")}, g_ld(i), y_ld(i) > ${vec("0.0")})` : "g_ld(i)"};
-  ${gr ? "gr_st(i, ge);" : ""}
   ${
       gx
-        ? `gx_st(i, ${vec("cf_ld(c * 4u + 1u)")} * (ge - ${vec("cf_ld(c * 4u + 2u)")} - (x_ld(i) - ${
-          vec("cf_ld(c * 4u)")
-        }) * ${vec("cf_ld(c * 4u + 3u)")}));`
+        ? "let mu = cf_ld(c * 4u); let a = cf_ld(c * 4u + 1u); let k1 = cf_ld(c * 4u + 2u); let k2 = cf_ld(c * 4u + 3u);"
         : ""
-    }`,
+    }
+  ${gradInputWgsl(v4, { y: !!y, gx: !!gx, gr: !!gr })}`,
   });
   return { gx, gr };
 }
