@@ -6,8 +6,8 @@
  */
 import { Tensor } from "../core/tensor.ts";
 import { record } from "../core/autograd.ts";
-import { launch, launch1d, u, type Uniforms } from "./codegen.ts";
-import { broadcastShapes } from "./elementwise/map.ts";
+import { type Arg, launch, launch1d, u, type Uniforms } from "./codegen.ts";
+import { broadcastShapes, map } from "./elementwise/map.ts";
 import { add } from "./elementwise/binary.ts";
 import { sum, sumTo } from "./reduce.ts";
 import { castFloat } from "./cast.ts";
@@ -50,10 +50,33 @@ function batchOffsetCode(
 }
 
 /**
+ * What a GEMM applies to each result as it stores it: `+ bias[m]`, `+ residual`, then max(., 0) (a pointwise
+ * conv's bias, a bottleneck's shortcut and its ReLU, with no pass of their own). Where the K split or a
+ * batch sum leaves partial products, one pass after their sum applies it instead.
+ */
+export interface GemmEpilogue {
+  /** [M]: added to every row m of each product. */
+  bias?: Tensor | null;
+  /** A contiguous tensor of the output's shape, added elementwise (f32 or f16). */
+  residual?: Tensor | null;
+  /** max(., 0) after the additions. */
+  relu?: boolean;
+}
+
+/** Options of {@link gemm}. */
+export interface GemmOptions extends GemmEpilogue {
+  /** Sum the batch's products into one [M, N] matrix. */
+  sumBatch?: boolean;
+  /** Stored dtype (default f32); accumulation is f32 either way. */
+  dtype?: "f32" | "f16";
+}
+
+/**
  * op(a) @ op(b) for tensors of rank >= 2 with broadcast batch dims (no autograd; used by other ops). With
  * `sumBatch` the batch's products are summed into one [M, N] matrix (a pointwise conv's weight gradient over
  * the samples): on the "gpu" profile the tiles write each product as one more partial of the K split, so
- * the batch sum costs no dispatch of its own. `dtype` "f16" stores the f32-accumulated result rounded.
+ * the batch sum costs no dispatch of its own. `dtype` "f16" stores the f32-accumulated result rounded; the
+ * epilogue options ({@link GemmEpilogue}) are applied before that rounding.
  */
 export function gemm(
   op: string,
@@ -61,10 +84,12 @@ export function gemm(
   b: Tensor,
   transA: boolean,
   transB: boolean,
-  opts: { sumBatch?: boolean; dtype?: "f32" | "f16" } = {},
+  opts: GemmOptions = {},
 ): Tensor {
   const dtype = opts.dtype ?? "f32";
   if (dtype === "f16" && opts.sumBatch) throw new Error(`${op}: a batch-summed GEMM stores f32`);
+  const epi = epilogueOf(opts);
+  if (epi && opts.sumBatch) throw new Error(`${op}: a batch-summed GEMM takes no epilogue`);
   const ar = a.shape.slice(-2), br = b.shape.slice(-2);
   const M = transA ? ar[1] : ar[0];
   const K = transA ? ar[0] : ar[1];
@@ -86,7 +111,15 @@ export function gemm(
     full.dispose();
     return r;
   }
-  const out = Tensor.empty(a.device, opts.sumBatch ? [M, N] : [...batch, M, N], dtype, op);
+  const outShape = opts.sumBatch ? [M, N] : [...batch, M, N];
+  if (epi) checkEpilogue(op, epi, M, outShape, a);
+  if (K === 0 && epi) {
+    const z = gemm(op, a, b, transA, transB);
+    const r = epilogueMap(op, z, epi, dtype);
+    z.dispose();
+    return r;
+  }
+  const out = Tensor.empty(a.device, outShape, dtype, op);
   if (out.numel() === 0) return out;
   if (K === 0) {
     launch1d({
@@ -105,15 +138,16 @@ export function gemm(
   const uni: Uniforms = { M, N, K };
   const offsets = `${batchOffsetCode("aoff", batch, a.shape.slice(0, -2), M * K, uni)}
   ${batchOffsetCode("boff", batch, b.shape.slice(0, -2), K * N, uni)}`;
+  const base = { M, N, K, nb, aIdx, bIdx, offsets, transA, transB, uni, epi };
   if (a.device.profile === "cpu" && transB && !transA && K % 4 === 0) {
-    gemmNT(op, a, b, out, { M, N, K, nb, offsets, uni });
+    gemmNT(op, a, b, out, base);
     return out;
   }
   if (a.device.profile === "cpu") {
-    gemmLanes(op, a, b, out, { M, N, K, nb, aIdx, bIdx, offsets, transA, transB, uni, sumBatch: false });
+    gemmLanes(op, a, b, out, { ...base, sumBatch: false });
     return out;
   }
-  const geo = { M, N, K, nb, aIdx, bIdx, offsets, transA, transB, uni, sumBatch: opts.sumBatch ?? false };
+  const geo = { ...base, sumBatch: opts.sumBatch ?? false };
   if (vec4Layout(geo)) gemmVec4(op, a, b, out, geo, M >= 512 && N >= 512 ? 8 : 4);
   else gemmTiled(op, a, b, out, geo);
   return out;
@@ -133,6 +167,65 @@ interface GemmGeo {
   uni: Uniforms;
   /** Sum the batch's products into one matrix (see {@link gemm}). */
   sumBatch: boolean;
+  /** Applied as the results are stored, or by one pass after the partials' sum. */
+  epi: GemmEpilogue | null;
+}
+
+/** The options' epilogue, or null when it does nothing. */
+function epilogueOf(o: GemmEpilogue): GemmEpilogue | null {
+  return o.bias || o.residual || o.relu
+    ? { bias: o.bias ?? null, residual: o.residual ?? null, relu: !!o.relu }
+    : null;
+}
+
+function checkEpilogue(op: string, e: GemmEpilogue, M: number, shape: number[], a: Tensor): void {
+  const { bias, residual } = e;
+  if (bias && (bias.ndim !== 1 || bias.shape[0] !== M || bias.device !== a.device)) {
+    throw new Error(`${op}: epilogue bias must be [${M}] on the operands' device, got ${bias.describe()}`);
+  }
+  if (residual && (residual.shape.join() !== shape.join() || residual.device !== a.device)) {
+    throw new Error(
+      `${op}: residual must be [${shape}] on the operands' device, got ${residual.describe()}`,
+    );
+  }
+  if (residual && residual.dtype !== "f32" && residual.dtype !== "f16") {
+    throw new Error(`${op}: residual must be f32 or f16, got ${residual.describe()}`);
+  }
+}
+
+/**
+ * The epilogue in a kernel that stores `out` itself: its bindings and the WGSL functions `epi(v, m, i)` (a
+ * scalar result of row m at output index i) and `epi4(v, m, i4)` (a vec4 of row m at vec4 index i4; the
+ * residual is then bound as vec4). Nothing when `part` is not `out` (the pass after the sum applies it).
+ */
+function epilogueCode(
+  e: GemmEpilogue | null,
+  part: Tensor,
+  out: Tensor,
+  vec4: boolean,
+): { args: Arg[]; decls: string; at: (v: string, m: string, i: string) => string } {
+  if (!e || part !== out) return { args: [], decls: "", at: (v) => v };
+  const args: Arg[] = [];
+  if (e.bias) args.push({ name: "eb", t: e.bias });
+  if (e.residual) args.push({ name: "er", t: e.residual, vec4 });
+  const T = vec4 ? "vec4<f32>" : "f32";
+  const decls = `fn epi(v: ${T}, m: u32, i: u32) -> ${T} {
+  var r = v;${e.bias ? ` r = r + ${T}(eb_ld(m));` : ""}${e.residual ? " r = r + er_ld(i);" : ""}
+  return ${e.relu ? `max(r, ${T}(0.0))` : "r"};
+}`;
+  return { args, decls, at: (v, m, i) => `epi(${v}, ${m}, ${i})` };
+}
+
+/** The epilogue as its own pass over `y` (after a K split's sum), stored as `dtype`. */
+function epilogueMap(op: string, y: Tensor, e: GemmEpilogue, dtype: "f32" | "f16"): Tensor {
+  const M = y.shape[y.ndim - 2];
+  const ins = [y, ...(e.bias ? [e.bias.reshape([M, 1])] : []), ...(e.residual ? [e.residual] : [])];
+  return map(op, ins, dtype, (v) => {
+    let r = v[0];
+    if (e.bias) r = `${r} + ${v[1]}`;
+    if (e.residual) r = `${r} + ${v[ins.length - 1]}`;
+    return e.relu ? `max(${r}, 0.0)` : r;
+  });
 }
 
 /**
@@ -157,6 +250,7 @@ function gemmTiled(
   const tm = Math.ceil(M / BM), tn = Math.ceil(N / BN), tiles = nb * tm * tn;
   const { segs, segLen } = kSegments(tiles, K);
   const part = partials(op, out, segs, g);
+  const ep = epilogueCode(g.epi, part, out, false);
   // Tile loaders: each thread loads 4 elements that are consecutive in memory.
   const loadA = transA
     ? `{ let kk = lid / 16u; let mq = (lid % 16u) * 4u; let k = k0 + kk;
@@ -179,11 +273,12 @@ function gemmTiled(
   launch({
     op,
     work: { flops: 2 * M * N * K * nb },
-    args: [{ name: "a", t: a }, { name: "b", t: b }, { name: "c", t: part, write: true }],
+    args: [{ name: "a", t: a }, { name: "b", t: b }, { name: "c", t: part, write: true }, ...ep.args],
     wg: WG,
     groups: segs * tiles,
     decls: `var<workgroup> As: array<f32, ${BK * BM}>;
-var<workgroup> Bs: array<f32, ${BK * BN}>;`,
+var<workgroup> Bs: array<f32, ${BK * BN}>;
+${ep.decls}`,
     uniforms: { ...g.uni, nb, tiles: { d: tiles }, tmn: { d: tm * tn }, tn: { d: tn }, segLen },
     body: `${tileStart(BM, BN)}
   ${offsets}
@@ -218,12 +313,12 @@ var<workgroup> Bs: array<f32, ${BK * BN}>;`,
       let row = accs[i];
       for (var j = 0u; j < 4u; j = j + 1u) {
         let n = n0 + tx * 4u + j;
-        if (n < sh.N) { c_st(coff + m * sh.N + n, row[j]); }
+        if (n < sh.N) { let ci = coff + m * sh.N + n; c_st(ci, ${ep.at("row[j]", "m", "ci")}); }
       }
     }
   }`,
   });
-  addSegments(part, out);
+  addSegments(op, part, out, g.epi);
 }
 
 /**
@@ -250,11 +345,18 @@ function partials(op: string, out: Tensor, segs: number, g: GemmGeo): Tensor {
   return Tensor.empty(out.device, [segs * batches, ...out.shape], "f32", op);
 }
 
-/** Sums the partial products `part` ([segs x batches, ...]) into `out`; nothing when `part` is `out`. */
-function addSegments(part: Tensor, out: Tensor): void {
+/**
+ * Sums the partial products `part` ([segs x batches, ...]) into `out`, then applies the epilogue; nothing when
+ * `part` is `out` (the kernel applied it).
+ */
+function addSegments(op: string, part: Tensor, out: Tensor, epi: GemmEpilogue | null): void {
   if (part === out) return;
   const s = sum(part, 0);
-  const r = s.dtype === out.dtype ? s : castFloat(s, out.dtype as "f16");
+  const r = epi
+    ? epilogueMap(op, s, epi, out.dtype as "f32" | "f16")
+    : s.dtype === out.dtype
+    ? s
+    : castFloat(s, out.dtype as "f16");
   out.assign(r);
   if (r !== s) r.dispose();
   s.dispose();
@@ -296,6 +398,7 @@ function gemmVec4(op: string, a: Tensor, b: Tensor, out: Tensor, g: GemmGeo, T: 
   const tm = Math.ceil(M / BM), tn = Math.ceil(N / BN), tiles = nb * tm * tn;
   const { segs, segLen } = kSegments(tiles, K);
   const part = partials(op, out, segs, g);
+  const ep = epilogueCode(g.epi, part, out, true);
   const rs = [...Array(R).keys()];
   // A tile of BM x BK from an operand stored contiguous along k (4 vec4 per row, scattered into the k-major
   // workgroup array) or along m (BM / 4 vec4 per k, copied as they are).
@@ -335,11 +438,12 @@ function gemmVec4(op: string, a: Tensor, b: Tensor, out: Tensor, g: GemmGeo, T: 
       t: part,
       write: true,
       vec4: true,
-    }],
+    }, ...ep.args],
     wg: 256,
     groups: segs * tiles,
     decls: `var<workgroup> As: array<vec4<f32>, ${BK * BM / 4}>;
-var<workgroup> Bs: array<vec4<f32>, ${BK * BN / 4}>;`,
+var<workgroup> Bs: array<vec4<f32>, ${BK * BN / 4}>;
+${ep.decls}`,
     uniforms: { ...g.uni, nb, tiles: { d: tiles }, tmn: { d: tm * tn }, tn: { d: tn }, segLen },
     body: `${tileStart(BM, BN)}
   ${g.offsets}
@@ -363,11 +467,13 @@ var<workgroup> Bs: array<vec4<f32>, ${BK * BN / 4}>;`,
       accs.map((c) =>
         `{ let m = m0 + ${Number(c[1]) * 64 + Number(c[2])}u + ty * 4u; let n = n0 + ${
           Number(c[3]) * 64
-        }u + tx * 4u; if (m < sh.M && n < sh.N) { c_st((coff + m * sh.N + n) / 4u, ${c}); } }`
+        }u + tx * 4u; if (m < sh.M && n < sh.N) { let ci = (coff + m * sh.N + n) / 4u; c_st(ci, ${
+          ep.at(c, "m", "ci")
+        }); } }`
       ).join("\n  ")
     }`,
   });
-  addSegments(part, out);
+  addSegments(op, part, out, g.epi);
 }
 
 /**
@@ -388,6 +494,7 @@ function gemmLanes(
   const ROWS = 8, LANES = 64;
   const tm = Math.ceil(M / ROWS), tn = Math.ceil(N / (4 * LANES));
   const rs = [...Array(ROWS).keys()];
+  const ep = epilogueCode(g.epi, out, out, false);
   // vec4 loads cost about as much as scalar ones per lane on llvmpipe, so use them wherever the layout allows:
   // B rows when B is not transposed and N % 4 == 0; A along k when A is not transposed and K % 4 == 0.
   const bVec = !g.transB && N % 4 === 0;
@@ -435,9 +542,10 @@ function gemmLanes(
       name: "c",
       t: out,
       write: true,
-    }],
+    }, ...ep.args],
     wg: LANES,
     groups: nb * tm * tn,
+    decls: ep.decls,
     uniforms: {
       ...g.uni,
       K4: Math.floor(K / 4),
@@ -460,7 +568,9 @@ function gemmLanes(
   let coff = bi * sh.M * sh.N;
   ${
       rs.map((r) =>
-        `if (m0 + ${r}u < sh.M) { for (var j = 0u; j < 4u; j = j + 1u) { if (nbase + j < sh.N) { c_st(coff + (m0 + ${r}u) * sh.N + nbase + j, c${r}[j]); } } }`
+        `if (m0 + ${r}u < sh.M) { for (var j = 0u; j < 4u; j = j + 1u) { if (nbase + j < sh.N) { let ci = coff + (m0 + ${r}u) * sh.N + nbase + j; c_st(ci, ${
+          ep.at(`c${r}[j]`, `(m0 + ${r}u)`, "ci")
+        }); } } }`
       ).join("\n  ")
     }`,
   });
@@ -476,7 +586,15 @@ function gemmNT(
   a: Tensor,
   b: Tensor,
   out: Tensor,
-  g: { M: number; N: number; K: number; nb: number; offsets: string; uni: Uniforms },
+  g: {
+    M: number;
+    N: number;
+    K: number;
+    nb: number;
+    offsets: string;
+    uni: Uniforms;
+    epi: GemmEpilogue | null;
+  },
 ) {
   const { M, N, K, nb } = g;
   const tm = Math.ceil(M / 32), tn = Math.ceil(N / 32);
@@ -485,6 +603,7 @@ function gemmNT(
   const segs = Math.max(1, Math.min(Math.ceil(K4 / 256), Math.ceil(128 / tiles)));
   const seg = Math.ceil(K4 / segs);
   const part = segs === 1 ? out : Tensor.empty(a.device, [segs, ...out.shape], "f32", op);
+  const ep = epilogueCode(g.epi, part, out, false);
   const ij = [...Array(16).keys()];
   launch({
     op,
@@ -493,9 +612,10 @@ function gemmNT(
       name: "c",
       t: part,
       write: true,
-    }],
+    }, ...ep.args],
     wg: 64,
     groups: segs * tiles,
+    decls: ep.decls,
     uniforms: { ...g.uni, nb, K4, seg, tiles: { d: tiles }, tmn: { d: tm * tn }, tn: { d: tn } },
     body: `  let sg = div_tiles(wg);
   let t0 = wg - sg * sh.tiles;
@@ -517,13 +637,13 @@ function gemmNT(
   let cb = (sg * sh.nb + bi) * sh.M * sh.N;
   ${
       ij.map((k) =>
-        `if (mb + ${k >> 2}u < sh.M && nbase + ${k & 3}u < sh.N) { c_st(cb + (mb + ${
+        `if (mb + ${k >> 2}u < sh.M && nbase + ${k & 3}u < sh.N) { let ci = cb + (mb + ${
           k >> 2
-        }u) * sh.N + nbase + ${k & 3}u, s${k}); }`
+        }u) * sh.N + nbase + ${k & 3}u; c_st(ci, ${ep.at(`s${k}`, `(mb + ${k >> 2}u)`, "ci")}); }`
       ).join("\n  ")
     }`,
   });
-  addSegments(part, out);
+  addSegments(op, part, out, g.epi);
 }
 
 /**

@@ -120,6 +120,53 @@ conv("groups 2 + bias + relu", [2, 4, 4, 5, 6], [6, 2, 3, 3, 3], true, {
   relu: true,
 });
 
+// The fused shortcut (`residual`): the pointwise GEMMs add it as they store (every GEMM kernel: the
+// lanes kernel, the vec4 and scalar tiles, and after a K split's sum), other algorithms in a pass after.
+const residual = (
+  name: string,
+  x: number[],
+  w: number[],
+  out: number[],
+  o: { bias?: boolean; relu?: boolean; padding?: number[]; groups?: number } = {},
+) => {
+  const call = `F.conv3d(a, b, ${o.bias ? "c" : "None"}, padding=${
+    JSON.stringify(o.padding ?? [0, 0, 0])
+  }, groups=${o.groups ?? 1}) + ${o.bias ? "d" : "c"}`;
+  cases.push({
+    name,
+    inputs: [f(x), f(w, { lo: -0.5, hi: 0.5 }), ...(o.bias ? [f([w[0]])] : []), f(out)],
+    py: o.relu ? `torch.relu(${call})` : call,
+    ts: (...t: Tensor[]) =>
+      F.conv3d(t[0], t[1], o.bias ? t[2] : null, {
+        padding: o.padding as [number, number, number] | undefined,
+        groups: o.groups,
+        relu: o.relu,
+        residual: t[t.length - 1],
+      }),
+  });
+};
+residual("pointwise + bias + residual + relu", [2, 5, 3, 4, 5], [6, 5, 1, 1, 1], [2, 6, 3, 4, 5], {
+  bias: true,
+  relu: true,
+});
+residual("pointwise + residual, vec4 tiles", [2, 8, 2, 4, 4], [12, 8, 1, 1, 1], [2, 12, 2, 4, 4]);
+residual(
+  "pointwise + bias + residual + relu, K split",
+  [1, 520, 1, 2, 3],
+  [5, 520, 1, 1, 1],
+  [1, 5, 1, 2, 3],
+  {
+    bias: true,
+    relu: true,
+  },
+);
+residual("depthwise + bias + residual + relu", [2, 4, 3, 5, 6], [4, 1, 3, 3, 3], [2, 4, 3, 5, 6], {
+  bias: true,
+  relu: true,
+  padding: [1, 1, 1],
+  groups: 4,
+});
+
 cases.push({
   name: "conv2p1d (1,3,3) -> ReLU -> (3,1,1) -> ReLU",
   inputs: [
@@ -155,10 +202,10 @@ Deno.test("conv3d matches PyTorch with tensors split across bindings", async (t)
   }
 });
 
-Deno.test("conv3d on the gpu profile: implicit GEMMs with the 128 x 128 tile, fused ReLU", async (t) => {
+Deno.test("conv3d on the gpu profile: implicit GEMMs with the 128 x 128 tile, fused ReLU and residual", async (t) => {
   const device = await openDevice({ profile: "gpu", label: "gpu-profile" });
   try {
-    await suite.check(t, device, false, (name) => name.includes("130") || name.includes("relu"));
+    await suite.check(t, device, false, (name) => /130|relu|residual/.test(name));
   } finally {
     device.destroy();
   }

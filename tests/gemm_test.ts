@@ -4,8 +4,9 @@
  * operand layouts with ragged edges, broadcast batch dims, the K split of few-tile products, windowed
  * bindings, the scalar fallback where a contiguous dim is not a multiple of 4, and the batch sum (a pointwise
  * conv's weight gradient; on both profiles) and the gradient of a 2-D operand broadcast over a batch that uses
- * it. Tolerance: 2e-6 of
- * sum_k |a||b| per element (f32 accumulation over K terms stays far below it).
+ * it; the epilogue (bias, residual, ReLU) in every kernel and after a K split, on both profiles. Tolerance:
+ * 2e-6 of sum_k |a||b| (plus the epilogue's |bias| + |residual|) per element (f32 accumulation over K terms
+ * stays far below it).
  */
 import { F, openDevice, tensor, tidy } from "../mod.ts";
 import type { Device } from "../core/device.ts";
@@ -20,6 +21,8 @@ interface GemmCase {
   transB?: boolean;
   /** Sum the batch's products (`gemm`'s sumBatch). */
   sumBatch?: boolean;
+  /** The epilogue: + bias[m], + a residual of the output's shape, then ReLU. */
+  epi?: boolean;
 }
 
 const cases: GemmCase[] = [];
@@ -58,9 +61,19 @@ cases.push({ name: "batch sum, fallback", a: [3, 9, 7], b: [3, 7, 16], sumBatch:
 // Not vec4-aligned: K = 7 with A not transposed, and N = 130: the scalar 64 x 64 kernel.
 cases.push({ name: "fallback, K = 7", a: [9, 7], b: [7, 16] });
 cases.push({ name: "fallback, N = 130", a: [8, 12], b: [12, 130] });
+// The epilogue (bias, residual, ReLU) as each kernel stores, and after a K split's sum.
+cases.push({ name: "epilogue, 128 tile", a: [2, 516, 36], b: [36, 520], epi: true });
+cases.push({ name: "epilogue, 64 tile, A^T B", a: [20, 68], b: [20, 132], transA: true, epi: true });
+cases.push({ name: "epilogue, K split", a: [20, 4100], b: [24, 4100], transB: true, epi: true });
+cases.push({ name: "epilogue, fallback", a: [2, 9, 7], b: [7, 130], epi: true });
+cases.push({ name: "epilogue, A B^T, short K", a: [9, 8], b: [16, 8], transB: true, epi: true });
 
 /** op(a) @ op(b) in float64 with broadcast batch dims, and sum_k |a||b| per element. */
-function reference(c: GemmCase, a: number[], b: number[]): { y: number[]; mag: number[]; shape: number[] } {
+function reference(
+  c: GemmCase,
+  a: number[],
+  b: number[],
+): { y: number[]; mag: number[]; shape: number[]; M: number } {
   const ar = c.a.slice(-2), br = c.b.slice(-2);
   const M = c.transA ? ar[1] : ar[0], K = c.transA ? ar[0] : ar[1], N = c.transB ? br[0] : br[1];
   const ab = c.a.slice(0, -2), bb = c.b.slice(0, -2);
@@ -95,13 +108,24 @@ function reference(c: GemmCase, a: number[], b: number[]): { y: number[]; mag: n
       }
     }
   }
-  if (!c.sumBatch) return { y, mag, shape: [...batch, M, N] };
+  if (!c.sumBatch) return { y, mag, shape: [...batch, M, N], M };
   const add = (v: number[]) => {
     const r = new Array(M * N).fill(0);
     v.forEach((x, i) => r[i % (M * N)] += x);
     return r;
   };
-  return { y: add(y), mag: add(mag), shape: [M, N] };
+  return { y: add(y), mag: add(mag), shape: [M, N], M };
+}
+
+/** The reference with the epilogue applied: relu(y + bias[m] + residual), and the magnitudes it adds. */
+function withEpilogue(
+  r: { y: number[]; mag: number[]; shape: number[]; M: number },
+  bias: number[],
+  res: number[],
+): void {
+  const N = r.shape[r.shape.length - 1];
+  r.y = r.y.map((v, i) => Math.max(v + bias[Math.floor(i / N) % r.M] + res[i], 0));
+  r.mag = r.mag.map((q, i) => q + Math.abs(bias[Math.floor(i / N) % r.M]) + Math.abs(res[i]));
 }
 
 async function check(device: Device, only?: (c: GemmCase) => boolean): Promise<void> {
@@ -111,9 +135,18 @@ async function check(device: Device, only?: (c: GemmCase) => boolean): Promise<v
     const b = randData(rng, c.b.reduce((p, d) => p * d, 1), -1, 1);
     if (only && !only(c)) continue;
     const ref = reference(c, a, b);
+    const bias = c.epi ? randData(rng, ref.M, -1, 1) : [];
+    const res = c.epi ? randData(rng, ref.y.length, -1, 1) : [];
+    if (c.epi) withEpilogue(ref, bias, res);
     const got = await tidy(() => {
       const ta = tensor(a, c.a, { device }), tb = tensor(b, c.b, { device });
-      const y = c.sumBatch
+      const y = c.epi
+        ? gemm("test", ta, tb, !!c.transA, !!c.transB, {
+          bias: tensor(bias, [ref.M], { device }),
+          residual: tensor(res, ref.shape, { device }),
+          relu: true,
+        })
+        : c.sumBatch
         ? gemm("test", ta, tb, !!c.transA, !!c.transB, { sumBatch: true })
         : F.matmul(ta, tb, { transA: c.transA, transB: c.transB });
       return y.toArray();
@@ -153,11 +186,12 @@ Deno.test("gpu-profile GEMM with operands split across 64 KiB binding windows", 
   }
 });
 
-Deno.test("batch-summed GEMM on the cpu profile, and a broadcast weight's gradient on both", async () => {
+Deno.test("batch-summed GEMM and the epilogue on the cpu profile, a broadcast weight's gradient on both", async () => {
   for (const profile of ["cpu", "gpu"] as const) {
     const device = await openDevice({ profile, label: profile });
     try {
-      if (profile === "cpu") await check(device, (c) => !!c.sumBatch);
+      // The cpu kernels: the lanes kernel and the A B^T kernel (in the kernel, and after its K split's sum).
+      if (profile === "cpu") await check(device, (c) => !!c.sumBatch || !!c.epi);
       // x [3, 5, 12] @ w [12, 8]: w's gradient is the batch sum of x^T g, g = ones.
       const rng = prng(9);
       const x = randData(rng, 180, -1, 1);

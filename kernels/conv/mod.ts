@@ -16,7 +16,7 @@ import { Tensor } from "../../core/tensor.ts";
 import { record } from "../../core/autograd.ts";
 import { reluGradChannelSum, sum } from "../reduce.ts";
 import { map } from "../elementwise/map.ts";
-import type { Geo } from "./common.ts";
+import { act, type Geo } from "./common.ts";
 import { directForward, directGradInput, directGradWeight } from "./direct.ts";
 import { depthwiseForward, depthwiseGradInput, depthwiseGradWeight } from "./depthwise.ts";
 import { im2colGradWeight } from "./im2col.ts";
@@ -42,6 +42,12 @@ export interface Conv3dOptions {
    * consumer that reads f16 (under autocast: the next conv or a batch norm); the gradients stay f32.
    */
   dtype?: "f32" | "f16";
+  /**
+   * relu?(conv3d(x, w, b) + residual) in one op: a tensor of the output's shape (f32 or f16) added before the
+   * ReLU, as a ResNet block's shortcut. Pointwise convs add it as their GEMM stores; other algorithms take one
+   * pass more. Its gradient is the output's (masked by the ReLU).
+   */
+  residual?: Tensor | null;
 }
 
 /** A size option as [d, h, w]; `def` fills an omitted one (omitting it without a default is an error). */
@@ -117,6 +123,17 @@ function geometry(op: string, x: Tensor, w: Tensor, b: Tensor | null | undefined
     throw new Error(`${op}: dtype must be "f32" or "f16", got ${dtype}`);
   }
   const [OD, OH, OW] = outs;
+  const r = o.residual;
+  if (r) {
+    if (!(r instanceof Tensor)) throw new Error(`${op}: residual must be a tensor`);
+    r.storage(op);
+    if (r.device !== x.device) throw new Error(`${op}: residual is on another device`);
+    if (r.shape.join() !== [N, O, ...outs].join() || (r.dtype !== "f32" && r.dtype !== "f16")) {
+      throw new Error(
+        `${op}: residual must be f32 or f16 of the output's shape [${[N, O, ...outs]}], got ${r.describe()}`,
+      );
+    }
+  }
   return { N, C, O, G, CG, OG: O / G, D, H, W, OD, OH, OW, K, S, P, L, relu, dtype };
 }
 
@@ -132,11 +149,18 @@ interface Chosen {
   gradWeight: GradKernel;
 }
 
-function choose(op: string, x: Tensor, w: Tensor, b: Tensor | null, g: Geo): Chosen {
+function choose(op: string, x: Tensor, w: Tensor, b: Tensor | null, g: Geo, r: Tensor | null): Chosen {
   const KK = g.K[0] * g.K[1] * g.K[2];
   if (g.G === 1 && KK === 1 && g.P.every((p) => p === 0)) {
-    const { y, xs } = pointwiseForward(op, x, w, b, g);
+    const { y, xs } = pointwiseForward(op, x, w, b, g, r);
     return { y, saved: xs, gradInput: pointwiseGradInput, gradWeight: pointwiseGradWeight };
+  }
+  if (r) {
+    // The other algorithms store conv + bias in f32; the residual, the ReLU and the dtype take one pass more.
+    const c = choose(op, x, w, b, { ...g, relu: false, dtype: "f32" }, null);
+    const y = map(op, [c.y, r], g.dtype, (v) => act(`${v[0]} + ${v[1]}`, g.relu));
+    c.y.dispose();
+    return { ...c, y };
   }
   if (g.G === g.C && g.O === g.C && KK <= 64) {
     const y = depthwiseForward(op, x, w, b, g);
@@ -165,10 +189,11 @@ function choose(op: string, x: Tensor, w: Tensor, b: Tensor | null, g: Geo): Cho
 export function conv3d(x: Tensor, w: Tensor, b?: Tensor | null, opts: Conv3dOptions = {}): Tensor {
   const op = "F.conv3d", back = `${op}.backward`;
   const g = geometry(op, x, w, b, opts);
-  const bias = b ?? null;
-  const { y, saved, gradInput, gradWeight } = choose(op, x, w, bias, g);
-  const out = record(op, y, [x, w, bias], g.relu ? [saved, w, y] : [saved, w], (gy, [sx, sw, sy]) => {
-    const wantBias = !!bias?.requiresGrad;
+  const bias = b ?? null, res = opts.residual ?? null;
+  const { y, saved, gradInput, gradWeight } = choose(op, x, w, bias, g, res);
+  const ins = [x, w, bias, res];
+  const out = record(op, y, ins, g.relu ? [saved, w, y] : [saved, w], (gy, [sx, sw, sy]) => {
+    const wantBias = !!bias?.requiresGrad, wantRes = !!res?.requiresGrad;
     let gz = gy, gb: Tensor | null = null;
     if (g.relu && wantBias) ({ grad: gz, sum: gb } = reluGradChannelSum(gy, sy));
     else if (g.relu) gz = map(back, [gy, sy], "f32", (v) => `select(0.0, ${v[0]}, ${v[1]} > 0.0)`);
@@ -177,8 +202,10 @@ export function conv3d(x: Tensor, w: Tensor, b?: Tensor | null, opts: Conv3dOpti
       x.requiresGrad ? gradInput(back, gz, sw, g) : null,
       w.requiresGrad ? gradWeight(back, gz, sx, g) : null,
       gb,
+      // The residual's gradient is the (masked) output gradient itself.
+      wantRes ? (gz === gy ? gy.share() : gz) : null,
     ];
-    if (gz !== gy) gz.dispose();
+    if (gz !== gy && !wantRes) gz.dispose();
     return grads;
   });
   if (saved !== x) saved.dispose();

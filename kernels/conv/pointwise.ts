@@ -5,7 +5,7 @@
 import { Tensor } from "../../core/tensor.ts";
 import { launch1d } from "../codegen.ts";
 import { gemm } from "../matmul.ts";
-import { addBias, type Geo, split3, volUniforms } from "./common.ts";
+import { type Geo, split3, volUniforms } from "./common.ts";
 
 /** x[:, :, ::sd, ::sh, ::sw] as a new tensor (forward), or its adjoint: scatter into zeros (backward). */
 function strided(
@@ -41,8 +41,9 @@ function strided(
 }
 
 /**
- * Pointwise forward. Returns the output and the (strided sample of the) input that the gradients need:
- * `x` itself at stride 1, else a new tensor the caller disposes once it is saved.
+ * Pointwise forward: bias, `residual` and ReLU are the GEMM's epilogue (applied as it stores). Returns the
+ * output and the (strided sample of the) input that the gradients need: `x` itself at stride 1, else a new
+ * tensor the caller disposes once it is saved.
  */
 export function pointwiseForward(
   op: string,
@@ -50,19 +51,17 @@ export function pointwiseForward(
   w: Tensor,
   b: Tensor | null,
   g: Geo,
+  residual: Tensor | null = null,
 ): { y: Tensor; xs: Tensor } {
   const { N, C, O, OD, OH, OW, S } = g;
+  const OS = OD * OH * OW;
   const xs = S.every((s) => s === 1) ? x : strided(op, x, x.shape, S, false);
   const w2 = w.reshape([O, C]);
-  const xs3 = xs.reshape([N, C, OD * OH * OW]);
-  // The GEMM stores the output's dtype itself unless a bias or ReLU pass follows.
-  const direct = !b && !g.relu;
-  const y3 = gemm(op, w2, xs3, false, false, { dtype: direct ? g.dtype : "f32" });
-  let y = y3.reshape([N, O, OD, OH, OW]);
-  y3.dispose();
-  y = addBias(op, y, b, g.relu, g.dtype);
-  w2.dispose();
-  xs3.dispose();
+  const xs3 = xs.reshape([N, C, OS]);
+  const r3 = residual?.reshape([N, O, OS]) ?? null;
+  const y3 = gemm(op, w2, xs3, false, false, { dtype: g.dtype, bias: b, residual: r3, relu: g.relu });
+  const y = y3.reshape([N, O, OD, OH, OW]);
+  for (const t of [y3, w2, xs3, r3]) t?.dispose();
   return { y, xs };
 }
 
