@@ -1,5 +1,6 @@
 /**
- * Dispatches per training step, by op: what a GPU user pays in launches and passes whatever the device.
+ * Dispatches per training step (or, with `--infer`, per inference forward), by op: what a GPU user pays in
+ * launches and passes whatever the device.
  * The step is forward, mean(y^2), backward, AdamW (the second step, so AdamW's state exists; under `--amp`
  * with autocast and the GradScaler's scaled loss and unscale, as the trainer runs it), recorded with
  * the GPU work skipped: `Device.dispatch` is replaced by a counter, so no kernel is compiled or run and the
@@ -7,11 +8,15 @@
  * batch, since the tensors are allocated). The count grows a little with the batch through the K splits.
  *
  *   deno run -A bench/dispatches.ts [--model cls|unet] [--batch N] [--amp] [--profile gpu|cpu] [--top 12]
+ *                                   [--infer]
+ *
+ * `--infer`: an eval-mode forward under noGrad, as inference runs it, with the batch norms as they are and
+ * then folded into their convs (`models.fuseConvBn`, what inference loads).
  *
  * Defaults: the ir-CSN-152 classifier on 8x3x40x256x256, or the ir-CSN-50 UNet on 2x1x64x256x256 (the seed's
  * crops and windows), with the "gpu" kernel profile.
  */
-import { autocast, F, models, openDevice, optim, randn, tidy } from "../mod.ts";
+import { autocast, F, models, noGrad, openDevice, optim, randn, tidy } from "../mod.ts";
 import { type Flags, parseFlags, usage, UsageError } from "../cli/flags.ts";
 
 const SPECS = {
@@ -20,6 +25,7 @@ const SPECS = {
   amp: { type: "boolean", default: false, help: "under autocast (f16)" },
   profile: { type: "string", default: "gpu", help: "kernel profile: gpu or cpu" },
   top: { type: "number", default: 12, help: "ops listed" },
+  infer: { type: "boolean", default: false, help: "an inference forward, unfolded and folded norms" },
 } as const;
 let f: Flags;
 try {
@@ -45,7 +51,7 @@ const device = await openDevice({ profile: f.profile as "gpu" | "cpu" });
 const model = unet
   ? new models.CSNUNet({ device, encoder: "r50ir" })
   : new models.CSNClassifier({ device, encoder: "r152ir" });
-model.train();
+model.train(!f.infer);
 const opt = new optim.AdamW(model.parameters(), { lr: 1e-3 });
 await device.sync();
 
@@ -67,16 +73,36 @@ const step = () => {
   opt.step();
   opt.zeroGrad();
 };
-step();
-counts.clear();
-step();
-
-const total = [...counts.values()].reduce((a, b) => a + b, 0);
+const forward = () => {
+  const run = () => noGrad(() => tidy(() => void model.forward(randn(shape, { device, seed: 1 }))));
+  f.amp ? autocast(run) : run();
+};
 const name = unet ? "ir-CSN-50 UNet" : "ir-CSN-152 classifier";
-console.log(
-  `${name}, [${shape}], ${f.amp ? "autocast f16" : "f32"}, profile ${f.profile}: ${total} dispatches a step`,
-);
-for (const [op, n] of [...counts].sort((a, b) => b[1] - a[1]).slice(0, f.top as number)) {
-  console.log(`  ${String(n).padStart(5)}  ${op}`);
+const report = (what: string) => {
+  const total = [...counts.values()].reduce((a, b) => a + b, 0);
+  console.log(
+    `${name}, [${shape}], ${
+      f.amp ? "autocast f16" : "f32"
+    }, profile ${f.profile}: ${total} dispatches ${what}`,
+  );
+  for (const [op, n] of [...counts].sort((a, b) => b[1] - a[1]).slice(0, f.top as number)) {
+    console.log(`  ${String(n).padStart(5)}  ${op}`);
+  }
+  counts.clear();
+};
+if (f.infer) {
+  forward();
+  counts.clear();
+  forward();
+  report("an inference forward (norms unfolded)");
+  models.fuseConvBn(model);
+  counts.clear();
+  forward();
+  report("an inference forward (norms folded into the convs)");
+} else {
+  step();
+  counts.clear();
+  step();
+  report("a step");
 }
 model.dispose();

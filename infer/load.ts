@@ -59,7 +59,7 @@ export async function resolveWeights(spec: string): Promise<string> {
   throw new Error(`${spec}: run folder without best.safetensors or last.safetensors`);
 }
 
-/** A model with its weights and configuration, from a run folder or a checkpoint file. */
+/** A model for inference (see {@link modelFromCheckpoint}) with its configuration, from a run folder or a checkpoint file. */
 export async function loadModel(
   spec: string,
   device: Device,
@@ -72,7 +72,9 @@ export async function loadModel(
 
 /**
  * {@link loadModel} of a checkpoint already decoded (e.g. by `checkpointFromBytes` in a browser): builds the
- * model its metadata (else `fallback`) describes and loads the tensors; `path` names it in errors.
+ * model its metadata (else `fallback`) describes and loads the tensors; `path` names it in errors. The model
+ * is for inference: in eval mode, with every batch norm folded into its conv (`models.fuseConvBn`: one op
+ * instead of two per conv, outputs equal to rounding).
  */
 export function modelFromCheckpoint(
   tensors: Record<string, HostTensor>,
@@ -98,6 +100,7 @@ export function modelFromCheckpoint(
     for (const t of Object.values(up)) t.dispose();
   }
   model.eval();
+  models.fuseConvBn(model);
   return { model, config: cfg, path };
 }
 

@@ -10,6 +10,7 @@ import type { Triple } from "../kernels/conv/mod.ts";
 import { maxPool3d } from "../kernels/pool.ts";
 import { Module } from "../nn/module.ts";
 import { BatchNorm3d, Conv3d, Sequential } from "../nn/layers.ts";
+import { fuseConvBnEval } from "../nn/fusion.ts";
 
 /** Blocks per stage for each supported depth (26 is a small test configuration). */
 export const CSN_DEPTHS: Record<number, [number, number, number, number]> = {
@@ -19,10 +20,13 @@ export const CSN_DEPTHS: Record<number, [number, number, number, number]> = {
   152: [3, 8, 36, 3],
 };
 
-/** mmcv's ConvModule as the CSN uses it: `conv` (no bias) -> `bn` (eps 1e-3) -> optional ReLU. */
+/**
+ * mmcv's ConvModule as the CSN uses it: `conv` (no bias) -> `bn` (eps 1e-3) -> optional ReLU. After
+ * {@link ConvModule.fuseConvBn} (inference) the norm is folded into `conv`, which gains a bias, and `bn` is null.
+ */
 export class ConvModule extends Module {
-  readonly conv: Conv3d;
-  readonly bn: BatchNorm3d;
+  conv: Conv3d;
+  bn: BatchNorm3d | null;
   constructor(
     cin: number,
     cout: number,
@@ -55,19 +59,52 @@ export class ConvModule extends Module {
    * for a consumer that reads f16 (the next conv of a bottleneck, a shortcut): no cast pass, half the bytes.
    */
   forwardHalf(x: Tensor, half: boolean): Tensor {
+    if (!this.bn) return this.conv.convAct(x, { relu: this.act, half });
     const c = this.conv.convAct(x, { half: true });
     const y = this.bn.normAct(c, { relu: this.act, dtype: half ? c.dtype as "f32" | "f16" : "f32" });
     c.dispose();
     return y;
   }
 
-  /** relu(bn(conv(x)) + shortcut): a bottleneck's last conv, with its shortcut add and ReLU in the norm's pass. */
+  /**
+   * relu(bn(conv(x)) + shortcut): a bottleneck's last conv, with its shortcut add and ReLU in the norm's pass
+   * (folded: in the conv's epilogue).
+   */
   forwardWithShortcut(x: Tensor, shortcut: Tensor): Tensor {
+    if (!this.bn) return this.conv.convAct(x, { residual: shortcut, relu: true });
     const c = this.conv.convAct(x, { half: true });
     const y = this.bn.normAct(c, { residual: shortcut, relu: true, dtype: "f32" });
     c.dispose();
     return y;
   }
+
+  /**
+   * Folds the eval-mode norm into the conv (`nn.fuseConvBnEval`): one op instead of two from now on; the
+   * state dict then has `conv.weight` and `conv.bias` and no `bn.*`. Returns false when already folded.
+   */
+  fuseConvBn(): boolean {
+    if (!this.bn) return false;
+    if (this.training) throw new Error("ConvModule.fuseConvBn: folds only in eval mode (call eval() first)");
+    const fused = fuseConvBnEval(this.conv, this.bn);
+    fused.train(false);
+    this.conv.dispose();
+    this.bn.dispose();
+    this.conv = this.registerModule("conv", fused);
+    this.removeModule("bn");
+    this.bn = null;
+    return true;
+  }
+}
+
+/**
+ * Folds every batch norm of a CSN model (classifier, UNet or backbone) into its conv, for inference (as
+ * torch.fx's `fuse` does for conv -> bn): `model` must be in eval mode. Returns how many were folded.
+ */
+export function fuseConvBn(model: Module): number {
+  if (model.training) throw new Error("fuseConvBn: the model must be in eval mode (call eval() first)");
+  let n = 0;
+  for (const [, m] of model.namedModules()) if (m instanceof ConvModule && m.fuseConvBn()) n++;
+  return n;
 }
 
 /** The CSN bottleneck: 1x1x1 reduce, (1x1x1 +) depthwise 3x3x3 with the stage's stride, 1x1x1 expand, residual. */

@@ -32,6 +32,8 @@ export interface Conv3dModuleOptions {
   /** "kaiming" (default: N(0, 2/fan_in) weights, zero bias) or "torch" (PyTorch's default uniform). */
   init?: "kaiming" | "torch";
   seed?: number;
+  /** Take these tensors (the layer owns them from now on) instead of initialising; `bias` then decides. */
+  weights?: { weight: Tensor; bias: Tensor | null };
 }
 
 /** 3-D convolution layer: `weight` [out, in/groups, kD, kH, kW], `bias` [out]. */
@@ -52,6 +54,19 @@ export class Conv3d extends Module {
       );
     }
     const shape = [outChannels, inChannels / g, ...t3(kernelSize)];
+    if (opts.weights) {
+      const { weight, bias } = opts.weights;
+      if (weight.shape.join() !== shape.join() || (bias && bias.shape.join() !== String(outChannels))) {
+        throw new Error(
+          `nn.Conv3d: given weights ${weight.describe()}${
+            bias ? ` and ${bias.describe()}` : ""
+          } do not fit [${shape}]`,
+        );
+      }
+      this.weight = this.registerParameter("weight", weight)!;
+      this.bias = this.registerParameter("bias", bias);
+      return;
+    }
     const seed = opts.seed ?? nextSeed();
     const fan = shape.slice(1).reduce((p, d) => p * d, 1);
     const torchInit = opts.init === "torch";
@@ -76,10 +91,11 @@ export class Conv3d extends Module {
   }
 
   /**
-   * relu(conv(x)) with the ReLU fused into the conv (`F.conv3d`'s `relu` option) when asked. `half`: under
+   * relu?(conv(x) + residual?) with the ReLU and the residual fused into the conv (`F.conv3d`'s options) when
+   * asked. `half`: under
    * autocast, keep the output in f16, for a consumer that reads f16 (a conv, a batch norm); else it is f32.
    */
-  convAct(x: Tensor, opts: { relu?: boolean; half?: boolean } = {}): Tensor {
+  convAct(x: Tensor, opts: { relu?: boolean; half?: boolean; residual?: Tensor | null } = {}): Tensor {
     const o = this.opts;
     const half = autocastFor(x.device) === "f16";
     const xh = half && x.dtype !== "f16" ? castFloat(x, "f16") : x;
@@ -90,6 +106,7 @@ export class Conv3d extends Module {
       dilation: o.dilation,
       groups: o.groups,
       relu: opts.relu,
+      residual: opts.residual,
       dtype: half && opts.half ? "f16" : "f32",
     });
     if (xh !== x) xh.dispose();

@@ -18,4 +18,5 @@ export {
   Upsample,
 } from "./layers.ts";
 export { ModuleList } from "./containers.ts";
+export { fuseConvBnEval, fuseConvBnWeights } from "./fusion.ts";
 export { fanIn, kaimingNormal, seedInit, torchDefaultUniform } from "./init.ts";

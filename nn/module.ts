@@ -45,6 +45,18 @@ export abstract class Module {
     return m;
   }
 
+  /** Removes the child registered under `name` (a module replaced by a transformation, e.g. a folded norm). */
+  protected removeModule(name: string): void {
+    this.#children.delete(name);
+  }
+
+  /** This module and every descendant with dotted names (PyTorch's `named_modules`; this one is ""). */
+  namedModules(prefix = ""): [string, Module][] {
+    const out: [string, Module][] = [[prefix, this]];
+    for (const [k, m] of this.#children) out.push(...m.namedModules(prefix ? `${prefix}.${k}` : k));
+    return out;
+  }
+
   /** Direct children with their names. */
   namedChildren(): [string, Module][] {
     return [...this.#children];

@@ -1,0 +1,167 @@
+/**
+ * Folding eval-mode batch norms into their convs (nn/fusion.ts, `models.fuseConvBn`): the folded weights
+ * against torch.nn.utils.fusion.fuse_conv_bn_weights (rtol 1e-6), and tiny CSN models (classifier and
+ * UNet, random norm statistics and affine parameters) whose folded eval outputs equal the unfolded ones
+ * (rtol 1e-4 of the largest output) on both kernel profiles, f32 and under autocast (within the f16 bound
+ * of amp_test.ts); the state dict's keys change as PyTorch's fusion changes them; folding needs eval mode.
+ */
+import { autocast, F, models, nn, openDevice, type Tensor, tensor, tidy } from "../mod.ts";
+import type { Device } from "../core/device.ts";
+import { assertClose, assertThrows, prng, randData, torchRef } from "./helpers.ts";
+
+Deno.test("fuseConvBnWeights matches torch.nn.utils.fusion.fuse_conv_bn_weights", async () => {
+  const device = await openDevice();
+  const rng = prng(11);
+  const O = 7;
+  const w = randData(rng, O * 5 * 1 * 3 * 3, -1, 1), cb = randData(rng, O, -1, 1);
+  const rm = randData(rng, O, -1, 1), rv = randData(rng, O, 0.1, 3);
+  const g = randData(rng, O, 0.5, 1.5), b = randData(rng, O, -1, 1);
+  const inp = (data: number[], shape: number[]) => ({ data, shape, dtype: "f32" as const });
+  const ins = [inp(w, [O, 5, 1, 3, 3]), inp(cb, [O]), inp(rm, [O]), inp(rv, [O]), inp(g, [O]), inp(b, [O])];
+  const fuse = "torch.nn.utils.fusion.fuse_conv_bn_weights";
+  const refs = await torchRef([
+    { expr: `${fuse}(a, b, c, d, 1e-3, e, f)[0]`, inputs: ins },
+    { expr: `${fuse}(a, b, c, d, 1e-3, e, f)[1]`, inputs: ins },
+    { expr: `${fuse}(a, None, c, d, 1e-3, None, None)[1]`, inputs: ins },
+  ]);
+  try {
+    const t = (d: number[], s: number[]) => tensor(d, s, { device });
+    const [fw, fb, fb0] = await tidy(async () => {
+      const r = nn.fuseConvBnWeights(
+        t(w, [O, 5, 1, 3, 3]),
+        t(cb, [O]),
+        t(rm, [O]),
+        t(rv, [O]),
+        1e-3,
+        t(g, [O]),
+        t(b, [O]),
+      );
+      const plain = nn.fuseConvBnWeights(
+        t(w, [O, 5, 1, 3, 3]),
+        null,
+        t(rm, [O]),
+        t(rv, [O]),
+        1e-3,
+        null,
+        null,
+      );
+      return [await r.weight.toArray(), await r.bias.toArray(), await plain.bias.toArray()];
+    });
+    assertClose(fw, refs[0].out.data, "fused weight", 1e-6, 1e-7);
+    assertClose(fb, refs[1].out.data, "fused bias", 1e-6, 1e-7);
+    assertClose(fb0, refs[2].out.data, "fused bias without conv bias or affine", 1e-6, 1e-7);
+    assertThrows(
+      () => nn.fuseConvBnWeights(t(w, [O, 5, 1, 3, 3]), null, t(rm.slice(1), [O - 1]), t(rv, [O]), 1e-3, null, null),
+      "runningMean must be f32 [7]",
+    );
+  } finally {
+    device.destroy();
+  }
+});
+
+/** Random running statistics and affine parameters for every batch norm (fresh ones are an identity). */
+function randomNorms(m: nn.Module, seed: number): void {
+  const rng = prng(seed);
+  for (const [, b] of m.namedModules()) {
+    if (!(b instanceof nn.BatchNorm3d)) continue;
+    const C = b.numFeatures, device = b.runningMean.device;
+    const set = (t: Tensor | null, lo: number, hi: number) => {
+      if (!t) return;
+      const v = tensor(randData(rng, C, lo, hi), [C], { device });
+      t.assign(v);
+      v.dispose();
+    };
+    set(b.runningMean, -0.3, 0.3);
+    set(b.runningVar, 0.5, 2);
+    set(b.weight, 0.5, 1.5);
+    set(b.bias, -0.3, 0.3);
+  }
+}
+
+const relErr = (a: ArrayLike<number>, b: ArrayLike<number>) => {
+  let d = 0, s = 0;
+  for (let i = 0; i < a.length; i++) d = Math.max(d, Math.abs(a[i] - b[i])), s = Math.max(s, Math.abs(b[i]));
+  return d / s;
+};
+
+async function foldedEqualsUnfolded(device: Device, kind: "classifier" | "unet"): Promise<void> {
+  nn.seedInit(5);
+  const m: nn.Module = kind === "unet"
+    ? new models.CSNUNet({ device, encoder: "r26ir", baseChannels: 8, numClasses: 4 })
+    : new models.CSNClassifier({ device, encoder: "r26ip", baseChannels: 8, numClasses: 3, dropout: 0 });
+  try {
+    randomNorms(m, 3);
+    const shape = kind === "unet" ? [1, 1, 8, 32, 32] : [2, 3, 8, 16, 16];
+    const xs = randData(prng(8), shape.reduce((p, d) => p * d, 1), -1, 1);
+    const run = () => tidy(() => m.forward(tensor(xs, shape, { device })).toArray());
+    assertThrows(() => models.fuseConvBn(m), "eval mode");
+    m.eval();
+    const before = await run();
+    const norms = m.namedModules().filter(([, c]) => c instanceof nn.BatchNorm3d).length;
+    const n = models.fuseConvBn(m);
+    if (n !== norms || n < 20) throw new Error(`${kind}: folded ${n} of ${norms} norms`);
+    const keys = Object.keys(m.stateDict());
+    if (keys.some((k) => k.includes(".bn."))) throw new Error(`${kind}: a norm is left in the state dict`);
+    if (
+      !keys.includes("backbone.layer1.0.conv3.conv.bias") &&
+      !keys.includes("backbone.layer1.0.conv3.conv.bias")
+    ) {
+      throw new Error(`${kind}: no folded conv bias among ${keys.slice(0, 8)}...`);
+    }
+    if (models.fuseConvBn(m) !== 0) throw new Error(`${kind}: folding twice folded again`);
+    const after = await run();
+    const e = relErr(after, before);
+    console.log(
+      `${kind} (${device.profile}): folded vs unfolded, max |diff| / max |y| = ${e.toExponential(2)}`,
+    );
+    assertClose(
+      after,
+      before,
+      `${kind} folded vs unfolded (${device.profile})`,
+      1e-4,
+      1e-4 * Math.max(...Array.from(before, Math.abs)),
+    );
+    const half = await autocast(() => run());
+    const eh = relErr(half, before);
+    console.log(
+      `${kind} (${device.profile}): folded under autocast vs unfolded f32 = ${eh.toExponential(2)}`,
+    );
+    if (!(eh > 0 && eh < 2e-3)) throw new Error(`${kind}: folded autocast error ${eh} outside (0, 2e-3)`);
+  } finally {
+    m.dispose();
+  }
+}
+
+for (const profile of ["cpu", "gpu"] as const) {
+  Deno.test(`folded CSN classifier and UNet equal the unfolded ones in eval mode (${profile} profile)`, async () => {
+    const device = await openDevice({ profile, label: profile });
+    try {
+      await foldedEqualsUnfolded(device, "classifier");
+      await foldedEqualsUnfolded(device, "unet");
+    } finally {
+      device.destroy();
+    }
+  });
+}
+
+Deno.test("a folded ConvModule's conv trains on (no norm left); F.conv3d residual errors are clear", async () => {
+  const device = await openDevice();
+  try {
+    const cm = new models.ConvModule(4, 6, 1, { device, act: false });
+    cm.eval();
+    cm.fuseConvBn();
+    cm.train();
+    if (cm.bn !== null || !cm.conv.bias?.requiresGrad) throw new Error("folded module lost its conv bias");
+    const x = tensor(randData(prng(2), 4 * 27, -1, 1), [1, 4, 3, 3, 3], { device });
+    F.sum(cm.forward(x)).backward();
+    if (!cm.conv.weight.grad || !cm.conv.bias.grad) throw new Error("no gradients for the folded conv");
+    assertThrows(
+      () => F.conv3d(x, cm.conv.weight, null, { residual: tensor([1, 2], [2], { device }) }),
+      "residual must be f32 or f16 of the output's shape [1,6,3,3,3]",
+    );
+    x.dispose();
+    cm.dispose();
+  } finally {
+    device.destroy();
+  }
+});
