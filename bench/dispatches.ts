@@ -78,12 +78,21 @@ const forward = () => {
   f.amp ? autocast(run) : run();
 };
 const name = unet ? "ir-CSN-50 UNet" : "ir-CSN-152 classifier";
+// Buffers are still allocated and freed as in a real step, so the pool's high-water mark is the step's memory.
+let live0 = 0;
+const start = () => {
+  counts.clear();
+  device.pool.resetPeak();
+  live0 = device.pool.stats().liveBytes;
+};
 const report = (what: string) => {
   const total = [...counts.values()].reduce((a, b) => a + b, 0);
+  const peak = (device.pool.stats().peakBytes - live0) / 2 ** 20;
   console.log(
     `${name}, [${shape}], ${
       f.amp ? "autocast f16" : "f32"
-    }, profile ${f.profile}: ${total} dispatches ${what}`,
+    }, profile ${f.profile}: ${total} dispatches ${what}; ` +
+      `peak memory above the parameters${f.infer ? "" : ", AdamW state"}: ${peak.toFixed(0)} MiB`,
   );
   for (const [op, n] of [...counts].sort((a, b) => b[1] - a[1]).slice(0, f.top as number)) {
     console.log(`  ${String(n).padStart(5)}  ${op}`);
@@ -92,16 +101,16 @@ const report = (what: string) => {
 };
 if (f.infer) {
   forward();
-  counts.clear();
+  start();
   forward();
   report("an inference forward (norms unfolded)");
   models.fuseConvBn(model);
-  counts.clear();
+  start();
   forward();
   report("an inference forward (norms folded into the convs)");
 } else {
   step();
-  counts.clear();
+  start();
   step();
   report("a step");
 }

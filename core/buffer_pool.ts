@@ -99,6 +99,11 @@ export class BufferPool {
     this.#stats.pooledBytes = 0;
   }
 
+  /** Starts a new peak from the bytes live now (to measure one step's high-water mark). */
+  resetPeak(): void {
+    this.#stats.peakBytes = this.#stats.liveBytes;
+  }
+
   /** A snapshot of the byte counts. */
   stats(): PoolStats {
     return { ...this.#stats };

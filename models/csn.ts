@@ -8,6 +8,7 @@ import type { Device } from "../core/device.ts";
 import type { Tensor } from "../core/tensor.ts";
 import type { Triple } from "../kernels/conv/mod.ts";
 import { maxPool3d } from "../kernels/pool.ts";
+import { autocastFor, castFloat } from "../kernels/cast.ts";
 import { Module } from "../nn/module.ts";
 import { BatchNorm3d, Conv3d, Sequential } from "../nn/layers.ts";
 import { fuseConvBnEval } from "../nn/fusion.ts";
@@ -70,10 +71,14 @@ export class ConvModule extends Module {
    * relu(bn(conv(x)) + shortcut): a bottleneck's last conv, with its shortcut add and ReLU in the norm's pass
    * (folded: in the conv's epilogue).
    */
-  forwardWithShortcut(x: Tensor, shortcut: Tensor): Tensor {
-    if (!this.bn) return this.conv.convAct(x, { residual: shortcut, relu: true });
+  forwardWithShortcut(x: Tensor, shortcut: Tensor, half = false): Tensor {
+    if (!this.bn) return this.conv.convAct(x, { residual: shortcut, relu: true, half });
     const c = this.conv.convAct(x, { half: true });
-    const y = this.bn.normAct(c, { residual: shortcut, relu: true, dtype: "f32" });
+    const y = this.bn.normAct(c, {
+      residual: shortcut,
+      relu: true,
+      dtype: half ? c.dtype as "f32" | "f16" : "f32",
+    });
     c.dispose();
     return y;
   }
@@ -136,19 +141,43 @@ export class CSNBottleneck extends Module {
       : null;
   }
   forward(x: Tensor): Tensor {
-    // Inside the block, under autocast, activations stay f16 from conv to norm to conv (ConvModule.forwardHalf).
-    let b = this.conv1.forwardHalf(x, true);
+    return this.forwardHalf(x, false);
+  }
+
+  /**
+   * Inside the block, under autocast, activations stay f16 from conv to norm to conv (ConvModule.forwardHalf);
+   * with `half` the block's output too (as PyTorch's autocast leaves a ResNet block's output), for a next
+   * block that reads it as its input and its shortcut. An f32 input feeding two convs is cast once.
+   */
+  forwardHalf(x: Tensor, half: boolean): Tensor {
+    const xh = this.downsample && x.dtype === "f32" && autocastFor(x.device) === "f16"
+      ? castFloat(x, "f16")
+      : x;
+    let b = this.conv1.forwardHalf(xh, true);
     for (const m of this.conv2.layers as ConvModule[]) {
       const next = m.forwardHalf(b, true);
       b.dispose();
       b = next;
     }
-    const idt = this.downsample ? this.downsample.forwardHalf(x, true) : x;
-    const r = this.conv3.forwardWithShortcut(b, idt);
+    const idt = this.downsample ? this.downsample.forwardHalf(xh, true) : x;
+    const r = this.conv3.forwardWithShortcut(b, idt, half);
     b.dispose();
     if (idt !== x) idt.dispose();
+    if (xh !== x) xh.dispose();
     return r;
   }
+}
+
+/** A stage's blocks in order; under autocast the outputs between its blocks stay f16, its own output is f32. */
+function runStage(stage: Sequential, x: Tensor): Tensor {
+  const blocks = stage.layers as CSNBottleneck[];
+  let h = x;
+  blocks.forEach((b, i) => {
+    const next = b.forwardHalf(h, i < blocks.length - 1);
+    if (h !== x) h.dispose();
+    h = next;
+  });
+  return h;
 }
 
 /** Options of {@link ResNet3dCSN}. */
@@ -205,7 +234,7 @@ export class ResNet3dCSN extends Module {
     const outs = [stem];
     let h = pooled;
     for (const l of this.layers) {
-      h = l.forward(h);
+      h = runStage(l, h);
       outs.push(h);
     }
     pooled.dispose();

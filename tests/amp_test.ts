@@ -13,7 +13,8 @@
  *   rounded values: output to one f16 rounding, gradients and running statistics to rtol 1e-4.
  * - A tiny CSN classifier forward under autocast vs f32, and 20 AdamW steps of it with autocast + GradScaler
  *   vs f32: the measured errors are printed and bounded (docs/perf.md, "Mixed precision"); a tiny CSN-UNet's
- *   output and gradients under autocast vs f32 on both kernel profiles (f16 inside its blocks and units).
+ *   output and gradients under autocast vs f32 on both kernel profiles (f16 inside its blocks and units, and
+ *   between the blocks of a stage).
  * - GradScaler skips a step with an inf gradient and halves its scale, grows after `growthInterval` good
  *   steps, and unscales exactly.
  * - The training harness with `amp` (train --amp): 6 steps equal 3 steps + resume to 6 bit for bit (the
@@ -333,15 +334,21 @@ Deno.test("tiny CSN-UNet forward and gradients under autocast vs f32, on both pr
         `gradients ${eg.toExponential(2)} (max |diff| / max |value|)`,
     );
     if (!(ey > 0)) throw new Error("autocast changed nothing: f16 was not used");
-    // Measured 5.6e-4 and 1.0e-4 on both profiles (lavapipe, 2026-12-04).
+    // Measured 4.9e-4 and 1.25e-4 on both profiles (lavapipe, 2026-12-04; f16 between blocks).
     if (!(ey < 2e-3) || !(eg < 1e-3)) throw new Error(`autocast errors ${ey}, ${eg} over 2e-3, 1e-3`);
     m.dispose();
     if (profile === "gpu") d.destroy();
   }
 });
 
-/** Bounds on the 20-step comparison: a few times the measured values (docs/perf.md, "Mixed precision"). */
-const LOSS_TOL = 1e-2, WEIGHT_TOL = 0.5, TRAIN_BN_LOSS_TOL = 0.3;
+/**
+ * Bounds on the 20-step comparison: a few times the measured values (docs/perf.md, "Mixed precision"). In
+ * train mode the trajectory is chaotic (two f32 runs whose kernels only sum in different orders, first
+ * losses 1e-7 apart, end 2.6e-2 apart in loss and 0.20 in weights), so its bound is loose and the first
+ * step's loss, before any update, is bounded on its own (measured 1.7e-2: batch statistics over 4 values
+ * per channel in the last stage amplify the f16 rounding).
+ */
+const LOSS_TOL = 1e-2, WEIGHT_TOL = 0.5, TRAIN_BN_LOSS_TOL = 0.6, TRAIN_BN_FIRST_TOL = 4e-2;
 
 /** 20 AdamW steps on a fixed batch; with `amp`, autocast + GradScaler as train/trainer.ts runs them. */
 async function trainSteps(d: Device, amp: boolean, bnTrain: boolean, steps = 20) {
@@ -417,7 +424,7 @@ async function compareTraining(d: Device, bnTrain: boolean) {
   if (!(b.losses[n] < b.losses[0] * 0.97)) throw new Error(`amp run did not learn: ${b.losses}`);
   if (b.skipped !== 0) throw new Error(`amp skipped ${b.skipped} steps of a healthy run`);
   if (!(lossErr > 0)) throw new Error("amp and f32 losses are identical: f16 was not used");
-  return { lossErr, wErr };
+  return { lossErr, wErr, firstErr: Math.abs(a.losses[0] - b.losses[0]) / a.losses[0] };
 }
 
 Deno.test("20 training steps of a tiny classifier: autocast + GradScaler vs f32 (measured error)", async () => {
@@ -428,6 +435,10 @@ Deno.test("20 training steps of a tiny classifier: autocast + GradScaler vs f32 
   if (!(ev.lossErr < LOSS_TOL)) throw new Error(`amp loss differs by ${ev.lossErr}`);
   if (!(ev.wErr < WEIGHT_TOL)) throw new Error(`amp weights differ by ${ev.wErr}`);
   const tr = await compareTraining(d, true);
+  console.log(`train-mode batch norm, first step's loss: amp vs f32 ${tr.firstErr.toExponential(2)}`);
+  if (!(tr.firstErr < TRAIN_BN_FIRST_TOL)) {
+    throw new Error(`amp first loss (train-mode BN) differs by ${tr.firstErr}`);
+  }
   if (!(tr.lossErr < TRAIN_BN_LOSS_TOL)) throw new Error(`amp loss (train-mode BN) differs by ${tr.lossErr}`);
 });
 
