@@ -63,8 +63,20 @@ export interface GemmEpilogue {
   relu?: boolean;
 }
 
+/**
+ * Where a GEMM hands over the per-row moments of what it stored, for a training-mode batch norm over the rows
+ * of every product (a pointwise conv's output channels): `part` becomes [segments, M, 3] (count, mean, sum
+ * of squared deviations; means not shifted) where the kernel can compute them as it stores (the "gpu"
+ * profile's vec4 tiles without a K split), and stays null otherwise. The caller disposes it.
+ */
+export interface GemmMoments {
+  part: Tensor | null;
+}
+
 /** Options of {@link gemm}. */
 export interface GemmOptions extends GemmEpilogue {
+  /** Ask for the output's per-row moments ({@link GemmMoments}). */
+  moments?: GemmMoments | null;
   /** Sum the batch's products into one [M, N] matrix. */
   sumBatch?: boolean;
   /** Stored dtype (default f32); accumulation is f32 either way. */
@@ -148,7 +160,7 @@ export function gemm(
     return out;
   }
   const geo = { ...base, sumBatch: opts.sumBatch ?? false };
-  if (vec4Layout(geo)) gemmVec4(op, a, b, out, geo, M >= 512 && N >= 512 ? 8 : 4);
+  if (vec4Layout(geo)) gemmVec4(op, a, b, out, geo, M >= 512 && N >= 512 ? 8 : 4, opts.moments ?? null);
   else gemmTiled(op, a, b, out, geo);
   return out;
 }
@@ -392,7 +404,15 @@ export function kSegments(tiles: number, K: number): { segs: number; segLen: num
  * (128 x 128 x 16, 8 x 8: 30.7 TFLOP/s, 60 % of cuBLAS, on an H200), here with masked edges, batch and
  * the K split.
  */
-function gemmVec4(op: string, a: Tensor, b: Tensor, out: Tensor, g: GemmGeo, T: 4 | 8): void {
+function gemmVec4(
+  op: string,
+  a: Tensor,
+  b: Tensor,
+  out: Tensor,
+  g: GemmGeo,
+  T: 4 | 8,
+  moments: GemmMoments | null,
+): void {
   const { M, N, K, nb } = g;
   const BM = 16 * T, BN = 16 * T, BK = 16, R = T / 4;
   const tm = Math.ceil(M / BM), tn = Math.ceil(N / BN), tiles = nb * tm * tn;
@@ -400,6 +420,8 @@ function gemmVec4(op: string, a: Tensor, b: Tensor, out: Tensor, g: GemmGeo, T: 
   const part = partials(op, out, segs, g);
   const ep = epilogueCode(g.epi, part, out, true);
   const rs = [...Array(R).keys()];
+  const mom = moments && part === out ? Tensor.empty(out.device, [nb * tn, M, 3], "f32", op) : null;
+  if (moments) moments.part = mom;
   // A tile of BM x BK from an operand stored contiguous along k (4 vec4 per row, scattered into the k-major
   // workgroup array) or along m (BM / 4 vec4 per k, copied as they are).
   const alongK = (t: string, W: string, rows: string, lim: string, idx: (r: string, k: string) => string) =>
@@ -433,12 +455,18 @@ function gemmVec4(op: string, a: Tensor, b: Tensor, out: Tensor, g: GemmGeo, T: 
   launch({
     op,
     work: { flops: 2 * M * N * K * nb },
-    args: [{ name: "a", t: a, vec4: true }, { name: "b", t: b, vec4: true }, {
-      name: "c",
-      t: part,
-      write: true,
-      vec4: true,
-    }, ...ep.args],
+    args: [
+      { name: "a", t: a, vec4: true },
+      { name: "b", t: b, vec4: true },
+      {
+        name: "c",
+        t: part,
+        write: true,
+        vec4: true,
+      },
+      ...ep.args,
+      ...(mom ? [{ name: "mo", t: mom, write: true }] : []),
+    ],
     wg: 256,
     groups: segs * tiles,
     decls: `var<workgroup> As: array<vec4<f32>, ${BK * BM / 4}>;
@@ -467,13 +495,70 @@ ${ep.decls}`,
       accs.map((c) =>
         `{ let m = m0 + ${Number(c[1]) * 64 + Number(c[2])}u + ty * 4u; let n = n0 + ${
           Number(c[3]) * 64
-        }u + tx * 4u; if (m < sh.M && n < sh.N) { let ci = (coff + m * sh.N + n) / 4u; c_st(ci, ${
+        }u + tx * 4u; let ci = (coff + m * sh.N + n) / 4u; ${c} = ${
           ep.at(c, "m", "ci")
-        }); } }`
+        }; if (m < sh.M && n < sh.N) { c_st(ci, ${c}); } }`
       ).join("\n  ")
-    }`,
+    }
+${mom ? momentsWgsl(rs, BM, BN, out.dtype === "f16") : ""}`,
   });
   addSegments(op, part, out, g.epi);
+}
+
+/**
+ * WGSL after {@link gemmVec4}'s stores: the (count, mean, M2) of each of the tile's rows over its stored
+ * columns (the values as stored, so an f16 output's rounded ones) into `mo` ([batch x column tiles, M, 3]).
+ * Each thread reduces its 4R values of a row in registers (two passes: mean, then squared deviations), the
+ * 16 threads of a row hand theirs over through the free tile arrays (As: means, Bs: M2; a thread's count
+ * follows from its column), and one thread per row merges them in order by Chan's formula.
+ */
+function momentsWgsl(rs: number[], BM: number, BN: number, half: boolean): string {
+  const rowsOf = rs.flatMap((r) => [0, 1, 2, 3].map((i) => [r, i]));
+  const ok = (s: number) => `(n0 + ${s * 64}u + tx * 4u < sh.N)`;
+  // An f16 output's values as stored: read back (the compiler may fold an f32 -> f16 -> f32 round trip away,
+  // lavapipe does), from the thread's own stores, so program order makes them visible.
+  const val = (r: number, i: number, s: number) =>
+    half
+      ? `c_ld((coff + min(m0 + mloc, sh.M - 1u) * sh.N + n0 + ${s * 64}u + tx * 4u) / 4u)`
+      : `c${r}${i}${s}`;
+  const cnt = rs.map((s) => `select(0.0, 4.0, ${ok(s)})`).join(" + ");
+  return `  let tcnt = ${cnt};
+  ${
+    rowsOf.map(([r, i]) =>
+      `{ let mloc = ${r * 64 + i}u + ty * 4u;
+    var sm = 0.0;
+    ${rs.map((s) => `if ${ok(s)} { sm = sm + dot(${val(r, i, s)}, vec4<f32>(1.0)); }`).join(" ")}
+    let mu = sm / max(tcnt, 1.0);
+    var q = 0.0;
+    ${rs.map((s) => `if ${ok(s)} { let d = ${val(r, i, s)} - vec4<f32>(mu); q = q + dot(d, d); }`).join(" ")}
+    let wi = mloc * 16u + tx;
+    As[wi / 4u][wi % 4u] = mu;
+    Bs[wi / 4u][wi % 4u] = q; }`
+    ).join("\n  ")
+  }
+  workgroupBarrier();
+  if (lid < ${BM}u && m0 + lid < sh.M) {
+    var cn = 0.0;
+    var mean = 0.0;
+    var m2 = 0.0;
+    for (var t2 = 0u; t2 < 16u; t2 = t2 + 1u) {
+      var nb2 = 0.0;
+      ${rs.map((s) => `if (n0 + ${s * 64}u + t2 * 4u < sh.N) { nb2 = nb2 + 4.0; }`).join(" ")}
+      if (nb2 > 0.0) {
+        let wi = lid * 16u + t2;
+        let nt = cn + nb2;
+        let d = As[wi / 4u][wi % 4u] - mean;
+        let r = nb2 / nt;
+        mean = mean + d * r;
+        m2 = m2 + Bs[wi / 4u][wi % 4u] + d * d * cn * r;
+        cn = nt;
+      }
+    }
+    let o = ((bi * sh.tn + n0 / ${BN}u) * sh.M + m0 + lid) * 3u;
+    mo_st(o, cn);
+    mo_st(o + 1u, mean);
+    mo_st(o + 2u, m2);
+  }`;
 }
 
 /**

@@ -9,6 +9,7 @@ import type { Tensor } from "../core/tensor.ts";
 import type { Triple } from "../kernels/conv/mod.ts";
 import { maxPool3d } from "../kernels/pool.ts";
 import { autocastFor, castFloat } from "../kernels/cast.ts";
+import type { GemmMoments } from "../kernels/matmul.ts";
 import { Module } from "../nn/module.ts";
 import { BatchNorm3d, Conv3d, Sequential } from "../nn/layers.ts";
 import { fuseConvBnEval } from "../nn/fusion.ts";
@@ -61,9 +62,15 @@ export class ConvModule extends Module {
    */
   forwardHalf(x: Tensor, half: boolean): Tensor {
     if (!this.bn) return this.conv.convAct(x, { relu: this.act, half });
-    const c = this.conv.convAct(x, { half: true });
-    const y = this.bn.normAct(c, { relu: this.act, dtype: half ? c.dtype as "f32" | "f16" : "f32" });
+    const mom = this.momentsHolder();
+    const c = this.conv.convAct(x, { half: true, moments: mom });
+    const y = this.bn.normAct(c, {
+      relu: this.act,
+      dtype: half ? c.dtype as "f32" | "f16" : "f32",
+      moments: mom?.part,
+    });
     c.dispose();
+    mom?.part?.dispose();
     return y;
   }
 
@@ -73,14 +80,22 @@ export class ConvModule extends Module {
    */
   forwardWithShortcut(x: Tensor, shortcut: Tensor, half = false): Tensor {
     if (!this.bn) return this.conv.convAct(x, { residual: shortcut, relu: true, half });
-    const c = this.conv.convAct(x, { half: true });
+    const mom = this.momentsHolder();
+    const c = this.conv.convAct(x, { half: true, moments: mom });
     const y = this.bn.normAct(c, {
       residual: shortcut,
       relu: true,
       dtype: half ? c.dtype as "f32" | "f16" : "f32",
+      moments: mom?.part,
     });
     c.dispose();
+    mom?.part?.dispose();
     return y;
+  }
+
+  /** In training, where the conv can hand its output's moments to the norm (one pass over it fewer). */
+  private momentsHolder(): GemmMoments | null {
+    return this.training && !this.bn?.sync ? { part: null } : null;
   }
 
   /**

@@ -8,7 +8,7 @@ import type { Tensor } from "../core/tensor.ts";
 import { ones, zeros } from "../kernels/creation.ts";
 import { conv3d, type Triple } from "../kernels/conv/mod.ts";
 import { batchNorm3d, type BatchNormSync } from "../kernels/norm/mod.ts";
-import { linear } from "../kernels/matmul.ts";
+import { type GemmMoments, linear } from "../kernels/matmul.ts";
 import { relu, silu } from "../kernels/elementwise/mod.ts";
 import { maxPool3d, upsampleNearest3d } from "../kernels/pool.ts";
 import { dropout } from "../kernels/dropout.ts";
@@ -92,10 +92,13 @@ export class Conv3d extends Module {
 
   /**
    * relu?(conv(x) + residual?) with the ReLU and the residual fused into the conv (`F.conv3d`'s options) when
-   * asked. `half`: under
+   * asked, and the output's moments for a batch norm (`moments`). `half`: under
    * autocast, keep the output in f16, for a consumer that reads f16 (a conv, a batch norm); else it is f32.
    */
-  convAct(x: Tensor, opts: { relu?: boolean; half?: boolean; residual?: Tensor | null } = {}): Tensor {
+  convAct(
+    x: Tensor,
+    opts: { relu?: boolean; half?: boolean; residual?: Tensor | null; moments?: GemmMoments | null } = {},
+  ): Tensor {
     const o = this.opts;
     const half = autocastFor(x.device) === "f16";
     const xh = half && x.dtype !== "f16" ? castFloat(x, "f16") : x;
@@ -107,6 +110,7 @@ export class Conv3d extends Module {
       groups: o.groups,
       relu: opts.relu,
       residual: opts.residual,
+      moments: opts.moments,
       dtype: half && opts.half ? "f16" : "f32",
     });
     if (xh !== x) xh.dispose();
@@ -157,7 +161,7 @@ export class BatchNorm3d extends Module {
    */
   normAct(
     x: Tensor,
-    opts: { residual?: Tensor | null; relu?: boolean; dtype?: "f32" | "f16" } = {},
+    opts: { residual?: Tensor | null; relu?: boolean; dtype?: "f32" | "f16"; moments?: Tensor | null } = {},
   ): Tensor {
     return batchNorm3d(x, this.weight, this.bias, this.runningMean, this.runningVar, {
       training: this.training,

@@ -51,7 +51,16 @@ Deno.test("fuseConvBnWeights matches torch.nn.utils.fusion.fuse_conv_bn_weights"
     assertClose(fb, refs[1].out.data, "fused bias", 1e-6, 1e-7);
     assertClose(fb0, refs[2].out.data, "fused bias without conv bias or affine", 1e-6, 1e-7);
     assertThrows(
-      () => nn.fuseConvBnWeights(t(w, [O, 5, 1, 3, 3]), null, t(rm.slice(1), [O - 1]), t(rv, [O]), 1e-3, null, null),
+      () =>
+        nn.fuseConvBnWeights(
+          t(w, [O, 5, 1, 3, 3]),
+          null,
+          t(rm.slice(1), [O - 1]),
+          t(rv, [O]),
+          1e-3,
+          null,
+          null,
+        ),
       "runningMean must be f32 [7]",
     );
   } finally {
@@ -164,4 +173,93 @@ Deno.test("a folded ConvModule's conv trains on (no norm left); F.conv3d residua
   } finally {
     device.destroy();
   }
+});
+
+/**
+ * A pointwise conv's output moments from the GEMM's epilogue (gpu profile, vec4 tiles) feeding a
+ * training-mode batch norm: output, saved statistics and running statistics equal the norm's own two-pass
+ * moments; the 64 and 128 tiles with ragged channels and positions, far-from-zero means, an f16 output.
+ */
+Deno.test("batch norm from a pointwise conv's epilogue moments equals its own moments (gpu profile)", async () => {
+  const device = await openDevice({ profile: "gpu", label: "gpu-profile" });
+  const rng = prng(17);
+  const cases = [
+    { name: "64 tile, ragged", x: [2, 12, 3, 5, 12], O: 70, offset: 0, f16: false },
+    { name: "128 tile, ragged", x: [1, 8, 4, 11, 12], O: 520, offset: 0, f16: false },
+    { name: "mean 300 x std", x: [2, 8, 2, 6, 6], O: 20, offset: 30, f16: false },
+    { name: "f16 output", x: [2, 8, 3, 4, 8], O: 36, offset: 0, f16: true },
+  ];
+  try {
+    for (const c of cases) {
+      const C = c.x[1], nx = c.x.reduce((p, d) => p * d, 1);
+      const xs = randData(rng, nx, -1, 1).map((v) => v + c.offset);
+      const ws = randData(rng, c.O * C, -0.5, 0.5);
+      const gs = randData(rng, c.O, 0.5, 1.5), bs = randData(rng, c.O, -0.5, 0.5);
+      const run = async (useMoments: boolean) =>
+        await tidy(async () => {
+          const x = tensor(xs, c.x, { device }), w = tensor(ws, [c.O, C, 1, 1, 1], { device });
+          const hold = useMoments ? { part: null as Tensor | null } : null;
+          const y = F.conv3d(x, w, null, { moments: hold, dtype: c.f16 ? "f16" : "f32" });
+          if (useMoments && !hold!.part) throw new Error(`${c.name}: the GEMM gave no moments`);
+          const rm = tensor(new Array(c.O).fill(0.5), [c.O], { device });
+          const rv = tensor(new Array(c.O).fill(2), [c.O], { device });
+          const out = F.batchNorm3d(y, tensor(gs, [c.O], { device }), tensor(bs, [c.O], { device }), rm, rv, {
+            training: true,
+            relu: true,
+            moments: hold?.part ?? null,
+            dtype: "f32",
+          });
+          return [await out.toArray(), await rm.toArray(), await rv.toArray()];
+        });
+      const [y0, rm0, rv0] = await run(false), [y1, rm1, rv1] = await run(true);
+      assertClose(y1, y0, `${c.name}: output`, 1e-5, 1e-5);
+      assertClose(rm1, rm0, `${c.name}: running mean`, 1e-5, 1e-6);
+      assertClose(rv1, rv0, `${c.name}: running var`, 1e-5, 1e-6);
+    }
+    // Where the GEMM cannot (channels not a multiple of 4: the scalar tiles), no moments, the norm's own pass.
+    await tidy(() => {
+      const hold = { part: null as Tensor | null };
+      F.conv3d(
+        tensor(randData(rng, 2 * 7 * 9, -1, 1), [2, 7, 1, 3, 3], { device }),
+        tensor(randData(rng, 35, -1, 1), [5, 7, 1, 1, 1], { device }),
+        null,
+        { moments: hold },
+      );
+      if (hold.part) throw new Error("moments from a GEMM that cannot give them");
+    });
+  } finally {
+    device.destroy();
+  }
+});
+
+Deno.test("a CSN bottleneck trains alike on both profiles (the gpu profile's conv-epilogue moments)", async () => {
+  const out: number[][][] = [];
+  for (const profile of ["cpu", "gpu"] as const) {
+    const device = await openDevice({ profile, label: profile });
+    try {
+      nn.seedInit(9);
+      const blk = new models.CSNBottleneck(16, 8, [1, 1, 1], "ir", true, device);
+      blk.train();
+      const xs = randData(prng(4), 2 * 16 * 4 * 8 * 8, -1, 1);
+      out.push(
+        await tidy(async () => {
+          const x = tensor(xs, [2, 16, 4, 8, 8], { device, requiresGrad: true });
+          const y = blk.forward(x);
+          F.sum(F.mul(y, y)).backward();
+          const bn = blk.conv1.bn!;
+          return [
+            Array.from(await y.toArray()),
+            Array.from(await x.grad!.toArray()),
+            Array.from(await blk.conv1.conv.weight.grad!.toArray()),
+            Array.from(await bn.runningVar.toArray()),
+          ];
+        }),
+      );
+      blk.dispose();
+    } finally {
+      device.destroy();
+    }
+  }
+  const what = ["output", "input gradient", "conv1 weight gradient", "conv1 norm running var"];
+  out[0].forEach((v, i) => assertClose(out[1][i], v, `bottleneck ${what[i]}, gpu vs cpu profile`, 1e-4));
 });

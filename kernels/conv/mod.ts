@@ -17,6 +17,7 @@ import { record } from "../../core/autograd.ts";
 import { reluGradChannelSum, sum } from "../reduce.ts";
 import { map } from "../elementwise/map.ts";
 import { act, type Geo } from "./common.ts";
+import type { GemmMoments } from "../matmul.ts";
 import { directForward, directGradInput, directGradWeight } from "./direct.ts";
 import { depthwiseForward, depthwiseGradInput, depthwiseGradWeight } from "./depthwise.ts";
 import { im2colGradWeight } from "./im2col.ts";
@@ -48,6 +49,12 @@ export interface Conv3dOptions {
    * pass more. Its gradient is the output's (masked by the ReLU).
    */
   residual?: Tensor | null;
+  /**
+   * Ask for the output's per-channel moments for a following training-mode batch norm (its `moments`
+   * option): filled where the conv computes them as it stores (pointwise convs on the "gpu" profile's vec4
+   * GEMM tiles), left null elsewhere; the caller disposes them.
+   */
+  moments?: GemmMoments | null;
 }
 
 /** A size option as [d, h, w]; `def` fills an omitted one (omitting it without a default is an error). */
@@ -149,10 +156,18 @@ interface Chosen {
   gradWeight: GradKernel;
 }
 
-function choose(op: string, x: Tensor, w: Tensor, b: Tensor | null, g: Geo, r: Tensor | null): Chosen {
+function choose(
+  op: string,
+  x: Tensor,
+  w: Tensor,
+  b: Tensor | null,
+  g: Geo,
+  r: Tensor | null,
+  moments: GemmMoments | null = null,
+): Chosen {
   const KK = g.K[0] * g.K[1] * g.K[2];
   if (g.G === 1 && KK === 1 && g.P.every((p) => p === 0)) {
-    const { y, xs } = pointwiseForward(op, x, w, b, g, r);
+    const { y, xs } = pointwiseForward(op, x, w, b, g, r, moments);
     return { y, saved: xs, gradInput: pointwiseGradInput, gradWeight: pointwiseGradWeight };
   }
   if (r) {
@@ -190,7 +205,7 @@ export function conv3d(x: Tensor, w: Tensor, b?: Tensor | null, opts: Conv3dOpti
   const op = "F.conv3d", back = `${op}.backward`;
   const g = geometry(op, x, w, b, opts);
   const bias = b ?? null, res = opts.residual ?? null;
-  const { y, saved, gradInput, gradWeight } = choose(op, x, w, bias, g, res);
+  const { y, saved, gradInput, gradWeight } = choose(op, x, w, bias, g, res, opts.moments ?? null);
   const ins = [x, w, bias, res];
   const out = record(op, y, ins, g.relu ? [saved, w, y] : [saved, w], (gy, [sx, sw, sy]) => {
     const wantBias = !!bias?.requiresGrad, wantRes = !!res?.requiresGrad;

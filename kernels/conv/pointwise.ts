@@ -4,7 +4,7 @@
  */
 import { Tensor } from "../../core/tensor.ts";
 import { launch1d } from "../codegen.ts";
-import { gemm } from "../matmul.ts";
+import { gemm, type GemmMoments } from "../matmul.ts";
 import { type Geo, split3, volUniforms } from "./common.ts";
 
 /** x[:, :, ::sd, ::sh, ::sw] as a new tensor (forward), or its adjoint: scatter into zeros (backward). */
@@ -41,7 +41,8 @@ function strided(
 }
 
 /**
- * Pointwise forward: bias, `residual` and ReLU are the GEMM's epilogue (applied as it stores). Returns the
+ * Pointwise forward: bias, `residual` and ReLU are the GEMM's epilogue (applied as it stores), and so are
+ * the output's per-channel `moments` when asked. Returns the
  * output and the (strided sample of the) input that the gradients need: `x` itself at stride 1, else a new
  * tensor the caller disposes once it is saved.
  */
@@ -52,6 +53,7 @@ export function pointwiseForward(
   b: Tensor | null,
   g: Geo,
   residual: Tensor | null = null,
+  moments: GemmMoments | null = null,
 ): { y: Tensor; xs: Tensor } {
   const { N, C, O, OD, OH, OW, S } = g;
   const OS = OD * OH * OW;
@@ -59,7 +61,13 @@ export function pointwiseForward(
   const w2 = w.reshape([O, C]);
   const xs3 = xs.reshape([N, C, OS]);
   const r3 = residual?.reshape([N, O, OS]) ?? null;
-  const y3 = gemm(op, w2, xs3, false, false, { dtype: g.dtype, bias: b, residual: r3, relu: g.relu });
+  const y3 = gemm(op, w2, xs3, false, false, {
+    dtype: g.dtype,
+    bias: b,
+    residual: r3,
+    relu: g.relu,
+    moments,
+  });
   const y = y3.reshape([N, O, OD, OH, OW]);
   for (const t of [y3, w2, xs3, r3]) t?.dispose();
   return { y, xs };

@@ -75,7 +75,8 @@ function chunks(w: ChannelWalk, visit: string) {
 }
 
 /**
- * Training forward's second pass: merges the partial moments `part` ([segs, C, 3], kernels/norm/stats.ts)
+ * Training forward's second pass: merges the partial moments `part` ([segs, C, 3], kernels/norm/stats.ts, or
+ * a conv's epilogue)
  * and writes y = relu?((x - mean) * inv * w + b + residual) as `dtype`, and st = [C, 2] (mean, inv) with the
  * running statistics and the counter updated as `finishMoments` does.
  */
@@ -85,7 +86,15 @@ export function normalizeMerged(
   part: Tensor,
   walk: ChannelWalk,
   run: RunningStats,
-  p: { w: Tensor | null; b: Tensor | null; r: Tensor | null; relu: boolean; dtype: "f32" | "f16" },
+  p: {
+    w: Tensor | null;
+    b: Tensor | null;
+    r: Tensor | null;
+    relu: boolean;
+    dtype: "f32" | "f16";
+    /** The partials' means are relative to x[0, c, 0] (momentParts'), not absolute (a conv epilogue's). */
+    shifted: boolean;
+  },
 ): { y: Tensor; st: Tensor } {
   const v4 = walk.V === 4;
   const y = Tensor.empty(x.device, x.shape, p.dtype, op);
@@ -112,7 +121,7 @@ export function normalizeMerged(
     // The shift of the partials' means is x[0, c, 0]: the first unit of row c (its .x when vec4).
     body: `${ch.head}
 ${MERGE_PARTS}
-  let mu = x_ld(c * sh.S)${v4 ? ".x" : ""} + wm[0];
+  let mu = ${p.shifted ? `x_ld(c * sh.S)${v4 ? ".x" : ""} + ` : ""}wm[0];
   let va = max(wq[0] / wn[0], 0.0);
   let inv = inverseSqrt(va + sh.eps);
   if (first && lid == 0u) {

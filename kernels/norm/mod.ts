@@ -43,6 +43,12 @@ export interface BatchNormOptions {
   numBatchesTracked?: Tensor | null;
   /** Output dtype; default the input's (PyTorch's rule: an f16 conv output normalises to f16). */
   dtype?: "f32" | "f16";
+  /**
+   * Training, "gpu" profile, unsynchronised: x's per-channel partial moments [segments, C, 3] (count, mean,
+   * sum of squared deviations; means not shifted) as the conv that wrote x computed them (`F.conv3d`'s
+   * `moments`), so the forward is one pass over x instead of two. Ignored elsewhere; the caller owns it.
+   */
+  moments?: Tensor | null;
 }
 
 /**
@@ -201,7 +207,11 @@ export function batchNorm3d(
     if (M <= 1) {
       throw new Error(`${op}: training needs more than one value per channel, got input [${x.shape}]`);
     }
-    const part = momentParts(op, x, channelWalk(x));
+    const given = merged && !opts.sync ? opts.moments ?? null : null;
+    if (given && (given.ndim !== 3 || given.shape[1] !== x.shape[1] || given.shape[2] !== 3)) {
+      throw new Error(`${op}: moments must be [segments, ${x.shape[1]}, 3], got ${given.describe()}`);
+    }
+    const part = given ?? momentParts(op, x, channelWalk(x));
     const run: RunningStats = {
       mean: runningMean,
       variance: runningVar,
@@ -217,17 +227,19 @@ export function batchNorm3d(
       st = finishFrom(op, g.mean, g.variance, run);
       for (const t of [loc, g.mean, g.variance]) t.dispose();
     } else if (merged) {
-      ({ y, st } = normalizeMerged(op, x, part, channelWalk(x), run, {
+      const walk = given ? { ...channelWalk(x), segs: given.shape[0] } : channelWalk(x);
+      ({ y, st } = normalizeMerged(op, x, part, walk, run, {
         w: weight,
         b: bias,
         r: residual,
         relu,
         dtype,
+        shifted: !given,
       }));
     } else {
       st = finishMoments(op, x, part, run);
     }
-    part.dispose();
+    if (part !== given) part.dispose();
   }
   y ??= normalize(op, x, st, weight, bias, residual, relu, dtype);
   const sync = training ? opts.sync ?? null : null;
