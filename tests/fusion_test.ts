@@ -4,6 +4,8 @@
  * UNet, random norm statistics and affine parameters) whose folded eval outputs equal the unfolded ones
  * (rtol 1e-4 of the largest output) on both kernel profiles, f32 and under autocast (within the f16 bound
  * of amp_test.ts); the state dict's keys change as PyTorch's fusion changes them; folding needs eval mode.
+ * And the training-side fusion: a pointwise conv's output moments from its GEMM epilogue feeding a batch
+ * norm equal the norm's own (rtol 1e-5), and a CSN bottleneck trains alike on both kernel profiles (1e-4).
  */
 import { autocast, F, models, nn, openDevice, type Tensor, tensor, tidy } from "../mod.ts";
 import type { Device } from "../core/device.ts";
