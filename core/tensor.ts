@@ -11,6 +11,13 @@ import { backward as runBackward, type BackwardOptions, type Node, record } from
 /** A pooled GPU buffer shared by all views of a tensor; returned to the pool when the last view is disposed. */
 export class Storage {
   refs = 1;
+  /**
+   * Bumped by every recorded write (a kernel binding it for writing, `assign`, a host write through
+   * `Tensor.written`): what a cached copy of the data (an f16 weight under autocast) checks before reuse.
+   */
+  version = 0;
+  /** A derived copy kept while `version` is unchanged (kernels/cast.ts); freed with the storage. */
+  derived: { version: number; t: Tensor } | null = null;
   constructor(readonly device: Device, readonly buffer: GPUBuffer, readonly bytes: number) {}
 
   /** Allocates storage for `n` elements of `dtype` from the device's pool. */
@@ -20,7 +27,10 @@ export class Storage {
   }
 
   release(): void {
-    if (--this.refs === 0 && !this.device.destroyed) this.device.pool.release(this.buffer, this.bytes);
+    if (--this.refs !== 0) return;
+    this.derived?.t.dispose();
+    this.derived = null;
+    if (!this.device.destroyed) this.device.pool.release(this.buffer, this.bytes);
   }
 }
 
@@ -175,7 +185,13 @@ export class Tensor {
     if (src.device !== this.device) throw new Error(`assign: tensors are on different devices`);
     const bytes = Math.min(d.bytes, s.bytes);
     if (d !== s && bytes > 0) this.device.copy(s.buffer, 0, d.buffer, 0, bytes);
+    d.version++;
     return this;
+  }
+
+  /** Marks the data as changed by a write that bypassed the engine's kernels (a raw buffer write). */
+  written(): void {
+    this.storage("written").version++;
   }
 
   /** Same data, new shape (no copy). One dimension may be -1. Differentiable. */

@@ -11,7 +11,8 @@
 import { Tensor } from "../core/tensor.ts";
 import type { Device } from "../core/device.ts";
 import type { DType } from "../core/dtype.ts";
-import { record } from "../core/autograd.ts";
+import { noGrad, record } from "../core/autograd.ts";
+import { keep, track } from "../core/scope.ts";
 import { launch1d } from "./codegen.ts";
 
 /** Whether a device can hold f16 tensors (the adapter granted `shader-f16`). */
@@ -50,6 +51,29 @@ export function castFloat(x: Tensor, dtype: "f32" | "f16"): Tensor {
     });
   }
   return record(op, y, [x], [], (g) => [g.dtype === "f32" ? g.share() : castFloat(g, "f32")]);
+}
+
+/**
+ * An f16 copy of a parameter for autocast (as `castFloat(w, "f16")`, same gradient), kept with the
+ * parameter's storage and made again only after the parameter changed (any kernel writing it, `assign`,
+ * `Tensor.written`): an inference model's weights are cast once, not in every forward. In training the
+ * optimizer's step changes every weight, so each step casts them once, as before.
+ */
+export function castWeight(w: Tensor): Tensor {
+  const op = "F.cast";
+  const s = w.storage(op);
+  let d = s.derived;
+  if (!d || d.version !== s.version || d.t.shape.join() !== w.shape.join() || d.t.dtype !== "f16") {
+    s.derived?.t.dispose();
+    s.derived = null;
+    // Made outside autograd and kept out of scopes: the cache owns it until the storage goes.
+    const t = noGrad(() => castFloat(w, "f16"));
+    keep(t);
+    d = s.derived = { version: s.version, t };
+  }
+  const h = d.t.share();
+  track(h);
+  return record(op, h, [w], [], (g) => [g.dtype === "f32" ? g.share() : castFloat(g, "f32")]);
 }
 
 /** The autocast state: the low-precision dtype in force, or null. */

@@ -366,6 +366,7 @@ function launchWith(spec: LaunchSpec, internal: Uniforms): void {
   const bindings = [];
   for (const a of spec.args) {
     const s = a.t.storage(spec.op);
+    if (a.write) s.version++;
     const { offset, total: exact } = argBytes(a);
     const total = classBytes(a, device) ?? exact;
     const cap = device.bindingCap;

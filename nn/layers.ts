@@ -12,7 +12,7 @@ import { type GemmMoments, linear } from "../kernels/matmul.ts";
 import { relu, silu } from "../kernels/elementwise/mod.ts";
 import { maxPool3d, upsampleNearest3d } from "../kernels/pool.ts";
 import { dropout } from "../kernels/dropout.ts";
-import { autocastFor, castFloat } from "../kernels/cast.ts";
+import { autocastFor, castFloat, castWeight } from "../kernels/cast.ts";
 import { Module } from "./module.ts";
 import { kaimingNormal, nextSeed, torchDefaultUniform } from "./init.ts";
 
@@ -102,7 +102,7 @@ export class Conv3d extends Module {
     const o = this.opts;
     const half = autocastFor(x.device) === "f16";
     const xh = half && x.dtype !== "f16" ? castFloat(x, "f16") : x;
-    const wh = half ? castFloat(this.weight, "f16") : this.weight;
+    const wh = half ? castWeight(this.weight) : this.weight;
     const y = conv3d(xh, wh, this.bias, {
       stride: o.stride,
       padding: o.padding,
@@ -202,7 +202,7 @@ export class Linear extends Module {
     const half = autocastFor(x.device) === "f16";
     if (!half) return linear(x, this.weight, this.bias);
     const xh = x.dtype !== "f16" ? castFloat(x, "f16") : x;
-    const wh = castFloat(this.weight, "f16");
+    const wh = castWeight(this.weight);
     const y = linear(xh, wh, this.bias);
     if (xh !== x) xh.dispose();
     wh.dispose();

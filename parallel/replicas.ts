@@ -350,6 +350,7 @@ export class Replicas {
     let off = 0;
     for (const t of ts) {
       d.write(t.storage("Replicas.broadcastState").buffer, 0, h.subarray(off, off + t.numel()));
+      t.written();
       off += t.numel();
     }
   }

@@ -600,3 +600,65 @@ Deno.test("the harness with amp: 6 steps == 3 + resume to 6 (scaler state saved)
     await Deno.remove(tmp, { recursive: true });
   }
 });
+
+Deno.test("autocast's f16 weight copies: made once while the weights stay, made again after any write", async () => {
+  const d = await device();
+  nn.seedInit(61);
+  const m = tinyClassifier(d);
+  m.eval();
+  const xs = randData(prng(62), 2 * 3 * 8 * 16 * 16, -1, 1);
+  const casts = { n: 0 };
+  const orig = d.dispatch.bind(d);
+  d.dispatch = ((name: string, ...rest: unknown[]) => {
+    if (name === "F.cast") casts.n++;
+    return (orig as (...a: unknown[]) => void)(name, ...rest);
+  }) as typeof d.dispatch;
+  const run = async (net: nn.Module) => {
+    casts.n = 0;
+    const y = await autocast(() =>
+      tidy(() => net.forward(tensor(xs, [2, 3, 8, 16, 16], { device: d })).toArray())
+    );
+    return { y, casts: casts.n };
+  };
+  /** The same weights in a model that never ran: what a stale copy would not give. */
+  const fresh = async () => {
+    const n = tinyClassifier(d);
+    n.loadStateDict(m.stateDict());
+    n.eval();
+    const r = await run(n);
+    n.dispose();
+    return r.y;
+  };
+  try {
+    const a = await run(m), b = await run(m);
+    const weights = m.parameters().filter((p) => p.ndim >= 2).length;
+    console.log(`f16 casts per forward: first ${a.casts}, second ${b.casts} (${weights} weights)`);
+    if (!(a.casts >= weights && b.casts <= a.casts - weights)) {
+      throw new Error(`weights cast again: ${a.casts} then ${b.casts} casts for ${weights} weights`);
+    }
+    assertClose(b.y, a.y, "second forward", 0, 0);
+    // A write through assign (loading weights), through a kernel (an optimizer step), and a raw host write.
+    const w = m.parameters()[0];
+    const w2 = F.mul(w, 2);
+    w.assign(w2);
+    w2.dispose();
+    assertClose((await run(m)).y, await fresh(), "after assign", 0, 0);
+    m.train();
+    const opt = new optim.AdamW(m.parameters(), { lr: 1e-2 });
+    await tidy(async () => {
+      F.sum(m.forward(tensor(xs, [2, 3, 8, 16, 16], { device: d }))).backward();
+      opt.step();
+      await d.sync();
+    });
+    m.eval();
+    assertClose((await run(m)).y, await fresh(), "after an optimizer step", 0, 0);
+    opt.dispose();
+    const host = new Float32Array(w.numel()).fill(0.01);
+    d.write(w.storage("test").buffer, 0, host);
+    w.written();
+    assertClose((await run(m)).y, await fresh(), "after a host write", 0, 0);
+  } finally {
+    d.dispatch = orig;
+    m.dispose();
+  }
+});
