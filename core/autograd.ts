@@ -59,8 +59,17 @@ interface Edge {
   shape: readonly number[];
 }
 
-/** Backward closure: receives the output gradient and the saved tensors, returns one gradient per input. */
-export type BackwardFn<T extends GradTensor = GradTensor> = (grad: T, saved: T[]) => (T | null)[];
+/**
+ * Backward closure: receives the output gradient and the saved tensors, returns one gradient per input.
+ * `pending(i)` hands over the gradient input i's producer has already received from its other consumers (or
+ * null): a closure that takes it must return input i's gradient with it added (a GEMM adds it as it stores,
+ * saving the add pass); autograd frees the taken tensor afterwards.
+ */
+export type BackwardFn<T extends GradTensor = GradTensor> = (
+  grad: T,
+  saved: T[],
+  pending: (i: number) => T | null,
+) => (T | null)[];
 
 /** One recorded op. */
 export class Node {
@@ -206,10 +215,20 @@ export function backward(root: GradTensor, grad?: GradTensor, opts: BackwardOpti
         if (!g) continue;
         grads.delete(n);
         let results: (GradTensor | null)[];
+        // Gradients the closure took over from `grads` (see BackwardFn's `pending`), by input.
+        const taken = new Map<number, GradTensor>();
+        const pending = (i: number): GradTensor | null => {
+          const e = n.edges[i];
+          const p = e?.node ? grads.get(e.node) : undefined;
+          if (!e?.node || !p || taken.has(i)) return null;
+          grads.delete(e.node);
+          taken.set(i, p);
+          return p;
+        };
         try {
           // Backward closures may return `g` itself or one tensor for several inputs: give each its own handle.
           // A scope per node frees the closure's temporaries (reshapes, masks) and keeps what it returns.
-          const raw = tidy(() => n.fn(g, n.saved()));
+          const raw = tidy(() => n.fn(g, n.saved(), pending));
           const used = new Set<GradTensor>();
           results = raw.map((r) => {
             if (!r) return null;
@@ -219,6 +238,11 @@ export function backward(root: GradTensor, grad?: GradTensor, opts: BackwardOpti
           });
         } finally {
           g.dispose();
+        }
+        for (const [i, p] of taken) {
+          // Included in the closure's gradient for input i; if it returned none, the taken one stands.
+          if (results[i]) p.dispose();
+          else results[i] = p;
         }
         for (let i = 0; i < n.edges.length; i++) {
           const e = n.edges[i];

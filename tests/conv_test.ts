@@ -167,6 +167,18 @@ residual("depthwise + bias + residual + relu", [2, 4, 3, 5, 6], [4, 1, 3, 3, 3],
   groups: 4,
 });
 
+// A pointwise conv whose input is also a shortcut: the shortcut's gradient, already accumulated when the
+// conv's backward runs, is added by the input-gradient GEMM as it stores (autograd's `pending`).
+cases.push({
+  name: "pointwise, input also a shortcut (gradient accumulated in the GEMM)",
+  inputs: [f([2, 8, 3, 4, 4]), f([8, 8, 1, 1, 1], { lo: -0.5, hi: 0.5 })],
+  py: "F.conv3d(torch.relu(a), b) + torch.relu(a)",
+  ts: (a: Tensor, b: Tensor) => {
+    const h = F.relu(a);
+    return F.add(F.conv3d(h, b), h);
+  },
+});
+
 cases.push({
   name: "conv2p1d (1,3,3) -> ReLU -> (3,1,1) -> ReLU",
   inputs: [
@@ -205,7 +217,7 @@ Deno.test("conv3d matches PyTorch with tensors split across bindings", async (t)
 Deno.test("conv3d on the gpu profile: implicit GEMMs with the 128 x 128 tile, fused ReLU and residual", async (t) => {
   const device = await openDevice({ profile: "gpu", label: "gpu-profile" });
   try {
-    await suite.check(t, device, false, (name) => /130|relu|residual/.test(name));
+    await suite.check(t, device, false, (name) => /130|relu|residual|shortcut/.test(name));
   } finally {
     device.destroy();
   }

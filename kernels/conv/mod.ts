@@ -144,8 +144,11 @@ function geometry(op: string, x: Tensor, w: Tensor, b: Tensor | null | undefined
   return { N, C, O, G, CG, OG: O / G, D, H, W, OD, OH, OW, K, S, P, L, relu, dtype };
 }
 
-/** A gradient kernel: `t` is the weight (input gradient) or the saved input (weight gradient). */
-type GradKernel = (op: string, gy: Tensor, t: Tensor, g: Geo) => Tensor;
+/**
+ * A gradient kernel: `t` is the weight (input gradient) or the saved input (weight gradient); `acc`, where the
+ * chosen algorithm accumulates (`Chosen.accumulates`), a gradient the result must include.
+ */
+type GradKernel = (op: string, gy: Tensor, t: Tensor, g: Geo, acc?: Tensor | null) => Tensor;
 
 /** The forward output of the chosen algorithm, the input it saves, and its gradient kernels. */
 interface Chosen {
@@ -154,6 +157,8 @@ interface Chosen {
   saved: Tensor;
   gradInput: GradKernel;
   gradWeight: GradKernel;
+  /** The input gradient kernel adds a given gradient as it stores (a GEMM epilogue). */
+  accumulates?: boolean;
 }
 
 function choose(
@@ -168,7 +173,13 @@ function choose(
   const KK = g.K[0] * g.K[1] * g.K[2];
   if (g.G === 1 && KK === 1 && g.P.every((p) => p === 0)) {
     const { y, xs } = pointwiseForward(op, x, w, b, g, r, moments);
-    return { y, saved: xs, gradInput: pointwiseGradInput, gradWeight: pointwiseGradWeight };
+    return {
+      y,
+      saved: xs,
+      gradInput: pointwiseGradInput,
+      gradWeight: pointwiseGradWeight,
+      accumulates: g.S.every((s) => s === 1),
+    };
   }
   if (r) {
     // The other algorithms store conv + bias in f32; the residual, the ReLU and the dtype take one pass more.
@@ -205,16 +216,25 @@ export function conv3d(x: Tensor, w: Tensor, b?: Tensor | null, opts: Conv3dOpti
   const op = "F.conv3d", back = `${op}.backward`;
   const g = geometry(op, x, w, b, opts);
   const bias = b ?? null, res = opts.residual ?? null;
-  const { y, saved, gradInput, gradWeight } = choose(op, x, w, bias, g, res, opts.moments ?? null);
+  const { y, saved, gradInput, gradWeight, accumulates } = choose(
+    op,
+    x,
+    w,
+    bias,
+    g,
+    res,
+    opts.moments ?? null,
+  );
   const ins = [x, w, bias, res];
-  const out = record(op, y, ins, g.relu ? [saved, w, y] : [saved, w], (gy, [sx, sw, sy]) => {
+  const out = record(op, y, ins, g.relu ? [saved, w, y] : [saved, w], (gy, [sx, sw, sy], pending) => {
     const wantBias = !!bias?.requiresGrad, wantRes = !!res?.requiresGrad;
     let gz = gy, gb: Tensor | null = null;
     if (g.relu && wantBias) ({ grad: gz, sum: gb } = reluGradChannelSum(gy, sy));
     else if (g.relu) gz = map(back, [gy, sy], "f32", (v) => `select(0.0, ${v[0]}, ${v[1]} > 0.0)`);
     else if (wantBias) gb = sum(gy, [0, 2, 3, 4]);
     const grads = [
-      x.requiresGrad ? gradInput(back, gz, sw, g) : null,
+      // x's gradient from its other consumers (a shortcut) is added as the GEMM stores: no add pass.
+      x.requiresGrad ? gradInput(back, gz, sw, g, accumulates ? pending(0) : null) : null,
       w.requiresGrad ? gradWeight(back, gz, sx, g) : null,
       gb,
       // The residual's gradient is the (masked) output gradient itself.

@@ -73,12 +73,19 @@ export function pointwiseForward(
   return { y, xs };
 }
 
-/** Pointwise input gradient: W^T @ gy per sample, scattered back to the stride grid when strided. */
-export function pointwiseGradInput(op: string, gy: Tensor, w: Tensor, g: Geo): Tensor {
+/**
+ * Pointwise input gradient: W^T @ gy per sample, scattered back to the stride grid when strided; at stride 1
+ * `acc` (a gradient of x's shape) is added as the GEMM stores.
+ */
+export function pointwiseGradInput(op: string, gy: Tensor, w: Tensor, g: Geo, acc?: Tensor | null): Tensor {
   const { N, C, O, D, H, W, OD, OH, OW, S } = g;
+  const unit = S.every((s) => s === 1);
+  if (acc && !unit) throw new Error(`${op}: a strided input gradient cannot accumulate`);
   const gy3 = gy.reshape([N, O, OD * OH * OW]);
-  const gxs = gemm(op, w.reshape([O, C]), gy3, true, false).reshape([N, C, OD, OH, OW]);
-  return S.every((s) => s === 1) ? gxs : strided(op, gxs, [N, C, D, H, W], S, true);
+  const r3 = acc?.reshape([N, C, OD * OH * OW]) ?? null;
+  const gxs = gemm(op, w.reshape([O, C]), gy3, true, false, { residual: r3 }).reshape([N, C, OD, OH, OW]);
+  r3?.dispose();
+  return unit ? gxs : strided(op, gxs, [N, C, D, H, W], S, true);
 }
 
 /** Pointwise weight gradient: gy @ xs^T per sample, summed over the batch; `xs` from the forward. */
