@@ -51,10 +51,13 @@ export async function summary(model: Module, inputShape: number[]): Promise<Summ
   const restore: (() => void)[] = [];
   for (const [name, m] of mods) {
     if (!(m instanceof Conv3d || m instanceof Linear || m instanceof BatchNorm3d)) continue;
-    const orig = m.forward.bind(m);
+    // The method the models call: a ConvModule calls convAct / normAct directly (fused ReLU, shortcut).
+    const method = m instanceof Conv3d ? "convAct" : m instanceof BatchNorm3d ? "normAct" : "forward";
+    const target = m as unknown as Record<string, (x: Tensor, ...rest: unknown[]) => Tensor>;
+    const orig = target[method].bind(m);
     const own = m.parameters().reduce((p, t) => p + t.numel(), 0);
-    m.forward = (x: Tensor) => {
-      const y = orig(x);
+    target[method] = (x: Tensor, ...rest: unknown[]) => {
+      const y = orig(x, ...rest);
       let macs = 0;
       if (m instanceof Conv3d) macs = y.numel() * m.weight.shape.slice(1).reduce((p, d) => p * d, 1);
       if (m instanceof Linear) macs = y.numel() * m.inFeatures;
@@ -62,7 +65,7 @@ export async function summary(model: Module, inputShape: number[]): Promise<Summ
       return y;
     };
     restore.push(() => {
-      m.forward = orig;
+      delete target[method];
     });
   }
   const wasTraining = model.training;

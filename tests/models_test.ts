@@ -10,7 +10,7 @@
  * through train-mode batch norm are checked op by op (nn_test.ts) and over 20 optimizer steps
  * (optim_test.ts); every op on its own is within ~5e-7 of float64 at the decoder's sizes. The UNet uses the
  * smallest input its skips allow (8x32x32): at 16x64x64 even its eval-mode gradients are chaotic (PyTorch f32
- * is up to 0.4 % off float64 on single elements, from near-zero ReLU inputs and max-pool near-ties). Parameter counts of the full-size models must equal PyTorch's. Bad
+ * is up to 0.4 % off float64 on single elements, from near-zero ReLU inputs and max-pool near-ties). Parameter counts of the full-size models must equal PyTorch's; `summary` lists every layer. Bad
  * checkpoints fail with errors naming the file and the key.
  */
 import { F, io, models, openDevice, type Tensor, tensor, tidy } from "../mod.ts";
@@ -309,5 +309,28 @@ assert all(i.compress_type == zipfile.ZIP_DEFLATED for i in zipfile.ZipFile("${d
   } finally {
     device.destroy();
     await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("summary lists every conv, norm and linear layer with its multiply-adds", async () => {
+  const device = await openDevice();
+  try {
+    const m = new models.CSNClassifier({ device, encoder: "r26ir", baseChannels: 8, numClasses: 3 });
+    const s = await models.summary(m, [1, 3, 8, 32, 32]);
+    const count = (t: string) => s.layers.filter((l) => l.type === t).length;
+    const mods = m.namedModules().map(([, c]) => c.constructor.name);
+    for (const t of ["Conv3d", "BatchNorm3d", "Linear"]) {
+      const n = mods.filter((c) => c === t).length;
+      if (count(t) !== n || n === 0) throw new Error(`summary lists ${count(t)} ${t} layers of ${n}`);
+    }
+    // The stem: [1, 8, 8, 16, 16] outputs of 3 x 3 x 7 x 7 taps each.
+    const stem = s.layers.find((l) => l.name === "backbone.conv1.conv")!;
+    if (stem.outShape.join() !== "1,8,8,16,16" || stem.macs !== 8 * 8 * 16 * 16 * 3 * 3 * 7 * 7) {
+      throw new Error(`stem: [${stem.outShape}], ${stem.macs} MACs`);
+    }
+    if (!(s.macs > stem.macs)) throw new Error(`total ${s.macs} MACs`);
+    m.dispose();
+  } finally {
+    device.destroy();
   }
 });
