@@ -4,7 +4,7 @@
  * statistics, BN running statistics over 3 steps, the modules' state dicts and ModuleList. The task's
  * losses (models.rsnaLoss, models.segLoss) are checked here with the ops they are built from.
  */
-import { F, models, nn, openDevice, type Tensor, tensor, tidy } from "../mod.ts";
+import { F, models, nn, noGrad, openDevice, type Tensor, tensor, tidy } from "../mod.ts";
 import type { Device } from "../core/device.ts";
 import { type Case, CaseSuite, f } from "./cases.ts";
 import { assertClose, prng, randData, torchRef } from "./helpers.ts";
@@ -447,5 +447,35 @@ Deno.test("ModuleList: index names with holes, at(), iteration, no forward", asy
     h.dispose();
   } finally {
     device.destroy();
+  }
+});
+
+Deno.test("eval batch norm without a backward (one pass on the running statistics) equals the two-pass one", async () => {
+  for (const profile of ["cpu", "gpu"] as const) {
+    const device = await openDevice({ profile, label: profile });
+    try {
+      const rng = prng(71);
+      const x = randData(rng, 2 * 5 * 3 * 4 * 6, -2, 2), r = randData(rng, 2 * 5 * 3 * 4 * 6, -1, 1);
+      const ps = [
+        randData(rng, 5, 0.5, 1.5),
+        randData(rng, 5, -1, 1),
+        randData(rng, 5, -1, 1),
+        randData(rng, 5, 0.2, 3),
+      ];
+      const run = (grad: boolean) =>
+        tidy(() => {
+          const t = (d: number[], s: number[]) => tensor(d, s, { device, requiresGrad: grad });
+          const [w, b, rm, rv] = ps.map((p) => tensor(p, [5], { device }));
+          const y = F.batchNorm3d(t(x, [2, 5, 3, 4, 6]), w, b, rm, rv, {
+            residual: t(r, [2, 5, 3, 4, 6]),
+            relu: true,
+          });
+          return y.toArray();
+        });
+      const one = await noGrad(() => run(false)), two = await run(true);
+      assertClose(one, two, `${profile}: one-pass eval norm`, 0, 0);
+    } finally {
+      device.destroy();
+    }
   }
 });

@@ -2,14 +2,15 @@
  * @file Batch normalisation over [N, C, D, H, W] (PyTorch `batch_norm` semantics), with the ReLU and the
  * residual add that follow it in a ResNet folded in: y = relu(bn(x) + residual) in one pass. Training mode
  * normalises with the batch statistics (biased variance) and updates the running statistics in place with the
- * unbiased variance; eval mode uses the running statistics. A training forward is three dispatches (partial
+ * unbiased variance; eval mode uses the running statistics (one pass that reads them when nothing needs a
+ * backward). A training forward is three dispatches (partial
  * moments, per-channel finish with the running statistics and the batch counter, the normalising pass), its
  * backward three more (kernels/norm/stats.ts has the reductions); the "gpu" profile folds each finish into
  * the pass after it, two and two (kernels/norm/fused.ts). Under mixed precision the input, the residual
  * and the output may be f16 (statistics, parameters and gradients stay f32; every pass computes in f32).
  */
 import { Tensor } from "../../core/tensor.ts";
-import { record } from "../../core/autograd.ts";
+import { isGradEnabled, record } from "../../core/autograd.ts";
 import { type Arg, launch1d } from "../codegen.ts";
 import {
   channelWalk,
@@ -104,11 +105,14 @@ function perElement(x: Tensor) {
   };
 }
 
-/** y = relu?((x - mean) * inv * w + b + residual) with st = [C, 2] (mean, inv), in vec4 units when S % 4 == 0. */
+/**
+ * y = relu?((x - mean) * inv * w + b + residual) with st = [C, 2] (mean, inv), or with eval mode's running
+ * statistics read directly (`st` = { rm, rv, eps }), in vec4 units when S % 4 == 0.
+ */
 function normalize(
   op: string,
   x: Tensor,
-  st: Tensor,
+  st: Tensor | { rm: Tensor; rv: Tensor; eps: number },
   w: Tensor | null,
   b: Tensor | null,
   r: Tensor | null,
@@ -118,9 +122,10 @@ function normalize(
   const y = Tensor.empty(x.device, x.shape, dtype, op);
   const { v4, n, uniforms, head } = perElement(x);
   const e = normalizeWgsl(v4, { w: !!w, b: !!b, r: !!r, relu });
+  const direct = !(st instanceof Tensor);
   const args: Arg[] = [
     { name: "x", t: x, vec4: v4 },
-    { name: "st", t: st },
+    ...(direct ? [{ name: "rm", t: st.rm }, { name: "rv", t: st.rv }] : [{ name: "st", t: st }]),
     ...(w ? [{ name: "w", t: w }] : []),
     ...(b ? [{ name: "b", t: b }] : []),
     ...(r ? [{ name: "r", t: r, vec4: v4 }] : []),
@@ -130,8 +135,12 @@ function normalize(
     op,
     args,
     n,
-    uniforms,
-    body: `${head}\n  let mu = st_ld(c * 2u);\n  let inv = st_ld(c * 2u + 1u);\n  y_st(i, ${e});`,
+    uniforms: direct ? { ...uniforms, eps: { f: st.eps } } : uniforms,
+    // The same arithmetic as evalStats, so the one-pass eval output equals the two-pass one bit for bit.
+    body: `${head}
+  let mu = ${direct ? "rm_ld(c)" : "st_ld(c * 2u)"};
+  let inv = ${direct ? "inverseSqrt(rv_ld(c) + sh.eps)" : "st_ld(c * 2u + 1u)"};
+  y_st(i, ${e});`,
   });
   return y;
 }
@@ -202,6 +211,10 @@ export function batchNorm3d(
   let st: Tensor, count = M, y: Tensor | null = null;
   if (!training) {
     if (!runningMean || !runningVar) throw new Error(`${op}: eval mode needs runningMean and runningVar`);
+    if (!isGradEnabled() || ![x, weight, bias, residual].some((t) => t?.requiresGrad)) {
+      // Nothing to save for a backward: one pass reading the running statistics (inference, validation).
+      return normalize(op, x, { rm: runningMean, rv: runningVar, eps }, weight, bias, residual, relu, dtype);
+    }
     st = evalStats(op, runningMean, runningVar, eps);
   } else {
     if (M <= 1) {
