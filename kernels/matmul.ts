@@ -206,9 +206,9 @@ function checkEpilogue(op: string, e: GemmEpilogue, M: number, shape: number[], 
 }
 
 /**
- * The epilogue in a kernel that stores `out` itself: its bindings and the WGSL functions `epi(v, m, i)` (a
- * scalar result of row m at output index i) and `epi4(v, m, i4)` (a vec4 of row m at vec4 index i4; the
- * residual is then bound as vec4). Nothing when `part` is not `out` (the pass after the sum applies it).
+ * The epilogue in a kernel that stores `out` itself: its bindings and the WGSL function `epi(v, m, i)` of a
+ * result of row m at output index i (with `vec4`: four results of row m at vec4 index i, the residual bound
+ * as vec4). Nothing when `part` is not `out` (the pass after the sum applies it).
  */
 function epilogueCode(
   e: GemmEpilogue | null,
