@@ -56,8 +56,8 @@ export function castFloat(x: Tensor, dtype: "f32" | "f16"): Tensor {
 /**
  * An f16 copy of a parameter for autocast (as `castFloat(w, "f16")`, same gradient), kept with the
  * parameter's storage and made again only after the parameter changed (any kernel writing it, `assign`,
- * `Tensor.written`): an inference model's weights are cast once, not in every forward. In training the
- * optimizer's step changes every weight, so each step casts them once, as before.
+ * `Tensor.written`): an inference model's weights are cast once, not in every forward. In training AdamW
+ * rewrites the copy with the new weights in its update (optim/adamw.ts), so no step casts them.
  */
 export function castWeight(w: Tensor): Tensor {
   const op = "F.cast";

@@ -1,8 +1,8 @@
 /**
  * @file AdamW with a fused WGSL kernel (decoupled weight decay, moments, bias correction and the update in a
- * single pass over param, grad, m and v) that updates up to eight parameter tensors per dispatch, exactly as
+ * single pass over param, grad, m and v) that updates up to sixteen parameter tensors per dispatch, exactly as
  * `torch.optim.AdamW` (non-foreach path) computes it; per-step scalars travel in the params uniform, so no
- * kernel recompiles.
+ * kernel recompiles. A weight with an f16 copy from autocast gets the copy rewritten in the same pass.
  */
 import type { Tensor } from "../core/tensor.ts";
 import { keep } from "../core/scope.ts";
@@ -91,7 +91,9 @@ export class AdamW {
           this.#m.set(p, m);
           this.#v.set(p, v);
         }
-        ready.push({ p, g: p.grad, m, v });
+        // An f16 copy autocast made of this weight (kernels/cast.ts castWeight) is written by the update too.
+        const h = p.storage("AdamW.step").derived?.t ?? null;
+        ready.push({ p, g: p.grad, m, v, h: h && h.dtype === "f16" && h.numel() === p.numel() ? h : null });
       }
       const prm = params(
         { f: 1 - lr * g.weightDecay },
@@ -101,7 +103,14 @@ export class AdamW {
         { f: Math.sqrt(bc2) },
         { f: this.eps },
       );
-      for (const chunk of chunks(ready)) adamwKernel(chunk, prm);
+      for (const chunk of chunks(ready)) {
+        adamwKernel(chunk, prm);
+        // The copies hold the new weights: current at the version the update gave their parameters.
+        for (const s of chunk) {
+          const st = s.p.storage("AdamW.step");
+          if (s.h && st.derived?.t === s.h) st.derived.version = st.version;
+        }
+      }
     }
   }
 
@@ -154,6 +163,8 @@ interface Slot {
   g: Tensor;
   m: Tensor;
   v: Tensor;
+  /** The parameter's f16 copy under autocast, written with the new values (the "master weights" pattern). */
+  h: Tensor | null;
 }
 
 /** Most parameters one AdamW dispatch updates (4 storage bindings each). */
@@ -161,12 +172,14 @@ export const ADAMW_CHUNK = 16;
 
 /**
  * Splits the parameters into dispatches: up to ADAMW_CHUNK each, as many as the device's storage-binding
- * limit allows (4 a parameter); a tensor bound in several windows (larger than one binding) goes alone.
+ * limit allows (4 a parameter, 5 with an f16 copy); a tensor bound in several windows (larger than one
+ * binding) goes alone.
  */
 function chunks(slots: Slot[]): Slot[][] {
   if (!slots.length) return [];
   const limit = slots[0].p.device.info.maxStorageBuffersPerShaderStage;
-  return dispatchChunks(slots, Math.min(ADAMW_CHUNK, Math.floor(limit / 4)), (s) => s.p);
+  const each = slots.some((s) => s.h) ? 5 : 4;
+  return dispatchChunks(slots, Math.min(ADAMW_CHUNK, Math.floor(limit / each)), (s) => s.p);
 }
 
 /**
@@ -187,7 +200,13 @@ function adamwKernel(chunk: Slot[], prm: Uint32Array): void {
     let denom = sqrt(vn) / pf(4u) + pf(5u);
     m${k}_st(j, mn);
     v${k}_st(j, vn);
-    p${k}_st(j, pd - pf(3u) * mn / denom);`;
+    let pn = pd - pf(3u) * mn / denom;
+    p${k}_st(j, pn);${
+      chunk[k].h
+        ? `
+    h${k}_st(j, pn);`
+        : ""
+    }`;
   const body = chunk.map((_, k) =>
     `${k ? " else " : "  "}if (gid < sh.e${k}) {
     let j = gid${k ? ` - sh.e${k - 1}` : ""};
@@ -201,6 +220,7 @@ function adamwKernel(chunk: Slot[], prm: Uint32Array): void {
       { name: `g${k}`, t: s.g },
       { name: `m${k}`, t: s.m, write: true },
       { name: `v${k}`, t: s.v, write: true },
+      ...(s.h ? [{ name: `h${k}`, t: s.h, write: true }] : []),
     ]),
     n: end,
     params: prm,
