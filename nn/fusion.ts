@@ -23,12 +23,8 @@ export function fuseConvBnWeights(
 ): { weight: Tensor; bias: Tensor } {
   const op = "nn.fuseConvBnWeights";
   const O = convWeight.shape[0];
-  for (
-    const [n, t] of [["runningMean", runningMean], ["runningVar", runningVar], ["bnWeight", bnWeight], [
-      "bnBias",
-      bnBias,
-    ], ["convBias", convBias]] as const
-  ) {
+  const perChannel = { runningMean, runningVar, bnWeight, bnBias, convBias };
+  for (const [n, t] of Object.entries(perChannel)) {
     if (t && (t.shape.join() !== String(O) || t.dtype !== "f32")) {
       throw new Error(`${op}: ${n} must be f32 [${O}] for weight [${convWeight.shape}], got ${t.describe()}`);
     }
