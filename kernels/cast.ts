@@ -50,8 +50,11 @@ export function castFloat(x: Tensor, dtype: "f32" | "f16"): Tensor {
       work: { bytes: n * (x.dtype === "f16" ? 2 : 4) + n * (dtype === "f16" ? 2 : 4) },
     });
   }
-  return record(op, y, [x], [], (g) => [g.dtype === "f32" ? g.share() : castFloat(g, "f32")]);
+  return record(op, y, [x], [], castBackward);
 }
+
+/** A cast's gradient: f32 whatever the direction (master weights and their gradients are f32), passed through. */
+const castBackward = (g: Tensor) => [g.dtype === "f32" ? g.share() : castFloat(g, "f32")];
 
 /**
  * An f16 copy of a parameter for autocast (as `castFloat(w, "f16")`, same gradient), kept with the
@@ -73,7 +76,7 @@ export function castWeight(w: Tensor): Tensor {
   }
   const h = d.t.share();
   track(h);
-  return record(op, h, [w], [], (g) => [g.dtype === "f32" ? g.share() : castFloat(g, "f32")]);
+  return record(op, h, [w], [], castBackward);
 }
 
 /** The autocast state: the low-precision dtype in force, or null. */

@@ -24,7 +24,7 @@
  */
 import { autocast, F, models, nn, openDevice, optim, tensor, tidy } from "../mod.ts";
 import type { Device } from "../core/device.ts";
-import { assertClose, assertThrows, prng, pyFixture, randData } from "./helpers.ts";
+import { assertClose, assertThrows, prng, pyFixture, randData, relErr } from "./helpers.ts";
 import { readCheckpointHost } from "../io/files.ts";
 import { RunFolder } from "../train/run_folder.ts";
 import { train } from "../train/trainer.ts";
@@ -59,13 +59,6 @@ function halfToNumber(b: number): number {
 /** The f32 values rounded through f16 on the GPU, as f32 again. */
 async function rounded(xs: number[], d: Device): Promise<Float32Array> {
   return await tidy(() => F.cast(F.cast(tensor(xs, { device: d }), "f16"), "f32").toArray()) as Float32Array;
-}
-
-/** max |a - b| / max |b|. */
-function relErr(a: ArrayLike<number>, b: ArrayLike<number>): number {
-  let e = 0, s = 0;
-  for (let i = 0; i < b.length; i++) e = Math.max(e, Math.abs(a[i] - b[i])), s = Math.max(s, Math.abs(b[i]));
-  return e / s;
 }
 
 Deno.test("F.cast f32 -> f16 -> f32 equals numpy float16 rounding bit for bit", async () => {

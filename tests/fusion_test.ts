@@ -9,7 +9,7 @@
  */
 import { autocast, F, models, nn, openDevice, type Tensor, tensor, tidy } from "../mod.ts";
 import type { Device } from "../core/device.ts";
-import { assertClose, assertThrows, prng, randData, torchRef } from "./helpers.ts";
+import { assertClose, assertThrows, prng, randData, relErr, torchRef } from "./helpers.ts";
 
 Deno.test("fuseConvBnWeights matches torch.nn.utils.fusion.fuse_conv_bn_weights", async () => {
   const device = await openDevice();
@@ -88,12 +88,6 @@ function randomNorms(m: nn.Module, seed: number): void {
     set(b.bias, -0.3, 0.3);
   }
 }
-
-const relErr = (a: ArrayLike<number>, b: ArrayLike<number>) => {
-  let d = 0, s = 0;
-  for (let i = 0; i < a.length; i++) d = Math.max(d, Math.abs(a[i] - b[i])), s = Math.max(s, Math.abs(b[i]));
-  return d / s;
-};
 
 async function foldedEqualsUnfolded(device: Device, kind: "classifier" | "unet"): Promise<void> {
   nn.seedInit(5);

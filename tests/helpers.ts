@@ -89,6 +89,13 @@ export function assertClose(
   }
 }
 
+/** max |a - b| / max |b|: a measured error against a reference's scale. */
+export function relErr(a: ArrayLike<number>, b: ArrayLike<number>): number {
+  let e = 0, s = 0;
+  for (let i = 0; i < b.length; i++) e = Math.max(e, Math.abs(a[i] - b[i])), s = Math.max(s, Math.abs(b[i]));
+  return e / s;
+}
+
 /** Shapes equal. */
 export function assertShape(t: Tensor, shape: readonly number[], what: string): void {
   if (t.shape.join() !== shape.join()) throw new Error(`${what}: shape [${t.shape}] != expected [${shape}]`);
