@@ -94,6 +94,15 @@ conv(
 conv("(3,1,1), 130 input channels", [1, 130, 3, 4, 6], [5, 130, 3, 1, 1], false, { padding: [1, 0, 0] }, {
   big: true,
 });
+// The gpu profile's flat tiles for narrow outputs: 40 output channels take the 64 x 128 tile (5 ragged column
+// tiles; the input gradient's 6 rows the 32 x 256 one; the weight gradient's 576 positions split in two), 24
+// output channels the 32 x 256 tile (2 column tiles; the input gradient's 48 rows the 64 x 128 one).
+conv("(1,3,3) + bias, 40 output channels: 64 x 128 tile", [1, 6, 4, 12, 12], [40, 6, 1, 3, 3], true, {
+  padding: [0, 1, 1],
+}, { big: true });
+conv("3x3x3 48 -> 24 channels: 32 x 256 tile", [1, 48, 3, 9, 10], [24, 48, 3, 3, 3], false, {
+  padding: [1, 1, 1],
+}, { big: true });
 // The fused ReLU (`relu: true`) on every algorithm: its gradient mask, and the bias gradient summed in the
 // same pass (rows of 6400 positions: split into segments).
 conv("pointwise + bias + relu, long rows", [2, 3, 4, 40, 40], [4, 3, 1, 1, 1], true, { relu: true }, {
@@ -214,10 +223,10 @@ Deno.test("conv3d matches PyTorch with tensors split across bindings", async (t)
   }
 });
 
-Deno.test("conv3d on the gpu profile: implicit GEMMs with the 128 x 128 tile, fused ReLU and residual", async (t) => {
+Deno.test("conv3d on the gpu profile: implicit GEMMs with each tile, fused ReLU and residual", async (t) => {
   const device = await openDevice({ profile: "gpu", label: "gpu-profile" });
   try {
-    await suite.check(t, device, false, (name) => /130|relu|residual|shortcut/.test(name));
+    await suite.check(t, device, false, (name) => /130|tile|relu|residual|shortcut/.test(name));
   } finally {
     device.destroy();
   }

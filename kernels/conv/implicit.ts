@@ -1,8 +1,8 @@
 /**
  * @file Dense convolutions (one group, taps > 1: the stem, the (2+1)D units, the decoder's 3x3x3) as implicit
- * GEMMs for the "gpu" profile: the shared-memory GEMM tile of kernels/matmul.ts with one operand gathered
- * straight from the activation (no column buffer), so each gathered value feeds 64 output channels and each
- * weight 64 positions, where the direct kernels (direct.ts) reuse them 4 times.
+ * GEMMs for the "gpu" profile: the shared-memory vec4 GEMM tile of kernels/matmul.ts with one operand gathered
+ * straight from the activation (no column buffer), so each gathered value feeds 32-128 output channels and
+ * each weight 128-256 positions, where the direct kernels (direct.ts) reuse them 4 times.
  *
  * - forward: y[o, (n, p)] = sum over (c, k) of w[o, (c, k)] * x[n, c, p * stride - pad + k * dil]
  * - grad input: gx[c, (n, q)] = sum over (o, k) of w[o, c, k] * gy[n, o, (q + pad - k * dil) / stride]
@@ -40,47 +40,54 @@ interface GatherGemm {
 }
 
 /**
- * The tile of a gathered GEMM with M output rows: T x T outputs per thread of a 16 x 16 workgroup, so a
- * (16 T) x (16 T) tile. T = 8 (128 x 128: each shared-memory value feeds 8 FMAs instead of 4, as the GEMM's
- * large tile) once M fills a 128-row tile; T = 4 (64 x 64) below.
+ * The output tile of a gathered GEMM with M rows: a workgroup of 256 threads as `ry` x `rx`, each thread `tm`
+ * x `tn` outputs, so `bm` = ry tm rows by `bn` = rx tn columns. Narrow outputs take flat tiles so that rows do
+ * not go to waste and each gathered value still feeds several FMAs: the UNet's decoder convs have 32, 40 and
+ * 64 output channels (a 64 x 64 tile left half of a 32-channel conv's work idle), the stem 64.
+ * - M > 64: 128 x 128, 8 x 8 per thread (as the GEMM's large tile: 4 vec4 loads for 64 FMAs);
+ * - 32 < M <= 64: 64 x 128, 4 x 8 per thread (3 vec4 loads for 32 FMAs);
+ * - M <= 32: 32 x 256, 4 x 8 per thread, 8 x 32 threads.
  */
-export function gatherTile(M: number): 4 | 8 {
-  return M >= 128 ? 8 : 4;
+export interface GatherTile {
+  bm: number;
+  bn: number;
+  ry: number;
+  rx: number;
+  tm: number;
+  tn: number;
+}
+
+/** The tile of a gathered GEMM with M output rows (see {@link GatherTile}). */
+export function gatherTile(M: number): GatherTile {
+  if (M > 64) return { bm: 128, bn: 128, ry: 16, rx: 16, tm: 8, tn: 8 };
+  if (M > 32) return { bm: 64, bn: 128, ry: 16, rx: 16, tm: 4, tn: 8 };
+  return { bm: 32, bn: 256, ry: 8, rx: 32, tm: 4, tn: 8 };
 }
 
 /**
- * A (16 T) x (16 T) output tile per workgroup of 256 threads ({@link gatherTile}), T x T per thread, K staged
- * 16 at a time. A thread's rows are 4-row groups 64 apart (ty * 4 + 64 p + i), its columns likewise, so
- * neighbouring threads read neighbouring shared-memory words. B's columns are gathered in groups of 64; with
- * one group (T = 4) the column setup runs once, with two it runs per K step inside each group's block (a
- * few integer ops against 1024 FMAs).
+ * A `bm` x `bn` output tile per workgroup of 256 threads ({@link gatherTile}), K staged 16 at a time through
+ * workgroup memory as vec4s (4 consecutive rows of A, 4 consecutive columns of B), so the inner step reads
+ * tm / 4 + tn / 4 vec4s for tm x tn FMAs. A thread's rows are 4-row groups 4 ry apart, its columns 4-column
+ * groups 4 rx apart, so neighbouring threads read neighbouring vec4s. Each thread gathers B for one column
+ * (the column setup runs once, outside the K loop) and 16 bn / 256 of the step's k; A is loaded 16 k wide
+ * per row, which is contiguous for every operand that is large (the weight gradient's output gradient).
  */
 function gatherGemm(s: GatherGemm): void {
-  const T = gatherTile(s.M), BM = 16 * T, R = T / 4;
-  const tm = Math.ceil(s.M / BM), tn = Math.ceil(s.N / BM), tiles = tm * tn;
-  const rs = [...Array(R).keys()], fours = [0, 1, 2, 3];
-  const acc = rs.flatMap((p) =>
-    fours.flatMap((i) => rs.flatMap((q) => fours.map((j) => `c${p}${i}${q}${j}`)))
-  );
-  const colVars = (r: number) =>
-    `let bc0 = n0 + lid % 64u + ${64 * r}u;
-      let bcIn = bc0 < sh.gN;
-      let bc = min(bc0, sh.gN - 1u);`;
-  const loadB = (r: number) =>
-    `for (var j = 0u; j < 4u; j = j + 1u) {
-        let kr = lid / 64u + 4u * j;
-        let bk = k0 + kr;
-        var v = 0.0;
-        if (bcIn && bk < kEnd) { ${s.b("bk")} }
-        Bs[kr * ${u(BM)} + lid % 64u + ${64 * r}u] = v;
-      }`;
+  const t = gatherTile(s.M);
+  const { bm, bn, ry, rx } = t, P = t.tm / 4, Q = t.tn / 4;
+  const tm = Math.ceil(s.M / bm), tn = Math.ceil(s.N / bn), tiles = tm * tn;
+  const ps = [...Array(P).keys()], qs = [...Array(Q).keys()], fours = [0, 1, 2, 3];
+  // c{p}{i}{q}: the 4 columns of column group q for row i of row group p.
+  const acc = ps.flatMap((p) => fours.flatMap((i) => qs.map((q) => `c${p}${i}${q}`)));
+  const rowOf = (c: string) => `m0 + (${Number(c[1]) * ry}u + ty) * 4u + ${c[2]}u`;
+  const colOf = (c: string) => `n0 + (${Number(c[3]) * rx}u + tx) * 4u`;
   launch({
     op: s.op,
     work: { flops: 2 * s.M * s.N * s.K },
     args: [...s.args, { name: "out", t: s.out, write: true }],
     wg: 256,
     groups: s.segs * tiles,
-    decls: `var<workgroup> As: array<f32, ${16 * BM}>;\nvar<workgroup> Bs: array<f32, ${16 * BM}>;`,
+    decls: `var<workgroup> As: array<vec4<f32>, ${4 * bm}>;\nvar<workgroup> Bs: array<vec4<f32>, ${4 * bn}>;`,
     uniforms: {
       gM: s.M,
       gN: s.N,
@@ -93,52 +100,50 @@ function gatherGemm(s: GatherGemm): void {
     body: `  let sg = div_gTiles(wg);
   let t = wg - sg * sh.gTiles;
   let tq = div_gTn(t);
-  let m0 = tq * ${u(BM)};
-  let n0 = (t - tq * sh.gTn) * ${u(BM)};
-  ${R === 1 ? `${colVars(0)}\n  ${s.colSetup}` : ""}
-  let tx = lid % 16u;
-  let ty = lid / 16u;
-  ${acc.map((c) => `var ${c} = 0.0;`).join(" ")}
+  let m0 = tq * ${u(bm)};
+  let n0 = (t - tq * sh.gTn) * ${u(bn)};
+  let lc = lid % ${u(bn)};
+  let bc0 = n0 + lc;
+  let bcIn = bc0 < sh.gN;
+  let bc = min(bc0, sh.gN - 1u);
+  ${s.colSetup}
+  let tx = lid % ${u(rx)};
+  let ty = lid / ${u(rx)};
+  ${acc.map((c) => `var ${c} = vec4<f32>(0.0);`).join(" ")}
   let kEnd = min((sg + 1u) * sh.gSeg, sh.gK);
   for (var k0 = sg * sh.gSeg; k0 < kEnd; k0 = k0 + 16u) {
-    for (var j = 0u; j < ${u(T)}; j = j + 1u) {
-      let am = m0 + lid / 16u + 16u * j;
+    for (var j = 0u; j < ${u(bm / 16)}; j = j + 1u) {
+      let ar = lid / 16u + 16u * j;
+      let am = m0 + ar;
       let ak = k0 + lid % 16u;
       var v = 0.0;
       if (am < sh.gM && ak < kEnd) { ${s.a("am", "ak")} }
-      As[(lid % 16u) * ${u(BM)} + lid / 16u + 16u * j] = v;
+      As[(lid % 16u) * ${u(bm / 4)} + ar / 4u][ar % 4u] = v;
     }
-    ${
-      R === 1 ? loadB(0) : rs.map((r) =>
-        `{
-      ${colVars(r)}
-      ${s.colSetup}
-      ${loadB(r)}
-    }`
-      ).join("\n    ")
+    for (var j = 0u; j < ${u(16 * bn / 256)}; j = j + 1u) {
+      let kr = lid / ${u(bn)} + ${u(256 / bn)} * j;
+      let bk = k0 + kr;
+      var v = 0.0;
+      if (bcIn && bk < kEnd) { ${s.b("bk")} }
+      Bs[kr * ${u(bn / 4)} + lc / 4u][lc % 4u] = v;
     }
     workgroupBarrier();
     for (var kk = 0u; kk < 16u; kk = kk + 1u) {
-      ${
-      rs.map((p) =>
-        fours.map((i) => `let a${p}${i} = As[kk * ${u(BM)} + ty * 4u + ${64 * p + i}u];`).join(" ")
-      ).join("\n      ")
-    }
-      ${
-      rs.map((q) =>
-        fours.map((j) => `let b${q}${j} = Bs[kk * ${u(BM)} + tx * 4u + ${64 * q + j}u];`).join(" ")
-      ).join("\n      ")
-    }
-      ${acc.map((c) => `${c} = fma(a${c[1]}${c[2]}, b${c[3]}${c[4]}, ${c});`).join(" ")}
+      ${ps.map((p) => `let a${p} = As[kk * ${u(bm / 4)} + ${p * ry}u + ty];`).join(" ")}
+      ${qs.map((q) => `let b${q} = Bs[kk * ${u(bn / 4)} + ${q * rx}u + tx];`).join(" ")}
+      ${acc.map((c) => `${c} = fma(vec4<f32>(a${c[1]}[${c[2]}]), b${c[3]}, ${c});`).join(" ")}
     }
     workgroupBarrier();
   }
   ${
       acc.map((c) =>
-        `{ let m = m0 + ty * 4u + ${64 * Number(c[1]) + Number(c[2])}u; let n = n0 + tx * 4u + ${
-          64 * Number(c[3]) + Number(c[4])
-        }u;
-    if (m < sh.gM && n < sh.gN) { ${s.store("m", "n", c)} } }`
+        `{ let m = ${rowOf(c)}; let nb = ${colOf(c)};
+    if (m < sh.gM) { ${
+          fours.map((j) =>
+            `if (nb + ${j}u < sh.gN) { let n = nb + ${j}u; ${s.store("m", "n", `${c}[${j}]`)} }`
+          )
+            .join(" ")
+        } } }`
       ).join("\n  ")
     }`,
   });
@@ -229,8 +234,8 @@ export function implicitGradInput(op: string, gy: Tensor, w: Tensor, g: Geo): Te
 export function implicitGradWeight(op: string, gy: Tensor, x: Tensor, g: Geo): Tensor {
   const { N, C, O, D, H, W, OD, OH, OW, K, S, P, L } = g;
   const KK = K[0] * K[1] * K[2], OS = OD * OH * OW, J = C * KK;
-  const tile = 16 * gatherTile(O);
-  const { segs, segLen } = kSegments(Math.ceil(O / tile) * Math.ceil(J / tile), N * OS);
+  const tile = gatherTile(O);
+  const { segs, segLen } = kSegments(Math.ceil(O / tile.bm) * Math.ceil(J / tile.bn), N * OS);
   const part = Tensor.empty(gy.device, [segs, O, C, K[0], K[1], K[2]], "f32", op);
   gatherGemm({
     op,

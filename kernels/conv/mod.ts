@@ -161,6 +161,17 @@ interface Chosen {
   accumulates?: boolean;
 }
 
+/**
+ * Kernel names per algorithm, so that a profile (`CSN_PROFILE=1`) tells a decoder's 3x3x3 from a pointwise
+ * conv: "F.conv3d implicit 3x3x3", "F.conv3d.backward implicit 3x3x3 dx" (the taps are in the shader already,
+ * so the names add no pipelines).
+ */
+function named(c: Chosen, alg: string, dwAlg = alg): Chosen {
+  const tag = (k: GradKernel, name: string): GradKernel => (o, gy, t, g, acc) =>
+    k(`${o} ${name}`, gy, t, g, acc);
+  return { ...c, gradInput: tag(c.gradInput, `${alg} dx`), gradWeight: tag(c.gradWeight, `${dwAlg} dw`) };
+}
+
 function choose(
   op: string,
   x: Tensor,
@@ -170,16 +181,16 @@ function choose(
   r: Tensor | null,
   moments: GemmMoments | null = null,
 ): Chosen {
-  const KK = g.K[0] * g.K[1] * g.K[2];
+  const KK = g.K[0] * g.K[1] * g.K[2], taps = g.K.join("x");
   if (g.G === 1 && KK === 1 && g.P.every((p) => p === 0)) {
-    const { y, xs } = pointwiseForward(op, x, w, b, g, r, moments);
-    return {
+    const { y, xs } = pointwiseForward(`${op} pointwise`, x, w, b, g, r, moments);
+    return named({
       y,
       saved: xs,
       gradInput: pointwiseGradInput,
       gradWeight: pointwiseGradWeight,
       accumulates: g.S.every((s) => s === 1),
-    };
+    }, "pointwise");
   }
   if (r) {
     // The other algorithms store conv + bias in f32; the residual, the ReLU and the dtype take one pass more.
@@ -189,23 +200,33 @@ function choose(
     return { ...c, y };
   }
   if (g.G === g.C && g.O === g.C && KK <= 64) {
-    const y = depthwiseForward(op, x, w, b, g);
-    return { y, saved: x, gradInput: depthwiseGradInput, gradWeight: depthwiseGradWeight };
+    const y = depthwiseForward(`${op} depthwise ${taps}`, x, w, b, g);
+    return named(
+      { y, saved: x, gradInput: depthwiseGradInput, gradWeight: depthwiseGradWeight },
+      `depthwise ${taps}`,
+    );
   }
   if (x.device.profile === "cpu" && g.G === 1 && KK > 1) {
     // The direct kernel is an implicit GEMM (no column buffer); with the "cpu" profile's 6x4 register block
     // it beat im2col + GEMM forward on Mesa 25 (stem 1.2-1.3x, (2+1)D 1.1-1.4x, 3x3x3 1.5x); the chunked
     // im2col weight gradient was as fast or faster (3x1x1: 1.2-1.6x), so it stays (docs/perf.md, 2026-11-30).
-    const y = directForward(op, x, w, b, g);
-    return { y, saved: x, gradInput: directGradInput, gradWeight: im2colGradWeight };
+    const y = directForward(`${op} direct ${taps}`, x, w, b, g);
+    return named(
+      { y, saved: x, gradInput: directGradInput, gradWeight: im2colGradWeight },
+      `direct ${taps}`,
+      `im2col ${taps}`,
+    );
   }
   if (g.G === 1 && KK > 1) {
-    // "gpu" profile: shared-memory implicit GEMMs (each gathered value feeds 64 channels, not 4).
-    const y = implicitForward(op, x, w, b, g);
-    return { y, saved: x, gradInput: implicitGradInput, gradWeight: implicitGradWeight };
+    // "gpu" profile: shared-memory implicit GEMMs (each gathered value feeds 32-128 channels, not 4).
+    const y = implicitForward(`${op} implicit ${taps}`, x, w, b, g);
+    return named(
+      { y, saved: x, gradInput: implicitGradInput, gradWeight: implicitGradWeight },
+      `implicit ${taps}`,
+    );
   }
-  const y = directForward(op, x, w, b, g);
-  return { y, saved: x, gradInput: directGradInput, gradWeight: directGradWeight };
+  const y = directForward(`${op} direct ${taps}`, x, w, b, g);
+  return named({ y, saved: x, gradInput: directGradInput, gradWeight: directGradWeight }, `direct ${taps}`);
 }
 
 /**
