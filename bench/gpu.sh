@@ -8,7 +8,8 @@
 # adapter + measured peaks, kernel benches (GEMM, depthwise, stem, (2+1)D, pointwise, BN, AdamW), the seed's
 # stack on the same GPU (PyTorch eager + cuDNN, fp32 and AMP, when python3 has CUDA torch), one training step
 # of the ir-CSN-152 classifier (batch 16 per GPU, the seed's) and of the ir-CSN-50 UNet (batch 4), f32 and
-# autocast f16, and the seconds per study of the seed-configuration inference, f32 and autocast f16.
+# autocast f16, the GPU time per kernel of one step of each model, and the seconds per study of the
+# seed-configuration inference, f32 and autocast f16.
 # Results: OUTDIR/gpu-results.jsonl (one JSON line per figure) and OUTDIR/gpu.log (everything printed).
 set -u
 cd "$(dirname "$0")/.."
@@ -80,10 +81,10 @@ if [ "${GPU_SMOKE:-}" = 1 ]; then S="--smoke"; P=tiny; CLS_BATCH=1; UNET_BATCH=1
 part info 60 $D bench/gpu.ts --part info --results "$R" $S
 # Whether the adapter offers wgpu-cooperative-matrix (tensor cores), and a naive kernel's error and TFLOP/s.
 part coopmat 45 $D bench/coopmat.ts --results "$R" $([ -n "$S" ] && echo "--n 256")
-part kernels 150 $D bench/gpu.ts --part kernels --results "$R" $S --only "${GPU_KERNELS:-gemm,conv,bn,adamw}"
+part kernels 170 $D bench/gpu.ts --part kernels --results "$R" $S --only "${GPU_KERNELS:-gemm,conv,bn,adamw}"
 # GPU_NO_TORCH=1 skips the peer (e.g. on a rerun once its figures are in).
 if [ -z "${GPU_NO_TORCH:-}" ] && python3 -c "import torch,sys; sys.exit(0 if torch.cuda.is_available() else 1)" 2>/dev/null; then
-  part torch-peer 110 env PYTHONUNBUFFERED=1 python3 bench/torch_gpu.py "$R"
+  part torch-peer 130 env PYTHONUNBUFFERED=1 python3 bench/torch_gpu.py "$R"
 else
   echo "== torch-peer: skipped (no CUDA PyTorch)"
 fi
@@ -92,6 +93,9 @@ part unet-train 120 $D bench/gpu.ts --part train --model unet --batch "${UNET_BA
 # The same steps under autocast f16 (f16 conv/linear operands, f32 accumulation, GradScaler).
 part cls-train-amp 90 $D bench/gpu.ts --part train --model cls --batch "${CLS_BATCH:-16}" --amp --results "$R" $S
 part unet-train-amp 90 $D bench/gpu.ts --part train --model unet --batch "${UNET_BATCH:-4}" --amp --results "$R" $S
+# GPU time per kernel of one step of each (CSN_PROFILE=1: a timestamp pair around every dispatch).
+part cls-profile 60 env CSN_PROFILE=1 $D bench/gpu.ts --part train --model cls --batch "${CLS_BATCH:-16}" --steps 2 --results "$R" $S
+part unet-profile 60 env CSN_PROFILE=1 $D bench/gpu.ts --part train --model unet --batch "${UNET_BATCH:-4}" --steps 2 --results "$R" $S
 part infer 100 $D bench/infer.ts --preset $P --studies 2 --results "$R" $([ -n "$S" ] && echo "--slices 20 --size 64")
 # The same under autocast f16 (infer --amp), last: it runs only where the budget allows.
 part infer-amp 100 $D bench/infer.ts --preset $P --studies 2 --amp --results "$R" $([ -n "$S" ] && echo "--slices 20 --size 64")

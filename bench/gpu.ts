@@ -13,6 +13,8 @@
  *   (seed: B = 4 per GPU). Step 1 includes pipeline compilation; the warm figure is the best of steps 2..
  *   `--amp`: mixed precision as `train --amp` runs it (f16 convs/linears under autocast, GradScaler, one
  *   readback a step); records say `precision: "f16"` (or "f32", also where the adapter lacks shader-f16).
+ *   Under `CSN_PROFILE=1` (timestamp queries around every dispatch, so its step times are not the warm
+ *   figure) it also records the GPU time per kernel of the steps after the first, longest first.
  *
  * Every record is printed and appended as one JSON line to `--results`. Times of kernels come from
  * differencing two batch sizes chosen so that the shorter one runs for at least ~0.2 s: Deno's GPU wait polls
@@ -252,6 +254,8 @@ if (part === "info") {
       });
     times.push((performance.now() - t0) / 1000);
     if (s === 0) pipelinesAfterFirst = device.stats().pipelines;
+    // The first step compiles; the profile counts the steps after it.
+    if (s === 0 && f.steps > 1) device.profiler?.reset();
     // One line per step too, so that a step cut off by the time limit keeps those before it.
     await record({
       part,
@@ -266,12 +270,36 @@ if (part === "info") {
       peakGiB: device.stats().peakBytes / 2 ** 30,
     });
   }
+  if (device.profiler) {
+    const which = `${unet ? "ir-CSN-50 UNet" : "ir-CSN-152 classifier"}, ${precision}`;
+    console.log(`GPU time by kernel, ${which}, steps 2..${f.steps}:\n${await device.profiler.report(25)}`);
+    const stats = device.profiler.stats();
+    const steps = Math.max(1, f.steps - 1);
+    await record({
+      part,
+      what: "profile",
+      model: unet ? "ir-CSN-50 UNet" : "ir-CSN-152 classifier",
+      precision,
+      batch,
+      steps,
+      gpuMsPerStep: stats.reduce((t, k) => t + k.ms, 0) / steps,
+      kernels: stats.slice(0, 40).map((k) => ({
+        name: k.name.length > 80 ? `${k.name.slice(0, 77)}...` : k.name,
+        count: k.count / steps,
+        msPerStep: k.ms / steps,
+        share: k.share,
+        gflops: k.gflops,
+        gbs: k.gbs,
+      })),
+    });
+  }
   const st = device.stats();
   const warm = times.length > 1 ? Math.min(...times.slice(1)) : NaN;
   await record({
     part,
     model: unet ? "ir-CSN-50 UNet" : "ir-CSN-152 classifier",
     precision,
+    profiled: !!device.profiler,
     skippedSteps: scaler?.skipped ?? 0,
     shape,
     batch,

@@ -5,6 +5,11 @@
 
 Appends one JSON line per measurement. The models are tests/csn_ref.py (the same architectures as ours, with
 mmaction2's names). Times come from CUDA events around many repetitions after warm-up.
+
+"fp32" in PyTorch is two things: its default lets cuDNN convolutions run on TF32 tensor cores
+(torch.backends.cudnn.allow_tf32 = True; 10-bit mantissas in the products), while matmuls stay IEEE fp32
+(torch.backends.cuda.matmul.allow_tf32 = False). Our engine has no tensor cores from WebGPU, so every
+fp32 figure is recorded both ways ("tf32": true / false) and each record says which it is.
 """
 import json
 import os
@@ -63,7 +68,8 @@ if "gemm" in parts:
 
 if "conv" in parts:
     cases = json.load(open(os.path.join(os.path.dirname(__file__), "conv_cases.json")))
-    for c in cases:
+    for c, tf32 in [(c, t) for t in (True, False) for c in cases]:
+        torch.backends.cudnn.allow_tf32 = tf32
         xs = [8] + c["x"][1:]
         x = torch.randn(xs, device=dev)
         w = (torch.randn(c["w"], device=dev) * 0.1)
@@ -78,14 +84,17 @@ if "conv" in parts:
             wg.grad = None
             xg.grad = None
 
-        record({"what": "conv", "name": c["name"], "x": xs, "fwdMs": fwd, "fwdBwdMs": time_ms(fb)})
+        record({"what": "conv", "name": c["name"], "x": xs, "tf32": tf32, "fwdMs": fwd, "fwdBwdMs": time_ms(fb)})
+    torch.backends.cudnn.allow_tf32 = True
 
 if "train" in parts:
     for name, cfg, shape in (
         ("ir-CSN-152 classifier", {"model": "classifier", "depth": 152, "kind": "ir"}, [16, 3, 40, 256, 256]),
         ("ir-CSN-50 UNet", {"model": "unet", "depth": 50, "kind": "ir"}, [4, 1, 64, 256, 256]),
     ):
-        for amp in (False, True):
+        # PyTorch's default fp32 (TF32 convs), then IEEE fp32 throughout, then AMP (f16 under autocast).
+        for amp, tf32 in ((False, True), (False, False), (True, True)):
+            torch.backends.cudnn.allow_tf32 = tf32
             torch.manual_seed(0)
             model = build(cfg).to(dev).train()
             opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.01)
@@ -111,10 +120,11 @@ if "train" in parts:
                     step()
                 torch.cuda.synchronize()
                 s = (time.perf_counter() - t0) / 3
-                record({"what": "train", "model": name, "shape": shape, "amp": amp, "stepSeconds": s,
+                record({"what": "train", "model": name, "shape": shape, "amp": amp, "tf32": tf32, "stepSeconds": s,
                         "samplesPerSecond": shape[0] / s,
                         "peakGiB": torch.cuda.max_memory_allocated() / 2**30})
             except Exception as e:  # noqa: BLE001 - report and go on with the next configuration
-                record({"what": "train", "model": name, "amp": amp, "error": str(e)[:300]})
+                record({"what": "train", "model": name, "amp": amp, "tf32": tf32, "error": str(e)[:300]})
             del model, opt, x
             torch.cuda.empty_cache()
+    torch.backends.cudnn.allow_tf32 = True
