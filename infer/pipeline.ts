@@ -127,13 +127,18 @@ export async function classifyCrops(
   return out;
 }
 
-/** The classifier ensemble's probabilities for one study: mean over members of each member's aggregate. */
+/**
+ * The classifier ensemble's probabilities for one study: mean over members of each member's aggregate.
+ * `lap` is called after each member's crops are cut ("crops", host work) and after each forward
+ * ("classify", device work).
+ */
 export async function classifyStudy(
   members: Member[],
   study: InMemoryStudy,
   labels: Uint8Array,
   meta: StudyMeta,
   tta: "none" | "flip",
+  lap: (step: string) => void = () => {},
 ): Promise<{ probabilities: number[]; crops: ReportCrop[] }> {
   const sum = new Array(8).fill(0);
   let crops: ReportCrop[] = [];
@@ -142,11 +147,13 @@ export async function classifyStudy(
     const item = await clsValItemFromMemory(study, labels, meta, { slices: crop[0], size: crop[1] });
     const [k, , , , S] = item.shape;
     const views = tta === "flip" ? [item.input, flipLastAxis(item.input, S)] : [item.input];
+    lap("crops");
     const probs = new Array(8).fill(0);
     for (const v of views) {
       const logits = await classifyCrops(m.model, v, item.shape);
       aggregateStudy(logits, k).forEach((p, j) => (probs[j] += p / views.length));
     }
+    lap("classify");
     probs.forEach((p, j) => (sum[j] += p / members.length));
     if (!crops.length) {
       const per = item.input.length / k;
@@ -314,7 +321,8 @@ async function writeIndex(o: InferOptions, done: Map<string, StudyResult>, ev?: 
 /**
  * One study's prediction, the device part of `deno task infer` without files: segment the [::2] x 256 x 256
  * cube (the ensemble of `seg`), compute the metadata, classify the crops (`cls`, mean over members).
- * `lap(step)` is called after "segment", "metadata" and "classify" (for timings).
+ * `lap(step)` is called after "segment", "metadata", and per classifier member after "crops" and "classify"
+ * (for timings).
  */
 export async function predictStudy(
   study: InMemoryStudy,
@@ -347,8 +355,7 @@ export async function predictStudy(
   lap("segment");
   const meta = computeMeta(pred.labels, [z2, 256, 256], { mean: h.mean, std: h.std });
   lap("metadata");
-  const r = await classifyStudy(models.cls, study, pred.labels, meta, o.tta);
-  lap("classify");
+  const r = await classifyStudy(models.cls, study, pred.labels, meta, o.tta, lap);
   return { labels: pred.labels, shape: [z2, 256, 256], meta, ...r };
 }
 
@@ -367,9 +374,10 @@ async function predictPhase(
 ): Promise<Predicted> {
   const t: Record<string, number> = {};
   let t0 = performance.now();
+  // A step may lap more than once (crops and classify per classifier member): its times add up.
   const lap = (k: string) => {
     const now = performance.now();
-    t[k] = (now - t0) / 1000;
+    t[k] = (t[k] ?? 0) + (now - t0) / 1000;
     t0 = now;
   };
   const study = await loading;

@@ -486,6 +486,21 @@ Deno.test("cls data: validation crops", () => {
     () => buildClsValCrop(c2, img, new Uint8Array(2), { mean: 0, std: 1, slices: 4, size: 8 }),
     "expected",
   );
+  // Into a view of a study's crop stack (the inference path): the same values, in place.
+  const stack = new Float32Array(3 * out.length);
+  const view = stack.subarray(out.length, 2 * out.length);
+  const got = buildClsValCrop(c2, img, mask, { mean: 100, std: 20, slices: 4, size: 8 }, view);
+  if (got !== view) throw new Error("buildClsValCrop did not fill the given view");
+  eqArrays(stack.subarray(out.length, 2 * out.length), Array.from(out), "crop built in place");
+  if (
+    stack.subarray(0, out.length).some((v) => v !== 0) || stack.subarray(2 * out.length).some((v) => v !== 0)
+  ) {
+    throw new Error("buildClsValCrop wrote outside its view");
+  }
+  assertThrows(
+    () => buildClsValCrop(c2, img, mask, { mean: 100, std: 20, slices: 4, size: 8 }, new Float32Array(5)),
+    "out has 5 values",
+  );
 });
 
 Deno.test("cls data: readers on a hand-written cache (full 8 x 8 = ratio 0.5, odd Z)", async () => {

@@ -215,9 +215,10 @@ async function run(files: () => Promise<{ name: string; bytes: Uint8Array }[]>, 
   const t: Record<string, number> = {};
   const t00 = performance.now();
   let t0 = t00;
+  // A step may lap more than once (crops and classify per classifier member): its times add up.
   const lap = (k: string) => {
     const now = performance.now();
-    t[k] = (now - t0) / 1000;
+    t[k] = (t[k] ?? 0) + (now - t0) / 1000;
     step(k, "ok", t[k]);
     t0 = now;
   };
@@ -237,7 +238,7 @@ async function run(files: () => Promise<{ name: string; bytes: Uint8Array }[]>, 
     }
     step("segment", "run");
     await paint();
-    const next: Record<string, string> = { segment: "metadata", metadata: "classify" };
+    const next: Record<string, string> = { segment: "metadata", metadata: "crops", crops: "classify" };
     // The options of `deno task infer`'s defaults (infer/cli.ts).
     const r = await predictStudy(study, state.models, INFER_DEFAULTS, (k) => {
       lap(k);

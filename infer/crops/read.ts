@@ -137,10 +137,8 @@ export async function readClsValItemFrom(
     const n = crop.z[1] - crop.z[0];
     const image = await readImageBox(src, crop, crop.z, n);
     const mask = await readMaskBox(src, crop);
-    input.set(
-      buildClsValCrop(crop, image, mask, { mean: study.mean, std: study.std, slices: D, size: S }),
-      i * per,
-    );
+    const o = { mean: study.mean, std: study.std, slices: D, size: S };
+    buildClsValCrop(crop, image, mask, o, input.subarray(i * per, (i + 1) * per));
   }
   return {
     input,
