@@ -77,6 +77,12 @@ conv("depthwise 17 channels batch 3", [3, 17, 3, 5, 4], [17, 1, 3, 3, 3], false,
   padding: [1, 1, 1],
   groups: 17,
 });
+// Output rows a multiple of 4 wide: the "cpu" profile's im2col builds 4 columns per invocation.
+conv("(1,3,3) rows of 8 + bias", [2, 5, 3, 5, 8], [4, 5, 1, 3, 3], true, { padding: [0, 1, 1] });
+conv("3x3x3 s2 p1, rows of 4", [1, 3, 5, 9, 8], [5, 3, 3, 3, 3], false, {
+  stride: [2, 2, 2],
+  padding: [1, 1, 1],
+});
 // 130 output (then input) channels: the gpu profile's implicit GEMMs take their 128 x 128 tile, with ragged
 // rows and more than 64 columns (84 positions, 72 weight columns; 72 input positions).
 // (Marked big: the windowed suite's shaders for that tile take lavapipe minutes to compile; the gpu-profile

@@ -22,54 +22,67 @@ function split3c(v: string, B: number, C: number, a: string, b: string, c: strin
   }); let ${c} = i32(${v} % ${u(C)});`;
 }
 
-/** WGSL: the masked input voxel `xv` at i32 coords of the [D, H, W] volume at `base` (constant sizes). */
+/**
+ * WGSL: the masked input voxel `xv<s>` at i32 coords of the [D, H, W] volume at `base` (constant sizes); the
+ * names it declares end in `s`, so several can share a scope.
+ */
 function gatherXc(
   base: string,
   [d, h, w]: [string, string, string],
   D: number,
   H: number,
   W: number,
+  s = "",
 ): string {
-  return `let id = ${d}; let ih = ${h}; let iw = ${w};
-    let ok = id >= 0 && id < ${D} && ih >= 0 && ih < ${H} && iw >= 0 && iw < ${W};
-    let xi = ${base} + u32(clamp(id, 0, ${D - 1})) * ${u(H * W)} + u32(clamp(ih, 0, ${H - 1})) * ${
-    u(W)
-  } + u32(clamp(iw, 0, ${W - 1}));
-    let xv = select(0.0, x_ld(xi), ok);`;
+  return `let id${s} = ${d}; let ih${s} = ${h}; let iw${s} = ${w};
+    let ok${s} = id${s} >= 0 && id${s} < ${D} && ih${s} >= 0 && ih${s} < ${H} && iw${s} >= 0 && iw${s} < ${W};
+    let xi${s} = ${base} + u32(clamp(id${s}, 0, ${D - 1})) * ${u(H * W)} + u32(clamp(ih${s}, 0, ${
+    H - 1
+  })) * ${u(W)} + u32(clamp(iw${s}, 0, ${W - 1}));
+    let xv${s} = select(0.0, x_ld(xi${s}), ok${s});`;
 }
 
-/** col[(c, k), j] = x[n, c, tap k of output position p0 + j] (0 outside the input). */
+/**
+ * col[(c, k), j] = x[n, c, tap k of output position p0 + j] (0 outside the input). When the output rows and
+ * the chunk are multiples of 4 wide, an invocation fills 4 neighbouring positions of one row (one index
+ * decomposition, 4 gathers, one vec4 store): on lavapipe the scalar build wrote ~1 GB/s, as slow as the
+ * GEMM that reads it.
+ */
 function im2col(op: string, x: Tensor, g: Geo, n: number, p0: number, len: number): Tensor {
   const { C, D, H, W, OH, OW, K, S, P, L } = g;
   const KK = K[0] * K[1] * K[2];
   const col = Tensor.empty(x.device, [C * KK, len], "f32", op);
+  const V = OW % 4 === 0 && len % 4 === 0 && p0 % 4 === 0 ? 4 : 1;
+  const cols = len / V;
+  const at = (v: number) =>
+    gatherXc(
+      `(${u(n)} * ${u(C)} + c) * ${u(D * H * W)}`,
+      [
+        `od * ${S[0]} - ${P[0]} + kd * ${L[0]}`,
+        `oh * ${S[1]} - ${P[1]} + kh * ${L[1]}`,
+        `(ow + ${v}) * ${S[2]} - ${P[2]} + kw * ${L[2]}`,
+      ],
+      D,
+      H,
+      W,
+      `${v}`,
+    );
+  const vs = [...Array(V).keys()];
   launch1d({
     op,
-    args: [{ name: "x", t: x }, { name: "col", t: col, write: true }],
-    n: C * KK * len,
-    body: `  let j = gid % ${u(len)};
-  let ck = gid / ${u(len)};
+    args: [{ name: "x", t: x }, { name: "col", t: col, write: true, vec4: V === 4 }],
+    n: C * KK * cols,
+    body: `  let j = gid % ${u(cols)};
+  let ck = gid / ${u(cols)};
   let c = ck / ${u(KK)};
   let k = ck % ${u(KK)};
-  let p = ${u(p0)} + j;
+  let p = ${u(p0)} + j * ${u(V)};
   ${split3c("p", OH, OW, "od", "oh", "ow")}
   let kd = i32(k / ${u(K[1] * K[2])}); let kh = i32((k / ${u(K[2])}) % ${u(K[1])}); let kw = i32(k % ${
       u(K[2])
     });
-  ${
-      gatherXc(
-        `(${u(n)} * ${u(C)} + c) * ${u(D * H * W)}`,
-        [
-          `od * ${S[0]} - ${P[0]} + kd * ${L[0]}`,
-          `oh * ${S[1]} - ${P[1]} + kh * ${L[1]}`,
-          `ow * ${S[2]} - ${P[2]} + kw * ${L[2]}`,
-        ],
-        D,
-        H,
-        W,
-      )
-    }
-  col_st(gid, xv);`,
+  ${vs.map(at).join("\n  ")}
+  col_st(gid, ${V === 4 ? "vec4<f32>(xv0, xv1, xv2, xv3)" : "xv0"});`,
   });
   return col;
 }
