@@ -9,7 +9,7 @@
  *     [--arrays class|runtime]
  */
 import { models, openDevice, optim, randn, tensor, tidy } from "../mod.ts";
-import { clipGradNorm } from "../optim/schedule.ts";
+import { clipGradNorm } from "../optim/clip.ts";
 import { arrayDecl } from "../kernels/codegen.ts";
 
 const argv = Deno.args;

@@ -6,7 +6,8 @@
  *
  *   deno task bench:train [--stage seg|cls] [--preset tiny|seed] [--steps N] [--batch B] [--workers N]
  *
- * With CSN_PROFILE=1 it also prints the top kernels of the last step by GPU time (core/profiler.ts).
+ * With CSN_PROFILE=1 it also prints the top kernels of the last step by GPU time (core/profiler.ts), 10 of
+ * them or CSN_PROFILE_TOP.
  */
 import { openDevice } from "../mod.ts";
 import { driverInfo } from "./measure.ts";
@@ -111,7 +112,8 @@ console.log(
 );
 if (device.profiler) {
   const which = lossCalls >= steps ? `step ${steps}` : `all ${lossCalls} steps`;
-  console.log(`GPU time by kernel, ${which} (CSN_PROFILE=1):\n${await device.profiler.report(10)}`);
+  const top = Number(Deno.env.get("CSN_PROFILE_TOP") ?? 10);
+  console.log(`GPU time by kernel, ${which} (CSN_PROFILE=1):\n${await device.profiler.report(top)}`);
 }
 model.dispose();
 device.destroy();

@@ -117,6 +117,48 @@ Deno.test("clipGradNorm scales gradients like torch.nn.utils.clip_grad_norm_", a
   }
 });
 
+Deno.test("clipGradNorm: 40 odd-sized gradients in a few dispatches, with windows, against float64", async () => {
+  // Sizes of 1..5 elements and lone large ones (bound in 1 KiB windows on the second device), so that chunks
+  // of 16, vec4 and scalar scaling and windowed reads all run; clipped (coefficient 1/3) and not (clamped 1).
+  const sizes = Array.from({ length: 40 }, (_, i) => (i % 13 === 5 ? 700 + i : 1 + (i * 7) % 5));
+  const rnd = prng(7);
+  const data = sizes.map((n) => Array.from({ length: n }, () => 2 * rnd() - 1));
+  const ref = Math.sqrt(data.flat().reduce((a, v) => a + v * v, 0));
+  for (const kib of [0, 1]) {
+    const device = await openDevice(kib ? { maxBindingBytes: kib * 1024 } : {});
+    try {
+      for (const maxNorm of [ref / 3, 2 * ref]) {
+        await tidy(async () => {
+          const ps = data.map((d) => {
+            const p = tensor(new Array(d.length).fill(0), [d.length], { device }).requireGrad();
+            p.grad = tensor(d, [d.length], { device });
+            return p;
+          });
+          const grads = ps.map((p) => p.grad!);
+          const d0 = device.stats().dispatches;
+          const norm = optim.clipGradNorm(ps, maxNorm);
+          const dispatches = device.stats().dispatches - d0;
+          const what = `${kib ? "1 KiB windows" : "default"}, maxNorm ${maxNorm.toFixed(3)}`;
+          assertClose([await norm.item()], [ref], `norm, ${what}`, 1e-5);
+          const c = Math.min(maxNorm / (ref + 1e-6), 1);
+          const got = (await Promise.all(ps.map((p) => p.grad!.toArray()))).flatMap((x) => [...x]);
+          assertClose(got, data.flat().map((v) => v * c), `clipped, ${what}`, 1e-5);
+          if (ps.some((p, i) => p.grad !== grads[i])) throw new Error("clipGradNorm replaced a gradient");
+          // Chunks of 16 (the 3 large gradients alone when windowed), each read and scaled once, plus the norm.
+          const chunks = kib ? 3 + Math.ceil(37 / 16) : Math.ceil(40 / 16);
+          if (dispatches !== 2 * chunks + 1) {
+            throw new Error(
+              `clipGradNorm took ${dispatches} dispatches, expected ${2 * chunks + 1} (${what})`,
+            );
+          }
+        });
+      }
+    } finally {
+      device.destroy();
+    }
+  }
+});
+
 Deno.test("AdamW state dict resumes training exactly", async () => {
   const device = await openDevice();
   try {

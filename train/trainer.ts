@@ -12,7 +12,8 @@
 import { keep, type Tensor, tidy } from "../mod.ts";
 import type { Module } from "../nn/module.ts";
 import { AdamW } from "../optim/adamw.ts";
-import { clipGradNorm, cosineSchedule } from "../optim/schedule.ts";
+import { cosineSchedule } from "../optim/schedule.ts";
+import { clipGradNorm } from "../optim/clip.ts";
 import { GradScaler } from "../optim/grad_scaler.ts";
 import { autocast, hasF16 } from "../kernels/cast.ts";
 import { hash32, manualSeed, mulberry32 as rng } from "../core/random.ts";
