@@ -664,7 +664,10 @@ function gemmLanes(
 /**
  * op(a) @ b^T for software adapters when both operands are contiguous along K (e.g. weight gradients, where
  * K is the number of voxels): each lane owns a 4x4 block of C, loads 4 + 4 vec4 along K per step and
- * accumulates 16 dot products; long K is split into segments whose partial results are summed.
+ * accumulates 16 dot products; long K is split into segments whose partial results are summed. With N >= 128
+ * a workgroup owns 4 whole rows and its 64 lanes 4 columns each: the rows' A loads are then the same for every
+ * lane (one scalar load on llvmpipe, not one per lane), so a step costs 4 lane loads instead of 8. The
+ * segments follow the 32 x 32 tiling either way, so both give the same bits.
  */
 function gemmNT(
   op: string,
@@ -682,11 +685,16 @@ function gemmNT(
   },
 ) {
   const { M, N, K, nb } = g;
-  const tm = Math.ceil(M / 32), tn = Math.ceil(N / 32);
-  const tiles = nb * tm * tn;
   const K4 = K / 4;
-  const segs = Math.max(1, Math.min(Math.ceil(K4 / 256), Math.ceil(128 / tiles)));
+  const segs = Math.max(
+    1,
+    Math.min(Math.ceil(K4 / 256), Math.ceil(128 / (nb * Math.ceil(M / 32) * Math.ceil(N / 32)))),
+  );
   const seg = Math.ceil(K4 / segs);
+  // Rows per workgroup x columns: 32 x 32 (lanes 8 x 8 of 4 x 4), or 4 uniform rows x 256 columns.
+  const rows = N >= 128 ? 4 : 32, cols = rows === 4 ? 256 : 32;
+  const tm = Math.ceil(M / rows), tn = Math.ceil(N / cols);
+  const tiles = nb * tm * tn;
   const part = segs === 1 ? out : Tensor.empty(a.device, [segs, ...out.shape], "f32", op);
   const ep = epilogueCode(g.epi, part, out, false);
   const ij = [...Array(16).keys()];
@@ -707,8 +715,8 @@ function gemmNT(
   let bi = div_tmn(t0);
   let t = t0 - bi * sh.tmn;
   let tq = div_tn(t);
-  let mb = tq * 32u + (lid / 8u) * 4u;
-  let nbase = (t - tq * sh.tn) * 32u + (lid % 8u) * 4u;
+  let mb = tq * ${u(rows)}${rows === 4 ? "" : " + (lid / 8u) * 4u"};
+  let nbase = (t - tq * sh.tn) * ${u(cols)} + (lid % ${u(cols / 4)}) * 4u;
   ${g.offsets}
   ${[0, 1, 2, 3].map((i) => `let ar${i} = (aoff + min(mb + ${i}u, sh.M - 1u) * sh.K) / 4u;`).join(" ")}
   ${[0, 1, 2, 3].map((j) => `let br${j} = (boff + min(nbase + ${j}u, sh.N - 1u) * sh.K) / 4u;`).join(" ")}

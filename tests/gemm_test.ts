@@ -67,6 +67,10 @@ cases.push({ name: "epilogue, 64 tile, A^T B", a: [20, 68], b: [20, 132], transA
 cases.push({ name: "epilogue, K split", a: [20, 4100], b: [24, 4100], transB: true, epi: true });
 cases.push({ name: "epilogue, fallback", a: [2, 9, 7], b: [7, 130], epi: true });
 cases.push({ name: "epilogue, A B^T, short K", a: [9, 8], b: [16, 8], transB: true, epi: true });
+// The cpu profile's A B^T kernel with N >= 128 (4 uniform rows x 256 columns a workgroup): ragged rows and
+// columns, K split in 2 segments; and with the epilogue.
+cases.push({ name: "A B^T wide, ragged, K split", a: [7, 1028], b: [259, 1028], transB: true });
+cases.push({ name: "epilogue, A B^T wide", a: [7, 64], b: [259, 64], transB: true, epi: true });
 
 /** op(a) @ op(b) in float64 with broadcast batch dims, and sum_k |a||b| per element. */
 function reference(
@@ -190,8 +194,9 @@ Deno.test("batch-summed GEMM and the epilogue on the cpu profile, a broadcast we
   for (const profile of ["cpu", "gpu"] as const) {
     const device = await openDevice({ profile, label: profile });
     try {
-      // The cpu kernels: the lanes kernel and the A B^T kernel (in the kernel, and after its K split's sum).
-      if (profile === "cpu") await check(device, (c) => !!c.sumBatch || !!c.epi);
+      // The cpu kernels: the lanes kernel and the A B^T kernel (in the kernel, and after its K split's sum;
+      // 32 x 32 and wide tiles).
+      if (profile === "cpu") await check(device, (c) => !!c.sumBatch || !!c.epi || (!!c.transB && !c.transA));
       // x [3, 5, 12] @ w [12, 8]: w's gradient is the batch sum of x^T g, g = ones.
       const rng = prng(9);
       const x = randData(rng, 180, -1, 1);
