@@ -5,6 +5,7 @@
  */
 import { F, openDevice, type Tensor, zeros } from "../mod.ts";
 import { type Case, CaseSuite, f } from "./cases.ts";
+import { gatherTile } from "../kernels/conv/implicit.ts";
 
 const cases: Case[] = [];
 const conv = (
@@ -235,6 +236,24 @@ Deno.test("conv3d on the gpu profile: implicit GEMMs with each tile, fused ReLU 
     await suite.check(t, device, false, (name) => /130|tile|relu|residual|shortcut/.test(name));
   } finally {
     device.destroy();
+  }
+});
+
+Deno.test("implicit-GEMM tiles fit WebGPU's guaranteed 16 KiB of workgroup memory where a device has no more", () => {
+  for (const M of [1, 24, 32, 33, 64, 65, 130]) {
+    for (const storage of [16384, 32768]) {
+      const t = gatherTile(M, storage), bytes = 16 * 4 * (t.bm + t.bn);
+      if (bytes > storage) {
+        throw new Error(`M ${M}: the ${t.bm} x ${t.bn} tile stages ${bytes} bytes > ${storage}`);
+      }
+      if (t.ry * t.rx !== 256 || t.ry * t.tm !== t.bm || t.rx * t.tn !== t.bn) {
+        throw new Error(`M ${M}: inconsistent tile ${JSON.stringify(t)}`);
+      }
+    }
+  }
+  // The flat tile for narrow outputs where the memory allows it.
+  if (gatherTile(24, 32768).bm !== 32 || gatherTile(24, 16384).bm !== 64) {
+    throw new Error("32-row tile choice");
   }
 });
 

@@ -57,10 +57,14 @@ export interface GatherTile {
   tn: number;
 }
 
-/** The tile of a gathered GEMM with M output rows (see {@link GatherTile}). */
-export function gatherTile(M: number): GatherTile {
+/**
+ * The tile of a gathered GEMM with M output rows (see {@link GatherTile}) on a device with `storage` bytes of
+ * workgroup memory: the 32 x 256 tile stages 18 KiB, over WebGPU's guaranteed 16 KiB, so a device that
+ * offers no more gets the 64 x 128 one instead.
+ */
+export function gatherTile(M: number, storage = 16384): GatherTile {
   if (M > 64) return { bm: 128, bn: 128, ry: 16, rx: 16, tm: 8, tn: 8 };
-  if (M > 32) return { bm: 64, bn: 128, ry: 16, rx: 16, tm: 4, tn: 8 };
+  if (M > 32 || storage < 16 * 4 * (32 + 256)) return { bm: 64, bn: 128, ry: 16, rx: 16, tm: 4, tn: 8 };
   return { bm: 32, bn: 256, ry: 8, rx: 32, tm: 4, tn: 8 };
 }
 
@@ -73,7 +77,7 @@ export function gatherTile(M: number): GatherTile {
  * per row, which is contiguous for every operand that is large (the weight gradient's output gradient).
  */
 function gatherGemm(s: GatherGemm): void {
-  const t = gatherTile(s.M);
+  const t = gatherTile(s.M, s.out.device.info.maxComputeWorkgroupStorageSize);
   const { bm, bn, ry, rx } = t, P = t.tm / 4, Q = t.tn / 4;
   const tm = Math.ceil(s.M / bm), tn = Math.ceil(s.N / bn), tiles = tm * tn;
   const ps = [...Array(P).keys()], qs = [...Array(Q).keys()], fours = [0, 1, 2, 3];
@@ -234,7 +238,7 @@ export function implicitGradInput(op: string, gy: Tensor, w: Tensor, g: Geo): Te
 export function implicitGradWeight(op: string, gy: Tensor, x: Tensor, g: Geo): Tensor {
   const { N, C, O, D, H, W, OD, OH, OW, K, S, P, L } = g;
   const KK = K[0] * K[1] * K[2], OS = OD * OH * OW, J = C * KK;
-  const tile = gatherTile(O);
+  const tile = gatherTile(O, gy.device.info.maxComputeWorkgroupStorageSize);
   const { segs, segLen } = kSegments(Math.ceil(O / tile.bm) * Math.ceil(J / tile.bn), N * OS);
   const part = Tensor.empty(gy.device, [segs, O, C, K[0], K[1], K[2]], "f32", op);
   gatherGemm({
