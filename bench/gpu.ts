@@ -219,6 +219,7 @@ if (part === "info") {
     : new models.CSNClassifier({ device, encoder: "r152ir" });
   model.train();
   const opt = new optim.AdamW(model.parameters(), { lr: 1e-4, weightDecay: 0.01 });
+  const modelName = unet ? "ir-CSN-50 UNet" : "ir-CSN-152 classifier";
   const half = f.amp && hasF16(device);
   const precision = half ? "f16" : "f32";
   if (f.amp && !half) console.warn(`--amp: ${device.info.description} has no shader-f16; measuring f32`);
@@ -260,7 +261,7 @@ if (part === "info") {
     await record({
       part,
       what: "step",
-      model: unet ? "ir-CSN-50 UNet" : "ir-CSN-152 classifier",
+      model: modelName,
       precision,
       batch,
       step: s + 1,
@@ -271,14 +272,14 @@ if (part === "info") {
     });
   }
   if (device.profiler) {
-    const which = `${unet ? "ir-CSN-50 UNet" : "ir-CSN-152 classifier"}, ${precision}`;
+    const which = `${modelName}, ${precision}`;
     console.log(`GPU time by kernel, ${which}, steps 2..${f.steps}:\n${await device.profiler.report(25)}`);
     const stats = device.profiler.stats();
     const steps = Math.max(1, f.steps - 1);
     await record({
       part,
       what: "profile",
-      model: unet ? "ir-CSN-50 UNet" : "ir-CSN-152 classifier",
+      model: modelName,
       precision,
       batch,
       steps,
@@ -297,7 +298,7 @@ if (part === "info") {
   const warm = times.length > 1 ? Math.min(...times.slice(1)) : NaN;
   await record({
     part,
-    model: unet ? "ir-CSN-50 UNet" : "ir-CSN-152 classifier",
+    model: modelName,
     precision,
     profiled: !!device.profiler,
     skippedSteps: scaler?.skipped ?? 0,

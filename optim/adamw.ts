@@ -8,7 +8,7 @@ import type { Tensor } from "../core/tensor.ts";
 import { keep } from "../core/scope.ts";
 import { launch1d, params } from "../kernels/codegen.ts";
 import { zerosLike } from "../kernels/creation.ts";
-import { dispatchChunks } from "./chunks.ts";
+import { concatIndex, dispatchChunks } from "./chunks.ts";
 
 /** A group of parameters sharing hyper-parameters (anything omitted falls back to the optimizer's). */
 export interface ParamGroup {
@@ -187,9 +187,6 @@ function chunks(slots: Slot[]): Slot[][] {
  * chunk's concatenation belongs to the parameter whose end offset (uniform `e<k>`) first exceeds it.
  */
 function adamwKernel(chunk: Slot[], prm: Uint32Array): void {
-  const uniforms: Record<string, number> = {};
-  let end = 0;
-  chunk.forEach((s, k) => uniforms[`e${k}`] = end += s.p.numel());
   const update = (k: number) =>
     `let gr = g${k}_ld(j);
     let pd = p${k}_ld(j) * pf(0u);
@@ -207,12 +204,7 @@ function adamwKernel(chunk: Slot[], prm: Uint32Array): void {
     h${k}_st(j, pn);`
         : ""
     }`;
-  const body = chunk.map((_, k) =>
-    `${k ? " else " : "  "}if (gid < sh.e${k}) {
-    let j = gid${k ? ` - sh.e${k - 1}` : ""};
-    ${update(k)}
-  }`
-  ).join("");
+  const { uniforms, n, wgsl } = concatIndex(chunk.map((s) => s.p.numel()), update);
   launch1d({
     op: "AdamW.step",
     args: chunk.flatMap((s, k) => [
@@ -222,9 +214,9 @@ function adamwKernel(chunk: Slot[], prm: Uint32Array): void {
       { name: `v${k}`, t: s.v, write: true },
       ...(s.h ? [{ name: `h${k}`, t: s.h, write: true }] : []),
     ]),
-    n: end,
+    n,
     params: prm,
     uniforms,
-    body,
+    body: wgsl,
   });
 }

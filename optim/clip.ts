@@ -9,7 +9,7 @@ import { Tensor } from "../core/tensor.ts";
 import { keep } from "../core/scope.ts";
 import { noGrad } from "../core/autograd.ts";
 import { launch, launch1d } from "../kernels/codegen.ts";
-import { dispatchChunks } from "./chunks.ts";
+import { concatIndex, dispatchChunks } from "./chunks.ts";
 
 /** Most gradients one clipping dispatch reads (one storage binding each, plus one for the partials). */
 export const CLIP_CHUNK = 16;
@@ -100,31 +100,23 @@ function sumSquares(op: string, chunk: Tensor[], part: Tensor, base: number): vo
   });
 }
 
-/**
- * Multiplies a chunk of gradients in place by `coef[0]`: element `gid` of the chunk's concatenation belongs
- * to the gradient whose end offset (uniform `e<k>`) first exceeds it; a lone gradient whose length allows
- * it goes by vec4.
- */
+/** Multiplies a chunk of gradients in place by `coef[0]`; a lone gradient whose length allows it goes by vec4. */
 function scaleKernel(op: string, chunk: Tensor[], coef: Tensor): void {
   const v4 = chunk.length === 1 && chunk[0].numel() % 4 === 0;
-  const uniforms: Record<string, number> = {};
-  let end = 0;
-  chunk.forEach((g, k) => uniforms[`e${k}`] = end += g.numel() / (v4 ? 4 : 1));
-  const body = chunk.map((_, k) =>
-    `${k ? " else " : "  "}if (gid < sh.e${k}) {
-    let j = gid${k ? ` - sh.e${k - 1}` : ""};
-    g${k}_st(j, g${k}_ld(j) * c);
-  }`
-  ).join("");
+  const { uniforms, n, wgsl } = concatIndex(
+    chunk.map((g) => g.numel()),
+    (k) => `g${k}_st(j, g${k}_ld(j) * c);`,
+    v4 ? 4 : 1,
+  );
   launch1d({
     op,
     args: [...chunk.map((g, k) => ({ name: `g${k}`, t: g, write: true, vec4: v4 })), {
       name: "coef",
       t: coef,
     }],
-    n: end,
+    n,
     uniforms,
-    body: `  let c = coef_ld(0u);\n${body}`,
+    body: `  let c = coef_ld(0u);\n${wgsl}`,
     work: { bytes: 8 * chunk.reduce((a, g) => a + g.numel(), 0) },
   });
 }

@@ -13,7 +13,7 @@ import { noGrad } from "../core/autograd.ts";
 import { keep } from "../core/scope.ts";
 import { launch1d } from "../kernels/codegen.ts";
 import { mul } from "../kernels/elementwise/binary.ts";
-import { dispatchChunks } from "./chunks.ts";
+import { concatIndex, dispatchChunks } from "./chunks.ts";
 
 /** Options of {@link GradScaler} (PyTorch's defaults). */
 export interface GradScalerOptions {
@@ -169,27 +169,23 @@ function unscaleChunks(gs: Tensor[]): Tensor[][] {
 }
 
 /**
- * Divides a chunk of gradients by the scale in place, flagging inf/NaN in `rep[1]`: element `gid` of the
- * chunk's concatenation belongs to the gradient whose end offset (uniform `e<k>`) first exceeds it. A lone
- * gradient whose length allows it goes by vec4. Every lane that sees a non-finite value stores the same 1.0,
- * so the race cannot change the result.
+ * Divides a chunk of gradients by the scale in place, flagging inf/NaN in `rep[1]` ({@link concatIndex}
+ * splits the chunk's concatenation). A lone gradient whose length allows it goes by vec4. Every lane that
+ * sees a non-finite value stores the same 1.0, so the race cannot change the result.
  */
 function unscaleKernel(op: string, chunk: Tensor[], rep: Tensor, inv: number): void {
   const v4 = chunk.length === 1 && chunk[0].numel() % 4 === 0;
   const bad = v4
     ? `any((bitcast<vec4<u32>>(x) & vec4<u32>(0x7f800000u)) == vec4<u32>(0x7f800000u))`
     : `(bitcast<u32>(x) & 0x7f800000u) == 0x7f800000u`;
-  const uniforms: Record<string, number | { f: number }> = { inv: { f: inv } };
-  let end = 0;
-  chunk.forEach((g, k) => uniforms[`e${k}`] = end += g.numel() / (v4 ? 4 : 1));
-  const body = chunk.map((_, k) =>
-    `${k ? " else " : "  "}if (gid < sh.e${k}) {
-    let j = gid${k ? ` - sh.e${k - 1}` : ""};
-    let x = g${k}_ld(j);
+  const { uniforms, n, wgsl } = concatIndex(
+    chunk.map((g) => g.numel()),
+    (k) =>
+      `let x = g${k}_ld(j);
     if (${bad}) { r_st(1u, 1.0); }
-    g${k}_st(j, x * sh.inv);
-  }`
-  ).join("");
+    g${k}_st(j, x * sh.inv);`,
+    v4 ? 4 : 1,
+  );
   launch1d({
     op,
     args: [...chunk.map((g, k) => ({ name: `g${k}`, t: g, write: true, vec4: v4 })), {
@@ -197,9 +193,9 @@ function unscaleKernel(op: string, chunk: Tensor[], rep: Tensor, inv: number): v
       t: rep,
       write: true,
     }],
-    n: end,
-    uniforms,
-    body,
+    n,
+    uniforms: { ...uniforms, inv: { f: inv } },
+    body: wgsl,
     work: { bytes: 8 * chunk.reduce((a, g) => a + g.numel(), 0) },
   });
 }
