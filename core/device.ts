@@ -29,6 +29,11 @@ export interface DeviceOptions extends AdapterOptions {
   maxBindingBytes?: number;
   /** Cap on workgroups per dispatch dimension (default the adapter's limit); tests set it tiny. */
   maxWorkgroupsPerDim?: number;
+  /**
+   * Cap on the workgroup memory kernels plan for (default the adapter's limit); tests set WebGPU's guaranteed
+   * 16384 bytes to cover the tilings a browser's default device gets.
+   */
+  maxWorkgroupStorage?: number;
   /** A label for error messages when a process holds several devices. */
   label?: string;
   /**
@@ -179,7 +184,10 @@ export class Device {
       bindingCap: this.bindingCap,
       profile: this.profile,
       maxComputeWorkgroupsPerDimension: this.maxWorkgroupsPerDim,
-      maxComputeWorkgroupStorageSize: lim.maxComputeWorkgroupStorageSize,
+      maxComputeWorkgroupStorageSize: Math.min(
+        opts.maxWorkgroupStorage ?? Infinity,
+        lim.maxComputeWorkgroupStorageSize,
+      ),
       maxComputeInvocationsPerWorkgroup: lim.maxComputeInvocationsPerWorkgroup,
       maxStorageBuffersPerShaderStage: lim.maxStorageBuffersPerShaderStage,
     };

@@ -5,7 +5,7 @@
  */
 import { F, openDevice, type Tensor, zeros } from "../mod.ts";
 import { type Case, CaseSuite, f } from "./cases.ts";
-import { gatherTile } from "../kernels/conv/implicit.ts";
+import { gatherLayout, gatherTile } from "../kernels/conv/implicit.ts";
 
 const cases: Case[] = [];
 const conv = (
@@ -239,6 +239,16 @@ Deno.test("conv3d on the gpu profile: implicit GEMMs with each tile, fused ReLU 
   }
 });
 
+Deno.test("conv3d on the gpu profile in WebGPU's guaranteed 16 KiB of workgroup memory", async (t) => {
+  // What a browser's default device gets: the 64 x 128 tile for narrow outputs, no gather tables, no padding.
+  const device = await openDevice({ profile: "gpu", maxWorkgroupStorage: 16384, label: "gpu-16k" });
+  try {
+    await suite.check(t, device, false, (name) => /130 output|tile|stem 3x7x7 s|dilation 2$|odd/.test(name));
+  } finally {
+    device.destroy();
+  }
+});
+
 Deno.test("implicit-GEMM tiles fit WebGPU's guaranteed 16 KiB of workgroup memory where a device has no more", () => {
   for (const M of [1, 24, 32, 33, 64, 65, 130]) {
     for (const storage of [16384, 32768]) {
@@ -251,6 +261,21 @@ Deno.test("implicit-GEMM tiles fit WebGPU's guaranteed 16 KiB of workgroup memor
       }
     }
   }
+  // Tables and padding only where they fit; none at 16 KiB for the 128 x 128 tile.
+  for (const M of [24, 40, 130]) {
+    for (const by of ["column", "row"] as const) {
+      for (const storage of [16384, 32768]) {
+        const t = gatherTile(M, storage), l = gatherLayout(t, by, storage);
+        const bytes = 64 * (t.bm + t.bn) + (l.table ? 16 * (by === "column" ? 16 : t.bn) : 0) +
+          256 * (l.padA + l.padB);
+        if (bytes > storage) throw new Error(`M ${M} ${by}: ${bytes} bytes > ${storage}`);
+        if (storage === 32768 && !(l.table && l.padA === 1 && l.padB === (by === "row" ? 1 : 0))) {
+          throw new Error(`M ${M} ${by}: no table or padding in 32 KiB`);
+        }
+      }
+    }
+  }
+  if (gatherLayout(gatherTile(130), "column", 16384).table) throw new Error("128 x 128 table in 16 KiB");
   // The flat tile for narrow outputs where the memory allows it.
   if (gatherTile(24, 32768).bm !== 32 || gatherTile(24, 16384).bm !== 64) {
     throw new Error("32-row tile choice");

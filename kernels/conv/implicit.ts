@@ -14,7 +14,45 @@ import { Tensor } from "../../core/tensor.ts";
 import { type Arg, launch, u, type Uniforms } from "../codegen.ts";
 import { sum } from "../reduce.ts";
 import { kSegments } from "../matmul.ts";
-import { act, gatherX, type Geo, split3, volUniforms } from "./common.ts";
+import { act, type Geo, split3, volUniforms } from "./common.ts";
+
+/**
+ * How a gathered GEMM loads its gathered operand B. Either way a thread's gather needs two parts: one that
+ * depends on its column (an output or input position, or a weight column) and one that depends on k; the part
+ * that many threads share is computed once into a small workgroup table (where memory allows), so a gathered
+ * element costs a table read, three adds, three bounds tests and a load, not two or three integer divisions.
+ */
+type Gather = ColumnGather | RowGather;
+
+/**
+ * Each thread gathers one column of B (its setup runs once) at 16 bn / 256 k of each K step, so that
+ * neighbouring threads read neighbouring positions (the forward and the input gradient). The 16 k of a step
+ * are tabulated by 16 threads during the previous step's multiply-adds.
+ */
+interface ColumnGather {
+  by: "column";
+  /** WGSL run once per thread for its column `bc` (clamped into range). */
+  setup: string;
+  /** WGSL statements of `fn k_info(k: u32) -> vec4<i32>`: what gathering B(k, .) needs of k. */
+  kInfo: string;
+  /** WGSL setting `v` to B(k, bc) from `t` = k_info(k) (left 0 where a tap falls outside). */
+  b: (t: string) => string;
+}
+
+/**
+ * Each thread gathers B at one k, the k it loads A at (k0 + lid % 16), for bn / 16 columns, so that
+ * neighbouring threads read neighbouring positions (the weight gradient, whose k are positions). The tile's
+ * columns are tabulated once per workgroup.
+ */
+interface RowGather {
+  by: "row";
+  /** WGSL run once per K step for the thread's k, `kc` (clamped into range), before it loads A and B. */
+  setup: string;
+  /** WGSL statements of `fn col_info(n: u32) -> vec4<i32>`: what gathering B(., n) needs of column n. */
+  colInfo: string;
+  /** WGSL setting `v` to B(k, n) from `t` = col_info(n) (left 0 where a tap falls outside). */
+  b: (t: string) => string;
+}
 
 /** One implicit GEMM: out(m, n) = sum over k of A(m, k) * B(k, n), A and B given as WGSL. */
 interface GatherGemm {
@@ -29,16 +67,12 @@ interface GatherGemm {
   segs: number;
   segLen: number;
   uniforms: Uniforms;
-  /** WGSL run once per thread for the column `bc` (clamped into range) that it loads B for. */
-  colSetup: string;
-  /** WGSL setting `v` to A(m, k); m and k are in range. */
-  a: (m: string, k: string) => string;
-  /** WGSL setting `v` to B(k, bc) (0 where a tap falls outside); k is in range. */
-  b: (k: string) => string;
+  /** WGSL setting `v` to A(m, ak) (k `ak` = k0 + lid % 16); m and ak are in range. */
+  a: (m: string) => string;
+  gather: Gather;
   /** WGSL storing `val` at (m, n) of segment `sg`; m and n are in range. */
   store: (m: string, n: string, val: string) => string;
 }
-
 /**
  * The output tile of a gathered GEMM with M rows: a workgroup of 256 threads as `ry` x `rx`, each thread `tm`
  * x `tn` outputs, so `bm` = ry tm rows by `bn` = rx tn columns. Narrow outputs take flat tiles so that rows do
@@ -69,29 +103,58 @@ export function gatherTile(M: number, storage = 16384): GatherTile {
 }
 
 /**
+ * Where a gathered GEMM's workgroup memory goes: the A and B tiles (16 rows of bm and bn floats), the gather's
+ * table (16 k of a step, or the tile's bn columns) and one vec4 of padding per tile row. The padding matters
+ * where 16 neighbouring threads store 16 k of one column: unpadded rows are bm (or bn) floats apart, a
+ * multiple of 32 banks, so those stores serialise 16-way; a row of bm + 4 floats spreads them over 8 bank
+ * groups (2-way). The table comes first, then the padding, as far as `storage` allows; both change only
+ * where values sit, not the arithmetic, so every layout gives the same bits.
+ */
+export function gatherLayout(
+  t: GatherTile,
+  by: "column" | "row",
+  storage: number,
+): { table: boolean; padA: number; padB: number } {
+  const tiles = 64 * (t.bm + t.bn), tableBytes = 16 * (by === "column" ? 16 : t.bn);
+  const table = tiles + tableBytes <= storage;
+  const pads = 256 * (by === "row" ? 2 : 1);
+  const pad = tiles + (table ? tableBytes : 0) + pads <= storage ? 1 : 0;
+  return { table, padA: pad, padB: by === "row" ? pad : 0 };
+}
+
+/**
  * A `bm` x `bn` output tile per workgroup of 256 threads ({@link gatherTile}), K staged 16 at a time through
  * workgroup memory as vec4s (4 consecutive rows of A, 4 consecutive columns of B), so the inner step reads
  * tm / 4 + tn / 4 vec4s for tm x tn FMAs. A thread's rows are 4-row groups 4 ry apart, its columns 4-column
- * groups 4 rx apart, so neighbouring threads read neighbouring vec4s. Each thread gathers B for one column
- * (the column setup runs once, outside the K loop) and 16 bn / 256 of the step's k; A is loaded 16 k wide
- * per row, which is contiguous for every operand that is large (the weight gradient's output gradient).
+ * groups 4 rx apart, so neighbouring threads read neighbouring vec4s. A is loaded 16 k wide per row, which is
+ * contiguous for every operand that is large (the weight gradient's output gradient); B as {@link Gather}
+ * says, with the tables and padding of {@link gatherLayout}.
  */
 function gatherGemm(s: GatherGemm): void {
   const t = gatherTile(s.M, s.out.device.info.maxComputeWorkgroupStorageSize);
+  const g = s.gather, lay = gatherLayout(t, g.by, s.out.device.info.maxComputeWorkgroupStorageSize);
   const { bm, bn, ry, rx } = t, P = t.tm / 4, Q = t.tn / 4;
+  const rowA = bm / 4 + lay.padA, rowB = bn / 4 + lay.padB;
   const tm = Math.ceil(s.M / bm), tn = Math.ceil(s.N / bn), tiles = tm * tn;
   const ps = [...Array(P).keys()], qs = [...Array(Q).keys()], fours = [0, 1, 2, 3];
   // c{p}{i}{q}: the 4 columns of column group q for row i of row group p.
   const acc = ps.flatMap((p) => fours.flatMap((i) => qs.map((q) => `c${p}${i}${q}`)));
   const rowOf = (c: string) => `m0 + (${Number(c[1]) * ry}u + ty) * 4u + ${c[2]}u`;
   const colOf = (c: string) => `n0 + (${Number(c[3]) * rx}u + tx) * 4u`;
+  const table = g.by === "column"
+    ? `var<workgroup> Kt: array<vec4<i32>, 16>;\nfn k_info(k: u32) -> vec4<i32> {\n  ${g.kInfo}\n}`
+    : `var<workgroup> Ct: array<vec4<i32>, ${bn}>;\nfn col_info(n: u32) -> vec4<i32> {\n  ${g.colInfo}\n}`;
+  // Column gathers fill the next step's k table while the current step multiplies.
+  const fillK = (k: string) => `if (lid < 16u) { Kt[lid] = k_info(min(${k} + lid, sh.gK - 1u)); }`;
   launch({
     op: s.op,
     work: { flops: 2 * s.M * s.N * s.K },
     args: [...s.args, { name: "out", t: s.out, write: true }],
     wg: 256,
     groups: s.segs * tiles,
-    decls: `var<workgroup> As: array<vec4<f32>, ${4 * bm}>;\nvar<workgroup> Bs: array<vec4<f32>, ${4 * bn}>;`,
+    decls: `var<workgroup> As: array<vec4<f32>, ${16 * rowA}>;\nvar<workgroup> Bs: array<vec4<f32>, ${
+      16 * rowB
+    }>;\n${lay.table ? table : table.replace(/^var.*\n/, "")}`,
     uniforms: {
       gM: s.M,
       gN: s.N,
@@ -106,37 +169,31 @@ function gatherGemm(s: GatherGemm): void {
   let tq = div_gTn(t);
   let m0 = tq * ${u(bm)};
   let n0 = (t - tq * sh.gTn) * ${u(bn)};
-  let lc = lid % ${u(bn)};
-  let bc0 = n0 + lc;
-  let bcIn = bc0 < sh.gN;
-  let bc = min(bc0, sh.gN - 1u);
-  ${s.colSetup}
+  ${g.by === "column" ? columnSetup(g, bn, lay.table) : lay.table ? rowTable(bn) : ""}
   let tx = lid % ${u(rx)};
   let ty = lid / ${u(rx)};
   ${acc.map((c) => `var ${c} = vec4<f32>(0.0);`).join(" ")}
   let kEnd = min((sg + 1u) * sh.gSeg, sh.gK);
   for (var k0 = sg * sh.gSeg; k0 < kEnd; k0 = k0 + 16u) {
+    let ak = k0 + lid % 16u;
+    let akIn = ak < kEnd;
+    let kc = min(ak, kEnd - 1u);
+    ${g.by === "row" ? g.setup : ""}
     for (var j = 0u; j < ${u(bm / 16)}; j = j + 1u) {
       let ar = lid / 16u + 16u * j;
       let am = m0 + ar;
-      let ak = k0 + lid % 16u;
       var v = 0.0;
-      if (am < sh.gM && ak < kEnd) { ${s.a("am", "ak")} }
-      As[(lid % 16u) * ${u(bm / 4)} + ar / 4u][ar % 4u] = v;
+      if (am < sh.gM && akIn) { ${s.a("am")} }
+      As[(lid % 16u) * ${u(rowA)} + ar / 4u][ar % 4u] = v;
     }
-    for (var j = 0u; j < ${u(16 * bn / 256)}; j = j + 1u) {
-      let kr = lid / ${u(bn)} + ${u(256 / bn)} * j;
-      let bk = k0 + kr;
-      var v = 0.0;
-      if (bcIn && bk < kEnd) { ${s.b("bk")} }
-      Bs[kr * ${u(bn / 4)} + lc / 4u][lc % 4u] = v;
-    }
+    ${g.by === "column" ? columnLoads(g, bn, rowB, lay.table) : rowLoads(g, bn, rowB, lay.table)}
     workgroupBarrier();
     for (var kk = 0u; kk < 16u; kk = kk + 1u) {
-      ${ps.map((p) => `let a${p} = As[kk * ${u(bm / 4)} + ${p * ry}u + ty];`).join(" ")}
-      ${qs.map((q) => `let b${q} = Bs[kk * ${u(bn / 4)} + ${q * rx}u + tx];`).join(" ")}
+      ${ps.map((p) => `let a${p} = As[kk * ${u(rowA)} + ${p * ry}u + ty];`).join(" ")}
+      ${qs.map((q) => `let b${q} = Bs[kk * ${u(rowB)} + ${q * rx}u + tx];`).join(" ")}
       ${acc.map((c) => `${c} = fma(vec4<f32>(a${c[1]}[${c[2]}]), b${c[3]}, ${c});`).join(" ")}
     }
+    ${g.by === "column" && lay.table ? fillK("k0 + 16u") : ""}
     workgroupBarrier();
   }
   ${
@@ -151,19 +208,92 @@ function gatherGemm(s: GatherGemm): void {
       ).join("\n  ")
     }`,
   });
+
+  /** WGSL: a column gather's per-thread column, its setup, and the first step's k table. */
+  function columnSetup(g: ColumnGather, bn: number, table: boolean): string {
+    return `let lc = lid % ${u(bn)};
+  let bc0 = n0 + lc;
+  let bcIn = bc0 < sh.gN;
+  let bc = min(bc0, sh.gN - 1u);
+  ${g.setup}
+  ${table ? `${fillK("sg * sh.gSeg")}\n  workgroupBarrier();` : ""}`;
+  }
 }
 
-/** WGSL: the taps kd, kh, kw (i32) of flat tap index `kk` for kernel K. */
-function splitTap(kk: string, K: [number, number, number], s = ""): string {
-  return `let kd${s} = i32(${kk} / ${u(K[1] * K[2])}); let kh${s} = i32((${kk} / ${u(K[2])}) % ${u(K[1])});
-    let kw${s} = i32(${kk} % ${u(K[2])});`;
+/** WGSL: the row gather's column table, once per workgroup (bn <= 256 threads). */
+function rowTable(bn: number): string {
+  return `if (lid < ${u(bn)}) { Ct[lid] = col_info(min(n0 + lid, sh.gN - 1u)); }
+  workgroupBarrier();`;
+}
+
+/** WGSL: a column gather's B loads of one K step: its column at 16 bn / 256 k. */
+function columnLoads(g: ColumnGather, bn: number, rowB: number, table: boolean): string {
+  return `for (var j = 0u; j < ${u(16 * bn / 256)}; j = j + 1u) {
+      let kr = lid / ${u(bn)} + ${u(256 / bn)} * j;
+      let bk = k0 + kr;
+      var v = 0.0;
+      if (bcIn && bk < kEnd) { let bt = ${table ? "Kt[kr]" : "k_info(bk)"}; ${g.b("bt")} }
+      Bs[kr * ${u(rowB)} + lc / 4u][lc % 4u] = v;
+    }`;
+}
+
+/** WGSL: a row gather's B loads of one K step: the thread's k for bn / 16 columns. */
+function rowLoads(g: RowGather, bn: number, rowB: number, table: boolean): string {
+  return `for (var j = 0u; j < ${u(bn / 16)}; j = j + 1u) {
+      let lc = lid / 16u + 16u * j;
+      let bn = n0 + lc;
+      var v = 0.0;
+      if (akIn && bn < sh.gN) { let bt = ${table ? "Ct[lc]" : "col_info(bn)"}; ${g.b("bt")} }
+      Bs[(lid % 16u) * ${u(rowB)} + lc / 4u][lc % 4u] = v;
+    }`;
+}
+
+/**
+ * WGSL setting `v` to the element at i32 coords (`d`, `h`, `w`) of the volume whose {@link volUniforms} prefix
+ * is `p`, in tensor `t` at flat index `base` (u32) + `off` (i32) + d pHW + h pW + w; left as it is outside.
+ */
+function gatherAt(t: string, base: string, off: string, [d, h, w]: string[], p: string): string {
+  return `let gd = ${d}; let gh = ${h}; let gw = ${w};
+      if (u32(gd) < sh.${p}D && u32(gh) < sh.${p}H && u32(gw) < sh.${p}W) {
+        v = ${t}_ld(${base} + u32(${off} + gd * i32(sh.${p}HW) + gh * i32(sh.${p}W) + gw));
+      }`;
+}
+
+/**
+ * WGSL statements of a table function of flat index `k` = (channel, tap) for kernel `K`: the channel's offset
+ * (channel x `stride`, a uniform) and each dim's tap offset `sign` x tap x dilation, plus `pad` when `sign`
+ * is -1 (the input gradient's output coordinate is q + pad - tap x dilation).
+ */
+function tapInfo(k: string, g: Geo, stride: string, sign: 1 | -1): string {
+  const { K, L, P } = g, KK = K[0] * K[1] * K[2];
+  const dim = (t: string, i: number) => sign > 0 ? `${t} * ${L[i]}` : `${P[i]} - ${t} * ${L[i]}`;
+  return `let c = ${k} / ${u(KK)}; let kk = ${k} % ${u(KK)};
+  let kd = i32(kk / ${u(K[1] * K[2])}); let kh = i32((kk / ${u(K[2])}) % ${u(K[1])}); let kw = i32(kk % ${
+    u(K[2])
+  });
+  return vec4<i32>(i32(c * sh.${stride}), ${dim("kd", 0)}, ${dim("kh", 1)}, ${dim("kw", 2)});`;
+}
+
+/**
+ * WGSL of the forward's and the weight gradient's gather: x at the output position (`od`, `oh`, `ow`, i32)
+ * of sample `xb` (its offset) and tap `t` ({@link tapInfo}, sign 1), 0 in the padding.
+ */
+function gatherInput(g: Geo): { setup: string; b: (t: string) => string } {
+  const { S, P } = g;
+  return {
+    setup: `let d0 = od * ${S[0]} - ${P[0]}; let h0 = oh * ${S[1]} - ${P[1]}; let w0 = ow * ${S[2]} - ${
+      P[2]
+    };`,
+    b: (t) => gatherAt("x", "xb", `${t}.x`, [`d0 + ${t}.y`, `h0 + ${t}.z`, `w0 + ${t}.w`], "x"),
+  };
 }
 
 /** Implicit-GEMM forward of a one-group conv: M = O, N = batch x output positions, K = C x taps. */
 export function implicitForward(op: string, x: Tensor, w: Tensor, b: Tensor | null, g: Geo): Tensor {
-  const { N, C, O, D, H, W, OD, OH, OW, K, S, P, L } = g;
+  const { N, C, O, D, H, W, OD, OH, OW, K } = g;
   const KK = K[0] * K[1] * K[2], OS = OD * OH * OW;
   const y = Tensor.empty(x.device, [N, O, OD, OH, OW], g.dtype, op);
+  const gx = gatherInput(g);
   gatherGemm({
     op,
     args: [{ name: "x", t: x }, { name: "w", t: w }, ...(b ? [{ name: "b", t: b }] : [])],
@@ -174,21 +304,16 @@ export function implicitForward(op: string, x: Tensor, w: Tensor, b: Tensor | nu
     segs: 1,
     segLen: C * KK,
     uniforms: { ...volUniforms("x", D, H, W), ...volUniforms("o", OD, OH, OW), C, O },
-    colSetup: `let bn = div_oS(bc); let bp = bc - bn * sh.oS;
-  ${split3("bp", "o", "od", "oh", "ow")}
-  let d0 = od * ${S[0]} - ${P[0]}; let h0 = oh * ${S[1]} - ${P[1]}; let w0 = ow * ${S[2]} - ${P[2]};`,
-    a: (m, k) => `v = w_ld(${m} * sh.gK + ${k});`,
-    b: (k) =>
-      `let c = ${k} / ${u(KK)}; let kk = ${k} % ${u(KK)};
-      ${splitTap("kk", K)}
-      ${
-        gatherX("", "(bn * sh.C + c) * sh.xS", [
-          `d0 + kd * ${L[0]}`,
-          `h0 + kh * ${L[1]}`,
-          `w0 + kw * ${L[2]}`,
-        ], "x")
-      }
-      v = xv;`,
+    a: (m) => `v = w_ld(${m} * sh.gK + ak);`,
+    gather: {
+      by: "column",
+      setup: `let cn = div_oS(bc); let cp = bc - cn * sh.oS;
+  ${split3("cp", "o", "od", "oh", "ow")}
+  let xb = cn * sh.C * sh.xS;
+  ${gx.setup}`,
+      kInfo: tapInfo("k", g, "xS", 1),
+      b: gx.b,
+    },
     store: (m, n, val) =>
       `let sn = div_oS(${n}); out_st((sn * sh.O + ${m}) * sh.oS + ${n} - sn * sh.oS, ${
         act(`${val}${b ? ` + b_ld(${m})` : ""}`, g.relu)
@@ -199,13 +324,15 @@ export function implicitForward(op: string, x: Tensor, w: Tensor, b: Tensor | nu
 
 /** Implicit-GEMM input gradient: M = C, N = batch x input positions, K = O x taps. */
 export function implicitGradInput(op: string, gy: Tensor, w: Tensor, g: Geo): Tensor {
-  const { N, C, O, D, H, W, OD, OH, OW, K, S, P, L } = g;
+  const { N, C, O, D, H, W, OD, OH, OW, K, S } = g;
   const KK = K[0] * K[1] * K[2], XS = D * H * W;
   const gx = Tensor.empty(gy.device, [N, C, D, H, W], "f32", op);
-  // Output coordinate along one dim for input coordinate q and tap k: (q + pad - k*dil) / stride when exact.
-  const tap = (q: string, k: string, i: number, n: string, name: string) =>
-    `let t${name} = ${q} + ${P[i]} - ${k} * ${L[i]}; let o${name} = t${name} / ${S[i]};
-      let v${name} = t${name} >= 0 && (t${name} % ${S[i]}) == 0 && o${name} < ${n};`;
+  // The output coordinate along dim i of input coordinate q and tap offset (pad - tap x dilation): t / stride
+  // where t = q + offset is on the stride grid, else -1 (outside).
+  const at = (q: string, off: string, i: number) =>
+    S[i] === 1
+      ? `${q} + ${off}`
+      : `select(-1, (${q} + ${off}) / ${S[i]}, ${q} + ${off} >= 0 && (${q} + ${off}) % ${S[i]} == 0)`;
   gatherGemm({
     op,
     args: [{ name: "gy", t: gy }, { name: "w", t: w }],
@@ -216,18 +343,22 @@ export function implicitGradInput(op: string, gy: Tensor, w: Tensor, g: Geo): Te
     segs: 1,
     segLen: O * KK,
     uniforms: { ...volUniforms("x", D, H, W), ...volUniforms("o", OD, OH, OW), C, O },
-    colSetup: `let bn = div_xS(bc); let bq = bc - bn * sh.xS;
-  ${split3("bq", "x", "qd", "qh", "qw")}`,
-    a: (m, k) => `v = w_ld(((${k} / ${u(KK)}) * sh.C + ${m}) * ${u(KK)} + ${k} % ${u(KK)});`,
-    b: (k) =>
-      `let o = ${k} / ${u(KK)}; let kk = ${k} % ${u(KK)};
-      ${splitTap("kk", K)}
-      ${tap("qd", "kd", 0, "i32(sh.oD)", "d")}
-      ${tap("qh", "kh", 1, "i32(sh.oH)", "h")}
-      ${tap("qw", "kw", 2, "i32(sh.oW)", "w")}
-      let yi = (bn * sh.O + o) * sh.oS + u32(clamp(od, 0, i32(sh.oD) - 1)) * sh.oHW +
-        u32(clamp(oh, 0, i32(sh.oH) - 1)) * sh.oW + u32(clamp(ow, 0, i32(sh.oW) - 1));
-      v = select(0.0, gy_ld(yi), vd && vh && vw);`,
+    a: (m) => `v = w_ld(((ak / ${u(KK)}) * sh.C + ${m}) * ${u(KK)} + ak % ${u(KK)});`,
+    gather: {
+      by: "column",
+      setup: `let cn = div_xS(bc); let cq = bc - cn * sh.xS;
+  ${split3("cq", "x", "qd", "qh", "qw")}
+  let yb = cn * sh.O * sh.oS;`,
+      kInfo: tapInfo("k", g, "oS", -1),
+      b: (t) =>
+        gatherAt(
+          "gy",
+          "yb",
+          `${t}.x`,
+          [at("qd", `${t}.y`, 0), at("qh", `${t}.z`, 1), at("qw", `${t}.w`, 2)],
+          "o",
+        ),
+    },
     store: (m, n, val) =>
       `let sn = div_xS(${n}); out_st((sn * sh.C + ${m}) * sh.xS + ${n} - sn * sh.xS, ${val});`,
   });
@@ -236,11 +367,12 @@ export function implicitGradInput(op: string, gy: Tensor, w: Tensor, g: Geo): Te
 
 /** Implicit-GEMM weight gradient: M = O, N = C x taps, K = batch x output positions (split when long). */
 export function implicitGradWeight(op: string, gy: Tensor, x: Tensor, g: Geo): Tensor {
-  const { N, C, O, D, H, W, OD, OH, OW, K, S, P, L } = g;
+  const { N, C, O, D, H, W, OD, OH, OW, K } = g;
   const KK = K[0] * K[1] * K[2], OS = OD * OH * OW, J = C * KK;
   const tile = gatherTile(O, gy.device.info.maxComputeWorkgroupStorageSize);
   const { segs, segLen } = kSegments(Math.ceil(O / tile.bm) * Math.ceil(J / tile.bn), N * OS);
   const part = Tensor.empty(gy.device, [segs, O, C, K[0], K[1], K[2]], "f32", op);
+  const gx = gatherInput(g);
   gatherGemm({
     op,
     args: [{ name: "gy", t: gy }, { name: "x", t: x }],
@@ -251,20 +383,17 @@ export function implicitGradWeight(op: string, gy: Tensor, x: Tensor, g: Geo): T
     segs,
     segLen,
     uniforms: { ...volUniforms("x", D, H, W), ...volUniforms("o", OD, OH, OW), C, O, OJ: O * J },
-    colSetup: `let bc_c = bc / ${u(KK)}; let bkk = bc % ${u(KK)};
-  ${splitTap("bkk", K, "c")}`,
-    a: (m, k) => `let an = div_oS(${k}); v = gy_ld((an * sh.O + ${m}) * sh.oS + ${k} - an * sh.oS);`,
-    b: (k) =>
-      `let bn = div_oS(${k}); let bp = ${k} - bn * sh.oS;
-      ${split3("bp", "o", "od", "oh", "ow")}
-      ${
-        gatherX("", "(bn * sh.C + bc_c) * sh.xS", [
-          `od * ${S[0]} - ${P[0]} + kdc * ${L[0]}`,
-          `oh * ${S[1]} - ${P[1]} + khc * ${L[1]}`,
-          `ow * ${S[2]} - ${P[2]} + kwc * ${L[2]}`,
-        ], "x")
-      }
-      v = xv;`,
+    a: (m) => `v = gy_ld(ab + ${m} * sh.oS);`,
+    gather: {
+      by: "row",
+      setup: `let kn = div_oS(kc); let kp = kc - kn * sh.oS;
+    ${split3("kp", "o", "od", "oh", "ow")}
+    let xb = kn * sh.C * sh.xS;
+    let ab = kn * sh.O * sh.oS + kp;
+    ${gx.setup}`,
+      colInfo: tapInfo("n", g, "xS", 1),
+      b: gx.b,
+    },
     store: (m, n, val) => `out_st(sg * sh.OJ + ${m} * sh.gN + ${n}, ${val});`,
   });
   if (segs === 1) return part.reshape([O, C, K[0], K[1], K[2]]);
