@@ -420,20 +420,33 @@ function gemmVec4(
   const part = partials(op, out, segs, g);
   const ep = epilogueCode(g.epi, part, out, true);
   const rs = [...Array(R).keys()];
+  // An operand stored along k is scattered into the tile by 4 neighbouring threads holding 4 k of one row:
+  // with rows BM floats apart (a multiple of 32 banks) those stores meet 4-way in a bank on a GPU; a row
+  // padded by one vec4 makes it 2-way. Only where the memory allows (16 KiB fits the 128 tile unpadded).
+  const padded = 16 * BK * (BM / 4 + BN / 4 + 2) <= out.device.info.maxComputeWorkgroupStorageSize;
+  const rowA = BM / 4 + (padded && !g.transA ? 1 : 0), rowB = BN / 4 + (padded && g.transB ? 1 : 0);
   const mom = moments && part === out ? Tensor.empty(out.device, [nb * tn, M, 3], "f32", op) : null;
   if (moments) moments.part = mom;
   // A tile of BM x BK from an operand stored contiguous along k (4 vec4 per row, scattered into the k-major
   // workgroup array) or along m (BM / 4 vec4 per k, copied as they are).
-  const alongK = (t: string, W: string, rows: string, lim: string, idx: (r: string, k: string) => string) =>
+  const alongK = (
+    t: string,
+    W: string,
+    row: number,
+    rows: string,
+    lim: string,
+    idx: (r: string, k: string) => string,
+  ) =>
     rs.map((p) =>
       `{ let rr = ${p * 64}u + lid / 4u; let kq = (lid % 4u) * 4u; let r = ${rows} + rr; let k = k0 + kq;
       var v = vec4<f32>(0.0);
       if (r < ${lim} && k < sh.K) { v = ${t}_ld((${t}off + ${idx("r", "k")}) / 4u); }
-      for (var j = 0u; j < 4u; j = j + 1u) { ${W}[(kq + j) * ${u(BM / 4)} + rr / 4u][rr % 4u] = v[j]; } }`
+      for (var j = 0u; j < 4u; j = j + 1u) { ${W}[(kq + j) * ${u(row)} + rr / 4u][rr % 4u] = v[j]; } }`
     ).join("\n    ");
   const alongRows = (
     t: string,
     W: string,
+    row: number,
     rows: string,
     lim: string,
     idx: (k: string, r: string) => string,
@@ -443,14 +456,14 @@ function gemmVec4(
       let k = k0 + kk; let r = ${rows} + rv * 4u;
       var v = vec4<f32>(0.0);
       if (r < ${lim} && k < sh.K) { v = ${t}_ld((${t}off + ${idx("k", "r")}) / 4u); }
-      ${W}[kk * ${u(BM / 4)} + rv] = v; }`
+      ${W}[kk * ${u(row)} + rv] = v; }`
     ).join("\n    ");
   const loadA = g.transA
-    ? alongRows("a", "As", "m0", "sh.M", (k, m) => `${k} * sh.M + ${m}`)
-    : alongK("a", "As", "m0", "sh.M", (m, k) => `${m} * sh.K + ${k}`);
+    ? alongRows("a", "As", rowA, "m0", "sh.M", (k, m) => `${k} * sh.M + ${m}`)
+    : alongK("a", "As", rowA, "m0", "sh.M", (m, k) => `${m} * sh.K + ${k}`);
   const loadB = g.transB
-    ? alongK("b", "Bs", "n0", "sh.N", (n, k) => `${n} * sh.K + ${k}`)
-    : alongRows("b", "Bs", "n0", "sh.N", (k, n) => `${k} * sh.N + ${n}`);
+    ? alongK("b", "Bs", rowB, "n0", "sh.N", (n, k) => `${n} * sh.K + ${k}`)
+    : alongRows("b", "Bs", rowB, "n0", "sh.N", (k, n) => `${k} * sh.N + ${n}`);
   const accs = rs.flatMap((r) => [0, 1, 2, 3].flatMap((i) => rs.map((s) => `c${r}${i}${s}`)));
   launch({
     op,
@@ -469,8 +482,8 @@ function gemmVec4(
     ],
     wg: 256,
     groups: segs * tiles,
-    decls: `var<workgroup> As: array<vec4<f32>, ${BK * BM / 4}>;
-var<workgroup> Bs: array<vec4<f32>, ${BK * BN / 4}>;
+    decls: `var<workgroup> As: array<vec4<f32>, ${BK * rowA}>;
+var<workgroup> Bs: array<vec4<f32>, ${BK * rowB}>;
 ${ep.decls}`,
     uniforms: { ...g.uni, nb, tiles: { d: tiles }, tmn: { d: tm * tn }, tn: { d: tn }, segLen },
     body: `${tileStart(BM, BN)}
@@ -484,8 +497,8 @@ ${ep.decls}`,
     ${loadB}
     workgroupBarrier();
     for (var kk = 0u; kk < ${u(BK)}; kk = kk + 1u) {
-      ${rs.map((r) => `let a${r} = As[kk * ${u(BM / 4)} + ${r * 16}u + ty];`).join(" ")}
-      ${rs.map((s) => `let b${s} = Bs[kk * ${u(BN / 4)} + ${s * 16}u + tx];`).join(" ")}
+      ${rs.map((r) => `let a${r} = As[kk * ${u(rowA)} + ${r * 16}u + ty];`).join(" ")}
+      ${rs.map((s) => `let b${s} = Bs[kk * ${u(rowB)} + ${s * 16}u + tx];`).join(" ")}
       ${accs.map((c) => `${c} = fma(vec4<f32>(a${c[1]}[${c[2]}]), b${c[3]}, ${c});`).join("\n      ")}
     }
     workgroupBarrier();

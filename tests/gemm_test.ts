@@ -177,6 +177,15 @@ Deno.test("gpu-profile GEMM matches float64: vec4 tiles, layouts, edges, batch, 
   }
 });
 
+Deno.test("gpu-profile GEMM in WebGPU's guaranteed 16 KiB of workgroup memory (unpadded tiles)", async () => {
+  const device = await openDevice({ profile: "gpu", maxWorkgroupStorage: 16384, label: "gpu-16k" });
+  try {
+    await check(device, (c) => /^(128|64) tile/.test(c.name));
+  } finally {
+    device.destroy();
+  }
+});
+
 Deno.test("gpu-profile GEMM with operands split across 64 KiB binding windows", async () => {
   const device = await openDevice({ profile: "gpu", maxBindingBytes: 65536, label: "windows" });
   try {
