@@ -21,7 +21,7 @@ import { aggregateStudy } from "./metric.ts";
 import { readTrainCsv } from "../data/rsna.ts";
 import { writeSubmission } from "./score.ts";
 import { type InMemoryStudy, StudyLoader } from "./study_loader.ts";
-import { clsValItemFromMemory } from "./crops/read.ts";
+import { clsValItemFromMemory, CropStacks } from "./crops/read.ts";
 import { upsampleLabels } from "./nifti_out.ts";
 import { volumeToNifti, writeNifti } from "../data/nifti.ts";
 import { indexHtml, type ReportCrop, studyReportHtml } from "./report.ts";
@@ -86,8 +86,7 @@ export interface StudyResult {
 }
 
 /** Horizontal flip (last axis) of a stack of crops [..., S] in place of a copy. */
-export function flipLastAxis(x: Float32Array, width: number): Float32Array {
-  const out = new Float32Array(x.length);
+export function flipLastAxis(x: Float32Array, width: number, out = new Float32Array(x.length)): Float32Array {
   for (let r = 0; r < x.length; r += width) {
     for (let i = 0; i < width; i++) out[r + i] = x[r + width - 1 - i];
   }
@@ -130,7 +129,8 @@ export async function classifyCrops(
 /**
  * The classifier ensemble's probabilities for one study: mean over members of each member's aggregate.
  * `lap` is called after each member's crops are cut ("crops", host work) and after each forward
- * ("classify", device work).
+ * ("classify", device work). Crop stacks come from `stacks` when given and go back to it, all but the one
+ * that `crops` (for the report) points into: `release()` gives that one back once the report is written.
  */
 export async function classifyStudy(
   members: Member[],
@@ -139,14 +139,17 @@ export async function classifyStudy(
   meta: StudyMeta,
   tta: "none" | "flip",
   lap: (step: string) => void = () => {},
-): Promise<{ probabilities: number[]; crops: ReportCrop[] }> {
+  stacks?: CropStacks,
+): Promise<{ probabilities: number[]; crops: ReportCrop[]; release: () => void }> {
   const sum = new Array(8).fill(0);
   let crops: ReportCrop[] = [];
+  let kept: Float32Array | null = null;
   for (const m of members) {
     const crop = (m.config.crop as [number, number] | undefined) ?? [40, 256];
-    const item = await clsValItemFromMemory(study, labels, meta, { slices: crop[0], size: crop[1] });
+    const item = await clsValItemFromMemory(study, labels, meta, { slices: crop[0], size: crop[1] }, stacks);
     const [k, , , , S] = item.shape;
-    const views = tta === "flip" ? [item.input, flipLastAxis(item.input, S)] : [item.input];
+    const flipped = tta === "flip" ? flipLastAxis(item.input, S, stacks?.take(item.input.length)) : null;
+    const views = flipped ? [item.input, flipped] : [item.input];
     lap("crops");
     const probs = new Array(8).fill(0);
     for (const v of views) {
@@ -154,8 +157,11 @@ export async function classifyStudy(
       aggregateStudy(logits, k).forEach((p, j) => (probs[j] += p / views.length));
     }
     lap("classify");
+    if (flipped) stacks?.give(flipped);
     probs.forEach((p, j) => (sum[j] += p / members.length));
-    if (!crops.length) {
+    if (crops.length) stacks?.give(item.input);
+    else {
+      kept = item.input;
       const per = item.input.length / k;
       // The report shows one crop per vertebra (a vertebra longer than D slices has two).
       crops = item.vertebrae.map((vert, i) => ({
@@ -165,7 +171,7 @@ export async function classifyStudy(
       })).filter((c, i, all) => all.findIndex((d) => d.vertebra === c.vertebra) === i);
     }
   }
-  return { probabilities: sum, crops };
+  return { probabilities: sum, crops, release: () => kept && stacks?.give(kept) };
 }
 
 async function readDone(path: string): Promise<Map<string, StudyResult>> {
@@ -209,6 +215,8 @@ export async function runInference(o: InferOptions): Promise<{
   const device = await openDevice();
   const { seg, cls } = await loadEnsemble(o.weights, device);
   const segSize = seg[0].config.size ?? 256;
+  // The crop stacks of one study serve the next (its report reads them until its write phase ends).
+  const stacks = new CropStacks();
   console.log(
     `infer: ${studies.length} studies, ${seg.length} segmentor(s) + ${cls.length} classifier(s) ` +
       `(${cls.map((c) => c.config.encoder).join(", ")}), TTA ${o.tta}; device ${device.info.description}`,
@@ -249,7 +257,7 @@ export async function runInference(o: InferOptions): Promise<{
       const current = next!;
       next = i + 1 < todo.length ? loader.load(todo[i + 1].dir) : null;
       next?.catch(() => {}); // reported when its turn comes
-      const predicted = await predictPhase(current, { seg, cls, segSize, o }).catch((e: Error) => e);
+      const predicted = await predictPhase(current, { seg, cls, segSize, o, stacks }).catch((e: Error) => e);
       writing = settle(i, ref, () => {
         if (predicted instanceof Error) throw predicted;
         return writePhase(ref, predicted, o);
@@ -327,7 +335,7 @@ async function writeIndex(o: InferOptions, done: Map<string, StudyResult>, ev?: 
 export async function predictStudy(
   study: InMemoryStudy,
   models: { seg: Member[]; cls: Member[]; segSize?: number },
-  o: { window: number; overlap: number; tta: "none" | "flip" },
+  o: { window: number; overlap: number; tta: "none" | "flip"; stacks?: CropStacks },
   lap: (step: string) => void = () => {},
 ): Promise<
   & { labels: Uint8Array; shape: [number, number, number]; meta: StudyMeta }
@@ -355,7 +363,7 @@ export async function predictStudy(
   lap("segment");
   const meta = computeMeta(pred.labels, [z2, 256, 256], { mean: h.mean, std: h.std });
   lap("metadata");
-  const r = await classifyStudy(models.cls, study, pred.labels, meta, o.tta, lap);
+  const r = await classifyStudy(models.cls, study, pred.labels, meta, o.tta, lap, o.stacks);
   return { labels: pred.labels, shape: [z2, 256, 256], meta, ...r };
 }
 
@@ -370,7 +378,7 @@ interface Predicted {
 /** The device part of a study: wait for its reading, segment, metadata, classify. */
 async function predictPhase(
   loading: Promise<InMemoryStudy>,
-  c: { seg: Member[]; cls: Member[]; segSize: number; o: InferOptions },
+  c: { seg: Member[]; cls: Member[]; segSize: number; o: InferOptions; stacks: CropStacks },
 ): Promise<Predicted> {
   const t: Record<string, number> = {};
   let t0 = performance.now();
@@ -382,14 +390,15 @@ async function predictPhase(
   };
   const study = await loading;
   lap("read+preprocess (waited)");
-  const prediction = await predictStudy(study, c, c.o, lap);
+  const prediction = await predictStudy(study, c, { ...c.o, stacks: c.stacks }, lap);
+  if (!c.o.report) prediction.release();
   return { study, prediction, t, lap };
 }
 
 /** The files of a study (NIfTI, report) and its dice against a truth mask; runs beside the next study. */
 async function writePhase(ref: StudyRef, p: Predicted, o: InferOptions): Promise<StudyResult> {
   const { study, t, lap } = p;
-  const { labels, meta, ...r } = p.prediction;
+  const { labels, meta, release, ...r } = p.prediction;
   const dir = `${o.out}/${ref.uid}`;
   await Deno.mkdir(dir, { recursive: true });
   // The labels on the study's own grid: what vertebrae.nii.gz holds, and what the dice compares.
@@ -397,7 +406,11 @@ async function writePhase(ref: StudyRef, p: Predicted, o: InferOptions): Promise
   if (o.nifti) await writeNifti(`${dir}/vertebrae.nii.gz`, volumeToNifti(full, study.geometry));
   if (o.report) {
     const timings = Object.fromEntries(Object.entries(t).map(([k, v]) => [k, v * 1000]));
-    await writeStudyReport(`${dir}/report.html`, ref.uid, study, { labels, meta, ...r, timings });
+    try {
+      await writeStudyReport(`${dir}/report.html`, ref.uid, study, { labels, meta, ...r, timings });
+    } finally {
+      release(); // the crops are drawn: their stack may serve a later study
+    }
   }
   lap("write");
   const vertebrae: StudyResult["vertebrae"] = {};

@@ -17,7 +17,7 @@ import { loadEnsemble } from "../infer/ensemble.ts";
 import { loadStudy } from "../infer/study.ts";
 import { predictVolume } from "../infer/segment.ts";
 import { computeMeta } from "../infer/meta.ts";
-import { clsValItemFromMemory } from "../infer/crops/read.ts";
+import { clsValItemFromMemory, CropStacks } from "../infer/crops/read.ts";
 import { aggregateStudy, competitionScore } from "../infer/metric.ts";
 import { levelDice, meanLevelDice } from "../infer/dice.ts";
 import { findTrainLabels, ORACLE_SOURCE, truthMaskPath } from "../infer/evaluate.ts";
@@ -287,8 +287,24 @@ Deno.test("the classifier ensemble and flip TTA equal the computation by hand", 
       }
     }
     const meta = computeMeta(labels, [z2, 256, 256], { mean: h.mean, std: h.std });
+    // Crop stacks from a pool holding dirty stacks must give the same bits; the report's stack of one study
+    // is not handed out again before its release().
+    const stacks = new CropStacks();
+    stacks.give(new Float32Array(3 * 8 * 3 * 8 * 32 * 32).fill(NaN));
+    stacks.give(new Float32Array(3 * 8 * 3 * 8 * 32 * 32).fill(NaN));
     for (const tta of ["none", "flip"] as const) {
       const got = await classifyStudy(cls, st, labels, meta, tta);
+      const pooled = await classifyStudy(cls, st, labels, meta, tta, undefined, stacks);
+      const shown = pooled.crops.map((c) => c.crop?.slice());
+      const again = await classifyStudy(cls, st, labels, meta, tta, undefined, stacks);
+      assert(pooled.probabilities.join() === got.probabilities.join(), `${tta}: pooled stacks`);
+      assert(again.probabilities.join() === got.probabilities.join(), `${tta}: reused stacks`);
+      pooled.crops.forEach((c, i) => {
+        assert(c.crop?.join() === shown[i]?.join(), `${tta}: report crop ${i} kept until release`);
+        assert(c.crop?.join() === got.crops[i].crop?.join(), `${tta}: report crop ${i}`);
+      });
+      pooled.release();
+      again.release();
       const expected = new Array(8).fill(0);
       for (const m of cls) {
         const item = await clsValItemFromMemory(st, labels, meta, { slices: 8, size: 32 });
@@ -310,6 +326,14 @@ Deno.test("the classifier ensemble and flip TTA equal the computation by hand", 
     }
     const x = Float32Array.from([1, 2, 3, 4, 5, 6]);
     assert(flipLastAxis(x, 3).join() === "3,2,1,6,5,4", "flip of the last axis");
+    // The pool itself: zeros from a dirty kept stack (the same memory), at most `keep` kept, no stack twice.
+    const pool = new CropStacks(1), big = new Float32Array(10).fill(7);
+    pool.give(big);
+    pool.give(big);
+    pool.give(new Float32Array(10));
+    const a = pool.take(6), b = pool.take(6);
+    assert(a.buffer === big.buffer && a.join() === "0,0,0,0,0,0", "a kept stack, cleared");
+    assert(b.buffer !== big.buffer && b.length === 6, "one kept: then a new one");
   } finally {
     for (const m of [...seg, ...cls]) m.model.dispose();
   }
