@@ -86,7 +86,11 @@ export interface StudyResult {
 }
 
 /** Horizontal flip (last axis) of a stack of crops [..., S] in place of a copy. */
-export function flipLastAxis(x: Float32Array, width: number, out = new Float32Array(x.length)): Float32Array {
+export function flipLastAxis(
+  x: Float32Array,
+  width: number,
+  out: Float32Array = new Float32Array(x.length),
+): Float32Array {
   for (let r = 0; r < x.length; r += width) {
     for (let i = 0; i < width; i++) out[r + i] = x[r + width - 1 - i];
   }
