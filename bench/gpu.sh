@@ -96,7 +96,9 @@ part unet-train-amp 90 $D bench/gpu.ts --part train --model unet --batch "${UNET
 # GPU time per kernel of one step of each (CSN_PROFILE=1: a timestamp pair around every dispatch).
 part cls-profile 60 env CSN_PROFILE=1 $D bench/gpu.ts --part train --model cls --batch "${CLS_BATCH:-16}" --steps 2 --results "$R" $S
 part unet-profile 60 env CSN_PROFILE=1 $D bench/gpu.ts --part train --model unet --batch "${UNET_BATCH:-4}" --steps 2 --results "$R" $S
-part infer 100 $D bench/infer.ts --preset $P --studies 2 --results "$R" $([ -n "$S" ] && echo "--slices 20 --size 64")
+part infer 100 $D bench/infer.ts --preset $P --studies 3 --results "$R" $([ -n "$S" ] && echo "--slices 20 --size 64")
 # The same under autocast f16 (infer --amp), last: it runs only where the budget allows.
 part infer-amp 100 $D bench/infer.ts --preset $P --studies 2 --amp --results "$R" $([ -n "$S" ] && echo "--slices 20 --size 64")
+# GPU time per kernel over an inference run (where classify's and segment's seconds go), if the budget allows.
+part infer-profile 60 env CSN_PROFILE=1 $D bench/infer.ts --preset $P --studies 2 $([ -n "$S" ] && echo "--slices 20 --size 64")
 echo "== done in $(( $(date +%s) - T0 )) s; results in $R"

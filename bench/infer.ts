@@ -102,6 +102,13 @@ const own = lines.map((l) =>
   Object.entries(l.timings ?? {}).reduce((a, [k, v]) => a + (k === "write" ? 0 : v as number), 0)
 );
 const warm = own.length > 1 ? own.slice(1).reduce((a, b) => a + b, 0) / (own.length - 1) : null;
+// The steps of the later studies alone: the first one's include compiling.
+const warmSteps: Record<string, number> = {};
+for (const l of lines.slice(1)) {
+  for (const [k, v] of Object.entries(l.timings ?? {})) {
+    warmSteps[k] = (warmSteps[k] ?? 0) + (v as number) / (lines.length - 1);
+  }
+}
 console.log(
   `infer, preset ${f.preset} (${segC.encoder} UNet at ${segC.size} + ${clsC.encoder} on 3x${clsC.crop[0]}x${
     clsC.crop[1]
@@ -110,7 +117,10 @@ console.log(
     `first study ${own[0].toFixed(1)} s (compiling the pipelines), ` +
     (warm === null ? "" : `later studies ${warm.toFixed(1)} s each (read to classify); `) +
     `steps per study (the writing runs beside the next study's device work): ` +
-    Object.entries(steps).map(([k, v]) => `${k} ${(v / lines.length).toFixed(2)} s`).join(", "),
+    Object.entries(steps).map(([k, v]) => `${k} ${(v / lines.length).toFixed(2)} s`).join(", ") +
+    (warm === null
+      ? ""
+      : `; later studies: ${Object.entries(warmSteps).map(([k, v]) => `${k} ${v.toFixed(2)} s`).join(", ")}`),
 );
 if (f.results) {
   const line = {
@@ -124,6 +134,7 @@ if (f.results) {
     firstStudySeconds: own[0],
     warmSecondsPerStudy: warm,
     steps: Object.fromEntries(Object.entries(steps).map(([k, v]) => [k, v / lines.length])),
+    warmSteps: warm === null ? null : warmSteps,
   };
   await Deno.writeTextFile(f.results as string, JSON.stringify(line) + "\n", { append: true });
 }

@@ -85,7 +85,7 @@ export interface StudyResult {
   maskError?: string;
 }
 
-/** Horizontal flip (last axis) of a stack of crops [..., S] in place of a copy. */
+/** Horizontal flip (last axis) of a stack of crops [..., S], into `out` (a new array by default). */
 export function flipLastAxis(
   x: Float32Array,
   width: number,
@@ -272,6 +272,11 @@ export async function runInference(o: InferOptions): Promise<{
     await writing.catch(() => {});
     progress.done();
     loader.close();
+    if (device.profiler) {
+      console.log(
+        `infer: GPU time by kernel over the run (CSN_PROFILE=1):\n${await device.profiler.report(30)}`,
+      );
+    }
     for (const m of [...seg, ...cls]) m.model.dispose();
     device.destroy();
   }
