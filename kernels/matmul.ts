@@ -260,7 +260,7 @@ function gemmTiled(
   const offsets = g.offsets;
   const BM = 64, BN = 64, BK = 16, WG = 256;
   const tm = Math.ceil(M / BM), tn = Math.ceil(N / BN), tiles = nb * tm * tn;
-  const { segs, segLen } = kSegments(tiles, K);
+  const { segs, segLen } = kSegments(tiles, K, M * N * nb);
   const part = partials(op, out, segs, g);
   const ep = epilogueCode(g.epi, part, out, false);
   // Tile loaders: each thread loads 4 elements that are consecutive in memory.
@@ -386,13 +386,21 @@ function vec4Layout(g: GemmGeo): boolean {
 }
 
 /**
- * K segments when the output tiles are too few to fill a GPU (~2 workgroups per SM of a 132-SM part) and K is
- * long, as in the weight gradient of a pointwise conv (K = positions): each at least 16 K tiles of 16.
+ * K segments when the output tiles are too few to fill a GPU (under ~2 workgroups per SM of a 132-SM part)
+ * and K is long, as in weight gradients (K = positions): enough for 264 workgroups with segments of at least
+ * 16 K tiles of 16, and where K is much longer, up to ~2048 workgroups with segments of at least 256 K tiles
+ * (so a forward's K = channels is never split by it). A few hundred workgroups that each run for the whole
+ * kernel leave most of a GPU's warp slots empty (the UNet's 3x3x3 weight gradient, 5 tiles: 265 workgroups
+ * of 20k K steps each on the H200, 3.2 TFLOP/s), and the partial products stay small beside the work (one
+ * tile per 256 K steps). `outElems` (M x N x batch) caps them at 64 MiB, unless the first rule needs more.
  */
-export function kSegments(tiles: number, K: number): { segs: number; segLen: number } {
+export function kSegments(tiles: number, K: number, outElems = 0): { segs: number; segLen: number } {
   const kTiles = Math.ceil(K / 16);
-  const segs = Math.max(1, Math.min(Math.ceil(264 / tiles), Math.floor(kTiles / 16)));
-  return { segs, segLen: Math.ceil(kTiles / segs) * 16 };
+  if (tiles >= 264) return { segs: 1, segLen: kTiles * 16 };
+  const fill = Math.min(Math.floor(264 / tiles), Math.floor(kTiles / 16));
+  const deep = Math.min(Math.floor(2048 / tiles), Math.floor(kTiles / 256), Math.floor(2 ** 24 / outElems));
+  const per = Math.ceil(kTiles / Math.max(1, fill, deep));
+  return { segs: Math.ceil(kTiles / per), segLen: per * 16 };
 }
 
 /**
@@ -416,7 +424,7 @@ function gemmVec4(
   const { M, N, K, nb } = g;
   const BM = 16 * T, BN = 16 * T, BK = 16, R = T / 4;
   const tm = Math.ceil(M / BM), tn = Math.ceil(N / BN), tiles = nb * tm * tn;
-  const { segs, segLen } = kSegments(tiles, K);
+  const { segs, segLen } = kSegments(tiles, K, M * N * nb);
   const part = partials(op, out, segs, g);
   const ep = epilogueCode(g.epi, part, out, true);
   const rs = [...Array(R).keys()];

@@ -10,7 +10,7 @@
  */
 import { F, openDevice, tensor, tidy } from "../mod.ts";
 import type { Device } from "../core/device.ts";
-import { gemm } from "../kernels/matmul.ts";
+import { gemm, kSegments } from "../kernels/matmul.ts";
 import { prng, randData } from "./helpers.ts";
 
 interface GemmCase {
@@ -47,6 +47,13 @@ for (const [tA, tB] of [[false, false], [true, false], [false, true], [true, tru
 }
 // One 64 tile and K = 4100: split into 16 K segments summed afterwards.
 cases.push({ name: "K split (20 x 4100 @ 4100 x 24^T)", a: [20, 4100], b: [24, 4100], transB: true });
+// K = 1.1 M: past 256 x 264 K tiles, one tile takes 268 segments of 257 K tiles (kSegments' second rule).
+cases.push({
+  name: "long K, split (8 x 1.1M @ 1.1M x 12^T)",
+  a: [8, 1100000],
+  b: [12, 1100000],
+  transB: true,
+});
 cases.push({ name: "batch broadcast [2,1] x [3]", a: [2, 1, 12, 8], b: [3, 8, 16] });
 // The batch folded into the K split's partials: 3 samples x 16 segments, then the 128 tile and the fallback.
 cases.push({
@@ -174,6 +181,27 @@ Deno.test("gpu-profile GEMM matches float64: vec4 tiles, layouts, edges, batch, 
     await check(device);
   } finally {
     device.destroy();
+  }
+});
+
+Deno.test("kSegments: 264 workgroups from segments of 16 K tiles, up to 2048 from segments of 256", () => {
+  const eq = (got: { segs: number; segLen: number }, segs: number, segLen: number, what: string) => {
+    if (got.segs !== segs || got.segLen !== segLen) {
+      throw new Error(`${what}: ${JSON.stringify(got)}, expected ${segs} segments of ${segLen}`);
+    }
+  };
+  eq(kSegments(300, 1 << 20), 1, 1 << 20, "tiles enough");
+  eq(kSegments(64, 5120), 4, 1280, "short K: 16 K tiles each at least");
+  eq(kSegments(1, 4100), 16, 272, "one tile, K 4100");
+  eq(kSegments(5, 4 * 64 * 256 * 256, 32 * 1080), 409, 41024, "the UNet's 3x3x3 weight gradient");
+  eq(kSegments(4, 1 << 24, 1 << 23), 66, 254208, "partials capped at 64 MiB: back to the first rule");
+  eq(kSegments(200, 2048), 1, 2048, "200 tiles, K = 2048 channels: the second rule adds no split");
+  eq(kSegments(1, 1100000), 268, 4112, "the long-K case below");
+  for (const [tiles, K] of [[1, 1e6], [7, 3e6], [100, 1e7], [263, 1e5]]) {
+    const { segs, segLen } = kSegments(tiles, K);
+    if (segs * tiles > 2048 || segLen % 16 || segLen * segs < K || segLen * (segs - 1) >= K) {
+      throw new Error(`${tiles} tiles, K ${K}: ${segs} x ${segLen}`);
+    }
   }
 });
 

@@ -370,7 +370,7 @@ export function implicitGradWeight(op: string, gy: Tensor, x: Tensor, g: Geo): T
   const { N, C, O, D, H, W, OD, OH, OW, K } = g;
   const KK = K[0] * K[1] * K[2], OS = OD * OH * OW, J = C * KK;
   const tile = gatherTile(O, gy.device.info.maxComputeWorkgroupStorageSize);
-  const { segs, segLen } = kSegments(Math.ceil(O / tile.bm) * Math.ceil(J / tile.bn), N * OS);
+  const { segs, segLen } = kSegments(Math.ceil(O / tile.bm) * Math.ceil(J / tile.bn), N * OS, O * J);
   const part = Tensor.empty(gy.device, [segs, O, C, K[0], K[1], K[2]], "f32", op);
   const gx = gatherInput(g);
   gatherGemm({
