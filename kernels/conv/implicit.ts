@@ -80,7 +80,12 @@ interface GatherGemm {
  * 64 output channels (a 64 x 64 tile left half of a 32-channel conv's work idle), the stem 64.
  * - M > 64: 128 x 128, 8 x 8 per thread (as the GEMM's large tile: 4 vec4 loads for 64 FMAs);
  * - 32 < M <= 64: 64 x 128, 4 x 8 per thread (3 vec4 loads for 32 FMAs);
- * - M <= 32: 32 x 256, 4 x 8 per thread, 8 x 32 threads.
+ * - M <= 32: 32 x 256, 8 x 4 per thread, 4 x 64 threads (3 vec4 loads for 32 FMAs).
+ * On a GPU the inner step is bound by workgroup-memory wavefronts as much as by FMAs: a warp's B loads
+ * cover 16-32 different vec4s (2-4 wavefronts each), its A loads one or two (broadcast, one wavefront). The
+ * flat tile's threads therefore take 8 rows and 4 columns (2 A + 1 B loads: 6 wavefronts per warp for 32
+ * FMA instructions, within the 8 that an SM's one wavefront per cycle allows beside four schedulers' FMAs)
+ * rather than 4 rows and 8 columns (1 + 2 loads: 9 wavefronts).
  */
 export interface GatherTile {
   bm: number;
@@ -99,7 +104,7 @@ export interface GatherTile {
 export function gatherTile(M: number, storage = 16384): GatherTile {
   if (M > 64) return { bm: 128, bn: 128, ry: 16, rx: 16, tm: 8, tn: 8 };
   if (M > 32 || storage < 16 * 4 * (32 + 256)) return { bm: 64, bn: 128, ry: 16, rx: 16, tm: 4, tn: 8 };
-  return { bm: 32, bn: 256, ry: 8, rx: 32, tm: 4, tn: 8 };
+  return { bm: 32, bn: 256, ry: 4, rx: 64, tm: 8, tn: 4 };
 }
 
 /**
