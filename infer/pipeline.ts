@@ -255,13 +255,31 @@ export async function runInference(o: InferOptions): Promise<{
     );
   };
   try {
-    let next: Promise<InMemoryStudy> | null = todo.length ? loader.load(todo[0].dir) : null;
+    // Reading runs two studies ahead and segmenting one: the device segments study i + 1 while the host
+    // computes study i's metadata and cuts its crops (then classifies them, after that segmentation).
+    const loads: (Promise<InMemoryStudy> | undefined)[] = [];
+    const load = (j: number) => {
+      if (j < todo.length && !loads[j]) {
+        loads[j] = loader.load(todo[j].dir);
+        loads[j]!.catch(() => {}); // reported when its turn comes
+      }
+      return loads[j]!;
+    };
+    const ctx: PhaseContext = { seg, cls, segSize, o, stacks };
+    const segment = (j: number) => segmentPhase(load(j), ctx).catch((e: Error) => e);
+    let segmenting = todo.length ? segment(0) : null;
+    load(1);
     for (let i = 0; i < todo.length; i++) {
       const ref: StudyRef = todo[i];
-      const current = next!;
-      next = i + 1 < todo.length ? loader.load(todo[i + 1].dir) : null;
-      next?.catch(() => {}); // reported when its turn comes
-      const predicted = await predictPhase(current, { seg, cls, segSize, o, stacks }).catch((e: Error) => e);
+      const segmented = await segmenting!;
+      loads[i] = undefined;
+      load(i + 2);
+      segmenting = i + 1 < todo.length ? segment(i + 1) : null;
+      // One microtask turn: a read study's segmentation reaches the device before this study's host work.
+      await Promise.resolve();
+      const predicted = segmented instanceof Error
+        ? segmented
+        : await classifyPhase(segmented, ctx).catch((e: Error) => e);
       writing = settle(i, ref, () => {
         if (predicted instanceof Error) throw predicted;
         return writePhase(ref, predicted, o);
@@ -346,10 +364,23 @@ export async function predictStudy(
   models: { seg: Member[]; cls: Member[]; segSize?: number },
   o: { window: number; overlap: number; tta: "none" | "flip"; stacks?: CropStacks },
   lap: (step: string) => void = () => {},
-): Promise<
+): Promise<StudyPrediction> {
+  const labels = await segmentStudy(study, models, o);
+  lap("segment");
+  return await finishStudy(study, labels, models, o, lap);
+}
+
+/** What {@link predictStudy} gives: the labels on the [::2] x 256 x 256 grid, their metadata, the classes. */
+export type StudyPrediction =
   & { labels: Uint8Array; shape: [number, number, number]; meta: StudyMeta }
-  & Awaited<ReturnType<typeof classifyStudy>>
-> {
+  & Awaited<ReturnType<typeof classifyStudy>>;
+
+/** The segmentation of {@link predictStudy}: labels [ceil(Z / 2), 256, 256] of the `seg` ensemble. */
+export async function segmentStudy(
+  study: InMemoryStudy,
+  models: { seg: Member[]; segSize?: number },
+  o: { window: number; overlap: number },
+): Promise<Uint8Array> {
   const h = study.header;
   const [Z] = h.cubes.image_256!;
   const z2 = Math.ceil(Z / 2), n = 256 * 256;
@@ -369,39 +400,83 @@ export async function predictStudy(
     padMultiple: 32,
     size: models.segSize ?? models.seg[0].config.size ?? 256,
   });
-  lap("segment");
-  const meta = computeMeta(pred.labels, [z2, 256, 256], { mean: h.mean, std: h.std });
+  return pred.labels;
+}
+
+/** The rest of {@link predictStudy} after segmenting: metadata ("metadata"), crops and classification. */
+async function finishStudy(
+  study: InMemoryStudy,
+  labels: Uint8Array,
+  models: { cls: Member[] },
+  o: { tta: "none" | "flip"; stacks?: CropStacks },
+  lap: (step: string) => void,
+): Promise<StudyPrediction> {
+  const h = study.header, z2 = Math.ceil(h.cubes.image_256![0] / 2);
+  const meta = computeMeta(labels, [z2, 256, 256], { mean: h.mean, std: h.std });
   lap("metadata");
-  const r = await classifyStudy(models.cls, study, pred.labels, meta, o.tta, lap, o.stacks);
-  return { labels: pred.labels, shape: [z2, 256, 256], meta, ...r };
+  const r = await classifyStudy(models.cls, study, labels, meta, o.tta, lap, o.stacks);
+  return { labels, shape: [z2, 256, 256], meta, ...r };
 }
 
 /** A study after the device work: its prediction and the seconds each step took so far. */
 interface Predicted {
   study: InMemoryStudy;
-  prediction: Awaited<ReturnType<typeof predictStudy>>;
+  prediction: StudyPrediction;
   t: Record<string, number>;
   lap: (step: string) => void;
 }
 
-/** The device part of a study: wait for its reading, segment, metadata, classify. */
-async function predictPhase(
-  loading: Promise<InMemoryStudy>,
-  c: { seg: Member[]; cls: Member[]; segSize: number; o: InferOptions; stacks: CropStacks },
-): Promise<Predicted> {
+/** A study's step times: `lap(step)` adds the seconds since the last lap (or `restart()`) to `t[step]`. */
+function stepTimer() {
   const t: Record<string, number> = {};
   let t0 = performance.now();
-  // A step may lap more than once (crops and classify per classifier member): its times add up.
-  const lap = (k: string) => {
-    const now = performance.now();
-    t[k] = (t[k] ?? 0) + (now - t0) / 1000;
-    t0 = now;
+  return {
+    t,
+    restart: () => void (t0 = performance.now()),
+    // A step may lap more than once (crops and classify per classifier member): its times add up.
+    lap: (k: string) => {
+      const now = performance.now();
+      t[k] = (t[k] ?? 0) + (now - t0) / 1000;
+      t0 = now;
+    },
   };
+}
+
+/** A study after its segmentation. */
+interface Segmented {
+  study: InMemoryStudy;
+  labels: Uint8Array;
+  timer: ReturnType<typeof stepTimer>;
+}
+
+/** The inference's models and options, as the phases of a study need them. */
+interface PhaseContext {
+  seg: Member[];
+  cls: Member[];
+  segSize: number;
+  o: InferOptions;
+  stacks: CropStacks;
+}
+
+/** The first device part of a study: wait for its reading, segment it. */
+async function segmentPhase(loading: Promise<InMemoryStudy>, c: PhaseContext): Promise<Segmented> {
+  const timer = stepTimer();
   const study = await loading;
-  lap("read+preprocess (waited)");
-  const prediction = await predictStudy(study, c, { ...c.o, stacks: c.stacks }, lap);
+  timer.lap("read+preprocess (waited)");
+  const labels = await segmentStudy(study, c, c.o);
+  timer.lap("segment");
+  return { study, labels, timer };
+}
+
+/**
+ * The rest of a study: metadata, crops, classification, timed from this phase's start (the host's turn may
+ * come well after the device finished the segmentation).
+ */
+async function classifyPhase(s: Segmented, c: PhaseContext): Promise<Predicted> {
+  s.timer.restart();
+  const prediction = await finishStudy(s.study, s.labels, c, { ...c.o, stacks: c.stacks }, s.timer.lap);
   if (!c.o.report) prediction.release();
-  return { study, prediction, t, lap };
+  return { study: s.study, prediction, t: s.timer.t, lap: s.timer.lap };
 }
 
 /** The files of a study (NIfTI, report) and its dice against a truth mask; runs beside the next study. */

@@ -12,7 +12,7 @@ import { saveCheckpoint } from "../io/files.ts";
 import { writeSyntheticDataset } from "../data/synth.ts";
 import { readNifti, volumeToNifti, writeNifti } from "../data/nifti.ts";
 import { parseSubmission } from "../infer/score.ts";
-import { classifyStudy, flipLastAxis } from "../infer/pipeline.ts";
+import { classifyStudy, flipLastAxis, INFER_DEFAULTS, predictStudy } from "../infer/pipeline.ts";
 import { loadEnsemble } from "../infer/ensemble.ts";
 import { loadStudy } from "../infer/study.ts";
 import { predictVolume } from "../infer/segment.ts";
@@ -111,6 +111,22 @@ Deno.test("infer: 8 valid rows per study, masks on the study grid, self-containe
   );
   assert(lines.length === 4 && lines.filter((l) => !l.ok).length === 1, "predictions.jsonl: 3 ok + 1 error");
   assert(lines.find((l) => !l.ok).error.includes("zz-broken/1.dcm"), "the error names the file");
+  // The run segments a study while the previous one's crops are cut: each study's classes must equal those of
+  // predictStudy on that study alone.
+  const ens = await loadEnsemble(weights, device);
+  try {
+    for (const uid of good) {
+      const st = await loadStudy(`${tmp}/data/train_images/${uid}`);
+      const alone = await predictStudy(st, ens, INFER_DEFAULTS);
+      const got = lines.find((l) => l.uid === uid).probabilities;
+      assert(
+        got.join() === alone.probabilities.join(),
+        `${uid}: ${got} in the run, ${alone.probabilities} alone`,
+      );
+    }
+  } finally {
+    for (const m of [...ens.seg, ...ens.cls]) m.model.dispose();
+  }
   for (const uid of good) {
     const st = await loadStudy(`${tmp}/data/train_images/${uid}`);
     const nii = await readNifti(`${tmp}/out/${uid}/vertebrae.nii.gz`);
