@@ -90,6 +90,9 @@ else
 fi
 part cls-train 120 $D bench/gpu.ts --part train --model cls --batch "${CLS_BATCH:-16}" --results "$R" $S
 part unet-train 120 $D bench/gpu.ts --part train --model unet --batch "${UNET_BATCH:-4}" --results "$R" $S
+# The classifier's step again, submitting only at the step's end (the default on a GPU submits every 128
+# dispatches, so that the GPU starts while the host still records the step).
+part cls-train-submit0 60 env CSN_SUBMIT_EVERY=0 $D bench/gpu.ts --part train --model cls --batch "${CLS_BATCH:-16}" --results "$R" $S
 # The same steps under autocast f16 (f16 conv/linear operands, f32 accumulation, GradScaler).
 part cls-train-amp 90 $D bench/gpu.ts --part train --model cls --batch "${CLS_BATCH:-16}" --amp --results "$R" $S
 part unet-train-amp 90 $D bench/gpu.ts --part train --model unet --batch "${UNET_BATCH:-4}" --amp --results "$R" $S

@@ -310,6 +310,8 @@ if (part === "info") {
     peakGiB: st.peakBytes / 2 ** 30,
     pipelines: pipelinesAfterFirst - base.pipelines,
     dispatchesPerStep: (st.dispatches - base.dispatches) / times.length,
+    submitsPerStep: (st.submits - base.submits) / times.length,
+    submitEvery: device.info.submitEvery,
   });
   model.dispose();
 } else {

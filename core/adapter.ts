@@ -149,3 +149,21 @@ export function defaultProfile(adapter: GPUAdapter): KernelProfile {
   if (forced) throw new Error(`CSN_KERNELS must be "cpu" or "gpu", got "${forced}"`);
   return adapter.info.isFallbackAdapter ? "cpu" : "gpu";
 }
+
+/**
+ * How many dispatches a device records before it submits them (see `DeviceOptions.submitEvery`): 128 on a
+ * GPU, so that it starts on a step's first kernels while the host records the rest; 0 (submit only where
+ * needed) on a software adapter, where lavapipe ran the tiny segmentor's step 1.0 s -> 1.6-1.8 s when
+ * submitting every 128. Env `CSN_SUBMIT_EVERY` overrides it (for measuring).
+ */
+export function defaultSubmitEvery(adapter: GPUAdapter): number {
+  const forced = env("CSN_SUBMIT_EVERY");
+  if (forced !== undefined) {
+    const n = Number(forced);
+    if (!Number.isInteger(n) || n < 0) {
+      throw new Error(`CSN_SUBMIT_EVERY must be an integer >= 0, got "${forced}"`);
+    }
+    return n;
+  }
+  return adapter.info.isFallbackAdapter ? 0 : 128;
+}

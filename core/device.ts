@@ -12,6 +12,7 @@ import { type KernelWork, Profiler, profilingRequested } from "./profiler.ts";
 import {
   type AdapterOptions,
   defaultProfile,
+  defaultSubmitEvery,
   type KernelProfile,
   listAdapters,
   requestDevice,
@@ -34,6 +35,13 @@ export interface DeviceOptions extends AdapterOptions {
    * 16384 bytes to cover the tilings a browser's default device gets.
    */
   maxWorkgroupStorage?: number;
+  /**
+   * Submit what has been recorded every this many dispatches, so that the GPU starts on a step's first
+   * kernels while the host still records the rest; 0 submits only where it must (before uploads, readbacks,
+   * syncs, and when the uniform arena fills: every 1024 dispatches). Default: 128 on a GPU, 0 on a software
+   * adapter (see `defaultSubmitEvery`).
+   */
+  submitEvery?: number;
   /** A label for error messages when a process holds several devices. */
   label?: string;
   /**
@@ -64,6 +72,8 @@ export interface DeviceInfo {
   bindingCap: number;
   /** Kernel tuning profile in use. */
   profile: KernelProfile;
+  /** Dispatches recorded before a submit (see {@link DeviceOptions.submitEvery}; 0: only where needed). */
+  submitEvery: number;
   maxComputeWorkgroupsPerDimension: number;
   maxComputeWorkgroupStorageSize: number;
   maxComputeInvocationsPerWorkgroup: number;
@@ -128,6 +138,7 @@ export class Device {
   #arenaHost = new Uint8Array(ARENA_BYTES);
   #arenaUsed = 0;
   #dispatches = 0;
+  readonly #submitEvery: number;
   #errors: string[] = [];
   #destroyed = false;
   #stats = { dispatches: 0, submits: 0, pipelines: 0, bindGroups: 0 };
@@ -148,6 +159,10 @@ export class Device {
     );
     this.hasSubgroups = subgroups;
     this.profile = opts.profile ?? defaultProfile(adapter);
+    if (opts.submitEvery !== undefined && !(Number.isInteger(opts.submitEvery) && opts.submitEvery >= 0)) {
+      throw new Error(`openDevice: submitEvery must be an integer >= 0, got ${opts.submitEvery}`);
+    }
+    this.#submitEvery = opts.submitEvery ?? defaultSubmitEvery(adapter);
     this.pool = new BufferPool(
       gpu,
       GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST,
@@ -183,6 +198,7 @@ export class Device {
       maxStorageBufferBindingSize: lim.maxStorageBufferBindingSize,
       bindingCap: this.bindingCap,
       profile: this.profile,
+      submitEvery: this.#submitEvery,
       maxComputeWorkgroupsPerDimension: this.maxWorkgroupsPerDim,
       maxComputeWorkgroupStorageSize: Math.min(
         opts.maxWorkgroupStorage ?? Infinity,
@@ -268,6 +284,7 @@ export class Device {
     pass.dispatchWorkgroups(workgroups[0], workgroups[1], workgroups[2]);
     this.#dispatches++;
     this.#stats.dispatches++;
+    if (this.#submitEvery > 0 && this.#dispatches >= this.#submitEvery) this.flush();
   }
 
   /** The bind group of these ranges for this pipeline: cached, or made and cached (least recently used out). */

@@ -108,6 +108,39 @@ Deno.test("codegen: named uniforms and shape-independent pipelines", async (t) =
   device.destroy();
 });
 
+Deno.test("submitEvery: recorded dispatches go to the GPU in batches of that many, same results", async () => {
+  const run = async (every: number) => {
+    const d = await openDevice({ submitEvery: every });
+    try {
+      const x = tensor(Float32Array.from({ length: 50 }, (_, i) => i / 7), [50], { device: d });
+      const before = d.stats().submits;
+      let y = x;
+      for (let i = 0; i < 10; i++) y = F.add(F.mul(y, x), x); // 20 dispatches
+      const submits = d.stats().submits - before;
+      return { v: (await y.toArray()).join(), submits };
+    } finally {
+      d.destroy();
+    }
+  };
+  const all = await run(0), batched = await run(8);
+  if (batched.v !== all.v) throw new Error("results differ");
+  if (all.submits !== 0 || batched.submits !== 2) {
+    throw new Error(`submits before the read: ${all.submits} (every 0), ${batched.submits} (every 8)`);
+  }
+  const prev = Deno.env.get("CSN_SUBMIT_EVERY");
+  try {
+    Deno.env.set("CSN_SUBMIT_EVERY", "-1");
+    let msg = "";
+    await openDevice().then((d) => d.destroy(), (e) => (msg = (e as Error).message));
+    if (!msg.includes(`CSN_SUBMIT_EVERY must be an integer >= 0, got "-1"`)) {
+      throw new Error(`error was "${msg}"`);
+    }
+  } finally {
+    if (prev === undefined) Deno.env.delete("CSN_SUBMIT_EVERY");
+    else Deno.env.set("CSN_SUBMIT_EVERY", prev);
+  }
+});
+
 Deno.test("env CSN_KERNELS picks the kernel profile; a bad value is a clear error", async () => {
   const prev = Deno.env.get("CSN_KERNELS");
   try {
