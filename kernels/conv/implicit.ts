@@ -73,6 +73,7 @@ interface GatherGemm {
   /** WGSL storing `val` at (m, n) of segment `sg`; m and n are in range. */
   store: (m: string, n: string, val: string) => string;
 }
+
 /**
  * The output tile of a gathered GEMM with M rows: a workgroup of 256 threads as `ry` x `rx`, each thread `tm`
  * x `tn` outputs, so `bm` = ry tm rows by `bn` = rx tn columns. Narrow outputs take flat tiles so that rows do
