@@ -22,17 +22,9 @@ import { readTrainCsv } from "../data/rsna.ts";
 import { writeSubmission } from "./score.ts";
 import { type InMemoryStudy, StudyLoader } from "./study_loader.ts";
 import { clsValItemFromMemory, CropStacks } from "./crops/read.ts";
-import { upsampleLabels } from "./nifti_out.ts";
-import { volumeToNifti, writeNifti } from "../data/nifti.ts";
-import { indexHtml, type ReportCrop, studyReportHtml } from "./report.ts";
-import {
-  evaluate,
-  type Evaluation,
-  findTrainLabels,
-  studyDice,
-  summaryLine,
-  truthMaskPath,
-} from "./evaluate.ts";
+import { cropSlice, indexHtml, type ReportCrop } from "./report.ts";
+import { StudyWriter } from "./study_writer.ts";
+import { evaluate, type Evaluation, findTrainLabels, summaryLine } from "./evaluate.ts";
 import { duration, Progress } from "../cli/progress.ts";
 
 /** Options of {@link runInference} (the resolved flags). */
@@ -228,6 +220,7 @@ export async function runInference(o: InferOptions): Promise<{
   const todo = studies.filter((s) => !done.has(s.uid));
   if (done.size) console.log(`infer: ${done.size} studies already written, skipped (--resume)`);
   const loader = new StudyLoader();
+  const writer = new StudyWriter();
   const progress = new Progress(1);
   const t0 = performance.now();
   const failed: { uid: string; error: string }[] = [];
@@ -266,6 +259,7 @@ export async function runInference(o: InferOptions): Promise<{
       return loads[j]!;
     };
     const ctx: PhaseContext = { seg, cls, segSize, o, stacks };
+    const written: Promise<void>[] = [];
     const segment = (j: number) => segmentPhase(load(j), ctx).catch((e: Error) => e);
     let segmenting = todo.length ? segment(0) : null;
     load(1);
@@ -280,16 +274,20 @@ export async function runInference(o: InferOptions): Promise<{
       const predicted = segmented instanceof Error
         ? segmented
         : await classifyPhase(segmented, ctx).catch((e: Error) => e);
+      // At most two studies' files in the writer's queue (each holds a study's images).
+      if (i >= 2) await written[i - 2];
       writing = settle(i, ref, () => {
         if (predicted instanceof Error) throw predicted;
-        return writePhase(ref, predicted, o);
+        return writePhase(ref, predicted, o, writer);
       }, writing);
+      written.push(writing);
     }
     await writing;
   } finally {
     await writing.catch(() => {});
     progress.done();
     loader.close();
+    writer.close();
     if (device.profiler) {
       console.log(
         `infer: GPU time by kernel over the run (CSN_PROFILE=1):\n${await device.profiler.report(30)}`,
@@ -479,70 +477,44 @@ async function classifyPhase(s: Segmented, c: PhaseContext): Promise<Predicted> 
   return { study: s.study, prediction, t: s.timer.t, lap: s.timer.lap };
 }
 
-/** The files of a study (NIfTI, report) and its dice against a truth mask; runs beside the next study. */
-async function writePhase(ref: StudyRef, p: Predicted, o: InferOptions): Promise<StudyResult> {
+/**
+ * The files of a study (NIfTI, report) and its dice against a truth mask, written by `writer` (a Worker)
+ * beside the next studies' device work. The report's pictures of the crops are taken here, so the crop
+ * stack goes back to the pool at once and the Worker gets a few KiB, not 31 MB a crop; the study's images
+ * and labels are handed over to the Worker (no longer used here).
+ */
+async function writePhase(
+  ref: StudyRef,
+  p: Predicted,
+  o: InferOptions,
+  writer: StudyWriter,
+): Promise<StudyResult> {
   const { study, t, lap } = p;
-  const { labels, meta, release, ...r } = p.prediction;
-  const dir = `${o.out}/${ref.uid}`;
-  await Deno.mkdir(dir, { recursive: true });
-  // The labels on the study's own grid: what vertebrae.nii.gz holds, and what the dice compares.
-  const full = upsampleLabels(labels, study.geometry.shape);
-  if (o.nifti) await writeNifti(`${dir}/vertebrae.nii.gz`, volumeToNifti(full, study.geometry));
-  if (o.report) {
-    const timings = Object.fromEntries(Object.entries(t).map(([k, v]) => [k, v * 1000]));
-    try {
-      await writeStudyReport(`${dir}/report.html`, ref.uid, study, { labels, meta, ...r, timings });
-    } finally {
-      release(); // the crops are drawn: their stack may serve a later study
-    }
-  }
+  const { labels, meta, release, crops, probabilities } = p.prediction;
+  const views: ReportCrop[] = o.report
+    ? crops.map((c) => ({
+      vertebra: c.vertebra,
+      crop: null,
+      view: c.crop ? cropSlice(c.crop, c.shape ?? [], `crop of C${c.vertebra}`) : null,
+    }))
+    : [];
+  release();
+  const timings = Object.fromEntries(Object.entries(t).map(([k, v]) => [k, v * 1000]));
+  const written = await writer.write({
+    ref,
+    out: o.out,
+    nifti: o.nifti,
+    report: o.report,
+    masks: o.masks,
+    study,
+    labels,
+    meta,
+    probabilities,
+    crops: views,
+    timings,
+  });
   lap("write");
   const vertebrae: StudyResult["vertebrae"] = {};
   for (const [k, [box, area]] of Object.entries(meta.boxes)) vertebrae[k] = { box, voxels: area };
-  const res: StudyResult = { uid: ref.uid, ok: true, probabilities: r.probabilities, vertebrae, timings: t };
-  const mask = await truthMaskPath(ref, o.masks);
-  if (mask) {
-    res.mask = mask;
-    try {
-      res.dice = await studyDice(mask, full, study.geometry.shape);
-    } catch (e) {
-      // A bad mask spoils the dice, not the prediction: the study is kept and the reason printed at the end.
-      res.maskError = (e as Error).message;
-    }
-  }
-  return res;
-}
-
-/** A study's report.html: the 256 cube with the predicted labels, crops, probabilities, timings (ms). */
-async function writeStudyReport(
-  path: string,
-  uid: string,
-  study: InMemoryStudy,
-  p: { labels: Uint8Array; meta: StudyMeta; crops: ReportCrop[]; probabilities: number[] } & {
-    timings: Record<string, number>;
-  },
-): Promise<void> {
-  const h = study.header;
-  const [Z] = h.cubes.image_256!;
-  const html = await studyReportHtml({
-    uid,
-    image: {
-      data: study.image_256,
-      shape: [Z, 256, 256],
-      slope: h.units === "hu" ? 1 : h.rescale.slope,
-      intercept: h.units === "hu" ? 0 : h.rescale.intercept,
-      // The 256 cube's voxel size: the series' in-plane spacing scaled by its size / 256.
-      spacing: [
-        h.spacing[0],
-        (h.spacing[1] * study.geometry.shape[1]) / 256,
-        (h.spacing[2] * study.geometry.shape[2]) / 256,
-      ],
-    },
-    labels: { data: p.labels, shape: [Math.ceil(Z / 2), 256, 256] },
-    meta: p.meta,
-    crops: p.crops,
-    probabilities: p.probabilities,
-    timings: p.timings,
-  });
-  await writeFileAtomic(path, new TextEncoder().encode(html), "report");
+  return { uid: ref.uid, ok: true, probabilities, vertebrae, timings: t, ...written };
 }

@@ -43,6 +43,20 @@ export interface ReportCrop {
   crop: Float32Array | null;
   /** Shape of `crop` ([3, D, S, S]); ignored when `crop` is null. */
   shape?: readonly number[] | null;
+  /**
+   * The picture the report shows of the crop ({@link cropSlice} of it), computed already: then `crop` may be
+   * null (a few KiB to hand to a Worker in place of 31 MB).
+   */
+  view?: CropView | null;
+}
+
+/** The middle slice of a crop's image channel as gray pixels (what {@link cropSlice} gives). */
+export interface CropView {
+  gray: Uint8Array;
+  size: number;
+  /** 0-based slice shown, of `depth`. */
+  slice: number;
+  depth: number;
 }
 
 /** Everything a study's report page shows. */
@@ -255,12 +269,7 @@ export function spineViews(r: Pick<StudyReport, "uid" | "image" | "labels">): Sp
  * The middle slice of channel 0 of a crop [3, D, S, S] as gray pixels [S, S]: the middle of the slices before
  * the zero padding at the end, windowed between the slice's 1st and 99th percentile.
  */
-export function cropSlice(crop: Float32Array, shape: readonly number[], where = "crop"): {
-  gray: Uint8Array;
-  size: number;
-  slice: number;
-  depth: number;
-} {
+export function cropSlice(crop: Float32Array, shape: readonly number[], where = "crop"): CropView {
   if (
     !Array.isArray(shape) || shape.length !== 4 || shape[0] !== 3 ||
     shape.some((d) => !Number.isInteger(d) || d < 1) || shape[2] !== shape[3]
@@ -477,7 +486,7 @@ export async function studyReportHtml(r: StudyReport): Promise<string> {
     const c = entries[0];
     const box = r.meta.boxes[String(v)];
     const count = r.meta.sums[v] ?? 0;
-    if (!c || c.crop === null || c.crop === undefined) {
+    if (!c || ((c.crop === null || c.crop === undefined) && !c.view)) {
       const note = box ? `${count.toLocaleString("en-US")} voxels, no crop` : NOT_FOUND;
       out.push(
         `<figure><div class="missing">${box ? "no crop" : NOT_FOUND}</div><figcaption><b>C${v}</b>: ` +
@@ -485,7 +494,7 @@ export async function studyReportHtml(r: StudyReport): Promise<string> {
       );
       continue;
     }
-    const s = cropSlice(c.crop, c.shape ?? [], `${where}: crop of C${v}`);
+    const s = c.view ?? cropSlice(c.crop!, c.shape ?? [], `${where}: crop of C${v}`);
     const uri = await pngDataUri(s.gray, s.size, s.size, 1);
     const zr = box ? `, label slices ${box[0][0]}–${box[0][3] - 1}` : "";
     out.push(

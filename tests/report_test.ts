@@ -275,6 +275,13 @@ Deno.test("studyReportHtml: 2 views + 7 crops, 8 bars, escaped uid, self-contain
   });
   // Views keep the voxel aspect: 40 slices x 1.25 mm over 256 x 0.7 mm shown 400 px wide.
   assert(html.includes(`width="400" height="${Math.round(40 * (400 / 256) * (1.25 / 0.7))}"`), "view aspect");
+  // Crops given as their pictures (what the inference hands its writer Worker) make the same page.
+  const crops = r.crops.map((c) => ({
+    vertebra: c.vertebra,
+    crop: null,
+    view: cropSlice(c.crop!, c.shape!),
+  }));
+  assert((await studyReportHtml({ ...r, crops })) === html, "crops as views: a different page");
 });
 
 Deno.test("studyReportHtml: a missing vertebra shows 'not found'; bad input names the field", async () => {
