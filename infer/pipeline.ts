@@ -126,7 +126,8 @@ export async function classifyCrops(
  * The classifier ensemble's probabilities for one study: mean over members of each member's aggregate.
  * `lap` is called after each member's crops are cut ("crops", host work) and after each forward
  * ("classify", device work). Crop stacks come from `stacks` when given and go back to it, all but the one
- * that `crops` (for the report) points into: `release()` gives that one back once the report is written.
+ * that `crops` (for the report) points into: `release()` gives that one back once the report's pictures
+ * are drawn.
  */
 export async function classifyStudy(
   members: Member[],
