@@ -3,19 +3,9 @@
  */
 /// <reference lib="deno.worker" />
 import { loadStudy } from "./study.ts";
+import { buffersOf, serveRequests } from "./worker_rpc.ts";
 
-self.onmessage = async (e: MessageEvent<{ id: number; dir: string }>) => {
-  const { id, dir } = e.data;
-  try {
-    const study = await loadStudy(dir);
-    const transfer: ArrayBuffer[] = [];
-    for (const v of Object.values(study)) {
-      if (ArrayBuffer.isView(v) && !transfer.includes(v.buffer as ArrayBuffer)) {
-        transfer.push(v.buffer as ArrayBuffer);
-      }
-    }
-    self.postMessage({ id, study }, { transfer });
-  } catch (err) {
-    self.postMessage({ id, error: (err as Error).message });
-  }
-};
+serveRequests(async (dir: string) => {
+  const study = await loadStudy(dir);
+  return { result: study, transfer: buffersOf(Object.values(study).filter(ArrayBuffer.isView)) };
+});

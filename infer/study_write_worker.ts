@@ -3,12 +3,6 @@
  */
 /// <reference lib="deno.worker" />
 import { type WriteJob, writeStudyFiles } from "./study_writer.ts";
+import { serveRequests } from "./worker_rpc.ts";
 
-self.onmessage = async (e: MessageEvent<{ id: number; job: WriteJob }>) => {
-  const { id, job } = e.data;
-  try {
-    self.postMessage({ id, result: await writeStudyFiles(job) });
-  } catch (err) {
-    self.postMessage({ id, error: (err as Error).message });
-  }
-};
+serveRequests(async (job: WriteJob) => ({ result: await writeStudyFiles(job) }));

@@ -12,6 +12,7 @@ import type { StudyMeta } from "./meta.ts";
 import { upsampleLabels } from "./nifti_out.ts";
 import { type ReportCrop, studyReportHtml } from "./report.ts";
 import type { InMemoryStudy } from "./study.ts";
+import { buffersOf, WorkerRpc } from "./worker_rpc.ts";
 
 /** What to write for one study (everything structured-cloneable; crops carry their pictures, not data). */
 export interface WriteJob {
@@ -90,59 +91,29 @@ async function writeStudyReport(path: string, job: WriteJob): Promise<void> {
   await writeFileAtomic(path, new TextEncoder().encode(html), "report");
 }
 
-/** The distinct buffers under a job's arrays, to transfer to the Worker (the caller gives them up). */
-function transferables(job: WriteJob): ArrayBuffer[] {
-  const out: ArrayBuffer[] = [];
-  for (const a of [job.study.image_full, job.study.image_256, job.labels]) {
-    const b = a?.buffer;
-    if (b instanceof ArrayBuffer && !out.includes(b)) out.push(b);
-  }
-  return out;
-}
-
 /**
  * A one-Worker study writer; jobs are served in order. `write` transfers the job's arrays (the study's
  * images and the labels): the caller must not use them afterwards.
  */
 export class StudyWriter {
-  #worker: Worker | null;
-  #pending = new Map<number, { resolve: (r: WriteResult) => void; reject: (e: Error) => void }>();
-  #next = 0;
+  #rpc: WorkerRpc<WriteJob, WriteResult> | null;
 
   /** `inWorker: false` writes on the calling thread (tests, debugging). */
   constructor(inWorker = true) {
-    this.#worker = inWorker
-      ? new Worker(new URL("./study_write_worker.ts", import.meta.url), { type: "module" })
+    this.#rpc = inWorker
+      ? new WorkerRpc(new URL("./study_write_worker.ts", import.meta.url), "study writer")
       : null;
-    if (this.#worker) {
-      this.#worker.onmessage = (e: MessageEvent<{ id: number; result?: WriteResult; error?: string }>) => {
-        const p = this.#pending.get(e.data.id);
-        if (!p) return;
-        this.#pending.delete(e.data.id);
-        if (e.data.error !== undefined) p.reject(new Error(e.data.error));
-        else p.resolve(e.data.result!);
-      };
-      this.#worker.onerror = (e) => {
-        e.preventDefault();
-        for (const p of this.#pending.values()) p.reject(new Error(`study writer failed: ${e.message}`));
-        this.#pending.clear();
-      };
-    }
   }
 
   /** Writes one study's files; resolves with its dice (if it has a truth mask). */
   write(job: WriteJob): Promise<WriteResult> {
-    if (!this.#worker) return writeStudyFiles(job);
-    const id = this.#next++;
-    return new Promise((resolve, reject) => {
-      this.#pending.set(id, { resolve, reject });
-      this.#worker!.postMessage({ id, job }, { transfer: transferables(job) });
-    });
+    if (!this.#rpc) return writeStudyFiles(job);
+    return this.#rpc.call(job, buffersOf([job.study.image_full, job.study.image_256, job.labels]));
   }
 
   /** Stops the Worker. */
   close(): void {
-    this.#worker?.terminate();
-    this.#worker = null;
+    this.#rpc?.close();
+    this.#rpc = null;
   }
 }
