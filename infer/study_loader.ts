@@ -7,25 +7,14 @@ import { WorkerRpc } from "./worker_rpc.ts";
 
 export type { InMemoryStudy };
 
-/** A one-Worker study reader; `load` calls are served in order. */
-export class StudyLoader {
-  #rpc: WorkerRpc<string, InMemoryStudy> | null;
-
-  /** `inWorker: false` reads on the main thread (tests, debugging). */
+/** A one-Worker study reader; `load` calls are served in order (`inWorker: false`: on this thread). */
+export class StudyLoader extends WorkerRpc<string, InMemoryStudy> {
   constructor(inWorker = true) {
-    this.#rpc = inWorker
-      ? new WorkerRpc(new URL("./study_worker.ts", import.meta.url), "study reader")
-      : null;
+    super(new URL("./study_worker.ts", import.meta.url), "study reader", (dir) => loadStudy(dir), inWorker);
   }
 
   /** Reads and preprocesses the study in `dir`. */
   load(dir: string): Promise<InMemoryStudy> {
-    return this.#rpc ? this.#rpc.call(dir) : loadStudy(dir);
-  }
-
-  /** Stops the Worker. */
-  close(): void {
-    this.#rpc?.close();
-    this.#rpc = null;
+    return this.call(dir);
   }
 }

@@ -92,28 +92,16 @@ async function writeStudyReport(path: string, job: WriteJob): Promise<void> {
 }
 
 /**
- * A one-Worker study writer; jobs are served in order. `write` transfers the job's arrays (the study's
- * images and the labels): the caller must not use them afterwards.
+ * A one-Worker study writer; jobs are served in order (`inWorker: false`: on this thread). `write` transfers
+ * the job's arrays (the study's images and the labels): the caller must not use them afterwards.
  */
-export class StudyWriter {
-  #rpc: WorkerRpc<WriteJob, WriteResult> | null;
-
-  /** `inWorker: false` writes on the calling thread (tests, debugging). */
+export class StudyWriter extends WorkerRpc<WriteJob, WriteResult> {
   constructor(inWorker = true) {
-    this.#rpc = inWorker
-      ? new WorkerRpc(new URL("./study_write_worker.ts", import.meta.url), "study writer")
-      : null;
+    super(new URL("./study_write_worker.ts", import.meta.url), "study writer", writeStudyFiles, inWorker);
   }
 
   /** Writes one study's files; resolves with its dice (if it has a truth mask). */
   write(job: WriteJob): Promise<WriteResult> {
-    if (!this.#rpc) return writeStudyFiles(job);
-    return this.#rpc.call(job, buffersOf([job.study.image_full, job.study.image_256, job.labels]));
-  }
-
-  /** Stops the Worker. */
-  close(): void {
-    this.#rpc?.close();
-    this.#rpc = null;
+    return this.call(job, buffersOf([job.study.image_full, job.study.image_256, job.labels]));
   }
 }

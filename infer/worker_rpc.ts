@@ -8,14 +8,23 @@
 type Request<Req> = { id: number; req: Req };
 type Answer<Res> = { id: number; result?: Res; error?: string };
 
-/** The caller's side: `call` posts a request and resolves with the Worker's answer (or its error). */
+/**
+ * The caller's side: `call` posts a request and resolves with the Worker's answer (or its error). With
+ * `inWorker` false it runs `local` on this thread instead (tests, debugging).
+ */
 export class WorkerRpc<Req, Res> {
-  #worker: Worker | null;
+  #worker: Worker | null = null;
   #pending = new Map<number, { resolve: (r: Res) => void; reject: (e: Error) => void }>();
   #next = 0;
 
   /** `what` names the Worker in the error its crash gives every pending request. */
-  constructor(url: URL, what: string) {
+  constructor(
+    url: URL,
+    what: string,
+    private readonly local: (req: Req) => Promise<Res>,
+    inWorker = true,
+  ) {
+    if (!inWorker) return;
     this.#worker = new Worker(url, { type: "module" });
     this.#worker.onmessage = (e: MessageEvent<Answer<Res>>) => {
       const p = this.#pending.get(e.data.id);
@@ -33,6 +42,7 @@ export class WorkerRpc<Req, Res> {
 
   /** Posts `req` (handing over the `transfer` buffers) and waits for its answer. */
   call(req: Req, transfer: Transferable[] = []): Promise<Res> {
+    if (!this.#worker) return this.local(req);
     const id = this.#next++;
     return new Promise((resolve, reject) => {
       if (!this.#worker) return reject(new Error("the Worker was closed"));
