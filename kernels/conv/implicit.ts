@@ -150,8 +150,6 @@ function gatherGemm(s: GatherGemm): void {
   const table = g.by === "column"
     ? `var<workgroup> Kt: array<vec4<i32>, 16>;\nfn k_info(k: u32) -> vec4<i32> {\n  ${g.kInfo}\n}`
     : `var<workgroup> Ct: array<vec4<i32>, ${bn}>;\nfn col_info(n: u32) -> vec4<i32> {\n  ${g.colInfo}\n}`;
-  // Column gathers fill the next step's k table while the current step multiplies.
-  const fillK = (k: string) => `if (lid < 16u) { Kt[lid] = k_info(min(${k} + lid, sh.gK - 1u)); }`;
   launch({
     op: s.op,
     work: { flops: 2 * s.M * s.N * s.K },
@@ -214,16 +212,24 @@ function gatherGemm(s: GatherGemm): void {
       ).join("\n  ")
     }`,
   });
+}
 
-  /** WGSL: a column gather's per-thread column, its setup, and the first step's k table. */
-  function columnSetup(g: ColumnGather, bn: number, table: boolean): string {
-    return `let lc = lid % ${u(bn)};
+/**
+ * WGSL: 16 threads tabulate `k_info` of the K step that starts at `k` (column gathers fill the next step's
+ * table while the current step multiplies).
+ */
+function fillK(k: string): string {
+  return `if (lid < 16u) { Kt[lid] = k_info(min(${k} + lid, sh.gK - 1u)); }`;
+}
+
+/** WGSL: a column gather's per-thread column, its setup, and the first step's k table. */
+function columnSetup(g: ColumnGather, bn: number, table: boolean): string {
+  return `let lc = lid % ${u(bn)};
   let bc0 = n0 + lc;
   let bcIn = bc0 < sh.gN;
   let bc = min(bc0, sh.gN - 1u);
   ${g.setup}
   ${table ? `${fillK("sg * sh.gSeg")}\n  workgroupBarrier();` : ""}`;
-  }
 }
 
 /** WGSL: the row gather's column table, once per workgroup (bn <= 256 threads). */
