@@ -228,6 +228,7 @@ export async function runInference(o: InferOptions): Promise<{
   // A study's files (NIfTI, report, dice: CPU work) are written while the device works on the next study;
   // `writing` is the previous study's, awaited before this one's line so predictions.jsonl keeps the order.
   let writing: Promise<void> = Promise.resolve();
+  let beforeLast: Promise<void> = Promise.resolve(); // the `writing` before it
   const settle = async (i: number, ref: StudyRef, make: () => Promise<StudyResult>, prev: Promise<void>) => {
     let result: StudyResult;
     try {
@@ -260,7 +261,6 @@ export async function runInference(o: InferOptions): Promise<{
       return loads[j]!;
     };
     const ctx: PhaseContext = { seg, cls, segSize, o, stacks };
-    const written: Promise<void>[] = [];
     const segment = (j: number) => segmentPhase(load(j), ctx).catch((e: Error) => e);
     let segmenting = todo.length ? segment(0) : null;
     load(1);
@@ -276,12 +276,12 @@ export async function runInference(o: InferOptions): Promise<{
         ? segmented
         : await classifyPhase(segmented, ctx).catch((e: Error) => e);
       // At most two studies' files in the writer's queue (each holds a study's images).
-      if (i >= 2) await written[i - 2];
+      await beforeLast;
+      beforeLast = writing;
       writing = settle(i, ref, () => {
         if (predicted instanceof Error) throw predicted;
         return writePhase(ref, predicted, o, writer);
       }, writing);
-      written.push(writing);
     }
     await writing;
   } finally {
@@ -474,7 +474,6 @@ async function segmentPhase(loading: Promise<InMemoryStudy>, c: PhaseContext): P
 async function classifyPhase(s: Segmented, c: PhaseContext): Promise<Predicted> {
   s.timer.restart();
   const prediction = await finishStudy(s.study, s.labels, c, { ...c.o, stacks: c.stacks }, s.timer.lap);
-  if (!c.o.report) prediction.release();
   return { study: s.study, prediction, t: s.timer.t, lap: s.timer.lap };
 }
 
