@@ -92,10 +92,15 @@ for (const x of res.failed) console.log(`bench:infer: study ${x.uid} failed: ${x
 const lines = (await Deno.readTextFile(`${tmp}/out/predictions.jsonl`)).trim().split("\n").map((l) =>
   JSON.parse(l)
 );
-const steps: Record<string, number> = {};
-for (const l of lines) {
-  for (const [k, v] of Object.entries(l.timings ?? {})) steps[k] = (steps[k] ?? 0) + (v as number);
-}
+/** Mean seconds of each step over some studies' lines. */
+const meanSteps = (ls: { timings?: Record<string, number> }[]) => {
+  const m: Record<string, number> = {};
+  for (const l of ls) {
+    for (const [k, v] of Object.entries(l.timings ?? {})) m[k] = (m[k] ?? 0) + v / ls.length;
+  }
+  return m;
+};
+const steps = meanSteps(lines);
 // A study's own time: its steps but the writing (which overlaps the next study). The first study also pays
 // for compiling every pipeline; the later ones show the steady state a long run sees.
 const own = lines.map((l) =>
@@ -103,12 +108,7 @@ const own = lines.map((l) =>
 );
 const warm = own.length > 1 ? own.slice(1).reduce((a, b) => a + b, 0) / (own.length - 1) : null;
 // The steps of the later studies alone: the first one's include compiling.
-const warmSteps: Record<string, number> = {};
-for (const l of lines.slice(1)) {
-  for (const [k, v] of Object.entries(l.timings ?? {})) {
-    warmSteps[k] = (warmSteps[k] ?? 0) + (v as number) / (lines.length - 1);
-  }
-}
+const warmSteps = meanSteps(lines.slice(1));
 console.log(
   `infer, preset ${f.preset} (${segC.encoder} UNet at ${segC.size} + ${clsC.encoder} on 3x${clsC.crop[0]}x${
     clsC.crop[1]
@@ -117,7 +117,7 @@ console.log(
     `first study ${own[0].toFixed(1)} s (compiling the pipelines), ` +
     (warm === null ? "" : `later studies ${warm.toFixed(1)} s each (read to classify); `) +
     `steps per study (the writing runs beside the next study's device work): ` +
-    Object.entries(steps).map(([k, v]) => `${k} ${(v / lines.length).toFixed(2)} s`).join(", ") +
+    Object.entries(steps).map(([k, v]) => `${k} ${v.toFixed(2)} s`).join(", ") +
     (warm === null
       ? ""
       : `; later studies: ${Object.entries(warmSteps).map(([k, v]) => `${k} ${v.toFixed(2)} s`).join(", ")}`),
@@ -133,7 +133,7 @@ if (f.results) {
     secondsPerStudy: total / lines.length,
     firstStudySeconds: own[0],
     warmSecondsPerStudy: warm,
-    steps: Object.fromEntries(Object.entries(steps).map(([k, v]) => [k, v / lines.length])),
+    steps,
     warmSteps: warm === null ? null : warmSteps,
   };
   await Deno.writeTextFile(f.results as string, JSON.stringify(line) + "\n", { append: true });
