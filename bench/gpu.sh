@@ -93,6 +93,10 @@ part unet-train 120 $D bench/gpu.ts --part train --model unet --batch "${UNET_BA
 # The classifier's step again, submitting only at the step's end (the default on a GPU submits every 128
 # dispatches, so that the GPU starts while the host still records the step).
 part cls-train-submit0 60 env CSN_SUBMIT_EVERY=0 $D bench/gpu.ts --part train --model cls --batch "${CLS_BATCH:-16}" --results "$R" $S
+# The classifier's step and the GEMMs with the tile rule before shape-dependent tiles (CSN_GEMM_TILES=square:
+# 8 x 8 only where M, N >= 512, else 4 x 4, whatever K), against cls-train and kernels above.
+part cls-train-square 60 env CSN_GEMM_TILES=square $D bench/gpu.ts --part train --model cls --batch "${CLS_BATCH:-16}" --results "$R" $S
+part gemm-square 30 env CSN_GEMM_TILES=square $D bench/gpu.ts --part kernels --results "$R" $S --only gemm
 # The same steps under autocast f16 (f16 conv/linear operands, f32 accumulation, GradScaler).
 part cls-train-amp 90 $D bench/gpu.ts --part train --model cls --batch "${CLS_BATCH:-16}" --amp --results "$R" $S
 part unet-train-amp 90 $D bench/gpu.ts --part train --model unet --batch "${UNET_BATCH:-4}" --amp --results "$R" $S

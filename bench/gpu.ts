@@ -25,6 +25,7 @@ import type { Device } from "../core/device.ts";
 
 type Triple = [number, number, number];
 import { measureCopyGBs, measurePeakGflops } from "./measure.ts";
+import { gemmTile } from "../kernels/matmul.ts";
 
 // No flag library: this file imports the engine only, so the GPU machine needs no npm cache.
 const flag = (k: string, d: string) => {
@@ -95,22 +96,29 @@ if (part === "info") {
   const peak = await measurePeakGflops(device);
   const copy = await measureCopyGBs(device, 256);
   await record({ part, what: "peak", peakGflops: peak, copyGBs: copy });
-  // GEMMs: square, and the CSN's pointwise convs as [Cout x Cin] @ [Cin x N*D*H*W].
-  const gemms: [string, number, number, number][] = f.smoke ? [["pw 64->256", 256, 64, 4096]] : [
-    ["square 4096", 4096, 4096, 4096],
-    ["square 8192", 8192, 8192, 8192],
-    ["pw 64->256 (layer1, 16x40x64x64 voxels)", 256, 64, 16 * 40 * 64 * 64 / 4],
-    ["pw 256->64", 64, 256, 16 * 40 * 64 * 64 / 4],
-    ["pw 512->128 (layer2)", 128, 512, 16 * 20 * 32 * 32],
-    ["pw 1024->256 (layer3)", 256, 1024, 16 * 10 * 16 * 16],
-    ["pw 2048->512 (layer4)", 512, 2048, 16 * 5 * 8 * 8],
-  ];
+  // GEMMs: square, the CSN's pointwise convs as [Cout x Cin] @ [Cin x N*D*H*W], and their weight gradients
+  // as [Cout x N*D*H*W] @ [Cin x N*D*H*W]^T (K = positions; "^T" rows: B stored along K, as the convs' are).
+  const gemms: [string, number, number, number][] = f.smoke
+    ? [["pw 64->256", 256, 64, 4096], ["pw dw 64->256 ^T", 256, 4096, 64]]
+    : [
+      ["square 4096", 4096, 4096, 4096],
+      ["square 8192", 8192, 8192, 8192],
+      ["pw 64->256 (layer1, 16x40x64x64 voxels)", 256, 64, 16 * 40 * 64 * 64 / 4],
+      ["pw 256->64", 64, 256, 16 * 40 * 64 * 64 / 4],
+      ["pw 512->128 (layer2)", 128, 512, 16 * 20 * 32 * 32],
+      ["pw 1024->256 (layer3)", 256, 1024, 16 * 10 * 16 * 16],
+      ["pw 2048->512 (layer4)", 512, 2048, 16 * 5 * 8 * 8],
+      ["pw dw 64->256 (layer1) ^T", 256, 16 * 40 * 64 * 64 / 4, 64],
+      ["pw dw 1024->256 (layer3) ^T", 256, 16 * 10 * 16 * 16, 1024],
+    ];
   for (const [name, M0, K0, N0] of f.only.includes("gemm") ? gemms : []) {
     const [M, K, N] = [M0, K0, N0].map((v) => Math.max(4, Math.round(v / S)));
     try {
-      const a = randn([M, K], { device, seed: 1 }), b = randn([K, N], { device, seed: 2 });
-      const s = await timeCall(device, () => F.matmul(a, b).dispose());
-      await record({ part, what: "gemm", name, M, K, N, ms: s * 1e3, gflops: 2 * M * K * N / s / 1e9 });
+      const transB = name.endsWith("^T");
+      const a = randn([M, K], { device, seed: 1 }), b = randn(transB ? [N, K] : [K, N], { device, seed: 2 });
+      const s = await timeCall(device, () => F.matmul(a, b, { transB }).dispose());
+      const tile = device.profile === "gpu" ? gemmTile(M, N, K) : null;
+      await record({ part, what: "gemm", name, M, K, N, tile, ms: s * 1e3, gflops: 2 * M * K * N / s / 1e9 });
       a.dispose();
       b.dispose();
     } catch (e) {

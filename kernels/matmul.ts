@@ -11,6 +11,7 @@ import { broadcastShapes, map } from "./elementwise/map.ts";
 import { add } from "./elementwise/binary.ts";
 import { sum, sumTo } from "./reduce.ts";
 import { castFloat } from "./cast.ts";
+import { env } from "../core/adapter.ts";
 
 /** Options of {@link matmul}. */
 export interface MatmulOptions {
@@ -81,6 +82,8 @@ export interface GemmOptions extends GemmEpilogue {
   sumBatch?: boolean;
   /** Stored dtype (default f32); accumulation is f32 either way. */
   dtype?: "f32" | "f16";
+  /** The vec4 tile of the "gpu" profile instead of {@link gemmTile}'s choice (tests, measurements). */
+  tile?: GemmTile;
 }
 
 /**
@@ -160,8 +163,10 @@ export function gemm(
     return out;
   }
   const geo = { ...base, sumBatch: opts.sumBatch ?? false };
-  if (vec4Layout(geo)) gemmVec4(op, a, b, out, geo, M >= 512 && N >= 512 ? 8 : 4, opts.moments ?? null);
-  else gemmTiled(op, a, b, out, geo);
+  if (vec4Layout(geo)) {
+    const tile = opts.tile ?? gemmTile(M, N, K, nb, !!opts.moments);
+    gemmVec4(op, a, b, out, geo, tile, opts.moments ?? null);
+  } else gemmTiled(op, a, b, out, geo);
   return out;
 }
 
@@ -403,10 +408,43 @@ export function kSegments(tiles: number, K: number, outElems = 0): { segs: numbe
   return { segs: Math.ceil(kTiles / per), segLen: per * 16 };
 }
 
+/** A {@link gemmVec4} tile: TM x TN outputs per thread (4 or 8 each), so BM = 16 TM rows by BN = 16 TN columns. */
+export type GemmTile = [4 | 8, 4 | 8];
+
 /**
- * The "gpu" profile's main GEMM: a (16 T) x (16 T) output tile per workgroup of 16 x 16 threads, T x T
- * outputs per thread (T = 8: 128 x 128, for large M and N; T = 4: 64 x 64), K staged through workgroup
- * memory 16 at a time as vec4s, so the inner step reads T / 2 vec4s for T^2 FMAs. Global loads and stores
+ * The vec4 GEMM's tile for an M x N x K product (batch `nb`). With K under 256 (a forward or input gradient
+ * of a pointwise conv with few channels) 8 x 8 only where M and N are both 512 or more, else 4 x 4: on the
+ * H200 the 64 x 64 tile beat 128 x 128 on such shapes (docs/perf.md, the tiling scan: 7.2 against 4.5
+ * TFLOP/s at K = 64), as more workgroups per SM hide the loads of few K steps. From K = 256 on (weight
+ * gradients: K = positions) the tile with the best estimated rate: the scan's rate at 4096^3 relative to 4 x
+ * 4 (8 x 8 1.32, 8 x 4 1.17, 4 x 8 1.05: fewer workgroup-memory reads per FMA), times the share of `fill`
+ * workgroups it gives (K segments included; 264: two per SM of a 132-SM GPU), over the padding its edge tiles
+ * add. `wide` (the batch-norm moments epilogue) needs BN >= BM. Env `CSN_GEMM_TILES=square` keeps the
+ * short-K rule for every K, to measure one against the other.
+ */
+export function gemmTile(M: number, N: number, K: number, nb = 1, wide = false, fill = 264): GemmTile {
+  const square: GemmTile = M >= 512 && N >= 512 ? [8, 8] : [4, 4];
+  if (K < 256 || env("CSN_GEMM_TILES") === "square") return square;
+  const rate = (t: GemmTile) => {
+    const bm = 16 * t[0], bn = 16 * t[1];
+    const tiles = nb * Math.ceil(M / bm) * Math.ceil(N / bn);
+    const groups = tiles * kSegments(tiles, K, M * N * nb).segs;
+    const padding = (Math.ceil(M / bm) * bm * Math.ceil(N / bn) * bn) /
+      (Math.ceil(M / 64) * 64 * Math.ceil(N / 64) * 64);
+    const speed = t[0] === 8 ? (t[1] === 8 ? 1.32 : 1.17) : (t[1] === 8 ? 1.05 : 1);
+    return speed * Math.min(1, groups / fill) / padding;
+  };
+  let best: GemmTile = [4, 4];
+  for (const t of [[8, 8], [8, 4], [4, 8]] as GemmTile[]) {
+    if (!(wide && t[1] < t[0]) && rate(t) > rate(best)) best = t;
+  }
+  return best;
+}
+
+/**
+ * The "gpu" profile's main GEMM: a (16 TM) x (16 TN) output tile per workgroup of 16 x 16 threads, TM x TN
+ * outputs per thread (4 or 8 each, {@link gemmTile}), K staged through workgroup memory 16 at a time as
+ * vec4s, so the inner step reads (TM + TN) / 4 vec4s for TM TN FMAs. Global loads and stores
  * are vec4 in whichever layout each operand is stored; a thread's rows and columns are 4-wide groups strided
  * by 64 so that neighbouring threads read neighbouring vec4s. The tiling of the scan in docs/perf.md
  * (128 x 128 x 16, 8 x 8: 30.7 TFLOP/s, 60 % of cuBLAS, on an H200), here with masked edges, batch and
@@ -418,16 +456,20 @@ function gemmVec4(
   b: Tensor,
   out: Tensor,
   g: GemmGeo,
-  T: 4 | 8,
+  [TM, TN]: GemmTile,
   moments: GemmMoments | null,
 ): void {
   const { M, N, K, nb } = g;
-  const BM = 16 * T, BN = 16 * T, BK = 16, R = T / 4;
+  const BM = 16 * TM, BN = 16 * TN, BK = 16;
+  if (moments && BN < BM) {
+    throw new Error(`${op}: the moments epilogue needs a tile at least as wide as tall`);
+  }
   const tm = Math.ceil(M / BM), tn = Math.ceil(N / BN), tiles = nb * tm * tn;
   const { segs, segLen } = kSegments(tiles, K, M * N * nb);
   const part = partials(op, out, segs, g);
   const ep = epilogueCode(g.epi, part, out, true);
-  const rs = [...Array(R).keys()];
+  // Row groups of 64 (a thread's rows r * 64 + ty * 4 + i) and column groups of 64.
+  const rms = [...Array(TM / 4).keys()], rns = [...Array(TN / 4).keys()];
   // An operand stored along k is scattered into the tile by 4 neighbouring threads holding 4 k of one row:
   // with rows BM floats apart (a multiple of 32 banks) those stores meet 4-way in a bank on a GPU; a row
   // padded by one vec4 makes it 2-way. Only where the memory allows (16 KiB fits the 128 tile unpadded).
@@ -435,17 +477,19 @@ function gemmVec4(
   const rowA = BM / 4 + (padded && !g.transA ? 1 : 0), rowB = BN / 4 + (padded && g.transB ? 1 : 0);
   const mom = moments && part === out ? Tensor.empty(out.device, [nb * tn, M, 3], "f32", op) : null;
   if (moments) moments.part = mom;
-  // A tile of BM x BK from an operand stored contiguous along k (4 vec4 per row, scattered into the k-major
-  // workgroup array) or along m (BM / 4 vec4 per k, copied as they are).
+  // A tile of B rows x BK (B = BM for A, BN for B; B / 64 passes of 256 threads) from an operand stored
+  // contiguous along k (4 vec4 per row, scattered into the k-major workgroup array) or along its rows (B / 4
+  // vec4 per k, copied as they are).
   const alongK = (
     t: string,
     W: string,
     row: number,
+    B: number,
     rows: string,
     lim: string,
     idx: (r: string, k: string) => string,
   ) =>
-    rs.map((p) =>
+    [...Array(B / 64).keys()].map((p) =>
       `{ let rr = ${p * 64}u + lid / 4u; let kq = (lid % 4u) * 4u; let r = ${rows} + rr; let k = k0 + kq;
       var v = vec4<f32>(0.0);
       if (r < ${lim} && k < sh.K) { v = ${t}_ld((${t}off + ${idx("r", "k")}) / 4u); }
@@ -455,24 +499,25 @@ function gemmVec4(
     t: string,
     W: string,
     row: number,
+    B: number,
     rows: string,
     lim: string,
     idx: (k: string, r: string) => string,
   ) =>
-    rs.map((p) =>
-      `{ let ix = lid + ${p * 256}u; let kk = ix / ${u(BM / 4)}; let rv = ix % ${u(BM / 4)};
+    [...Array(B / 64).keys()].map((p) =>
+      `{ let ix = lid + ${p * 256}u; let kk = ix / ${u(B / 4)}; let rv = ix % ${u(B / 4)};
       let k = k0 + kk; let r = ${rows} + rv * 4u;
       var v = vec4<f32>(0.0);
       if (r < ${lim} && k < sh.K) { v = ${t}_ld((${t}off + ${idx("k", "r")}) / 4u); }
       ${W}[kk * ${u(row)} + rv] = v; }`
     ).join("\n    ");
   const loadA = g.transA
-    ? alongRows("a", "As", rowA, "m0", "sh.M", (k, m) => `${k} * sh.M + ${m}`)
-    : alongK("a", "As", rowA, "m0", "sh.M", (m, k) => `${m} * sh.K + ${k}`);
+    ? alongRows("a", "As", rowA, BM, "m0", "sh.M", (k, m) => `${k} * sh.M + ${m}`)
+    : alongK("a", "As", rowA, BM, "m0", "sh.M", (m, k) => `${m} * sh.K + ${k}`);
   const loadB = g.transB
-    ? alongK("b", "Bs", rowB, "n0", "sh.N", (n, k) => `${n} * sh.K + ${k}`)
-    : alongRows("b", "Bs", rowB, "n0", "sh.N", (k, n) => `${k} * sh.N + ${n}`);
-  const accs = rs.flatMap((r) => [0, 1, 2, 3].flatMap((i) => rs.map((s) => `c${r}${i}${s}`)));
+    ? alongK("b", "Bs", rowB, BN, "n0", "sh.N", (n, k) => `${n} * sh.K + ${k}`)
+    : alongRows("b", "Bs", rowB, BN, "n0", "sh.N", (k, n) => `${k} * sh.N + ${n}`);
+  const accs = rms.flatMap((r) => [0, 1, 2, 3].flatMap((i) => rns.map((s) => `c${r}${i}${s}`)));
   launch({
     op,
     work: { flops: 2 * M * N * K * nb },
@@ -505,8 +550,8 @@ ${ep.decls}`,
     ${loadB}
     workgroupBarrier();
     for (var kk = 0u; kk < ${u(BK)}; kk = kk + 1u) {
-      ${rs.map((r) => `let a${r} = As[kk * ${u(rowA)} + ${r * 16}u + ty];`).join(" ")}
-      ${rs.map((s) => `let b${s} = Bs[kk * ${u(rowB)} + ${s * 16}u + tx];`).join(" ")}
+      ${rms.map((r) => `let a${r} = As[kk * ${u(rowA)} + ${r * 16}u + ty];`).join(" ")}
+      ${rns.map((s) => `let b${s} = Bs[kk * ${u(rowB)} + ${s * 16}u + tx];`).join(" ")}
       ${accs.map((c) => `${c} = fma(vec4<f32>(a${c[1]}[${c[2]}]), b${c[3]}, ${c});`).join("\n      ")}
     }
     workgroupBarrier();
@@ -521,7 +566,7 @@ ${ep.decls}`,
         }; if (m < sh.M && n < sh.N) { c_st(ci, ${c}); } }`
       ).join("\n  ")
     }
-${mom ? momentsWgsl(rs, BM, BN, out.dtype === "f16") : ""}`,
+${mom ? momentsWgsl(rms, rns, BM, BN, out.dtype === "f16") : ""}`,
   });
   addSegments(op, part, out, g.epi);
 }
@@ -529,12 +574,12 @@ ${mom ? momentsWgsl(rs, BM, BN, out.dtype === "f16") : ""}`,
 /**
  * WGSL after {@link gemmVec4}'s stores: the (count, mean, M2) of each of the tile's rows over its stored
  * columns (the values as stored, so an f16 output's rounded ones) into `mo` ([batch x column tiles, M, 3]).
- * Each thread reduces its 4R values of a row in registers (two passes: mean, then squared deviations), the
+ * Each thread reduces its TN values of a row in registers (two passes: mean, then squared deviations), the
  * 16 threads of a row hand theirs over through the free tile arrays (As: means, Bs: M2; a thread's count
  * follows from its column), and one thread per row merges them in order by Chan's formula.
  */
-function momentsWgsl(rs: number[], BM: number, BN: number, half: boolean): string {
-  const rowsOf = rs.flatMap((r) => [0, 1, 2, 3].map((i) => [r, i]));
+function momentsWgsl(rms: number[], rs: number[], BM: number, BN: number, half: boolean): string {
+  const rowsOf = rms.flatMap((r) => [0, 1, 2, 3].map((i) => [r, i]));
   const ok = (s: number) => `(n0 + ${s * 64}u + tx * 4u < sh.N)`;
   // An f16 output's values as stored: read back (the compiler may fold an f32 -> f16 -> f32 round trip away,
   // lavapipe does), from the thread's own stores, so program order makes them visible.

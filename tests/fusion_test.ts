@@ -174,7 +174,7 @@ Deno.test("a folded ConvModule's conv trains on (no norm left); F.conv3d residua
 /**
  * A pointwise conv's output moments from the GEMM's epilogue (gpu profile, vec4 tiles) feeding a
  * training-mode batch norm: output, saved statistics and running statistics equal the norm's own two-pass
- * moments; the 64 and 128 tiles with ragged channels and positions, far-from-zero means, an f16 output.
+ * moments; the 64, 64 x 128 and 128 tiles with ragged channels and positions, far-from-zero means, an f16 output.
  */
 Deno.test("batch norm from a pointwise conv's epilogue moments equals its own moments (gpu profile)", async () => {
   const device = await openDevice({ profile: "gpu", label: "gpu-profile" });
@@ -184,6 +184,8 @@ Deno.test("batch norm from a pointwise conv's epilogue moments equals its own mo
     { name: "128 tile, ragged", x: [1, 8, 4, 11, 12], O: 520, offset: 0, f16: false },
     { name: "mean 300 x std", x: [2, 8, 2, 6, 6], O: 20, offset: 30, f16: false },
     { name: "f16 output", x: [2, 8, 3, 4, 8], O: 36, offset: 0, f16: true },
+    // K = 256 channels and 2 x 8460 positions: gemmTile's 64 x 128 tile (ragged columns).
+    { name: "64 x 128 tile", x: [2, 256, 4, 47, 45], O: 68, offset: 0, f16: false },
   ];
   try {
     for (const c of cases) {

@@ -1,7 +1,7 @@
 /**
  * The "gpu" profile's GEMM kernels (kernels/matmul.ts) on lavapipe with that profile forced, against a float64
- * reference computed here: the vec4 tile at both sizes (128 x 128 when M, N >= 512, else 64 x 64) in all four
- * operand layouts with ragged edges, broadcast batch dims, the K split of few-tile products, windowed
+ * reference computed here: the vec4 tile in its four shapes (128 x 128 and 64 x 64 as `gemmTile` picks them
+ * for short K, 128 x 64 and 64 x 128 forced) in all four operand layouts with ragged edges, broadcast batch dims, the K split of few-tile products, windowed
  * bindings, the scalar fallback where a contiguous dim is not a multiple of 4, and the batch sum (a pointwise
  * conv's weight gradient; on both profiles) and the gradient of a 2-D operand broadcast over a batch that uses
  * it; the epilogue (bias, residual, ReLU) in every kernel and after a K split, on both profiles. Tolerance:
@@ -10,7 +10,7 @@
  */
 import { F, openDevice, tensor, tidy } from "../mod.ts";
 import type { Device } from "../core/device.ts";
-import { gemm, kSegments } from "../kernels/matmul.ts";
+import { gemm, type GemmTile, gemmTile, kSegments } from "../kernels/matmul.ts";
 import { prng, randData } from "./helpers.ts";
 
 interface GemmCase {
@@ -23,6 +23,8 @@ interface GemmCase {
   sumBatch?: boolean;
   /** The epilogue: + bias[m], + a residual of the output's shape, then ReLU. */
   epi?: boolean;
+  /** The vec4 tile, forced (else `gemmTile`'s choice). */
+  tile?: GemmTile;
 }
 
 const cases: GemmCase[] = [];
@@ -45,6 +47,39 @@ for (const [tA, tB] of [[false, false], [true, false], [false, true], [true, tru
     transB: tB,
   });
 }
+// The rectangular tiles (forced here; gemmTile takes them for K >= 256 with enough workgroups): 128 x 64 and
+// 64 x 128, ragged in both dims, in all four layouts; then with a K split, a batch sum and the epilogue.
+for (const [tA, tB] of [[false, false], [true, false], [false, true], [true, true]]) {
+  const lay = `${tA ? "A^T" : "A"} ${tB ? "B^T" : "B"}`;
+  cases.push({
+    name: `128 x 64 tile, ${lay}`,
+    a: tA ? [28, 196] : [196, 28],
+    b: tB ? [76, 28] : [28, 76],
+    transA: tA,
+    transB: tB,
+    tile: [8, 4],
+  });
+  cases.push({
+    name: `64 x 128 tile, ${lay}`,
+    a: tA ? [24, 60] : [60, 24],
+    b: tB ? [140, 24] : [24, 140],
+    transA: tA,
+    transB: tB,
+    tile: [4, 8],
+  });
+}
+cases.push({ name: "128 x 64 tile, K split", a: [132, 4100], b: [24, 4100], transB: true, tile: [8, 4] });
+cases.push({
+  name: "64 x 128 tile, batch sum, K split",
+  a: [2, 20, 2052],
+  b: [2, 136, 2052],
+  transB: true,
+  sumBatch: true,
+  tile: [4, 8],
+});
+cases.push({ name: "128 x 128 tile, K split", a: [136, 2052], b: [2052, 132], tile: [8, 8] });
+cases.push({ name: "epilogue, 128 x 64 tile", a: [2, 132, 36], b: [36, 68], epi: true, tile: [8, 4] });
+cases.push({ name: "epilogue, 64 x 128 tile", a: [2, 68, 36], b: [36, 132], epi: true, tile: [4, 8] });
 // One 64 tile and K = 4100: split into 16 K segments summed afterwards.
 cases.push({ name: "K split (20 x 4100 @ 4100 x 24^T)", a: [20, 4100], b: [24, 4100], transB: true });
 // K = 1.1 M: past 256 x 264 K tiles, one tile takes 268 segments of 257 K tiles (kSegments' second rule).
@@ -156,9 +191,10 @@ async function check(device: Device, only?: (c: GemmCase) => boolean): Promise<v
           bias: tensor(bias, [ref.M], { device }),
           residual: tensor(res, ref.shape, { device }),
           relu: true,
+          tile: c.tile,
         })
-        : c.sumBatch
-        ? gemm("test", ta, tb, !!c.transA, !!c.transB, { sumBatch: true })
+        : c.sumBatch || c.tile
+        ? gemm("test", ta, tb, !!c.transA, !!c.transB, { sumBatch: c.sumBatch, tile: c.tile })
         : F.matmul(ta, tb, { transA: c.transA, transB: c.transB });
       return y.toArray();
     });
@@ -203,6 +239,24 @@ Deno.test("kSegments: 264 workgroups from segments of 16 K tiles, up to 2048 fro
       throw new Error(`${tiles} tiles, K ${K}: ${segs} x ${segLen}`);
     }
   }
+});
+
+Deno.test("gemmTile: the square rule under K = 256, the best estimated rate from there (CSN-152 shapes)", () => {
+  const eq = (got: number[], want: number[], what: string) => {
+    if (got.join() !== want.join()) throw new Error(`${what}: tile [${got}], expected [${want}]`);
+  };
+  // [M, N, K, batch]: pointwise GEMMs of the classifier at batch 16 (forward W @ X: M = out channels, N =
+  // positions, K = in channels; weight gradient gY @ X^T: K = positions).
+  eq(gemmTile(256, 163840, 64, 16), [4, 4], "layer1 forward 64 -> 256: short K");
+  eq(gemmTile(520, 516, 36), [8, 8], "short K, M and N >= 512");
+  eq(gemmTile(64, 163840, 256, 16), [4, 8], "layer1 forward 256 -> 64: 64 rows");
+  eq(gemmTile(256, 64, 163840, 16), [8, 4], "layer1 weight gradient [256, 64]");
+  eq(gemmTile(256, 2560, 1024, 16), [8, 8], "layer3 forward 1024 -> 256 (4 x 4 before)");
+  eq(gemmTile(256, 1024, 2560, 16), [8, 8], "layer3 weight gradient [256, 1024] (4 x 4 before)");
+  eq(gemmTile(512, 320, 2048, 16), [8, 4], "layer4 forward 2048 -> 512: 320 positions");
+  eq(gemmTile(512, 320, 2048, 16, true), [4, 4], "the same with moments: no tile taller than wide");
+  eq(gemmTile(68, 132, 300), [4, 4], "few tiles: the most workgroups");
+  eq(gemmTile(4096, 4096, 4096), [8, 8], "4096^3");
 });
 
 Deno.test("gpu-profile GEMM in WebGPU's guaranteed 16 KiB of workgroup memory (unpadded tiles)", async () => {
