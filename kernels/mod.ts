@@ -20,6 +20,12 @@ export {
   upsampleNearest3d,
 } from "./pool.ts";
 export { cat, narrow } from "./slice.ts";
+export {
+  interpolate,
+  type InterpolateOptions,
+  resizedArgmax,
+  type ResizedArgmaxOptions,
+} from "./interpolate.ts";
 export { dropout, type DropoutOptions } from "./dropout.ts";
 export {
   type BceOptions,

@@ -25,7 +25,7 @@ export interface Case {
   py: string;
   ts: (...x: Tensor[]) => Tensor;
   rtol?: number;
-  /** Too many windows for the split device's 32-binding limit (tested on the default device only). */
+  /** Too large for the split device (its 32-binding or 64-workgroup limits; tested on the default device only). */
   big?: boolean;
 }
 

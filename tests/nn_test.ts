@@ -1,6 +1,6 @@
 /**
  * Neural-network ops against PyTorch (forward and backward, rtol 1e-4): batch norm (train and eval),
- * pooling, upsampling, cat/narrow, linear, the losses on random and saturated logits. Plus dropout's
+ * pooling, upsampling, trilinear interpolation (and the argmax of resampled scores), cat/narrow, linear, the losses on random and saturated logits. Plus dropout's
  * statistics, BN running statistics over 3 steps, the modules' state dicts and ModuleList. The task's
  * losses (models.rsnaLoss, models.segLoss) are checked here with the ops they are built from.
  */
@@ -134,6 +134,55 @@ add({
   inputs: [f([1, 2, 3, 3, 5])],
   py: "F.interpolate(a, scale_factor=(1, 2, 2), mode='nearest')",
   ts: (x) => F.upsampleNearest3d(x, [1, 2, 2]),
+});
+// Trilinear resampling (align_corners false): up and down by odd, non-integer factors on every axis, one
+// axis only (the others copy nothing), the segmentor's in-plane 8x, and the same size.
+add({
+  name: "interpolate trilinear, odd factors",
+  inputs: [f([2, 3, 3, 5, 7])],
+  py: "F.interpolate(a, size=(7, 4, 17), mode='trilinear', align_corners=False)",
+  ts: (x) => F.interpolate(x, { size: [7, 4, 17] }),
+});
+add({
+  name: "interpolate trilinear, down to 1 and 2",
+  inputs: [f([1, 2, 5, 9, 4])],
+  py: "F.interpolate(a, size=(1, 2, 3), mode='trilinear', align_corners=False)",
+  ts: (x) => F.interpolate(x, { size: [1, 2, 3] }),
+});
+add({
+  name: "interpolate in-plane 8x (the segmentor's 32 -> 256)",
+  inputs: [f([1, 3, 2, 4, 5])],
+  py: "F.interpolate(a, size=(2, 32, 40), mode='trilinear', align_corners=False)",
+  ts: (x) => F.interpolate(x, { size: [2, 32, 40] }),
+  big: true,
+});
+add({
+  name: "interpolate, same size",
+  inputs: [f([1, 2, 2, 3, 3])],
+  py: "F.interpolate(a, size=(2, 3, 3), mode='trilinear', align_corners=False)",
+  ts: (x) => F.interpolate(x, { size: [2, 3, 3] }),
+});
+// The argmax of in-plane resampled scores, with the bits of the classes above a threshold (infer/segment.ts).
+const bitsPy = (C: number, t: number) =>
+  `((r > ${t}).int() * (2 ** (8 + torch.arange(${C}, dtype=torch.int32))).view(1, ${C}, 1, 1, 1)).sum(1).int()`;
+add({
+  name: "resizedArgmax up 3x, odd sizes, threshold bits",
+  inputs: [f([2, 5, 3, 4, 5], { grad: false })],
+  py: `(lambda r: torch.argmax(r, 1).int() | ${bitsPy(5, 0.3)})(F.interpolate(a, size=(3, 11, 13), ` +
+    `mode='trilinear', align_corners=False))`,
+  ts: (x) => F.resizedArgmax(x, [11, 13], { threshold: 0.3 }),
+});
+add({
+  name: "resizedArgmax down, no bits",
+  inputs: [f([1, 3, 2, 9, 7], { grad: false })],
+  py: "torch.argmax(F.interpolate(a, size=(2, 4, 3), mode='trilinear', align_corners=False), 1).int()",
+  ts: (x) => F.resizedArgmax(x, [4, 3]),
+});
+add({
+  name: "resizedArgmax same size (the argmax and bits themselves)",
+  inputs: [f([1, 8, 2, 3, 5], { grad: false })],
+  py: `(lambda r: torch.argmax(r, 1).int() | ${bitsPy(8, -0.5)})(a)`,
+  ts: (x) => F.resizedArgmax(x, [3, 5], { threshold: -0.5 }),
 });
 add({
   name: "cat dim 1",
