@@ -3,10 +3,11 @@
  * multiple of 32, z-score, run windows of 384 slices overlapping by 128, sum the softmaxes of an ensemble and
  * take the argmax. Each window is computed on the GPU down to one byte per voxel and only the slices it
  * writes are read back, so memory stays bounded by one window whatever the study length. Models smaller than
- * the 256 grid (`size`) see slices resampled exactly as their training samples were (infer/resample.ts).
+ * the 256 grid (`size`) see slices resampled exactly as their training samples were (infer/resample.ts), and
+ * their class probabilities come back to the grid by bilinear interpolation before the argmax (smooth
+ * boundaries where labels resized nearest would be blocks of the model's pixels).
  */
 import { F, type models, noGrad, type Tensor, tensor, tidy } from "../mod.ts";
-import { resizeNearest8 } from "../data/mod.ts";
 import { resampleSlices } from "./resample.ts";
 
 /** A study volume: raw values [Z, H, W], slice-major. */
@@ -28,7 +29,8 @@ export interface PredictOptions {
   padMultiple?: number;
   /** The model's in-plane size; when it differs from H or W, slices are resampled to size x size before
    * the model as the training samples are (infer/resample.ts "linear": box average for integer factors,
-   * bilinear otherwise) and the labels resized back nearest (cv2 INTER_NEAREST). Default: H x W. */
+   * bilinear otherwise) and the mean softmax back to H x W bilinearly (align_corners false) in the pass
+   * that takes the argmax and the > 0.5 bits (`F.resizedArgmax`). Default: H x W. */
   size?: number;
   /** Also return `above`: bit c set where the ensemble's mean probability of class c is > 0.5. */
   probs?: boolean;
@@ -126,7 +128,7 @@ export async function predictVolume(
   const starts = windowStarts(Zpad, window, overlap);
   const labels = new Uint8Array(Z * H * W);
   const above = probs ? new Uint8Array(Z * H * W) : undefined;
-  const plane = H * W, mplane = MH * MW;
+  const plane = H * W;
   const raw = new Float32Array(L * plane);
 
   for (let k = 0; k < starts.length; k++) {
@@ -142,22 +144,16 @@ export async function predictVolume(
       const input = resize ? resampleSlices(raw, [L, H, W], S!, "linear") : raw;
       const inv = 1 / std;
       for (let i = 0; i < input.length; i++) input[i] = (input[i] - mean) * inv;
-      const out = noGrad(() => tidy(() => windowBytes(nets, input, [L, MH, MW], from, n, probs)));
-      let bytes: Uint8Array;
+      const out = noGrad(() => tidy(() => windowLabels(nets, input, [L, MH, MW], [H, W], from, n, probs)));
+      let packed: Int32Array;
       try {
-        bytes = (await out.toArray()) as Uint8Array;
+        packed = (await out.toArray()) as Int32Array;
       } finally {
         out.dispose();
       }
-      for (let j = 0; j < n; j++) {
-        const dst = (s + from + j) * plane;
-        const lab = bytes.subarray(j * mplane, (j + 1) * mplane);
-        labels.set(resize ? resizeNearest8(lab, MH, MW, H, W) : lab, dst);
-        if (above) {
-          const bits = bytes.subarray((n + j) * mplane, (n + j + 1) * mplane);
-          above.set(resize ? resizeNearest8(bits, MH, MW, H, W) : bits, dst);
-        }
-      }
+      const dst = (s + from) * plane;
+      for (let i = 0; i < n * plane; i++) labels[dst + i] = packed[i] & 255;
+      if (above) { for (let i = 0; i < n * plane; i++) above[dst + i] = packed[i] >> 8; }
     }
     opts.onWindow?.(k + 1, starts.length);
   }
@@ -165,19 +161,22 @@ export async function predictVolume(
 }
 
 /**
- * One window on the GPU: summed softmax over the models, narrowed to the `n` slices written from `from`,
- * reduced to u8 labels [n, H, W] (followed by u8 bit masks [n, H, W] when `probs`).
+ * One window on the GPU: the softmax summed over the models (averaged for the > 0.5 bits), narrowed to the
+ * `n` slices written from `from`, resampled to `out` (H x W) in-plane where the model ran smaller and reduced
+ * in the same pass (`F.resizedArgmax`) to i32 [1, n, H, W]: the argmax label in the low byte, with `probs` the
+ * classes above 0.5 as bits 8 + c.
  */
-function windowBytes(
+function windowLabels(
   nets: models.CSNUNet[],
   input: Float32Array,
-  [L, H, W]: [number, number, number],
+  [L, MH, MW]: [number, number, number],
+  [H, W]: [number, number],
   from: number,
   n: number,
   probs: boolean,
 ): Tensor {
   const device = nets[0].parameters()[0].device;
-  const x = tensor(input, [1, 1, L, H, W], { device });
+  const x = tensor(input, [1, 1, L, MH, MW], { device });
   let acc: Tensor | null = null;
   for (const m of nets) {
     const logits = m.forward(x);
@@ -192,22 +191,15 @@ function windowBytes(
   }
   x.dispose();
   const C = acc!.shape[1];
+  if (probs && C > 8) {
+    throw new Error(`predictVolume: probs needs at most 8 classes to pack bits in a byte, got ${C}`);
+  }
   const part = from === 0 && n === L ? acc! : F.narrow(acc!, 2, from, n);
   if (part !== acc) acc!.dispose();
-  const lab = F.argmax(part, 1);
-  if (!probs) return F.cast(lab, "u8");
-  if (C > 8) throw new Error(`predictVolume: probs needs at most 8 classes to pack bits in a byte, got ${C}`);
-  // Intermediates are freed as soon as used: each is as large as the window's probabilities.
-  const meanP = nets.length === 1 ? part : F.div(part, nets.length);
-  if (meanP !== part) part.dispose();
-  const gt = F.gt(meanP, 0.5);
-  meanP.dispose();
-  const hit = F.cast(gt, "f32");
-  gt.dispose();
-  const pow2 = tensor(Array.from({ length: C }, (_, c) => 2 ** c), [1, C, 1, 1, 1], { device });
-  const weighted = F.mul(hit, pow2);
-  hit.dispose();
-  const bits = F.sum(weighted, 1);
-  weighted.dispose();
-  return F.cast(F.cat([F.cast(lab, "f32"), bits], 0), "u8");
+  // The mean, on the model's grid: interpolation is linear, so this is the mean of the resampled ones.
+  const mean = nets.length === 1 ? part : F.div(part, nets.length);
+  if (mean !== part) part.dispose();
+  const out = F.resizedArgmax(mean, [H, W], { threshold: probs ? 0.5 : null });
+  mean.dispose();
+  return out;
 }

@@ -2,7 +2,8 @@
  * The infer layer: the seed's window starts (hand-computed cases); predictVolume against forwards run here
  * window by window with the seed's seam rule applied by hand (labels and > 0.5 bits identical), against one
  * whole-volume forward when the padded study fits one window, an ensemble against the host argmax of the
- * summed softmaxes, and the `size` path against a native-size run on the same resampled input;
+ * summed softmaxes, and the `size` path against the model's softmax on the same resampled input, brought back
+ * bilinearly in float64 here;
  * computeMeta and DiceMeter against numpy (tests/infer_fixtures.py), including a class absent from the
  * prediction, classes below the 11-voxel and 64-voxel rules and thoracic labels; storage round trip,
  * temporary-file cleanup and error messages; predictDataset on a hand-written cache (resumable).
@@ -201,34 +202,62 @@ Deno.test("predictVolume: seams, whole volume, ensemble, size", async (t) => {
       }
     });
 
-    await t.step("size: resampled to the model's size, labels back nearest", async () => {
-      const [Z, H, W] = [5, 64, 64];
-      const raw = rawVolume(10, Z * H * W);
-      const { mean, std } = stats(raw);
-      const got = await predictVolume([net], { data: raw, shape: [Z, H, W] }, {
-        mean,
-        std,
-        padMultiple: 8,
-        size: 32,
-        probs: true,
-      });
-      assertJsonEqual(got.shape, [Z, H, W], "shape");
-      if (got.labels.length !== Z * H * W || got.above!.length !== Z * H * W) throw new Error("output sizes");
-      const small = resampleSlices(Float32Array.from(raw), [Z, H, W], 32, "linear");
-      const ref = await predictVolume([net], { data: small, shape: [Z, 32, 32] }, {
-        mean,
-        std,
-        padMultiple: 8,
-        probs: true,
-      });
-      const up = (v: Uint8Array) =>
-        Uint8Array.from({ length: Z * H * W }, (_, i) => {
-          const z = Math.floor(i / (H * W)), y = Math.floor(i / W) % H, x = i % W;
-          return v[(z * 32 + (y >> 1)) * 32 + (x >> 1)];
+    await t.step(
+      "size: resampled to the model's size, probabilities back bilinearly, then argmax",
+      async () => {
+        // 40 slices of 128 x 128 from a 32 x 32 model (4x in plane).
+        const [Z, H, W] = [40, 128, 128], C = 8, S = 32;
+        const raw = rawVolume(10, Z * H * W);
+        const { mean, std } = stats(raw);
+        const got = await predictVolume([net], { data: raw, shape: [Z, H, W] }, {
+          mean,
+          std,
+          padMultiple: 8,
+          size: S,
+          probs: true,
         });
-      assertEqualArrays(got.labels, up(ref.labels), "resized labels");
-      assertEqualArrays(got.above!, up(ref.above!), "resized bits");
-    });
+        assertJsonEqual(got.shape, [Z, H, W], "shape");
+        if (got.labels.length !== Z * H * W || got.above!.length !== Z * H * W) {
+          throw new Error("output sizes");
+        }
+        // The model's softmax on the resampled, padded, z-scored volume; then bilinear (align_corners false)
+        // per slice in float64, argmax and > 0.5 here. Voxels within 1e-5 of a tie or of 0.5 are not judged.
+        const small = resampleSlices(Float32Array.from(raw), [Z, H, W], S, "linear");
+        const p = await softmaxOf(net, normalised(small, Z, S * S, mean, std), [Z, S, S]);
+        const taps = (o: number) => {
+          const src = Math.max((o + 0.5) * S / H - 0.5, 0), i0 = Math.min(Math.floor(src), S - 1);
+          return [i0, Math.min(i0 + 1, S - 1), src - i0] as const;
+        };
+        let judged = 0;
+        for (let z = 0; z < Z; z++) {
+          for (let y = 0; y < H; y++) {
+            const [y0, y1, ly] = taps(y);
+            for (let x = 0; x < W; x++) {
+              const [x0, x1, lx] = taps(x);
+              const q = Array.from({ length: C }, (_, c) => {
+                const at = (yy: number, xx: number) => p[((c * Z + z) * S + yy) * S + xx];
+                return (1 - ly) * ((1 - lx) * at(y0, x0) + lx * at(y0, x1)) +
+                  ly * ((1 - lx) * at(y1, x0) + lx * at(y1, x1));
+              });
+              const order = [...q.keys()].sort((a, b) => q[b] - q[a]);
+              const i = (z * H + y) * W + x;
+              if (q[order[0]] - q[order[1]] > 1e-5) {
+                judged++;
+                if (got.labels[i] !== order[0]) {
+                  throw new Error(`label at ${i}: ${got.labels[i]}, expected ${order[0]}`);
+                }
+              }
+              for (let c = 0; c < C; c++) {
+                if (Math.abs(q[c] - 0.5) > 1e-5 && ((got.above![i] >> c) & 1) !== (q[c] > 0.5 ? 1 : 0)) {
+                  throw new Error(`bit ${c} at ${i}: expected ${q[c] > 0.5 ? 1 : 0} (p = ${q[c]})`);
+                }
+              }
+            }
+          }
+        }
+        if (judged < 0.99 * Z * H * W) throw new Error(`only ${judged} of ${Z * H * W} voxels judged`);
+      },
+    );
 
     await t.step("bad input gives clear errors", async () => {
       const img = { data: new Float32Array(8 * 32 * 32), shape: [8, 32, 32] as [number, number, number] };
