@@ -65,15 +65,23 @@ def nearest_index(src, dst):
     return np.minimum(src - 1, (np.arange(dst) * src) // dst)
 
 
-def resize_labels(vol, size):
+def resize_labels(vol, size, how="nearest"):
+    """Labels to the model's size: "nearest" (cv2 INTER_NEAREST: the top-left voxel of each block) or "mode"
+    (the most frequent label of each k x k block, lowest label on ties; integer factors only)."""
     Z, H, W = vol.shape
     if H == size and W == size:
         return vol
+    if how == "mode":
+        ky, kx = H // size, W // size
+        assert ky * size == H and kx * size == W, "mode needs integer factors"
+        oh = F.one_hot(torch.from_numpy(vol.astype(np.int64)), 8).permute(0, 3, 1, 2).float()
+        counts = F.avg_pool2d(oh, (ky, kx))
+        return counts.argmax(1).numpy().astype(vol.dtype)
     return vol[:, nearest_index(H, size)][:, :, nearest_index(W, size)]
 
 
 class Study:
-    def __init__(self, cache, uid, size, keep_full_mask):
+    def __init__(self, cache, uid, size, keep_full_mask, labels="nearest"):
         h = C.read_header(cache, uid)
         self.uid = uid
         self.mean2, self.std2 = float(h["mean2"]), float(h["std2"])
@@ -83,7 +91,7 @@ class Study:
         self.z2 = img.shape[0]
         self.dz2 = 2 * float(h["spacing"][0])  # mm between the [::2] slices
         self.image = resize_image(img, size)  # raw values at the model's size
-        self.mask = resize_labels(msk, size)
+        self.mask = resize_labels(msk, size, labels)
         self.mask256 = msk if keep_full_mask else None
 
 
@@ -236,11 +244,16 @@ def predict_probs(model, st, window, overlap, pad_multiple=32):
     return out
 
 
-def dice_study(probs, truth256, sums, counts):
+def dice_study(probs, truth256, sums, counts, upsample="nearest"):
     """infer/dice.ts DiceMeter.add with p_c > 0.5 resized back nearest to the truth's grid; sums[0] and
     counts[0] collect the foreground dice (p_background < 0.5 against any vertebra), not part of `dice`."""
     Z, H, W = truth256.shape
     S = probs.shape[2]
+    if upsample == "bilinear" and S != H:
+        # infer/segment.ts: the probabilities back to the grid bilinearly before the threshold.
+        probs = F.interpolate(probs.unsqueeze(0), size=(probs.shape[1], H, W), mode="trilinear",
+                              align_corners=False)[0]
+        S = H
     iy, ix = nearest_index(S, H), nearest_index(S, W)
     above = (probs > 0.5).numpy()
     fg = (probs[0] < 0.5).numpy()[:, iy][:, :, ix]
@@ -263,7 +276,7 @@ def validate(model, val, a):
     model.eval()
     sums, counts = [0.0] * 8, [0] * 8
     for st in val:
-        dice_study(predict_probs(model, st, a.val_window, a.val_overlap), st.mask256, sums, counts)
+        dice_study(predict_probs(model, st, a.val_window, a.val_overlap), st.mask256, sums, counts, a.upsample)
     model.train()
     per = {f"dice_C{c}": (sums[c] / counts[c] if counts[c] else None) for c in range(1, 8)}
     scored = [v for v in per.values() if v is not None]
@@ -308,6 +321,10 @@ def main():
     ap.add_argument("--max-seconds", type=float, default=0, help="stop training after this long (0: no limit)")
     ap.add_argument("--overfit", type=int, default=0,
                     help="diagnostic: train on N fixed samples (drawn once, no augmentation) instead of the stream")
+    ap.add_argument("--labels", default="nearest", choices=["nearest", "mode"],
+                    help="training labels at the model's size: cv2 nearest, or each block's most frequent label")
+    ap.add_argument("--upsample", default="nearest", choices=["nearest", "bilinear"],
+                    help="validation: probabilities back to 256 nearest, or bilinearly (infer/segment.ts)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--log-every", type=int, default=10)
@@ -331,8 +348,8 @@ def main():
         folds = {u: i % a.folds for i, u in enumerate(uids)}
     tr_ids = [u for u in uids if folds[u] != a.fold]
     va_ids = [u for u in uids if folds[u] == a.fold]
-    train = [Study(a.cache, u, a.size, False) for u in tr_ids]
-    val = [Study(a.cache, u, a.size, True) for u in va_ids]
+    train = [Study(a.cache, u, a.size, False, a.labels) for u in tr_ids]
+    val = [Study(a.cache, u, a.size, True, a.labels) for u in va_ids]
     z2 = [s.z2 for s in train + val]
     print(f"{len(train)} train / {len(val)} val studies (Z2 {min(z2)}..{max(z2)}), loaded in {clock():.1f} s",
           flush=True)
