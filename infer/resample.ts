@@ -3,11 +3,7 @@
  * seed runs at 256; smaller presets segment at, e.g., 64 and map labels back). Images go down by area
  * averaging (what cv2.INTER_AREA computes for an integer factor: the mean of each k x k block, so thin
  * structures are not aliased away) or bilinearly (cv2.INTER_LINEAR's half-pixel centres) otherwise; label
- * volumes use nearest (cv2.INTER_NEAREST: source index floor(d * src / dst)) or, for training targets at a
- * model's smaller size, the majority label of each block: nearest takes a block's first voxel, 3.5 voxels of an
- * 8 x 8 block off the centre that the area-averaged image stands for, and drops or keeps thin structures by
- * where they fall (on the development phantoms' masks, labels picked at 32 and resized back to 256 agree with
- * the truth at dice 0.69; majority labels at 0.79).
+ * volumes use nearest (cv2.INTER_NEAREST: source index floor(d * src / dst)).
  */
 
 /** Resamples every slice of a [Z, H, W] volume to [Z, size, size]. */
@@ -15,7 +11,7 @@ export function resampleSlices<T extends Float32Array | Uint8Array>(
   data: T,
   shape: readonly [number, number, number] | readonly number[],
   size: number,
-  mode: "linear" | "nearest" | "majority",
+  mode: "linear" | "nearest",
 ): T {
   const [Z, H, W] = shape;
   if (data.length !== Z * H * W) throw new Error(`resampleSlices: ${data.length} values for [${shape}]`);
@@ -23,11 +19,6 @@ export function resampleSlices<T extends Float32Array | Uint8Array>(
   if (H === size && W === size) return data;
   const n = size * size;
   const out = (data instanceof Uint8Array ? new Uint8Array(Z * n) : new Float32Array(Z * n)) as T;
-  if (mode === "majority") {
-    if (!(data instanceof Uint8Array)) throw new Error("resampleSlices: majority needs u8 labels");
-    majority(data, [Z, H, W], size, out as Uint8Array);
-    return out;
-  }
   if (mode === "nearest") {
     const ys = Int32Array.from({ length: size }, (_, d) => Math.min(H - 1, Math.floor((d * H) / size)));
     const xs = Int32Array.from({ length: size }, (_, d) => Math.min(W - 1, Math.floor((d * W) / size)));
@@ -79,41 +70,4 @@ export function resampleSlices<T extends Float32Array | Uint8Array>(
     }
   }
   return out;
-}
-
-/**
- * Labels [Z, H, W] -> [Z, size, size] by the most frequent label of each block (the lowest one on a tie) where
- * H and W are multiples of `size`; otherwise the label at each output pixel's centre (floor((d + 0.5) src / dst)).
- */
-function majority(data: Uint8Array, [Z, H, W]: number[], size: number, out: Uint8Array): void {
-  const ky = H / size, kx = W / size, n = size * size;
-  if (!Number.isInteger(ky) || !Number.isInteger(kx)) {
-    const centre = (d: number, src: number) => Math.min(src - 1, Math.floor(((d + 0.5) * src) / size));
-    for (let z = 0; z < Z; z++) {
-      for (let y = 0; y < size; y++) {
-        for (let x = 0; x < size; x++) {
-          out[z * n + y * size + x] = data[(z * H + centre(y, H)) * W + centre(x, W)];
-        }
-      }
-    }
-    return;
-  }
-  const counts = new Uint16Array(256);
-  for (let z = 0; z < Z; z++) {
-    for (let y = 0; y < size; y++) {
-      for (let x = 0; x < size; x++) {
-        const at = (z * H + y * ky) * W + x * kx;
-        for (let j = 0; j < ky; j++) for (let i = 0; i < kx; i++) counts[data[at + j * W + i]]++;
-        let best = 0, most = 0;
-        for (let j = 0; j < ky; j++) {
-          for (let i = 0; i < kx; i++) {
-            const v = data[at + j * W + i], c = counts[v];
-            if (c > most || (c === most && v < best)) (best = v), (most = c);
-          }
-        }
-        for (let j = 0; j < ky; j++) for (let i = 0; i < kx; i++) counts[data[at + j * W + i]] = 0;
-        out[z * n + y * size + x] = best;
-      }
-    }
-  }
 }

@@ -3,7 +3,7 @@ written with numpy, and the in-plane resampling with OpenCV (cv2.INTER_AREA for 
 cv2.INTER_LINEAR otherwise, cv2.INTER_NEAREST for labels).
 
 stdin: {"samples": [{"window": [...], "mask": [...], "shape": [n, H, W], "slices": S, "mean": m, "std": s}],
-        "resize": [{"data": [...], "shape": [Z, H, W], "size": k, "mode": "linear" | "nearest" | "majority"}]}
+        "resize": [{"data": [...], "shape": [Z, H, W], "size": k, "mode": "linear" | "nearest"}]}
 stdout: {"samples": [{"image": [...], "target": [...], "shape": [...]}], "resize": [{"data": [...]}]}
 """
 import json
@@ -33,18 +33,6 @@ def resize(c):
     if c["mode"] == "nearest":
         a = np.asarray(c["data"], dtype=np.uint8).reshape(z, h, w)
         out = [cv2.resize(a[i], (k, k), interpolation=cv2.INTER_NEAREST) for i in range(z)]
-    elif c["mode"] == "majority":
-        # Each k-th block's most frequent label (bincount's argmax: the lowest on a tie); the label at each
-        # output pixel's centre where the factor is not an integer.
-        a = np.asarray(c["data"], dtype=np.int64).reshape(z, h, w)
-        if h % k == 0 and w % k == 0:
-            ky, kx = h // k, w // k
-            blocks = a.reshape(z, k, ky, k, kx).transpose(0, 1, 3, 2, 4).reshape(z, k, k, ky * kx)
-            out = np.apply_along_axis(lambda v: np.bincount(v, minlength=256).argmax(), 3, blocks)
-        else:
-            iy = np.minimum(h - 1, np.floor((np.arange(k) + 0.5) * h / k).astype(np.int64))
-            ix = np.minimum(w - 1, np.floor((np.arange(k) + 0.5) * w / k).astype(np.int64))
-            out = a[:, iy][:, :, ix]
     else:
         a = np.asarray(c["data"], dtype=np.float32).reshape(z, h, w)
         interp = cv2.INTER_AREA if h % k == 0 and w % k == 0 else cv2.INTER_LINEAR

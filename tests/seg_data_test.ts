@@ -67,7 +67,7 @@ Deno.test("samples: zero padding to the window and to 16, z-score with [::2] sta
   });
 });
 
-Deno.test("in-plane resampling equals OpenCV (INTER_AREA for integer factors, INTER_LINEAR, INTER_NEAREST) and numpy's block majority", async () => {
+Deno.test("in-plane resampling equals OpenCV (INTER_AREA for integer factors, INTER_LINEAR, INTER_NEAREST)", async () => {
   const r = prng(5);
   const cases = [
     { shape: [3, 256, 256], size: 64, mode: "linear" },
@@ -76,17 +76,11 @@ Deno.test("in-plane resampling equals OpenCV (INTER_AREA for integer factors, IN
     { shape: [3, 256, 256], size: 64, mode: "nearest" },
     { shape: [2, 64, 64], size: 256, mode: "nearest" },
     { shape: [2, 37, 37], size: 16, mode: "nearest" },
-    // Training targets at the model's size: 8 x 8 and 5 x 5 blocks (ties to the lowest label), 37 -> 16 (centres).
-    { shape: [2, 256, 256], size: 32, mode: "majority" },
-    { shape: [2, 40, 40], size: 8, mode: "majority" },
-    { shape: [2, 37, 37], size: 16, mode: "majority" },
   ] as const;
   const data = cases.map((c) => {
     const n = c.shape[0] * c.shape[1] * c.shape[2];
     return c.mode === "nearest"
       ? Uint8Array.from({ length: n }, () => Math.floor(r() * 8))
-      : c.mode === "majority"
-      ? Uint8Array.from({ length: n }, () => Math.floor(r() ** 2 * 10))
       : Float32Array.from({ length: n }, () => Math.fround(r() * 2000 - 500));
   });
   const ref = await pyFixture("seg_data_fixtures.py", {
@@ -95,10 +89,8 @@ Deno.test("in-plane resampling equals OpenCV (INTER_AREA for integer factors, IN
   });
   cases.forEach((c, i) => {
     const got = resampleSlices(data[i], c.shape, c.size, c.mode);
-    if (c.mode !== "linear") {
-      if (Array.from(got).join() !== ref.resize[i].data.join()) {
-        throw new Error(`case ${i}: ${c.mode} differs`);
-      }
+    if (c.mode === "nearest") {
+      if (Array.from(got).join() !== ref.resize[i].data.join()) throw new Error(`case ${i}: nearest differs`);
     } else assertClose(got, ref.resize[i].data, `case ${i} ${c.mode} [${c.shape}] -> ${c.size}`, 1e-4, 1e-2);
   });
 });

@@ -61,13 +61,10 @@ export function buildSegSample(
   for (let i = 0; i < n * H * W; i++) img[i] = image[i];
   let msk: Uint8Array = new Uint8Array(Z * H * W);
   msk.set(mask);
-  // Thoracic labels (8, 9) are background, also in a block's vote below.
-  for (let i = 0; i < msk.length; i++) if (msk[i] > 7) msk[i] = 0;
   let h = H, w = W;
   if (H !== spec.size || W !== spec.size) {
-    // The image area-averaged, the targets each block's majority label (the same block, the same centre).
     img = resampleSlices(img, [Z, H, W], spec.size, "linear");
-    msk = resampleSlices(msk, [Z, H, W], spec.size, "majority");
+    msk = resampleSlices(msk, [Z, H, W], spec.size, "nearest");
     h = w = spec.size;
   }
   if (spec.plan) {
@@ -78,5 +75,6 @@ export function buildSegSample(
   }
   const inv = 1 / spec.std;
   for (let i = 0; i < img.length; i++) img[i] = (img[i] - spec.mean) * inv;
+  for (let i = 0; i < msk.length; i++) if (msk[i] > 7) msk[i] = 0;
   return { image: img, target: msk, shape: [Z, h, w] };
 }
