@@ -158,6 +158,11 @@ export function resizedArgmax(x: Tensor, size: [number, number], opts: ResizedAr
   const y = Tensor.empty(x.device, [N, D, H, W], "i32", op);
   if (y.numel() === 0) return y;
   if (C === 0) throw new Error(`${op}: no classes`);
+  // The same size reads each class once (the seed's 256 grid); otherwise four taps.
+  const same = h === H && w === W;
+  const value =
+    `let v = (1.0 - ly) * ((1.0 - lx) * x_ld(at + y0 * sh.w + x0) + lx * x_ld(at + y0 * sh.w + x1)) +
+      ly * ((1.0 - lx) * x_ld(at + y1 * sh.w + x0) + lx * x_ld(at + y1 * sh.w + x1));`;
   const tap = (o: string, s: string, n: string, t: string) =>
     `let s${t} = max((f32(${o}) + 0.5) * sh.${s} - 0.5, 0.0);
   let ${t}0 = min(u32(s${t}), sh.${n} - 1u); let l${t} = s${t} - f32(${t}0); let ${t}1 = min(${t}0 + 1u, sh.${n} - 1u);`;
@@ -179,16 +184,15 @@ export function resizedArgmax(x: Tensor, size: [number, number], opts: ResizedAr
     body: `  let r = div_W(gid); let ox = gid - r * sh.W;
   let q = div_H(r); let oy = r - q * sh.H;
   let n = div_D(q); let d = q - n * sh.D;
-  ${tap("oy", "sy", "h", "y")}
-  ${tap("ox", "sx", "w", "x")}
+  ${same ? "" : tap("oy", "sy", "h", "y")}
+  ${same ? "" : tap("ox", "sx", "w", "x")}
   let plane = sh.h * sh.w;
   var at = (n * sh.C * sh.D + d) * plane;
   var best = 0.0;
   var arg = 0u;
   var bits = 0u;
   for (var c = 0u; c < sh.C; c = c + 1u) {
-    let v = (1.0 - ly) * ((1.0 - lx) * x_ld(at + y0 * sh.w + x0) + lx * x_ld(at + y0 * sh.w + x1)) +
-      ly * ((1.0 - lx) * x_ld(at + y1 * sh.w + x0) + lx * x_ld(at + y1 * sh.w + x1));
+    ${same ? "let v = x_ld(at + oy * sh.w + ox);" : value}
     if (c == 0u || v > best) { best = v; arg = c; }
     ${thr === null ? "" : "if (v > sh.thr) { bits = bits | (1u << (8u + c)); }"}
     at = at + sh.D * plane;
