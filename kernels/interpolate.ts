@@ -100,6 +100,7 @@ export function interpolate(x: Tensor, opts: InterpolateOptions): Tensor {
   if (size.some((v) => !Number.isInteger(v) || v < 1)) {
     throw new Error(`${op}: size must be positive integers, got [${size}]`);
   }
+  if (x.numel() === 0) return Tensor.empty(x.device, [x.shape[0], x.shape[1], ...size], "f32", op);
   // The passes in axis order, each with the shape it starts from.
   const passes: { p: Pass; before: number[]; after: number[] }[] = [];
   let shape = [...x.shape];
