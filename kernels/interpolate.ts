@@ -26,18 +26,21 @@ interface Pass {
   inner: number;
 }
 
-// PyTorch's source index for align_corners false: (o + 0.5) * from / to - 0.5, clamped at 0; the taps are
-// its floor and the next index (the same one at the last), weighted by the fraction.
-const TAPS = `let src = max((f32(o) + 0.5) * sh.scale - 0.5, 0.0);
-  let i0 = min(u32(src), sh.len - 1u);
-  let lam = src - f32(i0);
-  let i1 = min(i0 + 1u, sh.len - 1u);`;
+/**
+ * WGSL of the two taps of output index `o` along an axis of `len` inputs (uniform names), PyTorch's source
+ * index for align_corners false: s = (o + 0.5) * scale - 0.5 (scale = from / to), clamped at 0; taps `${t}0`
+ * = floor(s) and `${t}1`, the next index (the same one at the last), weighted 1 - `l${t}` and `l${t}`.
+ */
+function taps(o: string, scale: string, len: string, t: string): string {
+  return `let s${t} = max((f32(${o}) + 0.5) * sh.${scale} - 0.5, 0.0);
+  let ${t}0 = min(u32(s${t}), sh.${len} - 1u); let l${t} = s${t} - f32(${t}0); let ${t}1 = min(${t}0 + 1u, sh.${len} - 1u);`;
+}
 
 function uniforms(p: Pass) {
   return { inner: { d: p.inner }, len: { d: p.from }, to: { d: p.to }, scale: { f: p.from / p.to } };
 }
 
-/** out[q, o, e] = (1 - lam) x[q, i0, e] + lam x[q, i1, e]. */
+/** out[q, o, e] = (1 - li) x[q, i0, e] + li x[q, i1, e]. */
 function forwardPass(op: string, x: Tensor, p: Pass, shape: number[]): Tensor {
   const y = Tensor.empty(x.device, shape, "f32", op);
   launch1d({
@@ -47,9 +50,9 @@ function forwardPass(op: string, x: Tensor, p: Pass, shape: number[]): Tensor {
     uniforms: uniforms(p),
     body: `  let qo = div_inner(gid); let e = gid - qo * sh.inner;
   let q = div_to(qo); let o = qo - q * sh.to;
-  ${TAPS}
+  ${taps("o", "scale", "len", "i")}
   let b = q * sh.len;
-  y_st(gid, (1.0 - lam) * x_ld((b + i0) * sh.inner + e) + lam * x_ld((b + i1) * sh.inner + e));`,
+  y_st(gid, (1.0 - li) * x_ld((b + i0) * sh.inner + e) + li * x_ld((b + i1) * sh.inner + e));`,
   });
   return y;
 }
@@ -72,10 +75,10 @@ function backwardPass(op: string, g: Tensor, p: Pass, shape: number[]): Tensor {
   let hi = min(u32(max(ceil((f32(i) + 1.5) * sh.inv - 0.5), 0.0)) + 1u, sh.to);
   var acc = 0.0;
   for (var o = lo; o < hi; o = o + 1u) {
-    ${TAPS}
+    ${taps("o", "scale", "len", "i")}
     let v = g_ld((q * sh.to + o) * sh.inner + e);
-    if (i0 == i) { acc = acc + (1.0 - lam) * v; }
-    if (i1 == i) { acc = acc + lam * v; }
+    if (i0 == i) { acc = acc + (1.0 - li) * v; }
+    if (i1 == i) { acc = acc + li * v; }
   }
   gx_st(gid, acc);`,
   });
@@ -164,9 +167,6 @@ export function resizedArgmax(x: Tensor, size: [number, number], opts: ResizedAr
   const value =
     `let v = (1.0 - ly) * ((1.0 - lx) * x_ld(at + y0 * sh.w + x0) + lx * x_ld(at + y0 * sh.w + x1)) +
       ly * ((1.0 - lx) * x_ld(at + y1 * sh.w + x0) + lx * x_ld(at + y1 * sh.w + x1));`;
-  const tap = (o: string, s: string, n: string, t: string) =>
-    `let s${t} = max((f32(${o}) + 0.5) * sh.${s} - 0.5, 0.0);
-  let ${t}0 = min(u32(s${t}), sh.${n} - 1u); let l${t} = s${t} - f32(${t}0); let ${t}1 = min(${t}0 + 1u, sh.${n} - 1u);`;
   launch1d({
     op,
     args: [{ name: "x", t: x }, { name: "y", t: y, write: true }],
@@ -185,8 +185,8 @@ export function resizedArgmax(x: Tensor, size: [number, number], opts: ResizedAr
     body: `  let r = div_W(gid); let ox = gid - r * sh.W;
   let q = div_H(r); let oy = r - q * sh.H;
   let n = div_D(q); let d = q - n * sh.D;
-  ${same ? "" : tap("oy", "sy", "h", "y")}
-  ${same ? "" : tap("ox", "sx", "w", "x")}
+  ${same ? "" : taps("oy", "sy", "h", "y")}
+  ${same ? "" : taps("ox", "sx", "w", "x")}
   let plane = sh.h * sh.w;
   var at = (n * sh.C * sh.D + d) * plane;
   var best = 0.0;

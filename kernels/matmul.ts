@@ -417,12 +417,12 @@ export type GemmTile = [4 | 8, 4 | 8];
  * H200 the 64 x 64 tile beat 128 x 128 on such shapes (docs/perf.md, the tiling scan: 7.2 against 4.5
  * TFLOP/s at K = 64), as more workgroups per SM hide the loads of few K steps. From K = 256 on (weight
  * gradients: K = positions) the tile with the best estimated rate: the scan's rate at 4096^3 relative to 4 x
- * 4 (8 x 8 1.32, 8 x 4 1.17, 4 x 8 1.05: fewer workgroup-memory reads per FMA), times the share of `fill`
- * workgroups it gives (K segments included; 264: two per SM of a 132-SM GPU), over the padding its edge tiles
+ * 4 (8 x 8 1.32, 8 x 4 1.17, 4 x 8 1.05: fewer workgroup-memory reads per FMA), times the share of 264
+ * workgroups it gives (K segments included; two per SM of a 132-SM GPU), over the padding its edge tiles
  * add. `wide` (the batch-norm moments epilogue) needs BN >= BM. Env `CSN_GEMM_TILES=square` keeps the
  * short-K rule for every K, to measure one against the other.
  */
-export function gemmTile(M: number, N: number, K: number, nb = 1, wide = false, fill = 264): GemmTile {
+export function gemmTile(M: number, N: number, K: number, nb = 1, wide = false): GemmTile {
   const square: GemmTile = M >= 512 && N >= 512 ? [8, 8] : [4, 4];
   if (K < 256 || env("CSN_GEMM_TILES") === "square") return square;
   const rate = (t: GemmTile) => {
@@ -432,7 +432,7 @@ export function gemmTile(M: number, N: number, K: number, nb = 1, wide = false, 
     const padding = (Math.ceil(M / bm) * bm * Math.ceil(N / bn) * bn) /
       (Math.ceil(M / 64) * 64 * Math.ceil(N / 64) * 64);
     const speed = t[0] === 8 ? (t[1] === 8 ? 1.32 : 1.17) : (t[1] === 8 ? 1.05 : 1);
-    return speed * Math.min(1, groups / fill) / padding;
+    return speed * Math.min(1, groups / 264) / padding;
   };
   let best: GemmTile = [4, 4];
   for (const t of [[8, 8], [8, 4], [4, 8]] as GemmTile[]) {
@@ -578,7 +578,7 @@ ${mom ? momentsWgsl(rms, rns, BM, BN, out.dtype === "f16") : ""}`,
  * 16 threads of a row hand theirs over through the free tile arrays (As: means, Bs: M2; a thread's count
  * follows from its column), and one thread per row merges them in order by Chan's formula.
  */
-function momentsWgsl(rms: number[], rs: number[], BM: number, BN: number, half: boolean): string {
+function momentsWgsl(rms: number[], rns: number[], BM: number, BN: number, half: boolean): string {
   const rowsOf = rms.flatMap((r) => [0, 1, 2, 3].map((i) => [r, i]));
   const ok = (s: number) => `(n0 + ${s * 64}u + tx * 4u < sh.N)`;
   // An f16 output's values as stored: read back (the compiler may fold an f32 -> f16 -> f32 round trip away,
@@ -587,16 +587,16 @@ function momentsWgsl(rms: number[], rs: number[], BM: number, BN: number, half: 
     half
       ? `c_ld((coff + min(m0 + mloc, sh.M - 1u) * sh.N + n0 + ${s * 64}u + tx * 4u) / 4u)`
       : `c${r}${i}${s}`;
-  const cnt = rs.map((s) => `select(0.0, 4.0, ${ok(s)})`).join(" + ");
+  const cnt = rns.map((s) => `select(0.0, 4.0, ${ok(s)})`).join(" + ");
   return `  let tcnt = ${cnt};
   ${
     rowsOf.map(([r, i]) =>
       `{ let mloc = ${r * 64 + i}u + ty * 4u;
     var sm = 0.0;
-    ${rs.map((s) => `if ${ok(s)} { sm = sm + dot(${val(r, i, s)}, vec4<f32>(1.0)); }`).join(" ")}
+    ${rns.map((s) => `if ${ok(s)} { sm = sm + dot(${val(r, i, s)}, vec4<f32>(1.0)); }`).join(" ")}
     let mu = sm / max(tcnt, 1.0);
     var q = 0.0;
-    ${rs.map((s) => `if ${ok(s)} { let d = ${val(r, i, s)} - vec4<f32>(mu); q = q + dot(d, d); }`).join(" ")}
+    ${rns.map((s) => `if ${ok(s)} { let d = ${val(r, i, s)} - vec4<f32>(mu); q = q + dot(d, d); }`).join(" ")}
     let wi = mloc * 16u + tx;
     As[wi / 4u][wi % 4u] = mu;
     Bs[wi / 4u][wi % 4u] = q; }`
@@ -609,7 +609,7 @@ function momentsWgsl(rms: number[], rs: number[], BM: number, BN: number, half: 
     var m2 = 0.0;
     for (var t2 = 0u; t2 < 16u; t2 = t2 + 1u) {
       var nb2 = 0.0;
-      ${rs.map((s) => `if (n0 + ${s * 64}u + t2 * 4u < sh.N) { nb2 = nb2 + 4.0; }`).join(" ")}
+      ${rns.map((s) => `if (n0 + ${s * 64}u + t2 * 4u < sh.N) { nb2 = nb2 + 4.0; }`).join(" ")}
       if (nb2 > 0.0) {
         let wi = lid * 16u + t2;
         let nt = cn + nb2;
