@@ -15,6 +15,7 @@
  */
 export { type DeviceInfo, type DeviceOptions, listAdapters, openDevice } from "./core/device.ts";
 export type { Device } from "./core/device.ts";
+export type { TuneDecision, Tuner } from "./core/tuner.ts";
 export { numel, Tensor, tensor, type TensorOptions } from "./core/tensor.ts";
 export type { DType } from "./core/dtype.ts";
 export { isGradEnabled, noGrad } from "./core/autograd.ts";

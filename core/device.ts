@@ -9,6 +9,7 @@
  */
 import { BufferPool, type PoolStats } from "./buffer_pool.ts";
 import { type KernelWork, Profiler, profilingRequested } from "./profiler.ts";
+import { benchmarkRequested, Tuner } from "./tuner.ts";
 import {
   type AdapterOptions,
   defaultProfile,
@@ -19,7 +20,7 @@ import {
   selectAdapter,
 } from "./adapter.ts";
 
-export { type AdapterOptions, type KernelProfile, type KernelWork, listAdapters, Profiler };
+export { type AdapterOptions, type KernelProfile, type KernelWork, listAdapters, Profiler, Tuner };
 
 /** Options of {@link openDevice}. */
 export interface DeviceOptions extends AdapterOptions {
@@ -55,6 +56,13 @@ export interface DeviceOptions extends AdapterOptions {
    * adapter has `timestamp-query`. Costs a compute pass per dispatch, so it is off otherwise.
    */
   profiling?: boolean;
+  /**
+   * Time the variants of the kernels that have several (the "gpu" profile's GEMM and implicit-GEMM conv tiles)
+   * on each shape's first call and run the fastest from then on (see {@link Device.tuner}), as
+   * `torch.backends.cudnn.benchmark`; defaults to env `CSN_BENCHMARK=1` where the adapter has
+   * `timestamp-query`. Off otherwise: results then depend on which variant won.
+   */
+  benchmark?: boolean;
 }
 
 /** What {@link openDevice} got. */
@@ -126,6 +134,8 @@ export class Device {
   readonly profile: KernelProfile;
   /** Per-kernel GPU timing when profiling is on (`DeviceOptions.profiling`, env `CSN_PROFILE=1`), else null. */
   readonly profiler: Profiler | null = null;
+  /** The variant tuner when benchmarking is on (`DeviceOptions.benchmark`, env `CSN_BENCHMARK=1`), else null. */
+  readonly tuner: Tuner | null = null;
 
   #pipelines = new Map<string, { pipeline: GPUComputePipeline; layout: GPUBindGroupLayout; id: number }>();
   /** Bind groups by pipeline and bound ranges, least recently used first (see {@link BIND_GROUP_CACHE}). */
@@ -177,14 +187,22 @@ export class Device {
     });
     const feats = [...gpu.features] as string[];
     const timestamps = gpu.features.has("timestamp-query");
-    if (opts.profiling && !timestamps) {
-      throw new Error(
-        `openDevice: profiling needs the timestamp-query feature, which "${adapter.info.description}" lacks`,
-      );
+    // Profiling and tuning both need GPU timestamps: asked for by option, their absence is an error; by env, a
+    // warning.
+    const timed = (asked: boolean | undefined, byEnv: boolean, what: string, envName: string): boolean => {
+      const desc = adapter.info.description;
+      if (asked && !timestamps) {
+        throw new Error(`openDevice: ${what} needs the timestamp-query feature, which "${desc}" lacks`);
+      }
+      if (!(asked ?? byEnv)) return false;
+      if (!timestamps) console.warn(`${envName}: "${desc}" has no timestamp-query; no ${what}`);
+      return timestamps;
+    };
+    if (timed(opts.profiling, profilingRequested(), "profiling", "CSN_PROFILE")) {
+      this.profiler = new Profiler(gpu);
     }
-    if (opts.profiling ?? profilingRequested()) {
-      if (timestamps) this.profiler = new Profiler(gpu);
-      else console.warn(`CSN_PROFILE: "${adapter.info.description}" has no timestamp-query; not profiling`);
+    if (timed(opts.benchmark, benchmarkRequested(), "benchmark", "CSN_BENCHMARK")) {
+      this.tuner = new Tuner(gpu);
     }
     this.info = {
       label: opts.label ?? adapter.info.description,
@@ -268,10 +286,17 @@ export class Device {
       );
     }
     if (params && params.byteLength > PARAM_SLOT) throw new Error(`${name}: params over ${PARAM_SLOT} bytes`);
-    if ((params && this.#arenaUsed + PARAM_SLOT > ARENA_BYTES) || this.profiler?.full) this.flush();
+    if ((params && this.#arenaUsed + PARAM_SLOT > ARENA_BYTES) || this.profiler?.full || this.tuner?.full) {
+      this.flush();
+    }
     const entry = this.#pipeline(source, bindings, params !== null, name);
     const group = this.#bindGroup(entry, bindings, params !== null);
-    const pass = this.profiler ? this.#timedPass(name, source, bindings, work) : this.#computePass();
+    // A tuning trial's dispatches are timed for the tuner and left out of the profile.
+    const pass = this.tuner?.measuring
+      ? this.#passOf(this.tuner.passDescriptor(name))
+      : this.profiler
+      ? this.#timedPass(name, source, bindings, work)
+      : this.#computePass();
     pass.setPipeline(entry.pipeline);
     if (params) {
       const off = this.#arenaUsed;
@@ -335,9 +360,13 @@ export class Device {
     bindings: BufferBinding[],
     work?: KernelWork,
   ): GPUComputePassEncoder {
-    const encoder = this.#encoderNoPass();
     const bound = bindings.reduce((s, b) => s + b.size, 0);
-    this.#pass = encoder.beginComputePass(this.profiler!.passDescriptor(name, source, bound, work));
+    return this.#passOf(this.profiler!.passDescriptor(name, source, bound, work));
+  }
+
+  /** A pass of its own, begun with `desc` (its timestamps). */
+  #passOf(desc: GPUComputePassDescriptor): GPUComputePassEncoder {
+    this.#pass = this.#encoderNoPass().beginComputePass(desc);
     return this.#pass;
   }
 
@@ -368,6 +397,7 @@ export class Device {
       this.#arenaUsed = 0;
     }
     this.profiler?.resolve(this.#encoder);
+    this.tuner?.resolve(this.#encoder);
     this.gpu.queue.submit([this.#encoder.finish()]);
     this.#encoder = null;
     this.#dispatches = 0;
@@ -397,7 +427,7 @@ export class Device {
     this.flush();
     try {
       // The timestamps were submitted with (or before) this copy, so reading them adds no wait.
-      await Promise.all([staging.mapAsync(GPUMapMode.READ), this.profiler?.collect()]);
+      await Promise.all([staging.mapAsync(GPUMapMode.READ), this.profiler?.collect(), this.tuner?.collect()]);
       this.throwIfErrors("read");
       // The mapped range is detached by unmap(), so copy it out first.
       const res = staging.getMappedRange(0, size).slice(0, bytes);
@@ -411,7 +441,11 @@ export class Device {
   /** Waits until the GPU has finished everything submitted so far. */
   async sync(): Promise<void> {
     this.flush();
-    await Promise.all([this.gpu.queue.onSubmittedWorkDone(), this.profiler?.collect()]);
+    await Promise.all([
+      this.gpu.queue.onSubmittedWorkDone(),
+      this.profiler?.collect(),
+      this.tuner?.collect(),
+    ]);
     this.throwIfErrors("sync");
   }
 
@@ -440,6 +474,7 @@ export class Device {
     this.pool.trim();
     this.#arena.destroy();
     this.profiler?.destroy();
+    this.tuner?.destroy();
     this.gpu.destroy();
   }
 

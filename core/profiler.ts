@@ -9,6 +9,7 @@
  * GB/s (estimated bytes, else the bytes of the bound storage).
  */
 import { env } from "./adapter.ts";
+import { TimestampLog } from "./timestamps.ts";
 
 /** Work estimate of one dispatch, for the profile's rates. */
 export interface KernelWork {
@@ -37,16 +38,12 @@ export interface KernelStat {
   gbs: number;
 }
 
-/** Timestamps per query set (2 per dispatch); WebGPU caps a query set at 4096 queries. */
-const QUERIES = 4096;
-
-interface Batch {
-  querySet: GPUQuerySet;
-  resolve: GPUBuffer;
-  readback: GPUBuffer;
-  entries: { name: string; flops: number | null; bytes: number }[];
-  /** Entries before this index were recorded before the last {@link Profiler.reset} and are not counted. */
-  skip: number;
+interface Entry {
+  name: string;
+  flops: number | null;
+  bytes: number;
+  /** The {@link Profiler.reset} generation it was recorded in; earlier ones are not counted. */
+  gen: number;
 }
 
 interface Acc {
@@ -59,36 +56,29 @@ interface Acc {
 
 /** Collects per-dispatch GPU timestamps of one device (see the file comment); made by `openDevice`. */
 export class Profiler {
-  #gpu: GPUDevice;
-  #free: Batch[] = [];
-  #current: Batch | null = null;
-  #inFlight: Batch[] = [];
+  #log: TimestampLog<Entry>;
   #acc = new Map<string, Acc>();
-  #querySets = 0;
   #keys = new Map<string, string>();
+  #gen = 0;
 
   /** Wraps a device that was granted `timestamp-query`. */
   constructor(gpu: GPUDevice) {
-    if (!gpu.features.has("timestamp-query")) {
-      throw new Error("Profiler: the device lacks the timestamp-query feature");
-    }
-    this.#gpu = gpu;
+    this.#log = new TimestampLog(gpu, "Profiler");
   }
 
   /** Query sets created so far (each holds 2048 dispatches and is reused once read). */
   get querySets(): number {
-    return this.#querySets;
+    return this.#log.querySets;
   }
 
   /** Whether the current submission's query set is full (the device then submits before the next dispatch). */
   get full(): boolean {
-    return this.#current !== null && this.#current.entries.length * 2 >= QUERIES;
+    return this.#log.full;
   }
 
   /** Dispatches recorded but not yet read back. */
   get pending(): number {
-    return (this.#current?.entries.length ?? 0) +
-      this.#inFlight.reduce((s, b) => s + b.entries.length, 0);
+    return this.#log.pending;
   }
 
   /**
@@ -102,79 +92,33 @@ export class Profiler {
     boundBytes: number,
     work?: KernelWork,
   ): GPUComputePassDescriptor {
-    const b = this.#current ??= this.#batch();
-    const i = b.entries.length;
     let key = this.#keys.get(source);
     if (key === undefined) {
       key = kernelKey(name, source);
       this.#keys.set(source, key);
     }
-    b.entries.push({ name: key, flops: work?.flops ?? null, bytes: work?.bytes ?? boundBytes });
-    return {
-      label: name,
-      timestampWrites: {
-        querySet: b.querySet,
-        beginningOfPassWriteIndex: 2 * i,
-        endOfPassWriteIndex: 2 * i + 1,
-      },
-    };
-  }
-
-  #batch(): Batch {
-    const b = this.#free.pop();
-    if (b) return b;
-    this.#querySets++;
-    return {
-      querySet: this.#gpu.createQuerySet({ type: "timestamp", count: QUERIES }),
-      resolve: this.#gpu.createBuffer({
-        size: QUERIES * 8,
-        usage: GPUBufferUsage.QUERY_RESOLVE | GPUBufferUsage.COPY_SRC,
-      }),
-      readback: this.#gpu.createBuffer({
-        size: QUERIES * 8,
-        usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST,
-      }),
-      entries: [],
-      skip: 0,
-    };
+    const entry = { name: key, flops: work?.flops ?? null, bytes: work?.bytes ?? boundBytes, gen: this.#gen };
+    return { label: name, timestampWrites: this.#log.writes(entry) };
   }
 
   /** Records the resolve and copy of this submission's timestamps at the end of `encoder` (outside any pass). */
   resolve(encoder: GPUCommandEncoder): void {
-    const b = this.#current;
-    if (!b || b.entries.length === 0) return;
-    const n = 2 * b.entries.length;
-    encoder.resolveQuerySet(b.querySet, 0, n, b.resolve, 0);
-    encoder.copyBufferToBuffer(b.resolve, 0, b.readback, 0, n * 8);
-    this.#inFlight.push(b);
-    this.#current = null;
+    this.#log.resolve(encoder);
   }
 
   /** Maps the submitted timestamp buffers and adds them to the totals (the device calls it at read and sync). */
   async collect(): Promise<void> {
-    const batches = this.#inFlight.splice(0);
-    await Promise.all(batches.map((b) => b.readback.mapAsync(GPUMapMode.READ)));
-    for (const b of batches) {
-      const n = 2 * b.entries.length;
-      const t = new BigUint64Array(b.readback.getMappedRange(0, n * 8));
-      b.entries.forEach((e, i) => {
-        if (i < b.skip) return;
-        // Timestamps are nanoseconds; a pass whose end reads before its start (counter reset) counts 0.
-        const ns = t[2 * i + 1] > t[2 * i] ? Number(t[2 * i + 1] - t[2 * i]) : 0;
-        let a = this.#acc.get(e.name);
-        if (!a) this.#acc.set(e.name, a = { count: 0, ns: 0, flops: 0, flopNs: 0, bytes: 0 });
-        a.count++;
-        a.ns += ns;
-        a.bytes += e.bytes;
-        if (e.flops !== null) {
-          a.flops += e.flops;
-          a.flopNs += ns;
-        }
-      });
-      b.readback.unmap();
-      b.entries = [];
-      b.skip = 0;
-      this.#free.push(b);
+    for (const { tag: e, ns } of await this.#log.collect()) {
+      if (e.gen !== this.#gen) continue;
+      let a = this.#acc.get(e.name);
+      if (!a) this.#acc.set(e.name, a = { count: 0, ns: 0, flops: 0, flopNs: 0, bytes: 0 });
+      a.count++;
+      a.ns += ns;
+      a.bytes += e.bytes;
+      if (e.flops !== null) {
+        a.flops += e.flops;
+        a.flopNs += ns;
+      }
     }
   }
 
@@ -197,7 +141,7 @@ export class Profiler {
   /** Forgets the totals and every dispatch recorded so far (e.g. after a warm-up step). */
   reset(): void {
     this.#acc.clear();
-    for (const b of [...this.#inFlight, ...(this.#current ? [this.#current] : [])]) b.skip = b.entries.length;
+    this.#gen++;
   }
 
   /**
@@ -233,14 +177,7 @@ export class Profiler {
 
   /** Frees the query sets and buffers. */
   destroy(): void {
-    for (const b of [...this.#free, ...this.#inFlight, ...(this.#current ? [this.#current] : [])]) {
-      b.querySet.destroy();
-      b.resolve.destroy();
-      b.readback.destroy();
-    }
-    this.#free = [];
-    this.#inFlight = [];
-    this.#current = null;
+    this.#log.destroy();
   }
 }
 

@@ -164,10 +164,51 @@ export function gemm(
   }
   const geo = { ...base, sumBatch: opts.sumBatch ?? false };
   if (vec4Layout(geo)) {
-    const tile = opts.tile ?? gemmTile(M, N, K, nb, !!opts.moments);
-    gemmVec4(op, a, b, out, geo, tile, opts.moments ?? null);
+    const moments = opts.moments ?? null;
+    const tile = opts.tile ?? tunedTile(op, a, b, geo, outShape, dtype, moments);
+    gemmVec4(op, a, b, out, geo, tile, moments);
   } else gemmTiled(op, a, b, out, geo);
   return out;
+}
+
+/**
+ * {@link gemmTile}'s choice, or with a tuner on the device (`CSN_BENCHMARK=1`) the fastest of the tiles that
+ * suit the product, timed into scratch outputs on the product's first call.
+ */
+function tunedTile(
+  op: string,
+  a: Tensor,
+  b: Tensor,
+  g: GemmGeo,
+  outShape: number[],
+  dtype: "f32" | "f16",
+  moments: GemmMoments | null,
+): GemmTile {
+  const rule = gemmTile(g.M, g.N, g.K, g.nb, !!moments);
+  const tuner = a.device.tuner;
+  if (!tuner) return rule;
+  const tiles = [
+    rule,
+    ...GEMM_TILES.filter((t) => !(t[0] === rule[0] && t[1] === rule[1]) && !(moments && t[1] < t[0])),
+  ];
+  const e = g.epi;
+  const key = [
+    `gemm ${a.dtype}[${a.shape}]${g.transA ? "^T" : ""} @ ${b.dtype}[${b.shape}]${
+      g.transB ? "^T" : ""
+    } -> ${dtype}`,
+    g.sumBatch ? "summed" : "",
+    e?.bias ? "+bias" : "",
+    e?.residual ? `+residual ${e.residual.dtype}` : "",
+    e?.relu ? "+relu" : "",
+    moments ? "+moments" : "",
+  ].filter((x) => x).join(" ");
+  return tuner.choose(key, tiles, (t) => {
+    const o = Tensor.empty(a.device, outShape, dtype, op);
+    const m: GemmMoments | null = moments && { part: null };
+    gemmVec4(op, a, b, o, g, t, m);
+    o.dispose();
+    m?.part?.dispose();
+  }, (t) => `${16 * t[0]}x${16 * t[1]}`);
 }
 
 /** Sizes, index expressions and uniforms of one GEMM, as `gemm` hands them to a kernel. */
@@ -410,6 +451,9 @@ export function kSegments(tiles: number, K: number, outElems = 0): { segs: numbe
 
 /** A {@link gemmVec4} tile: TM x TN outputs per thread (4 or 8 each), so BM = 16 TM rows by BN = 16 TN columns. */
 export type GemmTile = [4 | 8, 4 | 8];
+
+/** Every {@link GemmTile}. */
+const GEMM_TILES: readonly GemmTile[] = [[4, 4], [8, 4], [4, 8], [8, 8]];
 
 /**
  * The vec4 GEMM's tile for an M x N x K product (batch `nb`). With K under 256 (a forward or input gradient

@@ -19,8 +19,8 @@ function assert(cond: unknown, msg: string): asserts cond {
   if (!cond) throw new Error(msg);
 }
 
-async function runToy(dir: string, maxSteps: number, resume: boolean, workers = 0) {
-  const task = toyTask(device, 5);
+async function runToy(dir: string, maxSteps: number, resume: boolean, workers = 0, dev = device) {
+  const task = toyTask(dev, 5);
   const o = toyOptions({ maxSteps, resume, workers });
   const run = await RunFolder.open(dir, o.config, resume);
   try {
@@ -99,6 +99,35 @@ Deno.test("a run of 2k steps equals k steps + --resume to 2k (weights, losses, m
     meta.step === 6 && meta.epoch === 1 && !!meta.config,
     "last.safetensors metadata: step, epoch, config",
   );
+});
+
+Deno.test({
+  name: "under CSN_BENCHMARK the resume state keeps the tuned kernel variants, and a resumed run takes them",
+  ignore: !(await navigator.gpu.requestAdapter())?.features.has("timestamp-query"),
+  fn: async () => {
+    const dir = `${tmp}/tuned`;
+    const first = await openDevice({ profile: "gpu", benchmark: true });
+    const again = await openDevice({ profile: "gpu", benchmark: true });
+    try {
+      await runToy(dir, 2, false, 0, first);
+      const saved = (await readCheckpointHost(`${dir}/resume.safetensors`)).meta.tuning as { key: string }[];
+      const made = first.tuner!.decisions();
+      assert(made.length > 0, "the toy model's convs and GEMMs were tuned");
+      assert(JSON.stringify(saved) === JSON.stringify(made), "resume.safetensors holds the decisions");
+      await runToy(dir, 4, true, 0, again);
+      // Loaded decisions keep the first run's timings; a key timed again would carry new ones.
+      const ds = again.tuner!.decisions();
+      assert(
+        JSON.stringify(ds.slice(0, made.length)) === JSON.stringify(made),
+        "the first run's decisions, loaded",
+      );
+      const keys = ds.map((d) => d.key);
+      assert(new Set(keys).size === keys.length, `no loaded key timed again: ${keys}`);
+    } finally {
+      first.destroy();
+      again.destroy();
+    }
+  },
 });
 
 Deno.test("a run folder of another configuration is refused; resuming needs the same flags", async () => {

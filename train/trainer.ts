@@ -9,7 +9,7 @@
  * resumed run needs only its counters, weights and optimizer moments to continue exactly where an
  * uninterrupted run would be.
  */
-import { keep, type Tensor, tidy } from "../mod.ts";
+import { keep, type Tensor, tidy, type TuneDecision } from "../mod.ts";
 import type { Module } from "../nn/module.ts";
 import { AdamW } from "../optim/adamw.ts";
 import { cosineSchedule } from "../optim/schedule.ts";
@@ -171,6 +171,8 @@ export async function train<S extends SampleResult>(
     const st = await loadResume(run, model, opt);
     ({ step, epoch, inEpoch, best, epochs } = st);
     if (scaler && st.scaler) scaler.loadStateDict(st.scaler);
+    // Under CSN_BENCHMARK=1 the kernel variants the run chose before (they decide the results' last bits).
+    if (st.tuning) params[0].device.tuner?.load(st.tuning);
     if (lead) await run.truncateLog(step, epoch);
     progress.log(
       `resuming ${run.dir} at step ${step} (epoch ${epoch + 1}, batch ${inEpoch}/${stepsPerEpoch})`,
@@ -199,7 +201,12 @@ export async function train<S extends SampleResult>(
     const s = opt.stateDict();
     s.m.forEach((t, i) => (sd[`optim.m.${i}`] = t));
     s.v.forEach((t, i) => (sd[`optim.v.${i}`] = t));
-    await run.save("resume", sd, { ...meta(), optimStep: s.step, scaler: scaler?.stateDict() ?? null });
+    await run.save("resume", sd, {
+      ...meta(),
+      optimStep: s.step,
+      scaler: scaler?.stateDict() ?? null,
+      tuning: params[0].device.tuner?.decisions(),
+    });
     await run.save("last", model.stateDict(), { epoch, step, config: o.config });
   };
   const t0 = performance.now();
@@ -406,6 +413,7 @@ async function loadResume(run: RunFolder, model: Module, opt: AdamW) {
     best: (meta.best ?? null) as { value: number; epoch: number } | null,
     epochs: (meta.epochs ?? []) as EpochRecord[],
     scaler: (meta.scaler ?? null) as { scale: number; growthTracker: number } | null,
+    tuning: (meta.tuning ?? null) as TuneDecision[] | null,
   };
 }
 

@@ -12,8 +12,13 @@ import { gemm } from "../matmul.ts";
 import { slab } from "../slice.ts";
 import { addBias, type Geo } from "./common.ts";
 
-/** Floats of one column buffer at the most. */
+/** Floats of one column buffer at the most (lavapipe: its memory is the host's). */
 const COL_FLOATS = 8 * 2 ** 20;
+/**
+ * Floats of one column buffer on the "gpu" profile: chunks of 2^25 floats (128 MiB) keep the dispatches per
+ * conv few (the UNet's last 3x3x3 conv at batch 4: 540 chunks instead of 2160) in a GPU's memory.
+ */
+export const GPU_COL_FLOATS = 2 ** 25;
 
 /** WGSL: decompose a flat position `v` of a [A, B, C] grid into i32 `a`, `b`, `c` (constant divisors). */
 function split3c(v: string, B: number, C: number, a: string, b: string, c: string): string {
@@ -92,11 +97,12 @@ function eachChunk(
   op: string,
   x: Tensor,
   g: Geo,
+  colFloats: number,
   fn: (col: Tensor, n: number, p0: number, len: number) => void,
 ) {
   const { N, C, OD, OH, OW, K } = g;
   const KK = K[0] * K[1] * K[2], OS = OD * OH * OW;
-  const chunk = Math.max(4, Math.min(OS, Math.floor(COL_FLOATS / (C * KK) / 4) * 4));
+  const chunk = Math.max(4, Math.min(OS, Math.floor(colFloats / (C * KK) / 4) * 4));
   for (let n = 0; n < N; n++) {
     for (let p0 = 0; p0 < OS; p0 += chunk) {
       const len = Math.min(chunk, OS - p0);
@@ -107,13 +113,23 @@ function eachChunk(
   }
 }
 
-/** Forward of a one-group conv as chunks of im2col + GEMM, written into y [N, O, OS]. */
-export function im2colForward(op: string, x: Tensor, w: Tensor, b: Tensor | null, g: Geo): Tensor {
+/**
+ * Forward of a one-group conv as chunks of im2col + GEMM (columns of at most `colFloats` floats), written
+ * into y [N, O, OS].
+ */
+export function im2colForward(
+  op: string,
+  x: Tensor,
+  w: Tensor,
+  b: Tensor | null,
+  g: Geo,
+  colFloats = COL_FLOATS,
+): Tensor {
   const { N, C, O, OD, OH, OW, K } = g;
   const OS = OD * OH * OW;
   const y = Tensor.empty(x.device, [N, O, OD, OH, OW], "f32", op);
   const w2 = w.reshape([O, C * K[0] * K[1] * K[2]]);
-  eachChunk(op, x, g, (col, n, p0, len) => {
+  eachChunk(op, x, g, colFloats, (col, n, p0, len) => {
     const yc = gemm(op, w2, col, false, false);
     // y viewed as [N * O, OS]: rows n*O .. n*O+O-1, columns p0 .. p0+len.
     slab(op, yc, y, O, len, OS, 1, p0, true, n * O * OS);
@@ -123,13 +139,16 @@ export function im2colForward(op: string, x: Tensor, w: Tensor, b: Tensor | null
   return addBias(op, y, b, g.relu, g.dtype);
 }
 
-/** Weight gradient of a one-group conv as chunks of gy @ col^T, summed over batch and chunks. */
-export function im2colGradWeight(op: string, gy: Tensor, x: Tensor, g: Geo): Tensor {
+/**
+ * Weight gradient of a one-group conv as chunks of gy @ col^T (columns of at most `colFloats` floats), summed
+ * over batch and chunks.
+ */
+export function im2colGradWeight(op: string, gy: Tensor, x: Tensor, g: Geo, colFloats = COL_FLOATS): Tensor {
   const { C, O, OD, OH, OW, K } = g;
   const OS = OD * OH * OW;
   // (a cast, not an annotation: the callback assigns it, so it must not narrow to null here)
   let acc = null as Tensor | null;
-  eachChunk(op, x, g, (col, n, p0, len) => {
+  eachChunk(op, x, g, colFloats, (col, n, p0, len) => {
     const gyc = Tensor.empty(gy.device, [O, len], "f32", op);
     slab(op, gy, gyc, O, len, OS, 1, p0, false, n * O * OS);
     const part = gemm(op, gyc, col, false, true);

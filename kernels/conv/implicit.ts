@@ -10,10 +10,12 @@
  * - grad weight: gw[o, (c, k)] = sum over (n, p) of gy[n, o, p] * x[n, c, p * stride - pad + k * dil], K
  *   split into segments whose partial products a reduction adds when the tiles are few
  */
+import type { Device } from "../../core/device.ts";
 import { Tensor } from "../../core/tensor.ts";
 import { type Arg, launch, u, type Uniforms } from "../codegen.ts";
 import { sum } from "../reduce.ts";
 import { kSegments } from "../matmul.ts";
+import { GPU_COL_FLOATS, im2colForward, im2colGradWeight } from "./im2col.ts";
 import { act, type Geo, split3, volUniforms } from "./common.ts";
 
 /**
@@ -72,6 +74,8 @@ interface GatherGemm {
   gather: Gather;
   /** WGSL storing `val` at (m, n) of segment `sg`; m and n are in range. */
   store: (m: string, n: string, val: string) => string;
+  /** The output tile ({@link tunedGather}'s choice). */
+  tile: GatherTile;
 }
 
 /**
@@ -103,9 +107,58 @@ export interface GatherTile {
  * offers no more gets the 64 x 128 one instead.
  */
 export function gatherTile(M: number, storage = 16384): GatherTile {
-  if (M > 64) return { bm: 128, bn: 128, ry: 16, rx: 16, tm: 8, tn: 8 };
-  if (M > 32 || storage < 16 * 4 * (32 + 256)) return { bm: 64, bn: 128, ry: 16, rx: 16, tm: 4, tn: 8 };
-  return { bm: 32, bn: 256, ry: 4, rx: 64, tm: 8, tn: 4 };
+  if (M > 64) return GATHER_TILES[0];
+  if (M > 32 || !tileFits(GATHER_TILES[2], storage)) return GATHER_TILES[1];
+  return GATHER_TILES[2];
+}
+
+/** The tiles of {@link gatherTile}: 128 x 128, 64 x 128, 32 x 256. */
+export const GATHER_TILES: readonly GatherTile[] = [
+  { bm: 128, bn: 128, ry: 16, rx: 16, tm: 8, tn: 8 },
+  { bm: 64, bn: 128, ry: 16, rx: 16, tm: 4, tn: 8 },
+  { bm: 32, bn: 256, ry: 4, rx: 64, tm: 8, tn: 4 },
+];
+
+/** Whether a tile's A and B stages fit `storage` bytes of workgroup memory. */
+function tileFits(t: GatherTile, storage: number): boolean {
+  return 64 * (t.bm + t.bn) <= storage;
+}
+
+/** A variant of a dense conv's GEMM on the "gpu" profile: a gathered tile, or im2col + the vec4 GEMM. */
+type ConvVariant = GatherTile | "im2col";
+
+/**
+ * `run` with {@link gatherTile}'s tile for M rows, or with a tuner on the device (`CSN_BENCHMARK=1`) with the
+ * fastest of the tiles that fit and the `im2col` variant where the caller has one, timed on the conv's first
+ * call by runs whose outputs `run` returns and this disposes. `key` names the conv's geometry and which of
+ * its GEMMs this is.
+ */
+function tunedGather(
+  key: string,
+  M: number,
+  device: Device,
+  run: (t: ConvVariant) => Tensor,
+  im2col = false,
+): Tensor {
+  const storage = device.info.maxComputeWorkgroupStorageSize;
+  const rule = gatherTile(M, storage);
+  const tuner = device.tuner;
+  if (!tuner) return run(rule);
+  const variants: ConvVariant[] = [
+    rule,
+    ...GATHER_TILES.filter((t) => t !== rule && tileFits(t, storage)),
+    ...(im2col ? ["im2col" as const] : []),
+  ];
+  const label = (c: ConvVariant) => (c === "im2col" ? c : `${c.bm}x${c.bn}`);
+  return run(tuner.choose(`conv ${key}`, variants, (c) => run(c).dispose(), label));
+}
+
+/** The key of a conv's GEMM for {@link tunedGather}: which GEMM, and the geometry its speed depends on. */
+function convKey(which: string, g: Geo, bias = false): string {
+  const { N, C, O, D, H, W, K, S, P, L } = g;
+  return `${which} x[${N},${C},${D},${H},${W}] w[${O},${C},${K}] stride ${S} pad ${P} dilation ${L} -> ${g.dtype}${
+    bias ? " +bias" : ""
+  }${g.relu ? " +relu" : ""}`;
 }
 
 /**
@@ -137,7 +190,7 @@ export function gatherLayout(
  * says, with the tables and padding of {@link gatherLayout}.
  */
 function gatherGemm(s: GatherGemm): void {
-  const t = gatherTile(s.M, s.out.device.info.maxComputeWorkgroupStorageSize);
+  const t = s.tile;
   const g = s.gather, lay = gatherLayout(t, g.by, s.out.device.info.maxComputeWorkgroupStorageSize);
   const { bm, bn, ry, rx } = t, P = t.tm / 4, Q = t.tn / 4;
   const rowA = bm / 4 + lay.padA, rowB = bn / 4 + lay.padB;
@@ -304,112 +357,122 @@ function gatherInput(g: Geo): { setup: string; b: (t: string) => string } {
 export function implicitForward(op: string, x: Tensor, w: Tensor, b: Tensor | null, g: Geo): Tensor {
   const { N, C, O, D, H, W, OD, OH, OW, K } = g;
   const KK = K[0] * K[1] * K[2], OS = OD * OH * OW;
-  const y = Tensor.empty(x.device, [N, O, OD, OH, OW], g.dtype, op);
   const gx = gatherInput(g);
-  gatherGemm({
-    op,
-    args: [{ name: "x", t: x }, { name: "w", t: w }, ...(b ? [{ name: "b", t: b }] : [])],
-    out: y,
-    M: O,
-    N: N * OS,
-    K: C * KK,
-    segs: 1,
-    segLen: C * KK,
-    uniforms: { ...volUniforms("x", D, H, W), ...volUniforms("o", OD, OH, OW), C, O },
-    a: (m) => `v = w_ld(${m} * sh.gK + ak);`,
-    gather: {
-      by: "column",
-      setup: `let cn = div_oS(bc); let cp = bc - cn * sh.oS;
+  return tunedGather(convKey("forward", g, !!b), O, x.device, (tile) => {
+    if (tile === "im2col") return im2colForward(op, x, w, b, g, GPU_COL_FLOATS);
+    const y = Tensor.empty(x.device, [N, O, OD, OH, OW], g.dtype, op);
+    gatherGemm({
+      tile,
+      op,
+      args: [{ name: "x", t: x }, { name: "w", t: w }, ...(b ? [{ name: "b", t: b }] : [])],
+      out: y,
+      M: O,
+      N: N * OS,
+      K: C * KK,
+      segs: 1,
+      segLen: C * KK,
+      uniforms: { ...volUniforms("x", D, H, W), ...volUniforms("o", OD, OH, OW), C, O },
+      a: (m) => `v = w_ld(${m} * sh.gK + ak);`,
+      gather: {
+        by: "column",
+        setup: `let cn = div_oS(bc); let cp = bc - cn * sh.oS;
   ${split3("cp", "o", "od", "oh", "ow")}
   let xb = cn * sh.C * sh.xS;
   ${gx.setup}`,
-      kInfo: tapInfo("k", g, "xS", 1),
-      b: gx.b,
-    },
-    store: (m, n, val) =>
-      `let sn = div_oS(${n}); out_st((sn * sh.O + ${m}) * sh.oS + ${n} - sn * sh.oS, ${
-        act(`${val}${b ? ` + b_ld(${m})` : ""}`, g.relu)
-      });`,
-  });
-  return y;
+        kInfo: tapInfo("k", g, "xS", 1),
+        b: gx.b,
+      },
+      store: (m, n, val) =>
+        `let sn = div_oS(${n}); out_st((sn * sh.O + ${m}) * sh.oS + ${n} - sn * sh.oS, ${
+          act(`${val}${b ? ` + b_ld(${m})` : ""}`, g.relu)
+        });`,
+    });
+    return y;
+  }, true);
 }
 
 /** Implicit-GEMM input gradient: M = C, N = batch x input positions, K = O x taps. */
 export function implicitGradInput(op: string, gy: Tensor, w: Tensor, g: Geo): Tensor {
   const { N, C, O, D, H, W, OD, OH, OW, K, S } = g;
   const KK = K[0] * K[1] * K[2], XS = D * H * W;
-  const gx = Tensor.empty(gy.device, [N, C, D, H, W], "f32", op);
   // The output coordinate along dim i of input coordinate q and tap offset (pad - tap x dilation): t / stride
   // where t = q + offset is on the stride grid, else -1 (outside).
   const at = (q: string, off: string, i: number) =>
     S[i] === 1
       ? `${q} + ${off}`
       : `select(-1, (${q} + ${off}) / ${S[i]}, ${q} + ${off} >= 0 && (${q} + ${off}) % ${S[i]} == 0)`;
-  gatherGemm({
-    op,
-    args: [{ name: "gy", t: gy }, { name: "w", t: w }],
-    out: gx,
-    M: C,
-    N: N * XS,
-    K: O * KK,
-    segs: 1,
-    segLen: O * KK,
-    uniforms: { ...volUniforms("x", D, H, W), ...volUniforms("o", OD, OH, OW), C, O },
-    a: (m) => `v = w_ld(((ak / ${u(KK)}) * sh.C + ${m}) * ${u(KK)} + ak % ${u(KK)});`,
-    gather: {
-      by: "column",
-      setup: `let cn = div_xS(bc); let cq = bc - cn * sh.xS;
+  return tunedGather(convKey("input gradient", g), C, gy.device, (tile) => {
+    if (tile === "im2col") throw new Error(`${op}: no im2col input gradient`);
+    const gx = Tensor.empty(gy.device, [N, C, D, H, W], "f32", op);
+    gatherGemm({
+      tile,
+      op,
+      args: [{ name: "gy", t: gy }, { name: "w", t: w }],
+      out: gx,
+      M: C,
+      N: N * XS,
+      K: O * KK,
+      segs: 1,
+      segLen: O * KK,
+      uniforms: { ...volUniforms("x", D, H, W), ...volUniforms("o", OD, OH, OW), C, O },
+      a: (m) => `v = w_ld(((ak / ${u(KK)}) * sh.C + ${m}) * ${u(KK)} + ak % ${u(KK)});`,
+      gather: {
+        by: "column",
+        setup: `let cn = div_xS(bc); let cq = bc - cn * sh.xS;
   ${split3("cq", "x", "qd", "qh", "qw")}
   let yb = cn * sh.O * sh.oS;`,
-      kInfo: tapInfo("k", g, "oS", -1),
-      b: (t) =>
-        gatherAt(
-          "gy",
-          "yb",
-          `${t}.x`,
-          [at("qd", `${t}.y`, 0), at("qh", `${t}.z`, 1), at("qw", `${t}.w`, 2)],
-          "o",
-        ),
-    },
-    store: (m, n, val) =>
-      `let sn = div_xS(${n}); out_st((sn * sh.C + ${m}) * sh.xS + ${n} - sn * sh.xS, ${val});`,
+        kInfo: tapInfo("k", g, "oS", -1),
+        b: (t) =>
+          gatherAt(
+            "gy",
+            "yb",
+            `${t}.x`,
+            [at("qd", `${t}.y`, 0), at("qh", `${t}.z`, 1), at("qw", `${t}.w`, 2)],
+            "o",
+          ),
+      },
+      store: (m, n, val) =>
+        `let sn = div_xS(${n}); out_st((sn * sh.C + ${m}) * sh.xS + ${n} - sn * sh.xS, ${val});`,
+    });
+    return gx;
   });
-  return gx;
 }
 
 /** Implicit-GEMM weight gradient: M = O, N = C x taps, K = batch x output positions (split when long). */
 export function implicitGradWeight(op: string, gy: Tensor, x: Tensor, g: Geo): Tensor {
   const { N, C, O, D, H, W, OD, OH, OW, K } = g;
   const KK = K[0] * K[1] * K[2], OS = OD * OH * OW, J = C * KK;
-  const tile = gatherTile(O, gy.device.info.maxComputeWorkgroupStorageSize);
-  const { segs, segLen } = kSegments(Math.ceil(O / tile.bm) * Math.ceil(J / tile.bn), N * OS, O * J);
-  const part = Tensor.empty(gy.device, [segs, O, C, K[0], K[1], K[2]], "f32", op);
   const gx = gatherInput(g);
-  gatherGemm({
-    op,
-    args: [{ name: "gy", t: gy }, { name: "x", t: x }],
-    out: part,
-    M: O,
-    N: J,
-    K: N * OS,
-    segs,
-    segLen,
-    uniforms: { ...volUniforms("x", D, H, W), ...volUniforms("o", OD, OH, OW), C, O, OJ: O * J },
-    a: (m) => `v = gy_ld(ab + ${m} * sh.oS);`,
-    gather: {
-      by: "row",
-      setup: `let kn = div_oS(kc); let kp = kc - kn * sh.oS;
+  return tunedGather(convKey("weight gradient", g), O, gy.device, (tile) => {
+    if (tile === "im2col") return im2colGradWeight(op, gy, x, g, GPU_COL_FLOATS);
+    const { segs, segLen } = kSegments(Math.ceil(O / tile.bm) * Math.ceil(J / tile.bn), N * OS, O * J);
+    const part = Tensor.empty(gy.device, [segs, O, C, K[0], K[1], K[2]], "f32", op);
+    gatherGemm({
+      tile,
+      op,
+      args: [{ name: "gy", t: gy }, { name: "x", t: x }],
+      out: part,
+      M: O,
+      N: J,
+      K: N * OS,
+      segs,
+      segLen,
+      uniforms: { ...volUniforms("x", D, H, W), ...volUniforms("o", OD, OH, OW), C, O, OJ: O * J },
+      a: (m) => `v = gy_ld(ab + ${m} * sh.oS);`,
+      gather: {
+        by: "row",
+        setup: `let kn = div_oS(kc); let kp = kc - kn * sh.oS;
     ${split3("kp", "o", "od", "oh", "ow")}
     let xb = kn * sh.C * sh.xS;
     let ab = kn * sh.O * sh.oS + kp;
     ${gx.setup}`,
-      colInfo: tapInfo("n", g, "xS", 1),
-      b: gx.b,
-    },
-    store: (m, n, val) => `out_st(sg * sh.OJ + ${m} * sh.gN + ${n}, ${val});`,
-  });
-  if (segs === 1) return part.reshape([O, C, K[0], K[1], K[2]]);
-  const r = sum(part, 0);
-  part.dispose();
-  return r;
+        colInfo: tapInfo("n", g, "xS", 1),
+        b: gx.b,
+      },
+      store: (m, n, val) => `out_st(sg * sh.OJ + ${m} * sh.gN + ${n}, ${val});`,
+    });
+    const r = segs === 1 ? part.reshape([O, C, K[0], K[1], K[2]]) : sum(part, 0);
+    part.dispose();
+    return r;
+  }, true);
 }

@@ -212,7 +212,12 @@ function choose(
     // im2col weight gradient was as fast or faster (3x1x1: 1.2-1.6x), so it stays (docs/perf.md, 2026-11-30).
     const y = directForward(`${op} direct ${taps}`, x, w, b, g);
     return named(
-      { y, saved: x, gradInput: directGradInput, gradWeight: im2colGradWeight },
+      {
+        y,
+        saved: x,
+        gradInput: directGradInput,
+        gradWeight: (o, gy, t, gg) => im2colGradWeight(o, gy, t, gg),
+      },
       `direct ${taps}`,
       `im2col ${taps}`,
     );
