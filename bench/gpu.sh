@@ -7,8 +7,8 @@
 # Runs, each in its own process under a time limit so that one stall cannot lose the others' figures:
 # adapter + measured peaks, kernel benches (GEMM, depthwise, stem, (2+1)D, pointwise, BN, AdamW), the seed's
 # stack on the same GPU (PyTorch eager + cuDNN, fp32 and AMP, when python3 has CUDA torch), one training step
-# of the ir-CSN-152 classifier (batch 16 per GPU, the seed's) and of the ir-CSN-50 UNet (batch 4), f32 and
-# autocast f16, the GPU time per kernel of one step of each model, and the seconds per study of the
+# of the ir-CSN-152 classifier (batch 16 per GPU, the seed's) and of the ir-CSN-50 UNet (batch 4), f32 (also
+# with every shape's kernel tiles timed and the fastest kept, CSN_BENCHMARK=1) and autocast f16, the GPU time per kernel of one step of each model, and the seconds per study of the
 # seed-configuration inference, f32 and autocast f16.
 # Results: OUTDIR/gpu-results.jsonl (one JSON line per figure) and OUTDIR/gpu.log (everything printed).
 set -u
@@ -90,13 +90,15 @@ else
 fi
 part cls-train 120 $D bench/gpu.ts --part train --model cls --batch "${CLS_BATCH:-16}" --results "$R" $S
 part unet-train 120 $D bench/gpu.ts --part train --model unet --batch "${UNET_BATCH:-4}" --results "$R" $S
+# The same steps and the GEMM and conv benches with every shape's tile timed on its first call and the fastest
+# kept (CSN_BENCHMARK=1, core/tuner.ts): the step against the rules' step above, and per shape each tile's
+# GPU time (the rules' choices among them: the old square GEMM rule is one of the GEMM's four tiles).
+part cls-train-tuned 90 env CSN_BENCHMARK=1 $D bench/gpu.ts --part train --model cls --batch "${CLS_BATCH:-16}" --steps 4 --results "$R" $S
+part unet-train-tuned 90 env CSN_BENCHMARK=1 $D bench/gpu.ts --part train --model unet --batch "${UNET_BATCH:-4}" --steps 4 --results "$R" $S
+part kernels-tuned 90 env CSN_BENCHMARK=1 $D bench/gpu.ts --part kernels --results "$R" $S --only gemm,conv
 # The classifier's step again, submitting only at the step's end (the default on a GPU submits every 128
 # dispatches, so that the GPU starts while the host still records the step).
 part cls-train-submit0 60 env CSN_SUBMIT_EVERY=0 $D bench/gpu.ts --part train --model cls --batch "${CLS_BATCH:-16}" --results "$R" $S
-# The classifier's step and the GEMMs with the tile rule before shape-dependent tiles (CSN_GEMM_TILES=square:
-# 8 x 8 only where M, N >= 512, else 4 x 4, whatever K), against cls-train and kernels above.
-part cls-train-square 60 env CSN_GEMM_TILES=square $D bench/gpu.ts --part train --model cls --batch "${CLS_BATCH:-16}" --results "$R" $S
-part gemm-square 30 env CSN_GEMM_TILES=square $D bench/gpu.ts --part kernels --results "$R" $S --only gemm
 # The same steps under autocast f16 (f16 conv/linear operands, f32 accumulation, GradScaler).
 part cls-train-amp 90 $D bench/gpu.ts --part train --model cls --batch "${CLS_BATCH:-16}" --amp --results "$R" $S
 part unet-train-amp 90 $D bench/gpu.ts --part train --model unet --batch "${UNET_BATCH:-4}" --amp --results "$R" $S

@@ -15,6 +15,9 @@
  *   readback a step); records say `precision: "f16"` (or "f32", also where the adapter lacks shader-f16).
  *   Under `CSN_PROFILE=1` (timestamp queries around every dispatch, so its step times are not the warm
  *   figure) it also records the GPU time per kernel of the steps after the first, longest first.
+ *   Under `CSN_BENCHMARK=1` (core/tuner.ts) step 1 times the GEMM and conv tiles of every shape and step 2
+ *   compiles the chosen ones, so the warm figure is the best of steps 3..; kernels and train parts then also
+ *   record the tuner's decisions.
  *
  * Every record is printed and appended as one JSON line to `--results`. Times of kernels come from
  * differencing two batch sizes chosen so that the shorter one runs for at least ~0.2 s: Deno's GPU wait polls
@@ -53,6 +56,14 @@ const record = async (r: Record<string, unknown>) => {
   console.log(line);
   if (f.results) await Deno.writeTextFile(f.results, line + "\n", { append: true });
 };
+
+/** Under CSN_BENCHMARK=1: prints the tuner's table and records every decision (candidates, ms, chosen). */
+async function recordTuning(what: string): Promise<void> {
+  if (!device.tuner) return;
+  await device.sync();
+  console.log(`Tuned variants, ${what}:\n${device.tuner.report(40)}`);
+  await record({ part: f.part, what: "tuning", of: what, decisions: device.tuner.decisions() });
+}
 
 /** Seconds per call of `fn` by differencing k and 2k calls, k grown until k calls take >= `minS`. */
 async function timeCall(dev: Device, fn: () => void, minS = f.smoke ? 0.02 : 0.2): Promise<number> {
@@ -117,7 +128,15 @@ if (part === "info") {
       const transB = name.endsWith("^T");
       const a = randn([M, K], { device, seed: 1 }), b = randn(transB ? [N, K] : [K, N], { device, seed: 2 });
       const s = await timeCall(device, () => F.matmul(a, b, { transB }).dispose());
-      const tile = device.profile === "gpu" ? gemmTile(M, N, K) : null;
+      // Under CSN_BENCHMARK=1 the tile the tuner chose (its first call timed them all), else the rule's.
+      const tuned = device.tuner?.decisions().find((d) =>
+        d.key.includes(`[${a.shape}]`) && d.key.includes(`[${b.shape}]`)
+      );
+      const tile = tuned
+        ? tuned.candidates[tuned.chosen]
+        : device.profile === "gpu"
+        ? gemmTile(M, N, K)
+        : null;
       await record({ part, what: "gemm", name, M, K, N, tile, ms: s * 1e3, gflops: 2 * M * K * N / s / 1e9 });
       a.dispose();
       b.dispose();
@@ -217,6 +236,7 @@ if (part === "info") {
     const s = await timeCall(device, () => opt.step());
     await record({ part, what: "adamw", params: n, ms: s * 1e3, GBs: 28 * n / s / 1e9 });
   }
+  await recordTuning("kernels");
 } else if (part === "train") {
   const unet = f.model === "unet";
   const batch = f.batch || (unet ? 4 : 16);
@@ -302,13 +322,17 @@ if (part === "info") {
       })),
     });
   }
+  await recordTuning(`${modelName}, ${precision}`);
   const st = device.stats();
-  const warm = times.length > 1 ? Math.min(...times.slice(1)) : NaN;
+  // Tuning (CSN_BENCHMARK=1) times the variants in step 1 and compiles the chosen ones in step 2.
+  const warmFrom = device.tuner ? 2 : 1;
+  const warm = times.length > warmFrom ? Math.min(...times.slice(warmFrom)) : NaN;
   await record({
     part,
     model: modelName,
     precision,
     profiled: !!device.profiler,
+    tuned: !!device.tuner,
     skippedSteps: scaler?.skipped ?? 0,
     shape,
     batch,
