@@ -94,7 +94,7 @@ part unet-train 120 $D bench/gpu.ts --part train --model unet --batch "${UNET_BA
 # kept (CSN_BENCHMARK=1, core/tuner.ts): the step against the rules' step above, and per shape each tile's
 # GPU time (the rules' choices among them: the old square GEMM rule is one of the GEMM's four tiles).
 part cls-train-tuned 90 env CSN_BENCHMARK=1 $D bench/gpu.ts --part train --model cls --batch "${CLS_BATCH:-16}" --steps 4 --results "$R" $S
-part unet-train-tuned 90 env CSN_BENCHMARK=1 $D bench/gpu.ts --part train --model unet --batch "${UNET_BATCH:-4}" --steps 4 --results "$R" $S
+part unet-train-tuned 120 env CSN_BENCHMARK=1 $D bench/gpu.ts --part train --model unet --batch "${UNET_BATCH:-4}" --steps 4 --results "$R" $S
 part kernels-tuned 90 env CSN_BENCHMARK=1 $D bench/gpu.ts --part kernels --results "$R" $S --only gemm,conv
 # The classifier's step again, submitting only at the step's end (the default on a GPU submits every 128
 # dispatches, so that the GPU starts while the host still records the step).

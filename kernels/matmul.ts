@@ -84,6 +84,11 @@ export interface GemmOptions extends GemmEpilogue {
   dtype?: "f32" | "f16";
   /** The vec4 tile of the "gpu" profile instead of {@link gemmTile}'s choice (tests, measurements). */
   tile?: GemmTile;
+  /**
+   * The vec4 kernel loads the next K step while it multiplies this one (tests, measurements; a tuner on the
+   * device, `CSN_BENCHMARK=1`, times both ways). Giving `tile` or `prefetch` turns tuning off for the call.
+   */
+  prefetch?: boolean;
 }
 
 /**
@@ -165,17 +170,26 @@ export function gemm(
   const geo = { ...base, sumBatch: opts.sumBatch ?? false };
   if (vec4Layout(geo)) {
     const moments = opts.moments ?? null;
-    const tile = opts.tile ?? tunedTile(op, a, b, geo, outShape, dtype, moments);
-    gemmVec4(op, a, b, out, geo, tile, moments);
+    const v = opts.tile || opts.prefetch !== undefined
+      ? { tile: opts.tile ?? gemmTile(M, N, K, nb, !!moments), prefetch: !!opts.prefetch }
+      : tunedVariant(op, a, b, geo, outShape, dtype, moments);
+    gemmVec4(op, a, b, out, geo, v.tile, moments, v.prefetch);
   } else gemmTiled(op, a, b, out, geo);
   return out;
 }
 
+/** A variant of the vec4 GEMM: its tile, and whether it loads the next K step while multiplying. */
+interface GemmVariant {
+  tile: GemmTile;
+  prefetch: boolean;
+}
+
 /**
- * {@link gemmTile}'s choice, or with a tuner on the device (`CSN_BENCHMARK=1`) the fastest of the tiles that
- * suit the product, timed into scratch outputs on the product's first call.
+ * {@link gemmTile}'s tile without prefetch, or with a tuner on the device (`CSN_BENCHMARK=1`) the fastest of
+ * the tiles that suit the product, each with and without prefetch, timed into scratch outputs on the
+ * product's first call.
  */
-function tunedTile(
+function tunedVariant(
   op: string,
   a: Tensor,
   b: Tensor,
@@ -183,14 +197,15 @@ function tunedTile(
   outShape: number[],
   dtype: "f32" | "f16",
   moments: GemmMoments | null,
-): GemmTile {
+): GemmVariant {
   const rule = gemmTile(g.M, g.N, g.K, g.nb, !!moments);
   const tuner = a.device.tuner;
-  if (!tuner) return rule;
+  if (!tuner) return { tile: rule, prefetch: false };
   const tiles = [
     rule,
     ...GEMM_TILES.filter((t) => !(t[0] === rule[0] && t[1] === rule[1]) && !(moments && t[1] < t[0])),
   ];
+  const variants = [false, true].flatMap((prefetch) => tiles.map((tile) => ({ tile, prefetch })));
   const e = g.epi;
   const key = [
     `gemm ${a.dtype}[${a.shape}]${g.transA ? "^T" : ""} @ ${b.dtype}[${b.shape}]${
@@ -202,13 +217,13 @@ function tunedTile(
     e?.relu ? "+relu" : "",
     moments ? "+moments" : "",
   ].filter((x) => x).join(" ");
-  return tuner.choose(key, tiles, (t) => {
+  return tuner.choose(key, variants, (v) => {
     const o = Tensor.empty(a.device, outShape, dtype, op);
     const m: GemmMoments | null = moments && { part: null };
-    gemmVec4(op, a, b, o, g, t, m);
+    gemmVec4(op, a, b, o, g, v.tile, m, v.prefetch);
     o.dispose();
     m?.part?.dispose();
-  }, (t) => `${16 * t[0]}x${16 * t[1]}`);
+  }, (v) => `${16 * v.tile[0]}x${16 * v.tile[1]}${v.prefetch ? " prefetch" : ""}`);
 }
 
 /** Sizes, index expressions and uniforms of one GEMM, as `gemm` hands them to a kernel. */
@@ -502,6 +517,7 @@ function gemmVec4(
   g: GemmGeo,
   [TM, TN]: GemmTile,
   moments: GemmMoments | null,
+  prefetch = false,
 ): void {
   const { M, N, K, nb } = g;
   const BM = 16 * TM, BN = 16 * TN, BK = 16;
@@ -523,44 +539,83 @@ function gemmVec4(
   if (moments) moments.part = mom;
   // A tile of B rows x BK (B = BM for A, BN for B; B / 64 passes of 256 threads) from an operand stored
   // contiguous along k (4 vec4 per row, scattered into the k-major workgroup array) or along its rows (B / 4
-  // vec4 per k, copied as they are).
-  const alongK = (
+  // vec4 per k, copied as they are): each pass loads one vec4 into a register (`load`, for the K step at
+  // `kb`) that `store` then puts into the workgroup tile.
+  const loaders = (
     t: string,
     W: string,
     row: number,
     B: number,
     rows: string,
     lim: string,
+    alongK: boolean,
     idx: (r: string, k: string) => string,
-  ) =>
-    [...Array(B / 64).keys()].map((p) =>
-      `{ let rr = ${p * 64}u + lid / 4u; let kq = (lid % 4u) * 4u; let r = ${rows} + rr; let k = k0 + kq;
-      var v = vec4<f32>(0.0);
-      if (r < ${lim} && k < sh.K) { v = ${t}_ld((${t}off + ${idx("r", "k")}) / 4u); }
-      for (var j = 0u; j < 4u; j = j + 1u) { ${W}[(kq + j) * ${u(row)} + rr / 4u][rr % 4u] = v[j]; } }`
-    ).join("\n    ");
-  const alongRows = (
-    t: string,
-    W: string,
-    row: number,
-    B: number,
-    rows: string,
-    lim: string,
-    idx: (k: string, r: string) => string,
-  ) =>
-    [...Array(B / 64).keys()].map((p) =>
-      `{ let ix = lid + ${p * 256}u; let kk = ix / ${u(B / 4)}; let rv = ix % ${u(B / 4)};
-      let k = k0 + kk; let r = ${rows} + rv * 4u;
-      var v = vec4<f32>(0.0);
-      if (r < ${lim} && k < sh.K) { v = ${t}_ld((${t}off + ${idx("k", "r")}) / 4u); }
-      ${W}[kk * ${u(row)} + rv] = v; }`
-    ).join("\n    ");
-  const loadA = g.transA
-    ? alongRows("a", "As", rowA, BM, "m0", "sh.M", (k, m) => `${k} * sh.M + ${m}`)
-    : alongK("a", "As", rowA, BM, "m0", "sh.M", (m, k) => `${m} * sh.K + ${k}`);
-  const loadB = g.transB
-    ? alongK("b", "Bs", rowB, BN, "n0", "sh.N", (n, k) => `${n} * sh.K + ${k}`)
-    : alongRows("b", "Bs", rowB, BN, "n0", "sh.N", (k, n) => `${k} * sh.N + ${n}`);
+  ) => {
+    const ps = [...Array(B / 64).keys()];
+    const reg = (p: number) => `${t}r${p}`;
+    // Per pass: the thread's row and k offset in the tile (alongK: 4 threads per row; else B / 4 per k).
+    const at = (p: number) =>
+      alongK
+        ? [`${p * 64}u + lid / 4u`, `(lid % 4u) * 4u`]
+        : [`(lid + ${p * 256}u) % ${u(B / 4)} * 4u`, `(lid + ${p * 256}u) / ${u(B / 4)}`];
+    return {
+      decl: ps.map((p) => `var ${reg(p)} = vec4<f32>(0.0);`).join(" "),
+      load: (kb: string) =>
+        ps.map((p) => {
+          const [rr, kq] = at(p);
+          return `{ let r = ${rows} + ${rr}; let k = ${kb} + ${kq}; ${reg(p)} = vec4<f32>(0.0);
+      if (r < ${lim} && k < sh.K) { ${reg(p)} = ${t}_ld((${t}off + ${idx("r", "k")}) / 4u); } }`;
+        }).join("\n    "),
+      store: ps.map((p) => {
+        const [rr, kq] = at(p);
+        return alongK
+          ? `{ let rr = ${rr}; let kq = ${kq};
+      for (var j = 0u; j < 4u; j = j + 1u) { ${W}[(kq + j) * ${u(row)} + rr / 4u][rr % 4u] = ${
+            reg(p)
+          }[j]; } }`
+          : `${W}[(${kq}) * ${u(row)} + (${rr}) / 4u] = ${reg(p)};`;
+      }).join("\n    "),
+    };
+  };
+  const ldA = loaders(
+    "a",
+    "As",
+    rowA,
+    BM,
+    "m0",
+    "sh.M",
+    !g.transA,
+    (m, k) => g.transA ? `${k} * sh.M + ${m}` : `${m} * sh.K + ${k}`,
+  );
+  const ldB = loaders(
+    "b",
+    "Bs",
+    rowB,
+    BN,
+    "n0",
+    "sh.N",
+    g.transB,
+    (n, k) => g.transB ? `${n} * sh.K + ${k}` : `${k} * sh.N + ${n}`,
+  );
+  // Prefetch: the next K step's loads are issued before this step's multiply-adds, so that one workgroup's
+  // global-memory latency overlaps its own arithmetic (a GPU fits only two 128 x 128 workgroups per SM).
+  const loop = prefetch
+    ? `${ldA.load("kBeg")}
+  ${ldB.load("kBeg")}
+  for (var k0 = kBeg; k0 < kEnd; k0 = k0 + ${u(BK)}) {
+    ${ldA.store}
+    ${ldB.store}
+    workgroupBarrier();
+    if (k0 + ${u(BK)} < kEnd) {
+      ${ldA.load(`k0 + ${u(BK)}`)}
+      ${ldB.load(`k0 + ${u(BK)}`)}
+    }`
+    : `for (var k0 = kBeg; k0 < kEnd; k0 = k0 + ${u(BK)}) {
+    ${ldA.load("k0")}
+    ${ldB.load("k0")}
+    ${ldA.store}
+    ${ldB.store}
+    workgroupBarrier();`;
   const accs = rms.flatMap((r) => [0, 1, 2, 3].flatMap((i) => rns.map((s) => `c${r}${i}${s}`)));
   launch({
     op,
@@ -588,11 +643,10 @@ ${ep.decls}`,
   let tx = lid % 16u;
   let ty = lid / 16u;
   ${accs.map((c) => `var ${c} = vec4<f32>(0.0);`).join(" ")}
-  let kEnd = min((sg + 1u) * sh.segLen, sh.K);
-  for (var k0 = sg * sh.segLen; k0 < kEnd; k0 = k0 + ${u(BK)}) {
-    ${loadA}
-    ${loadB}
-    workgroupBarrier();
+  let kBeg = sg * sh.segLen;
+  let kEnd = min(kBeg + sh.segLen, sh.K);
+  ${ldA.decl} ${ldB.decl}
+  ${loop}
     for (var kk = 0u; kk < ${u(BK)}; kk = kk + 1u) {
       ${rms.map((r) => `let a${r} = As[kk * ${u(rowA)} + ${r * 16}u + ty];`).join(" ")}
       ${rns.map((s) => `let b${s} = Bs[kk * ${u(rowB)} + ${s * 16}u + tx];`).join(" ")}

@@ -25,6 +25,8 @@ interface GemmCase {
   epi?: boolean;
   /** The vec4 tile, forced (else `gemmTile`'s choice). */
   tile?: GemmTile;
+  /** The vec4 kernel that loads the next K step while it multiplies (`gemm`'s prefetch). */
+  prefetch?: boolean;
 }
 
 const cases: GemmCase[] = [];
@@ -95,6 +97,16 @@ cases.push({ name: "epilogue, A B^T, short K", a: [9, 8], b: [16, 8], transB: tr
 // columns, K split in 2 segments; and with the epilogue.
 cases.push({ name: "A B^T wide, ragged, K split", a: [7, 1028], b: [259, 1028], transB: true });
 cases.push({ name: "epilogue, A B^T wide", a: [7, 64], b: [259, 64], transB: true, epi: true });
+
+// The vec4 cases again with the next K step loaded while the current one multiplies: every tile and layout,
+// ragged edges, K splits (the last step of a segment loads nothing), the batch sum and the epilogue.
+for (
+  const c of cases.filter((c) =>
+    c.tile || /^(K split|batch sum, (K split|128)|epilogue, (128|64|K))/.test(c.name)
+  )
+) {
+  cases.push({ ...c, name: `${c.name}, prefetch`, prefetch: true });
+}
 
 /** op(a) @ op(b) in float64 with broadcast batch dims, and sum_k |a||b| per element. */
 function reference(
@@ -174,9 +186,14 @@ async function check(device: Device, only?: (c: GemmCase) => boolean): Promise<v
           residual: tensor(res, ref.shape, { device }),
           relu: true,
           tile: c.tile,
+          prefetch: c.prefetch,
         })
-        : c.sumBatch || c.tile
-        ? gemm("test", ta, tb, !!c.transA, !!c.transB, { sumBatch: c.sumBatch, tile: c.tile })
+        : c.sumBatch || c.tile || c.prefetch
+        ? gemm("test", ta, tb, !!c.transA, !!c.transB, {
+          sumBatch: c.sumBatch,
+          tile: c.tile,
+          prefetch: c.prefetch,
+        })
         : F.matmul(ta, tb, { transA: c.transA, transB: c.transB });
       return y.toArray();
     });

@@ -2,7 +2,8 @@
  * The variant tuner (`CSN_BENCHMARK=1`, core/tuner.ts) on lavapipe with the "gpu" profile forced: it times each
  * candidate once per key and then hands out the fastest (a kernel with 100x the work loses); candidates run
  * into scratch outputs, so a tuned call gives the rule's result bit for bit before the timings are in and the
- * chosen variant's after (the GEMM's tiles with a K split, a batch sum, the epilogue and batch-norm moments;
+ * chosen variant's after (the GEMM's tiles, with and without prefetch, with a K split, a batch sum, the
+ * epilogue and batch-norm moments;
  * a 3x3x3 conv's three implicit GEMMs through autograd); tuning trials stay out of the per-kernel profile.
  */
 import { F, openDevice, randn, type Tensor } from "../mod.ts";
@@ -145,10 +146,10 @@ Deno.test({
     const plain = await openDevice({ profile: "gpu" });
     try {
       assert(plain.tuner === null, "no tuner unless asked for (CSN_BENCHMARK unset)");
-      const run = (d: Device, p: Product, tile?: GemmTile) => {
+      const run = (d: Device, p: Product, tile?: GemmTile, prefetch?: boolean) => {
         const a = randn(p.a, { device: d, seed: 1 }), b = randn(p.b, { device: d, seed: 2 });
         const o = p.opts?.(d) ?? {};
-        const y = gemm("gemm", a, b, !!p.transA, !!p.transB, { ...o, tile });
+        const y = gemm("gemm", a, b, !!p.transA, !!p.transB, { ...o, tile, prefetch });
         return { y, moments: o.moments as GemmMoments | undefined };
       };
       const first = products.map((p) => run(tuned, p));
@@ -169,12 +170,14 @@ Deno.test({
         const d = ds.find((x) => x.key.includes(`[${p.a}]`) && x.key.includes(`[${p.b}]`))!;
         assert(d, `${p.name}: decided`);
         assert(
-          d.candidates.length === (p.opts?.(plain).moments ? 3 : 4),
+          d.candidates.length === (p.opts?.(plain).moments ? 6 : 8),
           `${p.name}: candidates ${d.candidates}`,
         );
         assert(d.ms.every((m) => m !== null && m > 0), `${p.name}: every candidate timed`);
-        const [tm, tn] = d.candidates[d.chosen].split("x").map((v) => Number(v) / 16) as GemmTile;
-        const again = run(tuned, p), forced = run(plain, p, [tm, tn]);
+        // "128x64" or "128x64 prefetch".
+        const [size, pf] = d.candidates[d.chosen].split(" ");
+        const [tm, tn] = size.split("x").map((v) => Number(v) / 16) as GemmTile;
+        const again = run(tuned, p), forced = run(plain, p, [tm, tn], pf === "prefetch");
         await assertSameBits(again.y, forced.y, `${p.name}: after tuning (${d.candidates[d.chosen]})`);
         // Tiles differ in their K split, so results agree to round-off.
         assertClose(
