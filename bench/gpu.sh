@@ -8,8 +8,9 @@
 # adapter + measured peaks, kernel benches (GEMM, depthwise, stem, (2+1)D, pointwise, BN, AdamW), the seed's
 # stack on the same GPU (PyTorch eager + cuDNN, fp32 and AMP, when python3 has CUDA torch), one training step
 # of the ir-CSN-152 classifier (batch 16 per GPU, the seed's) and of the ir-CSN-50 UNet (batch 4), f32 (also
-# with every shape's kernel tiles timed and the fastest kept, CSN_BENCHMARK=1) and autocast f16, the GPU time per kernel of one step of each model, and the seconds per study of the
-# seed-configuration inference, f32 and autocast f16.
+# with every shape's kernel variants timed and the fastest kept, CSN_BENCHMARK=1) and autocast f16, the GPU
+# time per kernel of one step of each model, and the seconds per study of the seed-configuration inference,
+# f32 and autocast f16.
 # Results: OUTDIR/gpu-results.jsonl (one JSON line per figure) and OUTDIR/gpu.log (everything printed).
 set -u
 cd "$(dirname "$0")/.."
