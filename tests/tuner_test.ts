@@ -219,7 +219,8 @@ Deno.test({
       const ref = await convStep(plain);
       const first = await convStep(tuned);
       const ds = tuned.tuner!.decisions().filter((x) => x.key.startsWith("conv "));
-      const want = { "forward": 4, "input gradient": 3, "weight gradient": 4 };
+      // Three tiles, each with and without prefetch; im2col + GEMM for the forward and the weight gradient.
+      const want = { "forward": 7, "input gradient": 6, "weight gradient": 7 };
       for (const [which, n] of Object.entries(want)) {
         const d = ds.find((x) => x.key.startsWith(`conv ${which} `));
         assert(d?.candidates.length === n, `${which}: ${n} variants, got ${d?.candidates}`);
@@ -285,6 +286,45 @@ Deno.test({
     } finally {
       first.destroy();
       forced.destroy();
+      plain.destroy();
+    }
+  },
+});
+
+Deno.test({
+  name:
+    "implicit convs with prefetch: every gather tile, forced through loaded decisions, as the plain device",
+  ignore,
+  fn: async () => {
+    const plain = await openDevice({ profile: "gpu" });
+    try {
+      const ref = await convStep(plain);
+      // All of lavapipe's workgroup memory (tables and padding), and WebGPU's guaranteed 16 KiB (the 128 x 128
+      // tile without tables: each element's k_info computed as it is gathered).
+      for (const maxWorkgroupStorage of [undefined, 16384]) {
+        const probe = await openDevice({ profile: "gpu", benchmark: true, maxWorkgroupStorage });
+        await convStep(probe);
+        const saved = probe.tuner!.decisions().filter((d) => d.key.startsWith("conv "));
+        probe.destroy();
+        const tiles = saved[0].candidates.filter((c) => c.endsWith(" prefetch"));
+        assert(tiles.length === (maxWorkgroupStorage ? 2 : 3), `prefetch tiles: ${tiles}`);
+        for (const tile of tiles) {
+          const d = await openDevice({ profile: "gpu", benchmark: true, maxWorkgroupStorage });
+          try {
+            d.tuner!.load(saved.map((x) => ({ ...x, chosen: x.candidates.indexOf(tile) })));
+            const got = await convStep(d);
+            const what = `${tile}${maxWorkgroupStorage ? " in 16 KiB" : ""}`;
+            assert(d.tuner!.decisions().length === saved.length, `${what}: nothing timed again`);
+            // The forward and the input gradient sum each output in the same order as without prefetch.
+            sameBits(got.y, ref.y, `${what}: y`);
+            sameBits(got.gx, ref.gx, `${what}: grad x`);
+            assertClose(got.gw, ref.gw, `${what}: grad w`, 1e-5);
+          } finally {
+            d.destroy();
+          }
+        }
+      }
+    } finally {
       plain.destroy();
     }
   },

@@ -99,6 +99,8 @@ export interface GatherTile {
   rx: number;
   tm: number;
   tn: number;
+  /** Load the next K step into registers while this one multiplies ({@link gatherGemm}). */
+  prefetch?: boolean;
 }
 
 /**
@@ -129,9 +131,9 @@ type ConvVariant = GatherTile | "im2col";
 
 /**
  * `run` with {@link gatherTile}'s tile for M rows, or with a tuner on the device (`CSN_BENCHMARK=1`) with the
- * fastest of the tiles that fit and the `im2col` variant where the caller has one, timed on the conv's first
- * call by runs whose outputs `run` returns and this disposes. `key` names the conv's geometry and which of
- * its GEMMs this is.
+ * fastest of the tiles that fit, each with and without prefetch, and the `im2col` variant where the caller
+ * has one, timed on the conv's first call by runs whose outputs `run` returns and this disposes. `key` names
+ * the conv's geometry and which of its GEMMs this is.
  */
 function tunedGather(
   key: string,
@@ -144,12 +146,13 @@ function tunedGather(
   const rule = gatherTile(M, storage);
   const tuner = device.tuner;
   if (!tuner) return run(rule);
+  const tiles = [rule, ...GATHER_TILES.filter((t) => t !== rule && tileFits(t, storage))];
   const variants: ConvVariant[] = [
-    rule,
-    ...GATHER_TILES.filter((t) => t !== rule && tileFits(t, storage)),
+    ...tiles,
+    ...tiles.map((t) => ({ ...t, prefetch: true })),
     ...(im2col ? ["im2col" as const] : []),
   ];
-  const label = (c: ConvVariant) => (c === "im2col" ? c : `${c.bm}x${c.bn}`);
+  const label = (c: ConvVariant) => (c === "im2col" ? c : `${c.bm}x${c.bn}${c.prefetch ? " prefetch" : ""}`);
   return run(tuner.choose(`conv ${key}`, variants, (c) => run(c).dispose(), label));
 }
 
@@ -201,7 +204,9 @@ function gatherGemm(s: GatherGemm): void {
   const rowOf = (c: string) => `m0 + (${Number(c[1]) * ry}u + ty) * 4u + ${c[2]}u`;
   const colOf = (c: string) => `n0 + (${Number(c[3]) * rx}u + tx) * 4u`;
   const table = g.by === "column"
-    ? `var<workgroup> Kt: array<vec4<i32>, 16>;\nfn k_info(k: u32) -> vec4<i32> {\n  ${g.kInfo}\n}`
+    ? `var<workgroup> Kt: array<vec4<i32>, ${
+      t.prefetch ? 32 : 16
+    }>;\nfn k_info(k: u32) -> vec4<i32> {\n  ${g.kInfo}\n}`
     : `var<workgroup> Ct: array<vec4<i32>, ${bn}>;\nfn col_info(n: u32) -> vec4<i32> {\n  ${g.colInfo}\n}`;
   launch({
     op: s.op,
@@ -226,31 +231,18 @@ function gatherGemm(s: GatherGemm): void {
   let tq = div_gTn(t);
   let m0 = tq * ${u(bm)};
   let n0 = (t - tq * sh.gTn) * ${u(bn)};
-  ${g.by === "column" ? columnSetup(g, bn, lay.table) : lay.table ? rowTable(bn) : ""}
+  ${g.by === "column" ? columnSetup(g, bn, lay.table, !!t.prefetch) : lay.table ? rowTable(bn) : ""}
   let tx = lid % ${u(rx)};
   let ty = lid / ${u(rx)};
   ${acc.map((c) => `var ${c} = vec4<f32>(0.0);`).join(" ")}
   let kEnd = min((sg + 1u) * sh.gSeg, sh.gK);
-  for (var k0 = sg * sh.gSeg; k0 < kEnd; k0 = k0 + 16u) {
-    let ak = k0 + lid % 16u;
-    let akIn = ak < kEnd;
-    let kc = min(ak, kEnd - 1u);
-    ${g.by === "row" ? g.setup : ""}
-    for (var j = 0u; j < ${u(bm / 16)}; j = j + 1u) {
-      let ar = lid / 16u + 16u * j;
-      let am = m0 + ar;
-      var v = 0.0;
-      if (am < sh.gM && akIn) { ${s.a("am")} }
-      As[(lid % 16u) * ${u(rowA)} + ar / 4u][ar % 4u] = v;
-    }
-    ${g.by === "column" ? columnLoads(g, bn, rowB, lay.table) : rowLoads(g, bn, rowB, lay.table)}
-    workgroupBarrier();
+  ${(t.prefetch ? prefetchLoop : plainLoop)(s, t, lay.table, rowA, rowB)}
     for (var kk = 0u; kk < 16u; kk = kk + 1u) {
       ${ps.map((p) => `let a${p} = As[kk * ${u(rowA)} + ${p * ry}u + ty];`).join(" ")}
       ${qs.map((q) => `let b${q} = Bs[kk * ${u(rowB)} + ${q * rx}u + tx];`).join(" ")}
       ${acc.map((c) => `${c} = fma(vec4<f32>(a${c[1]}[${c[2]}]), b${c[3]}, ${c});`).join(" ")}
     }
-    ${g.by === "column" && lay.table ? fillK("k0 + 16u") : ""}
+    ${g.by === "column" && lay.table ? (t.prefetch ? fillK2("k0 + 32u", "par") : fillK("k0 + 16u")) : ""}
     workgroupBarrier();
   }
   ${
@@ -268,6 +260,100 @@ function gatherGemm(s: GatherGemm): void {
 }
 
 /**
+ * WGSL: the K loop's head without prefetch: each step loads A and gathers B into the workgroup tiles, then
+ * waits for all threads (the caller's multiply-adds and closing barrier follow).
+ */
+function plainLoop(s: GatherGemm, t: GatherTile, table: boolean, rowA: number, rowB: number): string {
+  const g = s.gather;
+  return `for (var k0 = sg * sh.gSeg; k0 < kEnd; k0 = k0 + 16u) {
+    let ak = k0 + lid % 16u;
+    let akIn = ak < kEnd;
+    let kc = min(ak, kEnd - 1u);
+    ${g.by === "row" ? g.setup : ""}
+    for (var j = 0u; j < ${u(t.bm / 16)}; j = j + 1u) {
+      let ar = lid / 16u + 16u * j;
+      let am = m0 + ar;
+      var v = 0.0;
+      if (am < sh.gM && akIn) { ${s.a("am")} }
+      As[(lid % 16u) * ${u(rowA)} + ar / 4u][ar % 4u] = v;
+    }
+    ${g.by === "column" ? columnLoads(g, t.bn, rowB, table) : rowLoads(g, t.bn, rowB, table)}
+    workgroupBarrier();`;
+}
+
+/**
+ * WGSL: the K loop's head with prefetch: the thread's A and B elements of a step are loaded into registers
+ * (`ra<j>`, `rb<j>`: bm / 16 and 16 bn / 256 or bn / 16 of them) one step ahead, so the next step's loads
+ * and gathers are in flight while this step multiplies; each step stores its registers into the tiles,
+ * waits, and issues the next step's loads. A column gather's k table is double-buffered (parity `par`): the
+ * next step's half is read while the step after next is tabulated into the other.
+ */
+function prefetchLoop(s: GatherGemm, t: GatherTile, table: boolean, rowA: number, rowB: number): string {
+  const g = s.gather, nA = t.bm / 16, nB = g.by === "column" ? (16 * t.bn) / 256 : t.bn / 16;
+  const js = (n: number) => [...Array(n).keys()];
+  const bAt = (j: number) =>
+    g.by === "column"
+      ? { kr: `(lid / ${u(t.bn)} + ${u((256 / t.bn) * j)})`, lc: "lc" }
+      : { kr: "(lid % 16u)", lc: `(lid / 16u + ${u(16 * j)})` };
+  const load = (kb: string, half: string) =>
+    `{
+      let ak = ${kb} + lid % 16u;
+      let akIn = ak < kEnd;
+      let kc = min(ak, kEnd - 1u);
+      ${g.by === "row" ? g.setup : ""}
+      ${
+      js(nA).map((j) =>
+        `{ let am = m0 + lid / 16u + ${u(16 * j)}; var v = 0.0; if (am < sh.gM && akIn) { ${
+          s.a("am")
+        } } ra${j} = v; }`
+      ).join("\n      ")
+    }
+      ${
+      js(nB).map((j) => {
+        const { kr, lc } = bAt(j);
+        return g.by === "column"
+          ? `{ let kr = ${kr}; let bk = ${kb} + kr; var v = 0.0;
+        if (bcIn && bk < kEnd) { let bt = ${table ? `Kt[${half} * 16u + kr]` : "k_info(bk)"}; ${
+            g.b("bt")
+          } } rb${j} = v; }`
+          : `{ let lc = ${lc}; let bn = n0 + lc; var v = 0.0;
+        if (akIn && bn < sh.gN) { let bt = ${table ? "Ct[lc]" : "col_info(bn)"}; ${
+            g.b("bt")
+          } } rb${j} = v; }`;
+      }).join("\n      ")
+    }
+    }`;
+  const store = [
+    ...js(nA).map((j) =>
+      `{ let ar = lid / 16u + ${u(16 * j)}; As[(lid % 16u) * ${u(rowA)} + ar / 4u][ar % 4u] = ra${j}; }`
+    ),
+    ...js(nB).map((j) => {
+      const { kr, lc } = bAt(j);
+      return `Bs[${kr} * ${u(rowB)} + ${lc} / 4u][${lc} % 4u] = rb${j};`;
+    }),
+  ].join("\n    ");
+  return `${js(nA).map((j) => `var ra${j} = 0.0;`).join(" ")} ${
+    js(nB).map((j) => `var rb${j} = 0.0;`).join(" ")
+  }
+  var par = 0u;
+  ${load("sg * sh.gSeg", "0u")}
+  for (var k0 = sg * sh.gSeg; k0 < kEnd; k0 = k0 + 16u) {
+    ${store}
+    workgroupBarrier();
+    if (k0 + 16u < kEnd) ${load("k0 + 16u", "(1u - par)")}`;
+}
+
+/**
+ * WGSL: with prefetch, 16 threads tabulate `k_info` of the K step at `k` into the half `half` of the
+ * double-buffered table (the step after next, into the half the current step was read from), and the
+ * parity flips for the next step.
+ */
+function fillK2(k: string, half: string): string {
+  return `if (lid < 16u) { Kt[${half} * 16u + lid] = k_info(min(${k} + lid, sh.gK - 1u)); }
+    par = 1u - par;`;
+}
+
+/**
  * WGSL: 16 threads tabulate `k_info` of the K step that starts at `k` (column gathers fill the next step's
  * table while the current step multiplies).
  */
@@ -275,14 +361,20 @@ function fillK(k: string): string {
   return `if (lid < 16u) { Kt[lid] = k_info(min(${k} + lid, sh.gK - 1u)); }`;
 }
 
-/** WGSL: a column gather's per-thread column, its setup, and the first step's k table. */
-function columnSetup(g: ColumnGather, bn: number, table: boolean): string {
+/**
+ * WGSL: a column gather's per-thread column, its setup, and the first step's k table (with prefetch, the
+ * first two steps', one in each half).
+ */
+function columnSetup(g: ColumnGather, bn: number, table: boolean, prefetch: boolean): string {
+  const fill = prefetch
+    ? `if (lid < 16u) { Kt[lid] = k_info(min(sg * sh.gSeg + lid, sh.gK - 1u)); Kt[16u + lid] = k_info(min(sg * sh.gSeg + 16u + lid, sh.gK - 1u)); }`
+    : fillK("sg * sh.gSeg");
   return `let lc = lid % ${u(bn)};
   let bc0 = n0 + lc;
   let bcIn = bc0 < sh.gN;
   let bc = min(bc0, sh.gN - 1u);
   ${g.setup}
-  ${table ? `${fillK("sg * sh.gSeg")}\n  workgroupBarrier();` : ""}`;
+  ${table ? `${fill}\n  workgroupBarrier();` : ""}`;
 }
 
 /** WGSL: the row gather's column table, once per workgroup (bn <= 256 threads). */
