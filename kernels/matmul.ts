@@ -86,9 +86,12 @@ export interface GemmOptions extends GemmEpilogue {
   tile?: GemmTile;
   /**
    * The vec4 kernel loads the next K step while it multiplies this one (tests, measurements; a tuner on the
-   * device, `CSN_BENCHMARK=1`, times both ways). Giving `tile` or `prefetch` turns tuning off for the call.
+   * device, `CSN_BENCHMARK=1`, times both ways). Giving `tile`, `prefetch` or `deepSplit` turns tuning off
+   * for the call.
    */
   prefetch?: boolean;
+  /** False: K split by {@link kSegments}' first rule only (tests, measurements; a tuner variant). */
+  deepSplit?: boolean;
 }
 
 /**
@@ -170,18 +173,24 @@ export function gemm(
   const geo = { ...base, sumBatch: opts.sumBatch ?? false };
   if (vec4Layout(geo)) {
     const moments = opts.moments ?? null;
-    const v = opts.tile || opts.prefetch !== undefined
-      ? { tile: opts.tile ?? gemmTile(M, N, K, nb, !!moments), prefetch: !!opts.prefetch }
+    const v = opts.tile || opts.prefetch !== undefined || opts.deepSplit !== undefined
+      ? {
+        tile: opts.tile ?? gemmTile(M, N, K, nb, !!moments),
+        prefetch: !!opts.prefetch,
+        deepSplit: opts.deepSplit,
+      }
       : tunedVariant(op, a, b, geo, outShape, dtype, moments);
-    gemmVec4(op, a, b, out, geo, v.tile, moments, v.prefetch);
+    gemmVec4(op, a, b, out, geo, v.tile, moments, v.prefetch, v.deepSplit);
   } else gemmTiled(op, a, b, out, geo);
   return out;
 }
 
 /** A variant of the vec4 GEMM: its tile, and whether it loads the next K step while multiplying. */
-interface GemmVariant {
+export interface GemmVariant {
   tile: GemmTile;
   prefetch: boolean;
+  /** {@link kSegments}' second rule (default) or only its first. */
+  deepSplit?: boolean;
 }
 
 /**
@@ -198,14 +207,9 @@ function tunedVariant(
   dtype: "f32" | "f16",
   moments: GemmMoments | null,
 ): GemmVariant {
-  const rule = gemmTile(g.M, g.N, g.K, g.nb, !!moments);
   const tuner = a.device.tuner;
-  if (!tuner) return { tile: rule, prefetch: false };
-  const tiles = [
-    rule,
-    ...GEMM_TILES.filter((t) => !(t[0] === rule[0] && t[1] === rule[1]) && !(moments && t[1] < t[0])),
-  ];
-  const variants = [false, true].flatMap((prefetch) => tiles.map((tile) => ({ tile, prefetch })));
+  const variants = gemmVariants(g.M, g.N, g.K, g.nb, !!moments);
+  if (!tuner) return variants[0];
   const e = g.epi;
   const key = [
     `gemm ${a.dtype}[${a.shape}]${g.transA ? "^T" : ""} @ ${b.dtype}[${b.shape}]${
@@ -220,10 +224,38 @@ function tunedVariant(
   return tuner.choose(key, variants, (v) => {
     const o = Tensor.empty(a.device, outShape, dtype, op);
     const m: GemmMoments | null = moments && { part: null };
-    gemmVec4(op, a, b, o, g, v.tile, m, v.prefetch);
+    gemmVec4(op, a, b, o, g, v.tile, m, v.prefetch, v.deepSplit);
     o.dispose();
     m?.part?.dispose();
-  }, (v) => `${16 * v.tile[0]}x${16 * v.tile[1]}${v.prefetch ? " prefetch" : ""}`);
+  }, gemmVariantLabel);
+}
+
+/**
+ * The vec4 GEMM's variants for an M x N x K product (batch `nb`), {@link gemmTile}'s tile without prefetch
+ * first: each tile that suits it (with the `moments` epilogue, BN >= BM) without and with prefetch, and where
+ * K is long enough for {@link kSegments}' second rule, the rule's tile split by the first rule only. With
+ * moments, only those that fuse them as the rule's tile does (a split product hands them to a pass of its
+ * own, which a trial would not time).
+ */
+export function gemmVariants(M: number, N: number, K: number, nb = 1, moments = false): GemmVariant[] {
+  const rule = gemmTile(M, N, K, nb, moments);
+  const tiles = [
+    rule,
+    ...GEMM_TILES.filter((t) => !(t[0] === rule[0] && t[1] === rule[1]) && !(moments && t[1] < t[0])),
+  ];
+  const v: GemmVariant[] = [false, true].flatMap((prefetch) => tiles.map((tile) => ({ tile, prefetch })));
+  const segs = (t: GemmTile, deep = true) =>
+    kSegments(nb * Math.ceil(M / (16 * t[0])) * Math.ceil(N / (16 * t[1])), K, M * N * nb, deep).segs;
+  if (segs(rule, false) !== segs(rule)) v.push({ tile: rule, prefetch: false, deepSplit: false });
+  const fused = (x: GemmVariant) => segs(x.tile, x.deepSplit) === 1;
+  return moments ? v.filter((x) => fused(x) === fused(v[0])) : v;
+}
+
+/** "128x64", "128x64 prefetch", "64x64 shallow split": a variant as the tuner's table shows it. */
+export function gemmVariantLabel(v: GemmVariant): string {
+  return `${16 * v.tile[0]}x${16 * v.tile[1]}${v.prefetch ? " prefetch" : ""}${
+    v.deepSplit === false ? " shallow split" : ""
+  }`;
 }
 
 /** Sizes, index expressions and uniforms of one GEMM, as `gemm` hands them to a kernel. */
@@ -454,12 +486,20 @@ function vec4Layout(g: GemmGeo): boolean {
  * kernel leave most of a GPU's warp slots empty (the UNet's 3x3x3 weight gradient, 5 tiles: 265 workgroups
  * of 20k K steps each on the H200, 3.2 TFLOP/s), and the partial products stay small beside the work (one
  * tile per 256 K steps). `outElems` (M x N x batch) caps them at 64 MiB, unless the first rule needs more.
+ * `deepSplit` false keeps to the first rule (a tuner variant, to measure the second).
  */
-export function kSegments(tiles: number, K: number, outElems = 0): { segs: number; segLen: number } {
+export function kSegments(
+  tiles: number,
+  K: number,
+  outElems = 0,
+  deepSplit = true,
+): { segs: number; segLen: number } {
   const kTiles = Math.ceil(K / 16);
   if (tiles >= 264) return { segs: 1, segLen: kTiles * 16 };
   const fill = Math.min(Math.floor(264 / tiles), Math.floor(kTiles / 16));
-  const deep = Math.min(Math.floor(2048 / tiles), Math.floor(kTiles / 256), Math.floor(2 ** 24 / outElems));
+  const deep = deepSplit
+    ? Math.min(Math.floor(2048 / tiles), Math.floor(kTiles / 256), Math.floor(2 ** 24 / outElems))
+    : 0;
   const per = Math.ceil(kTiles / Math.max(1, fill, deep));
   return { segs: Math.ceil(kTiles / per), segLen: per * 16 };
 }
@@ -518,6 +558,7 @@ function gemmVec4(
   [TM, TN]: GemmTile,
   moments: GemmMoments | null,
   prefetch = false,
+  deepSplit = true,
 ): void {
   const { M, N, K, nb } = g;
   const BM = 16 * TM, BN = 16 * TN, BK = 16;
@@ -525,7 +566,7 @@ function gemmVec4(
     throw new Error(`${op}: the moments epilogue needs a tile at least as wide as tall`);
   }
   const tm = Math.ceil(M / BM), tn = Math.ceil(N / BN), tiles = nb * tm * tn;
-  const { segs, segLen } = kSegments(tiles, K, M * N * nb);
+  const { segs, segLen } = kSegments(tiles, K, M * N * nb, deepSplit);
   const part = partials(op, out, segs, g);
   const ep = epilogueCode(g.epi, part, out, true);
   // Row groups of 64 (a thread's rows r * 64 + ty * 4 + i) and column groups of 64.

@@ -27,6 +27,8 @@ interface GemmCase {
   tile?: GemmTile;
   /** The vec4 kernel that loads the next K step while it multiplies (`gemm`'s prefetch). */
   prefetch?: boolean;
+  /** `gemm`'s deepSplit. */
+  deepSplit?: boolean;
 }
 
 const cases: GemmCase[] = [];
@@ -72,6 +74,14 @@ cases.push({
   a: [8, 1100000],
   b: [12, 1100000],
   transB: true,
+});
+// The same with K split by kSegments' first rule only (a tuner variant): 264 segments of 261 K tiles.
+cases.push({
+  name: "long K, first split rule only",
+  a: [8, 1100000],
+  b: [12, 1100000],
+  transB: true,
+  deepSplit: false,
 });
 cases.push({ name: "batch broadcast [2,1] x [3]", a: [2, 1, 12, 8], b: [3, 8, 16] });
 // The batch folded into the K split's partials: 3 samples x 16 segments, then the 128 tile and the fallback.
@@ -188,11 +198,12 @@ async function check(device: Device, only?: (c: GemmCase) => boolean): Promise<v
           tile: c.tile,
           prefetch: c.prefetch,
         })
-        : c.sumBatch || c.tile || c.prefetch
+        : c.sumBatch || c.tile || c.prefetch || c.deepSplit === false
         ? gemm("test", ta, tb, !!c.transA, !!c.transB, {
           sumBatch: c.sumBatch,
           tile: c.tile,
           prefetch: c.prefetch,
+          deepSplit: c.deepSplit,
         })
         : F.matmul(ta, tb, { transA: c.transA, transB: c.transB });
       return y.toArray();
@@ -232,6 +243,13 @@ Deno.test("kSegments: 264 workgroups from segments of 16 K tiles, up to 2048 fro
   eq(kSegments(4, 1 << 24, 1 << 23), 66, 254208, "partials capped at 64 MiB: back to the first rule");
   eq(kSegments(200, 2048), 1, 2048, "200 tiles, K = 2048 channels: the second rule adds no split");
   eq(kSegments(1, 1100000), 268, 4112, "the long-K case below");
+  eq(
+    kSegments(5, 4 * 64 * 256 * 256, 32 * 1080, false),
+    52,
+    322640,
+    "the 3x3x3 weight gradient, first rule only",
+  );
+  eq(kSegments(1, 1100000, 0, false), 264, 4176, "the long-K case, first rule only");
   for (const [tiles, K] of [[1, 1e6], [7, 3e6], [100, 1e7], [263, 1e5]]) {
     const { segs, segLen } = kSegments(tiles, K);
     if (segs * tiles > 2048 || segLen % 16 || segLen * segs < K || segLen * (segs - 1) >= K) {

@@ -10,7 +10,15 @@ import { F, openDevice, randn, type Tensor } from "../mod.ts";
 import type { Device } from "../core/device.ts";
 import { fastest, type Tuner } from "../core/tuner.ts";
 import { launch1d } from "../kernels/codegen.ts";
-import { gemm, type GemmMoments, type GemmOptions, type GemmTile } from "../kernels/matmul.ts";
+import {
+  gemm,
+  type GemmMoments,
+  type GemmOptions,
+  type GemmTile,
+  gemmVariantLabel,
+  gemmVariants,
+  kSegments,
+} from "../kernels/matmul.ts";
 import { assertClose, assertThrows } from "./helpers.ts";
 
 function assert(cond: unknown, what: string): asserts cond {
@@ -98,6 +106,30 @@ Deno.test({
   },
 });
 
+Deno.test("tuner: the GEMM's variants: the rule's first, prefetch, the first split rule only where it differs", () => {
+  const labels = (...a: Parameters<typeof gemmVariants>) =>
+    gemmVariants(...a).map(gemmVariantLabel).join(", ");
+  const all =
+    "64x64, 128x64, 64x128, 128x128, 64x64 prefetch, 128x64 prefetch, 64x128 prefetch, 128x128 prefetch";
+  assert(labels(68, 132, 260) === all, `K = 260: ${labels(68, 132, 260)}`);
+  // A 1.1 M-long K on one tile: kSegments' second rule splits it further (268 segments, 264 by the first).
+  assert(labels(8, 12, 1100000) === `${all}, 64x64 shallow split`, `long K: ${labels(8, 12, 1100000)}`);
+  // Moments: BN >= BM, and only variants that fuse them as the rule's tile does (no K split here).
+  const m = labels(72, 100, 256, 2, true);
+  assert(m === "64x64, 64x128, 128x128, 64x64 prefetch, 64x128 prefetch, 128x128 prefetch", `moments: ${m}`);
+  // With moments, every variant fuses them as the rule's tile does, or splits K as it does.
+  for (
+    const [M, N, K, nb] of [[64, 64, 2048, 1], [512, 320, 2048, 1], [256, 40, 1024, 1], [64, 2560, 64, 1]]
+  ) {
+    const vs = gemmVariants(M, N, K, nb, true);
+    const fused = (v: (typeof vs)[number]) =>
+      kSegments(nb * Math.ceil(M / (16 * v.tile[0])) * Math.ceil(N / (16 * v.tile[1])), K, M * N * nb)
+        .segs === 1;
+    const what = `${M} x ${N} x ${K}: ${vs.map(gemmVariantLabel)}`;
+    assert(vs.length >= 2 && vs.every((v) => v.tile[1] >= v.tile[0] && fused(v) === fused(vs[0])), what);
+  }
+});
+
 interface Product {
   name: string;
   a: number[];
@@ -146,10 +178,10 @@ Deno.test({
     const plain = await openDevice({ profile: "gpu" });
     try {
       assert(plain.tuner === null, "no tuner unless asked for (CSN_BENCHMARK unset)");
-      const run = (d: Device, p: Product, tile?: GemmTile, prefetch?: boolean) => {
+      const run = (d: Device, p: Product, v?: { tile: GemmTile; prefetch: boolean; deepSplit: boolean }) => {
         const a = randn(p.a, { device: d, seed: 1 }), b = randn(p.b, { device: d, seed: 2 });
         const o = p.opts?.(d) ?? {};
-        const y = gemm("gemm", a, b, !!p.transA, !!p.transB, { ...o, tile, prefetch });
+        const y = gemm("gemm", a, b, !!p.transA, !!p.transB, { ...o, ...v });
         return { y, moments: o.moments as GemmMoments | undefined };
       };
       const first = products.map((p) => run(tuned, p));
@@ -169,15 +201,19 @@ Deno.test({
       for (const [i, p] of products.entries()) {
         const d = ds.find((x) => x.key.includes(`[${p.a}]`) && x.key.includes(`[${p.b}]`))!;
         assert(d, `${p.name}: decided`);
-        assert(
-          d.candidates.length === (p.opts?.(plain).moments ? 6 : 8),
-          `${p.name}: candidates ${d.candidates}`,
-        );
+        // Each tile (with moments, those with BN >= BM) with and without prefetch.
+        const n = p.opts?.(plain).moments ? 6 : 8;
+        assert(d.candidates.length === n, `${p.name}: candidates ${d.candidates}`);
         assert(d.ms.every((m) => m !== null && m > 0), `${p.name}: every candidate timed`);
-        // "128x64" or "128x64 prefetch".
-        const [size, pf] = d.candidates[d.chosen].split(" ");
-        const [tm, tn] = size.split("x").map((v) => Number(v) / 16) as GemmTile;
-        const again = run(tuned, p), forced = run(plain, p, [tm, tn], pf === "prefetch");
+        // "128x64", "128x64 prefetch" or "64x64 shallow split".
+        const label = d.candidates[d.chosen];
+        const [tm, tn] = label.split(" ")[0].split("x").map((v) => Number(v) / 16);
+        const v = {
+          tile: [tm, tn] as GemmTile,
+          prefetch: label.includes("prefetch"),
+          deepSplit: !label.includes("shallow"),
+        };
+        const again = run(tuned, p), forced = run(plain, p, v);
         await assertSameBits(again.y, forced.y, `${p.name}: after tuning (${d.candidates[d.chosen]})`);
         // Tiles differ in their K split, so results agree to round-off.
         assertClose(

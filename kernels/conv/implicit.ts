@@ -101,6 +101,8 @@ export interface GatherTile {
   tn: number;
   /** Load the next K step into registers while this one multiplies ({@link gatherGemm}). */
   prefetch?: boolean;
+  /** A weight gradient's K split by `kSegments`' first rule only (a tuner variant; default both rules). */
+  deepSplit?: boolean;
 }
 
 /**
@@ -141,6 +143,7 @@ function tunedGather(
   device: Device,
   run: (t: ConvVariant) => Tensor,
   im2col = false,
+  shallowDiffers?: (t: GatherTile) => boolean,
 ): Tensor {
   const storage = device.info.maxComputeWorkgroupStorageSize;
   const rule = gatherTile(M, storage);
@@ -150,9 +153,13 @@ function tunedGather(
   const variants: ConvVariant[] = [
     ...tiles,
     ...tiles.map((t) => ({ ...t, prefetch: true })),
+    ...(shallowDiffers?.(rule) ? [{ ...rule, deepSplit: false }] : []),
     ...(im2col ? ["im2col" as const] : []),
   ];
-  const label = (c: ConvVariant) => (c === "im2col" ? c : `${c.bm}x${c.bn}${c.prefetch ? " prefetch" : ""}`);
+  const label = (c: ConvVariant) =>
+    c === "im2col"
+      ? c
+      : `${c.bm}x${c.bn}${c.prefetch ? " prefetch" : ""}${c.deepSplit === false ? " shallow split" : ""}`;
   return run(tuner.choose(`conv ${key}`, variants, (c) => run(c).dispose(), label));
 }
 
@@ -535,36 +542,46 @@ export function implicitGradWeight(op: string, gy: Tensor, x: Tensor, g: Geo): T
   const { N, C, O, D, H, W, OD, OH, OW, K } = g;
   const KK = K[0] * K[1] * K[2], OS = OD * OH * OW, J = C * KK;
   const gx = gatherInput(g);
-  return tunedGather(convKey("weight gradient", g), O, gy.device, (tile) => {
-    if (tile === "im2col") return im2colGradWeight(op, gy, x, g, GPU_COL_FLOATS);
-    const { segs, segLen } = kSegments(Math.ceil(O / tile.bm) * Math.ceil(J / tile.bn), N * OS, O * J);
-    const part = Tensor.empty(gy.device, [segs, O, C, K[0], K[1], K[2]], "f32", op);
-    gatherGemm({
-      tile,
-      op,
-      args: [{ name: "gy", t: gy }, { name: "x", t: x }],
-      out: part,
-      M: O,
-      N: J,
-      K: N * OS,
-      segs,
-      segLen,
-      uniforms: { ...volUniforms("x", D, H, W), ...volUniforms("o", OD, OH, OW), C, O, OJ: O * J },
-      a: (m) => `v = gy_ld(ab + ${m} * sh.oS);`,
-      gather: {
-        by: "row",
-        setup: `let kn = div_oS(kc); let kp = kc - kn * sh.oS;
+  const tilesOf = (t: GatherTile) => Math.ceil(O / t.bm) * Math.ceil(J / t.bn);
+  const shallowDiffers = (t: GatherTile) =>
+    kSegments(tilesOf(t), N * OS, O * J, false).segs !== kSegments(tilesOf(t), N * OS, O * J).segs;
+  return tunedGather(
+    convKey("weight gradient", g),
+    O,
+    gy.device,
+    (tile) => {
+      if (tile === "im2col") return im2colGradWeight(op, gy, x, g, GPU_COL_FLOATS);
+      const { segs, segLen } = kSegments(tilesOf(tile), N * OS, O * J, tile.deepSplit ?? true);
+      const part = Tensor.empty(gy.device, [segs, O, C, K[0], K[1], K[2]], "f32", op);
+      gatherGemm({
+        tile,
+        op,
+        args: [{ name: "gy", t: gy }, { name: "x", t: x }],
+        out: part,
+        M: O,
+        N: J,
+        K: N * OS,
+        segs,
+        segLen,
+        uniforms: { ...volUniforms("x", D, H, W), ...volUniforms("o", OD, OH, OW), C, O, OJ: O * J },
+        a: (m) => `v = gy_ld(ab + ${m} * sh.oS);`,
+        gather: {
+          by: "row",
+          setup: `let kn = div_oS(kc); let kp = kc - kn * sh.oS;
     ${split3("kp", "o", "od", "oh", "ow")}
     let xb = kn * sh.C * sh.xS;
     let ab = kn * sh.O * sh.oS + kp;
     ${gx.setup}`,
-        colInfo: tapInfo("n", g, "xS", 1),
-        b: gx.b,
-      },
-      store: (m, n, val) => `out_st(sg * sh.OJ + ${m} * sh.gN + ${n}, ${val});`,
-    });
-    const r = segs === 1 ? part.reshape([O, C, K[0], K[1], K[2]]) : sum(part, 0);
-    part.dispose();
-    return r;
-  }, true);
+          colInfo: tapInfo("n", g, "xS", 1),
+          b: gx.b,
+        },
+        store: (m, n, val) => `out_st(sg * sh.OJ + ${m} * sh.gN + ${n}, ${val});`,
+      });
+      const r = segs === 1 ? part.reshape([O, C, K[0], K[1], K[2]]) : sum(part, 0);
+      part.dispose();
+      return r;
+    },
+    true,
+    shallowDiffers,
+  );
 }
