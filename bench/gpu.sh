@@ -107,6 +107,9 @@ part unet-train-amp 90 $D bench/gpu.ts --part train --model unet --batch "${UNET
 part cls-profile 60 env CSN_PROFILE=1 $D bench/gpu.ts --part train --model cls --batch "${CLS_BATCH:-16}" --steps 2 --results "$R" $S
 part unet-profile 60 env CSN_PROFILE=1 $D bench/gpu.ts --part train --model unet --batch "${UNET_BATCH:-4}" --steps 2 --results "$R" $S
 part infer 100 $D bench/infer.ts --preset $P --studies 3 --results "$R" $([ -n "$S" ] && echo "--slices 20 --size 64")
+# The same with the kernel variants timed on the first study (CSN_BENCHMARK=1; the second queues behind its
+# trials, so the warm figure is studies 3-4), if the budget allows.
+part infer-tuned 100 env CSN_BENCHMARK=1 $D bench/infer.ts --preset $P --studies 4 --results "$R" $([ -n "$S" ] && echo "--slices 20 --size 64")
 # The same under autocast f16 (infer --amp), last: it runs only where the budget allows.
 part infer-amp 100 $D bench/infer.ts --preset $P --studies 2 --amp --results "$R" $([ -n "$S" ] && echo "--slices 20 --size 64")
 # GPU time per kernel over an inference run (where classify's and segment's seconds go), if the budget allows.

@@ -294,6 +294,13 @@ export async function runInference(o: InferOptions): Promise<{
         `infer: GPU time by kernel over the run (CSN_PROFILE=1):\n${await device.profiler.report(30)}`,
       );
     }
+    if (device.tuner) {
+      // (a failed run's own error is the one to report)
+      await device.sync().catch(() => {});
+      console.log(
+        `infer: kernel variants timed on the device (CSN_BENCHMARK=1):\n${device.tuner.report(20)}`,
+      );
+    }
     for (const m of [...seg, ...cls]) m.model.dispose();
     device.destroy();
   }
