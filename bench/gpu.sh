@@ -114,4 +114,6 @@ part infer-tuned 100 env CSN_BENCHMARK=1 $D bench/infer.ts --preset $P --studies
 part infer-amp 100 $D bench/infer.ts --preset $P --studies 2 --amp --results "$R" $([ -n "$S" ] && echo "--slices 20 --size 64")
 # GPU time per kernel over an inference run (where classify's and segment's seconds go), if the budget allows.
 part infer-profile 60 env CSN_PROFILE=1 $D bench/infer.ts --preset $P --studies 2 $([ -n "$S" ] && echo "--slices 20 --size 64")
+# What the *-tuned parts found, per kind of kernel (host only: the rules' variants against the chosen ones).
+$D bench/tuning_summary.ts "$R" || true
 echo "== done in $(( $(date +%s) - T0 )) s; results in $R"

@@ -20,6 +20,7 @@ import {
   kSegments,
 } from "../kernels/matmul.ts";
 import { assertClose, assertThrows } from "./helpers.ts";
+import { formatSummary, summarize } from "../bench/tuning_summary.ts";
 
 function assert(cond: unknown, what: string): asserts cond {
   if (!cond) throw new Error(`assertion failed: ${what}`);
@@ -128,6 +129,27 @@ Deno.test("tuner: the GEMM's variants: the rule's first, prefetch, the first spl
     const what = `${M} x ${N} x ${K}: ${vs.map(gemmVariantLabel)}`;
     assert(vs.length >= 2 && vs.every((v) => v.tile[1] >= v.tile[0] && fused(v) === fused(vs[0])), what);
   }
+});
+
+Deno.test("tuning summary: shapes, kept rules, ms and winners per kind of kernel", () => {
+  const d = (key: string, candidates: string[], ms: number[], chosen: number) => ({
+    key,
+    candidates,
+    ms,
+    chosen,
+  });
+  const kinds = summarize([
+    d("gemm f32[8,8] @ f32[8,8] -> f32", ["64x64", "128x128"], [2, 1], 1),
+    d("gemm f32[4,8] @ f32[8,8] -> f32", ["64x64", "128x128"], [1, 3], 0),
+    d("conv weight gradient x[1,2,3,4,5] w[6,2,3,3,3] stride 1,1,1 -> f32", ["32x256", "im2col"], [4, 2], 1),
+  ]);
+  const text = formatSummary("test", kinds);
+  assert(kinds.length === 2 && kinds[0].kind === "gemm" && kinds[1].kind === "conv weight gradient", text);
+  assert(
+    kinds[0].keys === 2 && kinds[0].kept === 1 && kinds[0].ruleMs === 3 && kinds[0].chosenMs === 2,
+    text,
+  );
+  assert(kinds[1].winners.im2col === 1 && text.includes("50 % less"), text);
 });
 
 interface Product {
