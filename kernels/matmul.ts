@@ -208,8 +208,8 @@ function tunedVariant(
   moments: GemmMoments | null,
 ): GemmVariant {
   const tuner = a.device.tuner;
+  if (!tuner) return { tile: gemmTile(g.M, g.N, g.K, g.nb, !!moments), prefetch: false };
   const variants = gemmVariants(g.M, g.N, g.K, g.nb, !!moments);
-  if (!tuner) return variants[0];
   const e = g.epi;
   const key = [
     `gemm ${a.dtype}[${a.shape}]${g.transA ? "^T" : ""} @ ${b.dtype}[${b.shape}]${
