@@ -11,6 +11,7 @@
  */
 import { autocast, models, nn, openDevice } from "../mod.ts";
 import { saveCheckpoint } from "../io/files.ts";
+import { benchmarkRequested } from "../core/tuner.ts";
 import { phantomStudy } from "../data/synth.ts";
 import { writeCtSlice } from "../data/dicom_write.ts";
 import { parseFlags } from "../cli/flags.ts";
@@ -108,7 +109,7 @@ const own = lines.map((l) =>
 );
 // Under CSN_BENCHMARK=1 the first study also times every kernel variant, and the second study's segmentation
 // queues behind the first one's classification trials, so the steady state starts at the third.
-const tuned = /^(1|true)$/i.test(Deno.env.get("CSN_BENCHMARK") ?? "");
+const tuned = benchmarkRequested();
 const skip = tuned ? 2 : 1;
 const warm = own.length > skip ? own.slice(skip).reduce((a, b) => a + b, 0) / (own.length - skip) : null;
 // The steps of the later studies alone: the first one's include compiling.

@@ -70,6 +70,11 @@ export function env(k: string): string | undefined {
   }
 }
 
+/** Whether a switch variable is on ("1" or "true", any case); false where env cannot be read. */
+export function envFlag(k: string): boolean {
+  return /^(1|true)$/i.test(env(k) ?? "");
+}
+
 /** The adapter chosen by `opts`, else by env `CSN_WEBGPU_FALLBACK` / `CSN_WEBGPU_ADAPTER`, else the first. */
 export async function selectAdapter(opts: AdapterOptions = {}): Promise<GPUAdapter> {
   const adapters = await listAdapters();

@@ -8,7 +8,7 @@
  * and printed by {@link Profiler.report} with their GFLOP/s (when the dispatch gave a FLOP estimate) or
  * GB/s (estimated bytes, else the bytes of the bound storage).
  */
-import { env } from "./adapter.ts";
+import { envFlag } from "./adapter.ts";
 import { TimestampLog } from "./timestamps.ts";
 
 /** Work estimate of one dispatch, for the profile's rates. */
@@ -194,5 +194,5 @@ function sig3(v: number): string {
 
 /** Whether env `CSN_PROFILE` asks for profiling ("1"/"true"); false where env access is not allowed. */
 export function profilingRequested(): boolean {
-  return /^(1|true)$/i.test(env("CSN_PROFILE") ?? "");
+  return envFlag("CSN_PROFILE");
 }

@@ -14,7 +14,7 @@
  * Off by default, like cuDNN's: the variants sum in different orders, so which one wins decides the last
  * bits of the results, and two runs may choose differently.
  */
-import { env } from "./adapter.ts";
+import { envFlag } from "./adapter.ts";
 import { TimestampLog } from "./timestamps.ts";
 
 /** Options of a {@link Tuner}. */
@@ -236,5 +236,5 @@ export function fastest(ms: readonly (number | null)[], margin: number): number 
 
 /** Whether env `CSN_BENCHMARK` asks for tuning ("1"/"true"); false where env access is not allowed. */
 export function benchmarkRequested(): boolean {
-  return /^(1|true)$/i.test(env("CSN_BENCHMARK") ?? "");
+  return envFlag("CSN_BENCHMARK");
 }
