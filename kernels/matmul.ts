@@ -244,8 +244,7 @@ export function gemmVariants(M: number, N: number, K: number, nb = 1, moments = 
     ...GEMM_TILES.filter((t) => !(t[0] === rule[0] && t[1] === rule[1]) && !(moments && t[1] < t[0])),
   ];
   const v: GemmVariant[] = [false, true].flatMap((prefetch) => tiles.map((tile) => ({ tile, prefetch })));
-  const segs = (t: GemmTile, deep = true) =>
-    kSegments(nb * Math.ceil(M / (16 * t[0])) * Math.ceil(N / (16 * t[1])), K, M * N * nb, deep).segs;
+  const segs = (t: GemmTile, deep?: boolean) => tileSplit(M, N, K, nb, t, deep).segs;
   if (segs(rule, false) !== segs(rule)) v.push({ tile: rule, prefetch: false, deepSplit: false });
   const fused = (x: GemmVariant) => segs(x.tile, x.deepSplit) === 1;
   return moments ? v.filter((x) => fused(x) === fused(v[0])) : v;
@@ -507,6 +506,19 @@ export function kSegments(
 /** A {@link gemmVec4} tile: TM x TN outputs per thread (4 or 8 each), so BM = 16 TM rows by BN = 16 TN columns. */
 export type GemmTile = [4 | 8, 4 | 8];
 
+/** The output tiles of an M x N product (batch `nb`) in tile `t`, and how {@link kSegments} splits its K. */
+function tileSplit(
+  M: number,
+  N: number,
+  K: number,
+  nb: number,
+  t: GemmTile,
+  deepSplit = true,
+): { tiles: number; segs: number; segLen: number } {
+  const tiles = nb * Math.ceil(M / (16 * t[0])) * Math.ceil(N / (16 * t[1]));
+  return { tiles, ...kSegments(tiles, K, M * N * nb, deepSplit) };
+}
+
 /** Every {@link GemmTile}. */
 const GEMM_TILES: readonly GemmTile[] = [[4, 4], [8, 4], [4, 8], [8, 8]];
 
@@ -526,8 +538,8 @@ export function gemmTile(M: number, N: number, K: number, nb = 1, wide = false):
   if (K < 256 || env("CSN_GEMM_TILES") === "square") return square;
   const rate = (t: GemmTile) => {
     const bm = 16 * t[0], bn = 16 * t[1];
-    const tiles = nb * Math.ceil(M / bm) * Math.ceil(N / bn);
-    const groups = tiles * kSegments(tiles, K, M * N * nb).segs;
+    const { tiles, segs } = tileSplit(M, N, K, nb, t);
+    const groups = tiles * segs;
     const padding = (Math.ceil(M / bm) * bm * Math.ceil(N / bn) * bn) /
       (Math.ceil(M / 64) * 64 * Math.ceil(N / 64) * 64);
     const speed = t[0] === 8 ? (t[1] === 8 ? 1.32 : 1.17) : (t[1] === 8 ? 1.05 : 1);
@@ -565,8 +577,8 @@ function gemmVec4(
   if (moments && BN < BM) {
     throw new Error(`${op}: the moments epilogue needs a tile at least as wide as tall`);
   }
-  const tm = Math.ceil(M / BM), tn = Math.ceil(N / BN), tiles = nb * tm * tn;
-  const { segs, segLen } = kSegments(tiles, K, M * N * nb, deepSplit);
+  const tm = Math.ceil(M / BM), tn = Math.ceil(N / BN);
+  const { tiles, segs, segLen } = tileSplit(M, N, K, nb, [TM, TN], deepSplit);
   const part = partials(op, out, segs, g);
   const ep = epilogueCode(g.epi, part, out, true);
   // Row groups of 64 (a thread's rows r * 64 + ty * 4 + i) and column groups of 64.

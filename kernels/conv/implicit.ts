@@ -356,16 +356,16 @@ function prefetchLoop(s: GatherGemm, t: GatherTile, table: boolean, rowA: number
  * parity flips for the next step.
  */
 function fillK2(k: string, half: string): string {
-  return `if (lid < 16u) { Kt[${half} * 16u + lid] = k_info(min(${k} + lid, sh.gK - 1u)); }
+  return `${fillK(k, `${half} * 16u + `)}
     par = 1u - par;`;
 }
 
 /**
  * WGSL: 16 threads tabulate `k_info` of the K step that starts at `k` (column gathers fill the next step's
- * table while the current step multiplies).
+ * table while the current step multiplies), from table entry `at` on (WGSL prefix of the index).
  */
-function fillK(k: string): string {
-  return `if (lid < 16u) { Kt[lid] = k_info(min(${k} + lid, sh.gK - 1u)); }`;
+function fillK(k: string, at = ""): string {
+  return `if (lid < 16u) { Kt[${at}lid] = k_info(min(${k} + lid, sh.gK - 1u)); }`;
 }
 
 /**
@@ -374,7 +374,7 @@ function fillK(k: string): string {
  */
 function columnSetup(g: ColumnGather, bn: number, table: boolean, prefetch: boolean): string {
   const fill = prefetch
-    ? `if (lid < 16u) { Kt[lid] = k_info(min(sg * sh.gSeg + lid, sh.gK - 1u)); Kt[16u + lid] = k_info(min(sg * sh.gSeg + 16u + lid, sh.gK - 1u)); }`
+    ? `${fillK("sg * sh.gSeg")} ${fillK("sg * sh.gSeg + 16u", "16u + ")}`
     : fillK("sg * sh.gSeg");
   return `let lc = lid % ${u(bn)};
   let bc0 = n0 + lc;
