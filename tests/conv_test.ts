@@ -84,6 +84,34 @@ conv("3x3x3 s2 p1, rows of 4", [1, 3, 5, 9, 8], [5, 3, 3, 3, 3], false, {
   stride: [2, 2, 2],
   padding: [1, 1, 1],
 });
+// The "cpu" profile's quads (direct4.ts: stride 1, rows of whole vec4s): 8 positions a lane (rows of 8, 16) or 4
+// (rows of 4, 12), ragged row tiles (6, 9 channels of 8-row blocks), a 5-wide kernel with padding 2, a row
+// shrunk by its kernel (12 -> 8), 3x1x1 over whole planes (W of 3 and 2), and weight gradients in segments.
+conv("quads: 3x3x3 + bias + relu, rows of 4", [2, 5, 4, 5, 4], [6, 5, 3, 3, 3], true, {
+  padding: [1, 1, 1],
+  relu: true,
+});
+conv("quads: 3x3x3, 9 output channels, rows of 8", [1, 3, 3, 4, 8], [9, 3, 3, 3, 3], true, {
+  padding: [1, 1, 1],
+});
+conv("quads: (1,3,5) p(0,1,2), rows of 12", [1, 4, 2, 3, 12], [5, 4, 1, 3, 5], false, { padding: [0, 1, 2] });
+conv("quads: (1,1,5) unpadded, rows of 12 -> 8", [1, 3, 2, 3, 12], [4, 3, 1, 1, 5], true, {});
+conv("quads: (3,1,1) over planes of 4x3", [2, 6, 5, 4, 3], [7, 6, 3, 1, 1], true, { padding: [1, 0, 0] });
+conv("quads: (3,1,1) + relu over planes of 2x2", [2, 9, 4, 2, 2], [5, 9, 3, 1, 1], true, {
+  padding: [1, 0, 0],
+  relu: true,
+});
+conv("quads: stem 3x7x7 s(1,2,2) p(1,3,3), rows of 16 -> 8", [2, 3, 4, 12, 16], [5, 3, 3, 7, 7], false, {
+  stride: [1, 2, 2],
+  padding: [1, 3, 3],
+});
+conv("quads: 3x3x3 s2 p1 + bias, rows of 16 -> 8", [1, 3, 6, 8, 16], [5, 3, 3, 3, 3], true, {
+  stride: [2, 2, 2],
+  padding: [1, 1, 1],
+});
+conv("quads: 3x3x3 weight gradient in segments", [2, 4, 8, 16, 16], [5, 4, 3, 3, 3], true, {
+  padding: [1, 1, 1],
+}, { big: true });
 // 130 output (then input) channels: the gpu profile's implicit GEMMs take their 128 x 128 tile, with ragged
 // rows and more than 64 columns (84 positions, 72 weight columns; 72 input positions).
 // (Marked big: the windowed suite's shaders for that tile take lavapipe minutes to compile; the gpu-profile
@@ -225,6 +253,16 @@ Deno.test("conv3d matches PyTorch with tensors split across bindings", async (t)
   const device = await openDevice({ maxBindingBytes: 2048, maxWorkgroupsPerDim: 8, profile: "gpu" });
   try {
     await suite.check(t, device, true);
+  } finally {
+    device.destroy();
+  }
+});
+
+Deno.test("conv3d quads on the cpu profile with tensors split across bindings", async (t) => {
+  // direct4.ts reads its source and writes its output as vec4s: windows of 128 vec4s.
+  const device = await openDevice({ maxBindingBytes: 2048, maxWorkgroupsPerDim: 8, profile: "cpu" });
+  try {
+    await suite.check(t, device, true, (name) => name.startsWith("quads:"));
   } finally {
     device.destroy();
   }

@@ -10,6 +10,7 @@
  * - depthwise.ts: groups == in == out channels, up to 64 taps: per-channel register-blocked kernels
  * - im2col.ts: the weight gradient of other one-group convs on the "cpu" profile (im2col + GEMM)
  * - implicit.ts: one-group convs with taps on the "gpu" profile: shared-memory implicit GEMMs
+ * - direct4.ts: the "cpu" profile's stride-1 convs with vec4 rows: direct kernels over quads of positions
  * - direct.ts: everything else: direct tiled kernels (implicit GEMMs in registers: no column buffer)
  */
 import { Tensor } from "../../core/tensor.ts";
@@ -19,6 +20,13 @@ import { map } from "../elementwise/map.ts";
 import { act, type Geo } from "./common.ts";
 import type { GemmMoments } from "../matmul.ts";
 import { directForward, directGradInput, directGradWeight } from "./direct.ts";
+import {
+  direct4Fits,
+  direct4Forward,
+  direct4GradInput,
+  direct4GradInputFits,
+  direct4GradWeight,
+} from "./direct4.ts";
 import { depthwiseForward, depthwiseGradInput, depthwiseGradWeight } from "./depthwise.ts";
 import { im2colGradWeight } from "./im2col.ts";
 import { implicitForward, implicitGradInput, implicitGradWeight } from "./implicit.ts";
@@ -210,16 +218,21 @@ function choose(
     // The direct kernel is an implicit GEMM (no column buffer); with the "cpu" profile's 6x4 register block
     // it beat im2col + GEMM forward on Mesa 25 (stem 1.2-1.3x, (2+1)D 1.1-1.4x, 3x3x3 1.5x); the chunked
     // im2col weight gradient was as fast or faster (3x1x1: 1.2-1.6x), so it stays (docs/perf.md, 2026-11-30).
-    const y = directForward(`${op} direct ${taps}`, x, w, b, g);
+    // Stride-1 convs with rows of whole vec4s (the decoder's) take quads of neighbouring positions: a lane's
+    // vec4 loads cover all its W taps (direct4.ts, 2x faster on Mesa 25 lavapipe, same bits).
+    const quads = direct4Fits(g);
+    const y = quads
+      ? direct4Forward(`${op} direct4 ${taps}`, x, w, b, g)
+      : directForward(`${op} direct ${taps}`, x, w, b, g);
     return named(
       {
         y,
         saved: x,
-        gradInput: directGradInput,
-        gradWeight: (o, gy, t, gg) => im2colGradWeight(o, gy, t, gg),
+        gradInput: direct4GradInputFits(g) ? direct4GradInput : directGradInput,
+        gradWeight: quads ? direct4GradWeight : (o, gy, t, gg) => im2colGradWeight(o, gy, t, gg),
       },
-      `direct ${taps}`,
-      `im2col ${taps}`,
+      `${direct4GradInputFits(g) ? "direct4" : "direct"} ${taps}`,
+      `${quads ? "direct4" : "im2col"} ${taps}`,
     );
   }
   if (g.G === 1 && KK > 1) {
