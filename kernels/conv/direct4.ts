@@ -214,11 +214,7 @@ function quadBody(s: Direct4Spec, R: number, Q: number, KK: number, rowsPad: num
     })
   );
   const xD = "i32(sh.xD)", xH = "i32(sh.xH)";
-  return `  let r1 = div_nCt(wg);
-  let cTile = wg - r1 * sh.nCt;
-  let n = div_nRt(r1);
-  let rTile = r1 - n * sh.nRt;
-  let lane = cTile * ${u(LANES)} + lid;
+  return `${tileIndices("n", "lane")}
   let ll = min(lane, sh.nLanes - 1u);
   let p0 = ll * ${u(4 * Q)};
   ${split3("p0", "o", "od", "oh", "ow")}
@@ -251,6 +247,18 @@ function quadBody(s: Direct4Spec, R: number, Q: number, KK: number, rowsPad: num
   if (lane < sh.nLanes) {
     ${stores.join("\n    ")}
   }`;
+}
+
+/**
+ * WGSL: a workgroup's (outer, row tile, column tile) from `wg` over the divisors nRt and nCt, and the lane's
+ * column `lane` (both kernels launch outer x nRt x nCt workgroups of LANES lanes).
+ */
+function tileIndices(outer: string, lane: string): string {
+  return `  let r1 = div_nCt(wg);
+  let cTile = wg - r1 * sh.nCt;
+  let ${outer} = div_nRt(r1);
+  let rTile = r1 - ${outer} * sh.nRt;
+  let ${lane} = cTile * ${u(LANES)} + lid;`;
 }
 
 /** The weights as [reduced channel, tap, row] with the rows padded with zeros to `rowsPad`: a tap's rows are vec4s. */
@@ -356,11 +364,7 @@ function gradWeightBody(g: Geo, R: number, Hl: number): string {
       } = select(vec4<f32>(0.0), x_ld(rb${h} + u32(clamp(js + ${b}, 0, W4 - 1))), ok${h} && okj${bn(b)});`
     )
   );
-  return `  let r1 = div_nCt(wg);
-  let cTile = wg - r1 * sh.nCt;
-  let sg = div_nRt(r1);
-  let rTile = r1 - sg * sh.nRt;
-  let col = cTile * ${u(LANES)} + lid;
+  return `${tileIndices("sg", "col")}
   let cl = min(col, sh.nCols - 1u);
   let cc = cl / ${u(K[0] * groups)};
   let kdg = cl - cc * ${u(K[0] * groups)};
