@@ -1,7 +1,7 @@
 /**
  * @file Direct convs over quads of neighbouring output positions along W: the "cpu" profile's forward, input
- * gradient and weight gradient of stride-1 one-group convs whose rows are whole vec4s (the CSN-UNet decoder's
- * 3x3x3 and (2+1)D 1x3x3 and 3x1x1 units).
+ * gradient and weight gradient of one-group convs whose rows are whole vec4s (the CSN-UNet decoder's 3x3x3 and
+ * (2+1)D 1x3x3 and 3x1x1 units; the stems' 3x7x7 at stride (1, 2, 2), forward and weight gradient).
  *
  * llvmpipe runs every load instruction lane by lane, about as dear for a vec4 as for a scalar and for a
  * workgroup-uniform address as for a per-lane one (docs/perf.md, "Where a lavapipe GEMM's time goes"), so
@@ -145,7 +145,7 @@ export function quadTaps(kW: number, pad: number, sign: 1 | -1, positions = 4, s
 /** Register block: rows (output channels, a multiple of 4: the packed weights' vec4s) x positions (quads). */
 function block(s: Direct4Spec): { R: number; Q: number } {
   // 8 rows x 8 positions measured best on Mesa 25 lavapipe for the decoder's 3x3x3, 1x3x3 and 3x1x1 (16-48
-  // channels, 32^3): 2x the general kernel; 4x4 1.6x, 8x4 and 4x8 1.2-1.6x, 8x16 and 16x8 in between.
+  // channels, 32^3): 2x the general kernel; 8x16 1.9x, 4x4 1.6x, 16x8 1.4x, 4x8 1.3x, 8x4 1.1x.
   return { R: s.rows > 4 ? 8 : 4, Q: s.outDims[2] % 8 === 0 ? 2 : 1 };
 }
 

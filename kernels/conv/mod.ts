@@ -10,7 +10,7 @@
  * - depthwise.ts: groups == in == out channels, up to 64 taps: per-channel register-blocked kernels
  * - im2col.ts: the weight gradient of other one-group convs on the "cpu" profile (im2col + GEMM)
  * - implicit.ts: one-group convs with taps on the "gpu" profile: shared-memory implicit GEMMs
- * - direct4.ts: the "cpu" profile's stride-1 convs with vec4 rows: direct kernels over quads of positions
+ * - direct4.ts: the "cpu" profile's one-group convs with vec4 rows: direct kernels over quads of positions
  * - direct.ts: everything else: direct tiled kernels (implicit GEMMs in registers: no column buffer)
  */
 import { Tensor } from "../../core/tensor.ts";
@@ -215,12 +215,12 @@ function choose(
     );
   }
   if (x.device.profile === "cpu" && g.G === 1 && KK > 1) {
-    // The direct kernel is an implicit GEMM (no column buffer); with the "cpu" profile's 6x4 register block
-    // it beat im2col + GEMM forward on Mesa 25 (stem 1.2-1.3x, (2+1)D 1.1-1.4x, 3x3x3 1.5x); the chunked
-    // im2col weight gradient was as fast or faster (3x1x1: 1.2-1.6x), so it stays (docs/perf.md, 2026-11-30).
-    // Stride-1 convs with rows of whole vec4s (the decoder's) take quads of neighbouring positions: a lane's
-    // vec4 loads cover all its W taps (direct4.ts, 2x faster on Mesa 25 lavapipe, same bits).
-    const quads = direct4Fits(g);
+    // Convs whose rows are whole vec4s (the decoder's, the stems) take quads of neighbouring positions: a
+    // lane's vec4 loads cover all its W taps (direct4.ts: 2-2.8x the direct kernel and im2col + GEMM on Mesa
+    // 25 lavapipe, docs/perf.md 2026-12-05; forward and input gradient bit-identical to the direct kernel).
+    // Elsewhere the direct kernel (an implicit GEMM in registers) beat im2col + GEMM forward and input
+    // gradient, and the chunked im2col weight gradient the direct one (docs/perf.md, 2026-11-30).
+    const quads = direct4Fits(g), dxQuads = direct4GradInputFits(g);
     const y = quads
       ? direct4Forward(`${op} direct4 ${taps}`, x, w, b, g)
       : directForward(`${op} direct ${taps}`, x, w, b, g);
@@ -228,10 +228,10 @@ function choose(
       {
         y,
         saved: x,
-        gradInput: direct4GradInputFits(g) ? direct4GradInput : directGradInput,
+        gradInput: dxQuads ? direct4GradInput : directGradInput,
         gradWeight: quads ? direct4GradWeight : (o, gy, t, gg) => im2colGradWeight(o, gy, t, gg),
       },
-      `${direct4GradInputFits(g) ? "direct4" : "direct"} ${taps}`,
+      `${dxQuads ? "direct4" : "direct"} ${taps}`,
       `${quads ? "direct4" : "im2col"} ${taps}`,
     );
   }
