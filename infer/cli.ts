@@ -38,6 +38,11 @@ const FLAGS: Record<string, FlagSpec> = {
     default: INFER_DEFAULTS.tta,
     help: "test-time augmentation of the crops: none or flip",
   },
+  "no-calibrate": {
+    type: "boolean",
+    default: false,
+    help: "use the classifiers' raw probabilities, not the calibration `train calibrate` stored with them",
+  },
   resume: { type: "boolean", default: false, help: "skip studies already written in --out" },
   window: {
     type: "number",
@@ -87,6 +92,7 @@ export async function main(args: string[]): Promise<number> {
         masks: f.masks as string | undefined,
         trainLabels: f["train-labels"] as string | undefined,
         tta: f.tta as "none" | "flip",
+        calibrate: !f["no-calibrate"],
         resume: f.resume as boolean,
         window: f.window as number,
         overlap: f.overlap as number,

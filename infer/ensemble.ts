@@ -4,15 +4,11 @@
  * (`seg/` and `cls-*` run folders) expands to its members; a classifier run folder prefers its averaged
  * checkpoint (`swa-best-N.safetensors`).
  */
-import type { Device, nn } from "../mod.ts";
-import { loadModel, type ModelConfig } from "./load.ts";
+import type { Device } from "../mod.ts";
+import { type LoadedModel, loadModel } from "./load.ts";
 
-/** A loaded model with where it came from. */
-export interface Member {
-  model: nn.Module;
-  config: ModelConfig;
-  path: string;
-}
+/** A loaded model with where it came from (and a classifier's calibration, applied to its probabilities). */
+export type Member = LoadedModel;
 
 async function isDir(p: string): Promise<boolean> {
   return await Deno.stat(p).then((s) => s.isDirectory, () => false);
@@ -43,10 +39,14 @@ export async function expandWeights(spec: string): Promise<string[]> {
   return out;
 }
 
-/** Loads every model of `--weights` and sorts them into the segmentor(s) and classifiers. */
+/**
+ * Loads every model of `--weights` and sorts them into the segmentor(s) and classifiers; `calibrate: false`
+ * drops the classifiers' calibrations (their raw probabilities are used).
+ */
 export async function loadEnsemble(
   weights: string,
   device: Device,
+  opts: { calibrate?: boolean } = {},
 ): Promise<{ seg: Member[]; cls: Member[] }> {
   const specs = weights.split(",").map((s) => s.trim()).filter(Boolean);
   if (!specs.length) throw new Error("--weights: no checkpoint given");
@@ -55,6 +55,7 @@ export async function loadEnsemble(
     for (const s of specs) {
       for (const p of await expandWeights(s)) {
         const m = await loadModel(p, device);
+        if (opts.calibrate === false) delete m.calibration;
         (m.config.model === "CSNUNet" ? seg : cls).push(m);
       }
     }

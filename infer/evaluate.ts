@@ -1,18 +1,19 @@
 /**
  * @file Judging an inference run against ground truth, so that a score can be read: the competition score
- * beside the best constant prediction (each target's positive rate in the training labels when they can be
- * found, else the truth's own prevalence, an oracle), and the per-level dice of the predicted vertebra
+ * beside the best constant prediction (the constant that minimises the metric over the training labels when
+ * they can be found, else over the truth itself, an oracle), and the per-level dice of the predicted vertebra
  * masks for the studies that have a ground-truth mask.
  */
 import { readTrainCsv } from "../data/rsna.ts";
 import { niftiToVolume, readNifti } from "../data/nifti.ts";
 import { type CompetitionScore, competitionScore } from "./metric.ts";
-import { constantScore, positiveRates } from "./score.ts";
+import { constantScore } from "./score.ts";
+import { bestConstant } from "./calibrate.ts";
 import { type DiceSummary, levelDice, meanLevelDice } from "./dice.ts";
 import type { StudyRef } from "./discover.ts";
 
 /** How the baseline is named when its rates come from the scored studies themselves. */
-export const ORACLE_SOURCE = "constant prediction at the held-out prevalence (an oracle baseline)";
+export const ORACLE_SOURCE = "the best constant of the held-out labels themselves (an oracle baseline)";
 
 /** The best constant prediction and where its probabilities come from. */
 export interface ConstantBaseline {
@@ -96,8 +97,9 @@ export async function findTrainLabels(weights: string): Promise<string | null> {
 }
 
 /**
- * The best constant prediction for `truth`: each target's positive rate in `trainLabels` (a train.csv)
- * when given, else in the truth itself (an oracle: it knows the held-out prevalence).
+ * The best constant prediction for `truth`: the 8 probabilities with the lowest score over `trainLabels` (a
+ * train.csv; infer/calibrate.ts bestConstant) when given, else over the truth itself (an oracle: it knows
+ * the held-out prevalence).
  */
 export async function constantBaseline(
   truth: Map<string, ArrayLike<number>>,
@@ -105,12 +107,12 @@ export async function constantBaseline(
 ): Promise<ConstantBaseline> {
   if (trainLabels) {
     const rows = await readTrainCsv(trainLabels);
-    const probabilities = positiveRates(rows.map((r) => r.labels));
-    const source = `constant prediction at the positive rates of the training labels ${trainLabels} ` +
-      `(${rows.length} studies)`;
+    const probabilities = bestConstant(rows.map((r) => r.labels));
+    const source = `the best constant of the training labels ${trainLabels} (${rows.length} studies; ` +
+      `each target's positive rate weighted as the metric weighs it)`;
     return { score: constantScore(probabilities, truth), probabilities, source };
   }
-  const probabilities = positiveRates([...truth.values()]);
+  const probabilities = bestConstant([...truth.values()]);
   return { score: constantScore(probabilities, truth), probabilities, source: ORACLE_SOURCE };
 }
 

@@ -7,6 +7,7 @@ import { type Device, models, type nn } from "../mod.ts";
 import { readCheckpointHost } from "../io/files.ts";
 import { type HostTensor, upload } from "../io/host.ts";
 import type { CheckpointMeta } from "../io/checkpoint.ts";
+import { type Calibration, parseCalibration } from "./calibrate.ts";
 
 /** The model part of a run's configuration. */
 export interface ModelConfig {
@@ -59,12 +60,21 @@ export async function resolveWeights(spec: string): Promise<string> {
   throw new Error(`${spec}: run folder without best.safetensors or last.safetensors`);
 }
 
+/** A model for inference with its configuration, its file and, for a calibrated classifier, its calibration. */
+export interface LoadedModel {
+  model: nn.Module;
+  config: ModelConfig;
+  path: string;
+  /** What `train calibrate` stored in the checkpoint (infer/calibrate.ts); absent when it was not run. */
+  calibration?: Calibration;
+}
+
 /** A model for inference (see {@link modelFromCheckpoint}) with its configuration, from a run folder or a checkpoint file. */
 export async function loadModel(
   spec: string,
   device: Device,
   fallback?: ModelConfig,
-): Promise<{ model: nn.Module; config: ModelConfig; path: string }> {
+): Promise<LoadedModel> {
   const path = await resolveWeights(spec);
   const { tensors, meta } = await readCheckpointHost(path);
   return modelFromCheckpoint(tensors, meta, path, device, fallback);
@@ -74,7 +84,7 @@ export async function loadModel(
  * {@link loadModel} of a checkpoint already decoded (e.g. by `checkpointFromBytes` in a browser): builds the
  * model its metadata (else `fallback`) describes and loads the tensors; `path` names it in errors. The model
  * is for inference: in eval mode, with every batch norm folded into its conv (`models.fuseConvBn`: one op
- * instead of two per conv, outputs equal to rounding).
+ * instead of two per conv, outputs equal to rounding). A calibration in the metadata comes with it.
  */
 export function modelFromCheckpoint(
   tensors: Record<string, HostTensor>,
@@ -82,7 +92,8 @@ export function modelFromCheckpoint(
   path: string,
   device: Device,
   fallback?: ModelConfig,
-): { model: nn.Module; config: ModelConfig; path: string } {
+): LoadedModel {
+  const calibration = meta.calibration === undefined ? undefined : parseCalibration(meta.calibration, path);
   const cfg = (meta.config as { model?: ModelConfig } | undefined)?.model ?? fallback;
   if (!cfg) {
     throw new Error(
@@ -101,7 +112,7 @@ export function modelFromCheckpoint(
   }
   model.eval();
   models.fuseConvBn(model);
-  return { model, config: cfg, path };
+  return calibration ? { model, config: cfg, path, calibration } : { model, config: cfg, path };
 }
 
 /**

@@ -18,6 +18,7 @@ import { loadEnsemble, type Member } from "./ensemble.ts";
 import { predictVolume } from "./segment.ts";
 import { computeMeta, type StudyMeta } from "./meta.ts";
 import { aggregateStudy } from "./metric.ts";
+import { applyCalibration } from "./calibrate.ts";
 import { readTrainCsv } from "../data/rsna.ts";
 import { writeSubmission } from "./score.ts";
 import { type InMemoryStudy, StudyLoader } from "./study_loader.ts";
@@ -45,6 +46,8 @@ export interface InferOptions {
    */
   trainLabels?: string;
   tta: "none" | "flip";
+  /** Apply the classifiers' calibrations (infer/calibrate.ts) where their checkpoints carry one. */
+  calibrate: boolean;
   resume: boolean;
   window: number;
   overlap: number;
@@ -54,9 +57,9 @@ export interface InferOptions {
 
 /**
  * The seed's inference settings, `deno task infer`'s defaults: no TTA, segmentation windows of 384 [::2]
- * slices overlapping by 128. Every caller that means "as infer does" spreads these.
+ * slices overlapping by 128; and the classifiers' calibrations applied (not the seed's, see calibrate.ts). Every caller that means "as infer does" spreads these.
  */
-export const INFER_DEFAULTS = { tta: "none", window: 384, overlap: 128 } as const;
+export const INFER_DEFAULTS = { tta: "none", window: 384, overlap: 128, calibrate: true } as const;
 
 /** One line of predictions.jsonl. */
 export interface StudyResult {
@@ -123,7 +126,8 @@ export async function classifyCrops(
 }
 
 /**
- * The classifier ensemble's probabilities for one study: mean over members of each member's aggregate.
+ * The classifier ensemble's probabilities for one study: mean over members of each member's aggregate
+ * (mean over the TTA views), through the member's calibration when its checkpoint has one.
  * `lap` is called after each member's crops are cut ("crops", host work) and after each forward
  * ("classify", device work). Crop stacks come from `stacks` when given and go back to it, all but the one
  * that `crops` (for the report) points into: `release()` gives that one back once the report's pictures
@@ -155,7 +159,8 @@ export async function classifyStudy(
     }
     lap("classify");
     if (flipped) stacks?.give(flipped);
-    probs.forEach((p, j) => (sum[j] += p / members.length));
+    const calibrated = m.calibration ? applyCalibration(probs, m.calibration) : probs;
+    calibrated.forEach((p, j) => (sum[j] += p / members.length));
     if (crops.length) stacks?.give(item.input);
     else {
       kept = item.input;
@@ -169,6 +174,18 @@ export async function classifyStudy(
     }
   }
   return { probabilities: sum, crops, release: () => kept && stacks?.give(kept) };
+}
+
+/** How a classifier's probabilities are used: its calibration's slopes, or raw. */
+export function calibrationLine(m: Member): string {
+  const c = m.calibration;
+  if (!c) {
+    return `classifier ${m.path}: raw probabilities (no calibration in the checkpoint, or --no-calibrate)`;
+  }
+  return `classifier ${m.path}: calibrated on ${c.studies} validation studies, keeps ${
+    c.slope.overall.toFixed(2)
+  } of its patient_overall logit and ${c.slope.vertebrae.toFixed(2)} of its vertebra logits around the ` +
+    `best constant of its training labels (0: the constant, 1: the model's own spread)`;
 }
 
 async function readDone(path: string): Promise<Map<string, StudyResult>> {
@@ -210,7 +227,7 @@ export async function runInference(o: InferOptions): Promise<{
     );
   }
   const device = await openDevice();
-  const { seg, cls } = await loadEnsemble(o.weights, device);
+  const { seg, cls } = await loadEnsemble(o.weights, device, { calibrate: o.calibrate });
   const segSize = seg[0].config.size ?? 256;
   // The crop stacks of one study serve the next (its report reads them until its write phase ends).
   const stacks = new CropStacks();
@@ -218,6 +235,7 @@ export async function runInference(o: InferOptions): Promise<{
     `infer: ${studies.length} studies, ${seg.length} segmentor(s) + ${cls.length} classifier(s) ` +
       `(${cls.map((c) => c.config.encoder).join(", ")}), TTA ${o.tta}; device ${device.info.description}`,
   );
+  for (const m of cls) console.log(`infer: ${calibrationLine(m)}`);
   const todo = studies.filter((s) => !done.has(s.uid));
   if (done.size) console.log(`infer: ${done.size} studies already written, skipped (--resume)`);
   const loader = new StudyLoader();

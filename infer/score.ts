@@ -1,12 +1,13 @@
 /**
  * @file Submission files (`row_id,fractured`, row ids `<uid>_C1`..`<uid>_C7`, `<uid>_patient_overall`):
  * reading with strict checks, atomic writing in the competition's row order, scoring against train.csv
- * with the shared metric (infer/metric.ts), and the best constant prediction to judge a score against.
+ * with the shared metric (infer/metric.ts), and the score of a constant prediction (the best one:
+ * infer/calibrate.ts).
  */
 import { parse } from "csv-parse/sync";
 import { parseRowId, readTrainCsv, rowIds, TARGETS } from "../data/rsna.ts";
 import { writeFileAtomic } from "../io/files.ts";
-import { type CompetitionScore, competitionScore, PROB_CLIP } from "./metric.ts";
+import { type CompetitionScore, competitionScore } from "./metric.ts";
 
 /** A plain decimal number (no hex, no "Infinity", no empty string, which Number() would accept). */
 const NUMBER = /^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$/;
@@ -118,19 +119,6 @@ export async function scoreSubmission(predPath: string, truthPath: string): Prom
   }
   if (!pred.size) throw new Error(`${predPath}: no rows to score`);
   return competitionScore(pred, truth);
-}
-
-/**
- * Each target's positive rate over `labels` (rows of 8 labels 0/1: patient_overall, C1..C7), clipped to
- * [0.01, 0.99] like the model's outputs: a target never positive in the source would otherwise be predicted
- * as exactly 0 and cost 34.5 (the metric's log guard) per positive, a baseline no model needs to beat.
- */
-export function positiveRates(labels: ArrayLike<number>[]): number[] {
-  if (!labels.length) throw new Error("positiveRates: no labels");
-  return TARGETS.map((_, j) => {
-    const rate = labels.reduce((a, y) => a + (y[j] ? 1 : 0), 0) / labels.length;
-    return Math.min(PROB_CLIP[1], Math.max(PROB_CLIP[0], rate));
-  });
 }
 
 /** The competition score of predicting the same 8 `probabilities` for every study of `truth`. */

@@ -141,6 +141,7 @@ Deno.test({
           weights,
           out,
           tta: "none",
+          calibrate: true,
           resume: false,
           window: 384,
           overlap: 128,

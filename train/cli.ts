@@ -5,6 +5,7 @@
  *   predict-seg  predict vertebra masks + metadata for every cached study (seed stage 3)
  *   cls          train a CSN classifier on vertebra crops (seed 4) into a run folder
  *   average      average a classifier run's best epochs (seed 4.8)
+ *   calibrate    fit a classifier's calibration on its validation fold, stored in its checkpoint
  *   all          all of the above, resumable stage by stage
  *
  * `deno task train <stage> --help` lists the stage's flags with their defaults. With no --data and no
@@ -12,7 +13,7 @@
  */
 import { type Flags, type FlagSpec, parseFlags, usage, UsageError } from "../cli/flags.ts";
 import { Interrupted } from "./trainer.ts";
-import { runAll, runAverage, runCls, runPredictSeg, runSeg } from "./stages.ts";
+import { runAll, runAverage, runCalibrate, runCls, runPredictSeg, runSeg } from "./stages.ts";
 
 const COMMON: Record<string, FlagSpec> = {
   data: {
@@ -128,6 +129,14 @@ const AVERAGE_FLAGS: Record<string, FlagSpec> = {
   best: { type: "number", default: 5, help: "number of best epochs (lowest validation loss) to average" },
 };
 
+const CALIBRATE_FLAGS: Record<string, FlagSpec> = {
+  run: { type: "string", help: "classifier run folder (its validation fold and training labels)" },
+  weights: {
+    type: "string",
+    help: "the checkpoint to calibrate, rewritten with the calibration (default: the run's swa-best-N)",
+  },
+};
+
 const ALL_FLAGS: Record<string, FlagSpec> = {
   ...COMMON,
   out: { type: "string", default: "out/pipeline", help: "folder of the stages' run folders" },
@@ -157,6 +166,11 @@ const STAGES: Record<
   },
   cls: { help: "train a CSN classifier on vertebra crops", flags: CLS_FLAGS, run: runCls },
   average: { help: "average the best epochs of a classifier run", flags: AVERAGE_FLAGS, run: runAverage },
+  calibrate: {
+    help: "fit a classifier's calibration on its validation fold, stored in the checkpoint",
+    flags: CALIBRATE_FLAGS,
+    run: runCalibrate,
+  },
   all: { help: "the whole training pipeline, resumable stage by stage", flags: ALL_FLAGS, run: runAll },
 };
 

@@ -83,6 +83,39 @@ export async function clsFolds(path: string, studies: ClsStudy[], k: number): Pr
   return f;
 }
 
+/** How a configuration cuts its validation crops (configurations before the option had the seed's rule). */
+function clsCropOptions(c: ClsConfig) {
+  return {
+    slices: c.crop[0],
+    size: c.crop[1],
+    minArea: c.minArea,
+    seedValBug: c.seedValBug,
+    seedVisibility: c.seedVisibility ?? true,
+  };
+}
+
+/**
+ * The classifier's study probabilities on `val` (one crop per vertebra, per-output max over crops, clipped:
+ * what its validation scores) and the studies' labels, uid -> 8 values each.
+ */
+export async function clsValPredictions(
+  model: models.CSNClassifier,
+  cache: string,
+  val: ClsStudy[],
+  c: ClsConfig,
+  progress?: Progress,
+): Promise<{ pred: Map<string, number[]>; truth: Map<string, number[]> }> {
+  const pred = new Map<string, number[]>(), truth = new Map<string, number[]>();
+  for (const [i, s] of val.entries()) {
+    const item = await readClsValItem(cache, s, clsCropOptions(c));
+    const logits = await classifyCrops(model, item.input, item.shape);
+    pred.set(s.uid, aggregateStudy(logits, item.shape[0]));
+    truth.set(s.uid, Array.from(item.labels));
+    progress?.update(`cls validation ${i + 1}/${val.length} studies`);
+  }
+  return { pred, truth };
+}
+
 /** The classifier task for the harness. */
 export function clsTask(o: {
   device: Device;
@@ -94,14 +127,7 @@ export function clsTask(o: {
 }): TrainTask<ClsSample> {
   const c = o.config;
   const [D, S] = [c.crop[0], c.crop[1]];
-  const data = {
-    slices: D,
-    size: S,
-    minArea: c.minArea,
-    seedValBug: c.seedValBug,
-    // Configurations written before the option have the seed's rule.
-    seedVisibility: c.seedVisibility ?? true,
-  };
+  const data = clsCropOptions(c);
   const n = o.train.length;
   const items = n * c.multiplier;
   const overall = Array.from({ length: items }, (_, i) => o.train[i % n].labels[0]);
@@ -126,15 +152,7 @@ export function clsTask(o: {
       return F.bceWithLogits(logits, tensor(y, [batch.length, 8], { device: o.device }));
     },
     async validate(progress: Progress) {
-      const pred = new Map<string, number[]>(), truth = new Map<string, number[]>();
-      for (const [i, s] of o.val.entries()) {
-        const item = await readClsValItem(o.cache, s, data);
-        const k = item.shape[0];
-        const logits = await classifyCrops(o.model, item.input, item.shape);
-        pred.set(s.uid, aggregateStudy(logits, k));
-        truth.set(s.uid, Array.from(item.labels));
-        progress.update(`cls validation ${i + 1}/${o.val.length} studies`);
-      }
+      const { pred, truth } = await clsValPredictions(o.model, o.cache, o.val, c, progress);
       const r = competitionScore(pred, truth);
       return {
         loss: r.score,

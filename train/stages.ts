@@ -1,6 +1,6 @@
 /**
  * @file The training stages as functions (the command line in train/cli.ts and `train all` call them):
- * segmentation, mask prediction, classifier, averaging. Each takes resolved flags and prints where its
+ * segmentation, mask prediction, classifier, averaging, calibration. Each takes resolved flags and prints where its
  * outputs went.
  */
 import { type Device, openDevice } from "../mod.ts";
@@ -12,14 +12,15 @@ import { train, type TrainerOptions, type TrainResult, type TrainTask } from "./
 import { CLS_SEED, CLS_TINY, type ClsConfig, SEG_PRESETS, type SegConfig } from "./presets.ts";
 import { buildSegModel, segFolds, segModelConfig, segStudies, segTask, segValidationDice } from "./seg.ts";
 import { buildClsModel, clsFolds, clsModelConfig, clsStudies, clsTask } from "./cls.ts";
-import { initFrom, loadModel } from "../infer/load.ts";
+import { initFrom, loadModel, resolveWeights } from "../infer/load.ts";
 import { predictDataset } from "../infer/predict_dataset.ts";
 import { ensureCache } from "./dataset.ts";
 import { listCached } from "../data/cache.ts";
 import { duration } from "../cli/progress.ts";
 import { averageCheckpoints } from "./average.ts";
 import { writeFileAtomic } from "../io/files.ts";
-import { constantScore, positiveRates } from "../infer/score.ts";
+import { calibrateCheckpoint, type CalibrationResult } from "./calibrate.ts";
+import { expandWeights } from "../infer/ensemble.ts";
 import { underMpirun } from "../parallel/mpi.ts";
 import { launchRanks, parseDevices } from "../parallel/launch.ts";
 import { openWorld, type World } from "../parallel/world.ts";
@@ -438,36 +439,31 @@ async function hasRun(dir: string): Promise<boolean> {
 }
 
 /**
- * Scores classifier weights on the validation fold of a classifier run's configuration, beside the best
- * constant prediction (each target's positive rate in the training fold, clipped like the model's outputs),
- * with the competition metric; `constantFrom` says where the rates come from.
+ * `train calibrate`: fits a classifier checkpoint's calibration on its run's validation fold and stores it
+ * in the checkpoint (train/calibrate.ts); `--weights` defaults to the run's averaged checkpoint.
  */
-export async function evaluateCls(
-  weights: string,
-  runDir: string,
-): Promise<{ score: number; constant: number; constantFrom: string }> {
-  const cfg = JSON.parse(await Deno.readTextFile(`${runDir}/config.json`));
-  const { studies } = await clsStudies(cfg.cache, cfg.labels);
-  const folds = await clsFolds(cfg.foldsFile, studies, cfg.folds);
-  const val = studies.filter((s) => folds.get(s.uid) === cfg.fold);
-  const tr = studies.filter((s) => folds.get(s.uid) !== cfg.fold);
-  const device = await openDevice();
-  const { model } = await loadModel(weights, device);
-  try {
-    const task = clsTask({ device, model: model as never, cache: cfg.cache, train: tr, val, config: cfg });
-    const quiet = { update() {}, log() {}, done() {} } as never;
-    const m = await task.validate(quiet);
-    const constant = constantScore(
-      positiveRates(tr.map((s) => s.labels)),
-      new Map(val.map((s) => [s.uid, [s.labels.slice(1).some((v) => v) ? 1 : 0, ...s.labels.slice(1)]])),
-    );
-    const constantFrom =
-      `each target's positive rate in the ${tr.length} training-fold studies of ${cfg.labels}`;
-    return { score: m.loss, constant, constantFrom };
-  } finally {
-    model.dispose();
-    device.destroy();
+export async function runCalibrate(f: Flags): Promise<CalibrationResult> {
+  if (!f.run) throw new UsageError("--run RUN is required");
+  const run = f.run as string;
+  const weights = (f.weights as string | undefined) ?? await resolveWeights((await expandWeights(run))[0]);
+  if (!/\.safetensors$/.test(weights)) {
+    throw new UsageError(`${weights}: calibration is stored in a .safetensors checkpoint's metadata`);
   }
+  const r = await calibrateCheckpoint(weights, run);
+  console.log(`calibrate: ${calibrationSummary(r)} -> ${weights}`);
+  return r;
+}
+
+/** The figures of a calibration as `train calibrate` and `train all` print them. */
+function calibrationSummary(r: CalibrationResult): string {
+  const c = r.calibration, ratio = (v: number) => (v / r.constant).toFixed(2);
+  return `validation fold (${c.studies} studies): raw ${r.raw.toFixed(4)} (ratio ${
+    ratio(r.raw)
+  }), calibrated ` +
+    `${r.calibrated.toFixed(4)} in-sample (${ratio(r.calibrated)}), ${r.leaveOneOut.toFixed(4)} leave-one-` +
+    `study-out (${ratio(r.leaveOneOut)}) vs ${r.constant.toFixed(4)} for ${r.constantFrom}; keeps ` +
+    `${c.slope.overall.toFixed(2)} of the patient_overall logit, ${c.slope.vertebrae.toFixed(2)} of the ` +
+    `vertebrae's (0: the constant)`;
 }
 
 /**
@@ -530,20 +526,14 @@ export async function runAll(f: Flags): Promise<void> {
         await markDone(dir, {});
       }
       const swa = await runAverage({ run: dir, best: Math.min(c.averageBest, c.epochs) });
-      const e = await evaluateCls(swa, dir);
-      results.push(
-        `${enc} fold ${fold}: averaged classifier ${e.score.toFixed(4)} vs ${
-          e.constant.toFixed(4)
-        } for the ` +
-          `best constant prediction (ratio ${(e.score / e.constant).toFixed(2)}) -> ${swa}`,
-        `    (the constant: ${e.constantFrom})`,
-      );
+      const r = await runCalibrate({ run: dir, weights: swa });
+      results.push(`${enc} fold ${fold}: averaged classifier -> ${swa}`, `    ${calibrationSummary(r)}`);
     }
   }
   console.log(
     `all: done in ${
       duration((performance.now() - t0) / 1000)
-    }; held-out competition metric on each classifier's validation fold (lower is better):`,
+    }; competition metric on each classifier's validation fold (lower is better):`,
   );
   for (const r of results) console.log(`  ${r}`);
   console.log(`  ${await segDiceLine(segDir)}`);

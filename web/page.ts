@@ -154,7 +154,9 @@ async function loadWeights(device: Device): Promise<{ seg: Member[]; cls: Member
     );
   }
   $("weights").textContent = `models: ${
-    [...seg, ...cls].map((m) => `${m.path} (${m.config.model} ${m.config.encoder})`).join(", ")
+    [...seg, ...cls].map((m) =>
+      `${m.path} (${m.config.model} ${m.config.encoder}${m.calibration ? ", calibrated" : ""})`
+    ).join(", ")
   }`;
   return { seg, cls };
 }

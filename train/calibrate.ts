@@ -1,0 +1,99 @@
+/**
+ * @file `train calibrate`: a classifier checkpoint's study probabilities on its run's validation fold, its
+ * calibration fitted there (infer/calibrate.ts) and stored in the checkpoint's metadata, where inference
+ * finds it; and the figures a reader judges it by: raw, calibrated (in-sample and leave-one-study-out),
+ * beside the best constant of the training fold.
+ */
+import { openDevice } from "../mod.ts";
+import { readCheckpointHost, writeFileAtomic } from "../io/files.ts";
+import { encodeSafetensors } from "../io/safetensors.ts";
+import { loadModel } from "../infer/load.ts";
+import { competitionScore } from "../infer/metric.ts";
+import { applyCalibration, bestConstant, type Calibration, fitCalibration } from "../infer/calibrate.ts";
+import { constantScore } from "../infer/score.ts";
+import { clsFolds, clsStudies, clsValPredictions } from "./cls.ts";
+import type { ClsConfig } from "./presets.ts";
+
+/** What {@link calibrateCheckpoint} measured and stored. */
+export interface CalibrationResult {
+  calibration: Calibration;
+  /** Competition score of the raw probabilities on the validation fold. */
+  raw: number;
+  /** ... of the calibrated ones, with the calibration fitted on the same fold (optimistic). */
+  calibrated: number;
+  /** ... of the calibrated ones, each study's from a calibration fitted without it (the honest figure). */
+  leaveOneOut: number;
+  /** ... of the best constant of the training fold. */
+  constant: number;
+  /** Where the constant comes from, for a reader. */
+  constantFrom: string;
+}
+
+/**
+ * Each study's probabilities through a calibration fitted on the other studies: an out-of-sample estimate
+ * of what calibrating on the whole fold gives on new studies.
+ */
+export function leaveOneOutCalibrated(
+  pred: Map<string, number[]>,
+  truth: Map<string, number[]>,
+  prior: readonly number[],
+): Map<string, number[]> {
+  if (pred.size < 2) throw new Error("leaveOneOutCalibrated: needs at least 2 studies");
+  return new Map(
+    [...pred].map(([uid, p]) => {
+      const rest = new Map([...pred].filter(([u]) => u !== uid));
+      return [uid, applyCalibration(p, fitCalibration(rest, truth, prior))];
+    }),
+  );
+}
+
+/**
+ * Fits the calibration of the classifier checkpoint `weights` on the validation fold of the classifier run
+ * `runDir` (its config.json: cache, labels, folds, fold) and rewrites the checkpoint atomically with it in
+ * the metadata (`calibration`); rerunning refits from the raw outputs, so it replaces an earlier one.
+ */
+export async function calibrateCheckpoint(weights: string, runDir: string): Promise<CalibrationResult> {
+  let cfg: ClsConfig & { stage?: string; cache: string; labels: string; foldsFile: string };
+  try {
+    cfg = JSON.parse(await Deno.readTextFile(`${runDir}/config.json`));
+  } catch (e) {
+    throw new Error(`${runDir}/config.json: cannot read the run's configuration (${(e as Error).message})`);
+  }
+  if (cfg.stage !== "cls") {
+    throw new Error(`${runDir}: not a classifier run (its config.json has stage ${cfg.stage})`);
+  }
+  const { studies } = await clsStudies(cfg.cache, cfg.labels);
+  const folds = await clsFolds(cfg.foldsFile, studies, cfg.folds);
+  const val = studies.filter((s) => folds.get(s.uid) === cfg.fold);
+  const tr = studies.filter((s) => folds.get(s.uid) !== cfg.fold);
+  if (val.length < 2 || !tr.length) {
+    throw new Error(
+      `${runDir}: fold ${cfg.fold} has ${val.length} validation and ${tr.length} training studies`,
+    );
+  }
+  const device = await openDevice();
+  let pred: Map<string, number[]>, truth: Map<string, number[]>;
+  const { model } = await loadModel(weights, device);
+  try {
+    ({ pred, truth } = await clsValPredictions(model as never, cfg.cache, val, cfg));
+  } finally {
+    model.dispose();
+    device.destroy();
+  }
+  const prior = bestConstant(tr.map((s) => s.labels));
+  const calibration = fitCalibration(pred, truth, prior);
+  const calibrated = new Map([...pred].map(([u, p]) => [u, applyCalibration(p, calibration)]));
+  const { tensors, meta } = await readCheckpointHost(weights);
+  const strMeta: Record<string, string> = {};
+  for (const [k, v] of Object.entries(meta)) if (v !== undefined) strMeta[k] = JSON.stringify(v);
+  strMeta.calibration = JSON.stringify(calibration);
+  await writeFileAtomic(weights, await encodeSafetensors(tensors, strMeta), "calibrated checkpoint");
+  return {
+    calibration,
+    raw: competitionScore(pred, truth).score,
+    calibrated: competitionScore(calibrated, truth).score,
+    leaveOneOut: competitionScore(leaveOneOutCalibrated(pred, truth, prior), truth).score,
+    constant: constantScore(prior, truth),
+    constantFrom: `the best constant of the ${tr.length} training-fold studies of ${cfg.labels}`,
+  };
+}
