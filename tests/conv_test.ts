@@ -112,6 +112,15 @@ conv("quads: 3x3x3 s2 p1 + bias, rows of 16 -> 8", [1, 3, 6, 8, 16], [5, 3, 3, 3
 conv("quads: 3x3x3 weight gradient in segments", [2, 4, 8, 16, 16], [5, 4, 3, 3, 3], true, {
   padding: [1, 1, 1],
 }, { big: true });
+// The "cpu" profile's planes of 4 positions (plane.ts: 2 x 2 and 4 x 1, stride 1): ragged row tiles (6, 9
+// channels in tiles of 4), planes per lane across samples (3 and 9 planes in groups of up to 4), a 3x3x3
+// reaching planes along D, bias and ReLU.
+conv("plane: 1x3x3 + bias + relu over 2x2, 7 -> 6 channels", [1, 7, 3, 2, 2], [6, 7, 1, 3, 3], true, {
+  padding: [0, 1, 1],
+  relu: true,
+});
+conv("plane: 3x3x3 p1 over 2x2, batch 3", [3, 5, 3, 2, 2], [9, 5, 3, 3, 3], false, { padding: [1, 1, 1] });
+conv("plane: (1,3,1) + bias over 4x1", [2, 4, 2, 4, 1], [5, 4, 1, 3, 1], true, { padding: [0, 1, 0] });
 // 130 output (then input) channels: the gpu profile's implicit GEMMs take their 128 x 128 tile, with ragged
 // rows and more than 64 columns (84 positions, 72 weight columns; 72 input positions).
 // (Marked big: the windowed suite's shaders for that tile take lavapipe minutes to compile; the gpu-profile
@@ -258,11 +267,11 @@ Deno.test("conv3d matches PyTorch with tensors split across bindings", async (t)
   }
 });
 
-Deno.test("conv3d quads on the cpu profile with tensors split across bindings", async (t) => {
-  // direct4.ts reads its source and writes its output as vec4s: windows of 128 vec4s.
+Deno.test("conv3d quads and planes on the cpu profile with tensors split across bindings", async (t) => {
+  // direct4.ts and plane.ts read their source and write their output as vec4s: windows of 128 vec4s.
   const device = await openDevice({ maxBindingBytes: 2048, maxWorkgroupsPerDim: 8, profile: "cpu" });
   try {
-    await suite.check(t, device, true, (name) => name.startsWith("quads:"));
+    await suite.check(t, device, true, (name) => /^(quads|plane):/.test(name));
   } finally {
     device.destroy();
   }

@@ -158,12 +158,7 @@ function direct4Kernel(s: Direct4Spec): void {
   const N = s.src.shape[0];
   launch({
     op: s.op,
-    args: [
-      { name: "x", t: s.src, vec4: true },
-      { name: "w", t: wp, vec4: true },
-      ...(s.bias ? [{ name: "b", t: s.bias }] : []),
-      { name: "out", t: s.out, write: true, vec4: true },
-    ],
+    args: packedArgs(s, wp),
     wg: LANES,
     groups: N * rt * ct,
     uniforms: {
@@ -261,8 +256,25 @@ function tileIndices(outer: string, lane: string): string {
   let ${lane} = cTile * ${u(LANES)} + lid;`;
 }
 
-/** The weights as [reduced channel, tap, row] with the rows padded with zeros to `rowsPad`: a tap's rows are vec4s. */
-function packWeights(s: Direct4Spec, KK: number, rowsPad: number): Tensor {
+/** The bindings of a kernel over packed weights: source and output as vec4s (plane.ts's too). */
+export function packedArgs(s: Pick<Direct4Spec, "src" | "bias" | "out">, wp: Tensor) {
+  return [
+    { name: "x", t: s.src, vec4: true },
+    { name: "w", t: wp, vec4: true },
+    ...(s.bias ? [{ name: "b", t: s.bias }] : []),
+    { name: "out", t: s.out, write: true, vec4: true },
+  ];
+}
+
+/**
+ * The weights as [reduced channel, tap, row] with the rows padded with zeros to `rowsPad`: a tap's rows are
+ * vec4s (plane.ts packs its weights the same way).
+ */
+export function packWeights(
+  s: Pick<Direct4Spec, "op" | "w" | "reduce" | "rows" | "weightIndex">,
+  KK: number,
+  rowsPad: number,
+): Tensor {
   const out = Tensor.empty(s.w.device, [s.reduce, KK, rowsPad], "f32", s.op);
   launch1d({
     op: `${s.op} weights`,

@@ -11,6 +11,7 @@
  * - im2col.ts: the weight gradient of other one-group convs on the "cpu" profile (im2col + GEMM)
  * - implicit.ts: one-group convs with taps on the "gpu" profile: shared-memory implicit GEMMs
  * - direct4.ts: the "cpu" profile's one-group convs with vec4 rows: direct kernels over quads of positions
+ * - plane.ts: the "cpu" profile's one-group convs over planes of 4 positions (2 x 2): a plane per vec4
  * - direct.ts: everything else: direct tiled kernels (implicit GEMMs in registers: no column buffer)
  */
 import { Tensor } from "../../core/tensor.ts";
@@ -27,6 +28,7 @@ import {
   direct4GradInputFits,
   direct4GradWeight,
 } from "./direct4.ts";
+import { planeFits, planeForward, planeGradInput } from "./plane.ts";
 import { depthwiseForward, depthwiseGradInput, depthwiseGradWeight } from "./depthwise.ts";
 import { im2colGradWeight } from "./im2col.ts";
 import { implicitForward, implicitGradInput, implicitGradWeight } from "./implicit.ts";
@@ -220,18 +222,20 @@ function choose(
     // 25 lavapipe, docs/perf.md 2026-12-05; forward and input gradient bit-identical to the direct kernel).
     // Elsewhere the direct kernel (an implicit GEMM in registers) beat im2col + GEMM forward and input
     // gradient, and the chunked im2col weight gradient the direct one (docs/perf.md, 2026-11-30).
-    const quads = direct4Fits(g), dxQuads = direct4GradInputFits(g);
-    const y = quads
-      ? direct4Forward(`${op} direct4 ${taps}`, x, w, b, g)
-      : directForward(`${op} direct ${taps}`, x, w, b, g);
+    // Planes of 4 positions whose rows are not vec4s (the UNet's 2 x 2 bottom) are one vec4 each (plane.ts:
+    // bit-identical to the direct kernel too).
+    const quads = direct4Fits(g), dxQuads = direct4GradInputFits(g), plane = !quads && planeFits(g);
+    const fwd = quads ? "direct4" : plane ? "plane" : "direct";
+    const dx = dxQuads ? "direct4" : plane ? "plane" : "direct";
+    const forward = quads ? direct4Forward : plane ? planeForward : directForward;
     return named(
       {
-        y,
+        y: forward(`${op} ${fwd} ${taps}`, x, w, b, g),
         saved: x,
-        gradInput: dxQuads ? direct4GradInput : directGradInput,
+        gradInput: dxQuads ? direct4GradInput : plane ? planeGradInput : directGradInput,
         gradWeight: quads ? direct4GradWeight : (o, gy, t, gg) => im2colGradWeight(o, gy, t, gg),
       },
-      `${dxQuads ? "direct4" : "direct"} ${taps}`,
+      `${dx} ${taps}`,
       `${quads ? "direct4" : "im2col"} ${taps}`,
     );
   }
