@@ -8,6 +8,7 @@ import { record } from "../core/autograd.ts";
 import { f, type Geo3d, launch1d, u } from "./codegen.ts";
 
 import { type Triple, triple } from "./conv/mod.ts";
+import { range } from "./conv/common.ts";
 import { argmax, mean } from "./reduce.ts";
 
 /**
@@ -218,17 +219,24 @@ export function upsampleNearest3d(x: Tensor, scale: Triple): Tensor {
   const [OD, OH, OW] = [D * s[0], H * s[1], W * s[2]];
   const y = Tensor.empty(x.device, [N, C, OD, OH, OW], "f32", op);
   const upUni = poolUniforms({ N, C, D, H, W, OD, OH, OW });
-  launch1d({
-    op,
-    args: [{ name: "x", t: x }, { name: "y", t: y, write: true }],
-    n: y.numel(),
-    // Scale factors (tiny, they set the backward's unrolled taps) stay constants; sizes are uniforms.
-    uniforms: upUni,
-    body: `  ${split4("gid", "OS", "OHW", "OW", ["nc", "d", "h", "w"])}
+  // Scale factors (tiny, they set the backward's unrolled taps) stay constants; sizes are uniforms.
+  if (OW % 4 === 0 && 4 % s[2] === 0) upsampleForward4(op, x, y, s, upUni);
+  else {
+    launch1d({
+      op,
+      args: [{ name: "x", t: x }, { name: "y", t: y, write: true }],
+      n: y.numel(),
+      uniforms: upUni,
+      body: `  ${split4("gid", "OS", "OHW", "OW", ["nc", "d", "h", "w"])}
   y_st(gid, x_ld(nc * sh.IS + ((d / ${u(s[0])}) * sh.H + h / ${u(s[1])}) * sh.W + w / ${u(s[2])}));`,
-  });
+    });
+  }
   return record(op, y, [x], [], (g) => {
     const gx = Tensor.empty(g.device, [N, C, D, H, W], "f32", `${op}.backward`);
+    if (W % 4 === 0 && s[2] <= 2) {
+      upsampleBackward4(`${op}.backward`, g, gx, s, upUni);
+      return [gx];
+    }
     const taps: string[] = [];
     for (let a = 0; a < s[0]; a++) {
       for (let b = 0; b < s[1]; b++) {
@@ -249,5 +257,67 @@ export function upsampleNearest3d(x: Tensor, scale: Triple): Tensor {
   gx_st(gid, acc);`,
     });
     return [gx];
+  });
+}
+
+/**
+ * The upsampling a lane per output vec4 (output rows a multiple of 4 wide, W scale 1, 2 or 4): the 4 / sw
+ * source values it repeats are loaded once, one store instead of 4, one index split instead of 4.
+ */
+function upsampleForward4(
+  op: string,
+  x: Tensor,
+  y: Tensor,
+  s: number[],
+  uni: ReturnType<typeof poolUniforms>,
+) {
+  const sw = s[2], loads = range(4 / sw).map((k) => `let v${k} = x_ld(i + ${u(k)});`);
+  const comps = range(4).map((t) => `v${Math.floor(t / sw)}`);
+  launch1d({
+    op,
+    args: [{ name: "x", t: x }, { name: "y", t: y, write: true, vec4: true }],
+    n: y.numel() / 4,
+    uniforms: uni,
+    body: `  let e = gid * 4u;
+  ${split4("e", "OS", "OHW", "OW", ["nc", "d", "h", "w"])}
+  let i = nc * sh.IS + ((d / ${u(s[0])}) * sh.H + h / ${u(s[1])}) * sh.W + w / ${u(sw)};
+  ${loads.join(" ")}
+  y_st(gid, vec4<f32>(${comps.join(", ")}));`,
+  });
+}
+
+/**
+ * The upsampling's backward a lane per input-gradient vec4 (W a multiple of 4, W scale 1 or 2): its
+ * gradient rows are read as vec4s, the sums run in the scalar kernel's order (d, h, then w taps), so the
+ * result is bit-identical to it.
+ */
+function upsampleBackward4(
+  op: string,
+  g: Tensor,
+  gx: Tensor,
+  s: number[],
+  uni: ReturnType<typeof poolUniforms>,
+) {
+  const taps: string[] = [];
+  for (let a = 0; a < s[0]; a++) {
+    for (let b = 0; b < s[1]; b++) {
+      const at = `(base + ${u(a)} * sh.OHW + ${u(b)} * sh.OW) / 4u`;
+      taps.push(
+        s[2] === 1 ? `acc = acc + g_ld(${at});` : `{ let v0 = g_ld(${at}); let v1 = g_ld(${at} + 1u); ` +
+          `acc = acc + vec4<f32>(v0.x, v0.z, v1.x, v1.z); acc = acc + vec4<f32>(v0.y, v0.w, v1.y, v1.w); }`,
+      );
+    }
+  }
+  launch1d({
+    op,
+    args: [{ name: "g", t: g, vec4: true }, { name: "gx", t: gx, write: true, vec4: true }],
+    n: gx.numel() / 4,
+    uniforms: uni,
+    body: `  let e = gid * 4u;
+  ${split4("e", "IS", "HW", "W", ["nc", "d", "h", "w"])}
+  let base = nc * sh.OS + ((d * ${u(s[0])}) * sh.OH + h * ${u(s[1])}) * sh.OW + w * ${u(s[2])};
+  var acc = vec4<f32>(0.0);
+  ${taps.join("\n  ")}
+  gx_st(gid, acc);`,
   });
 }

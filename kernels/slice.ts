@@ -23,15 +23,17 @@ export function slab(
   base = 0,
 ) {
   // into: dst[o, off + j, i] = src[o, j, i] (src has a rows); else dst[o, j, i] = src[o, off + j, i] (dst has a rows).
-  const n = O * a * I;
+  // Inner runs of whole vec4s (a cat of [N, C, D, H, W] along C) copy a vec4 a lane, in vec4 units.
+  const v = I % 4 === 0 && base % 4 === 0 && src.dtype === "f32" ? 4 : 1;
+  const n = (O * a * I) / v, In = I / v;
   if (n === 0) return;
   launch1d({
     op,
-    args: [{ name: "s", t: src }, { name: "d", t: dst, write: true }],
+    args: [{ name: "s", t: src, vec4: v === 4 }, { name: "d", t: dst, write: true, vec4: v === 4 }],
     n,
     // I == 1 (cat/narrow along the last dim) skips a division.
-    uniforms: { I: { d: I }, a: { d: a }, b, off, base },
-    body: `  ${I === 1 ? "let i = 0u; let q = gid;" : "let q = div_I(gid); let i = gid - q * sh.I;"}
+    uniforms: { I: { d: In }, a: { d: a }, b, off, base: base / v },
+    body: `  ${In === 1 ? "let i = 0u; let q = gid;" : "let q = div_I(gid); let i = gid - q * sh.I;"}
   let o = div_a(q);
   let j = q - o * sh.a;
   let big = sh.base + (o * sh.b + sh.off + j) * sh.I + i;

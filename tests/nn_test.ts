@@ -135,6 +135,20 @@ add({
   py: "F.interpolate(a, scale_factor=(1, 2, 2), mode='nearest')",
   ts: (x) => F.upsampleNearest3d(x, [1, 2, 2]),
 });
+// Output rows of whole vec4s take a lane per vec4 (W scale 1, 2, 4); the backward too where W % 4 == 0 (W
+// scale 1, 2); (1,2,2) above on rows of 5 keeps the scalar kernels.
+add({
+  name: "upsampleNearest3d (2,3,1), rows of 8: vec4 lanes both ways",
+  inputs: [f([2, 3, 2, 3, 8])],
+  py: "F.interpolate(a, scale_factor=(2, 3, 1), mode='nearest')",
+  ts: (x) => F.upsampleNearest3d(x, [2, 3, 1]),
+});
+add({
+  name: "upsampleNearest3d (1,2,4), rows of 3 -> 12: vec4 forward, scalar backward",
+  inputs: [f([1, 2, 3, 2, 3])],
+  py: "F.interpolate(a, scale_factor=(1, 2, 4), mode='nearest')",
+  ts: (x) => F.upsampleNearest3d(x, [1, 2, 4]),
+});
 // Trilinear resampling (align_corners false): up and down by odd, non-integer factors on every axis, one
 // axis only (the others copy nothing), the segmentor's in-plane 8x, and the same size.
 add({
@@ -203,6 +217,14 @@ add({
   ts: (a, b) => F.cat([a, b], -1),
 });
 add({ name: "narrow", inputs: [f([3, 7, 2])], py: "a.narrow(1, 2, 4)", ts: (a) => F.narrow(a, 1, 2, 4) });
+// Inner runs of whole vec4s (the decoder's cat of [N, C, D, H, W] along C) copy a vec4 a lane.
+add({
+  name: "cat dim 1 of 5-D (vec4 runs) and narrow of rows of 8",
+  inputs: [f([2, 3, 2, 2, 4]), f([2, 5, 2, 2, 4]), f([2, 8, 2, 2, 4]), f([3, 7, 8])],
+  // Weighted by a random tensor, so that every gradient element lands where it belongs.
+  py: "(torch.cat([a, b], 1) * c).sum() + d.narrow(1, 2, 4).pow(2).sum()",
+  ts: (a, b, c, d) => F.add(F.sum(F.mul(F.cat([a, b], 1), c)), F.sum(F.pow(F.narrow(d, 1, 2, 4), 2))),
+});
 add({
   name: "linear + bias",
   inputs: [f([2, 5, 7]), f([6, 7]), f([6])],
