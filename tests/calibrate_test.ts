@@ -237,6 +237,16 @@ Deno.test("train cls -> average -> calibrate: the checkpoint carries a calibrati
     if (calibration!.studies !== 2) throw new Error(`fitted on ${calibration!.studies} studies`);
     // A rerun refits from the raw outputs: the same figures, not a calibration of a calibration.
     if ((await train("calibrate", "--run", run)) !== first) throw new Error("a second calibration differs");
+    // A validation fold of one study is refused by name (`train all` then leaves the classifier raw).
+    await writeFoldsCsv(`${tmp}/folds.csv`, new Map(rows.map((r, i) => [r.uid, i === 0 ? 0 : 1])));
+    await train("calibrate", "--run", run).then(
+      () => {
+        throw new Error("a one-study fold was calibrated");
+      },
+      (e: Error) => {
+        if (!e.message.includes("fold 0 has 1 validation and 3 training studies")) throw e;
+      },
+    );
     await Deno.mkdir(`${tmp}/seg-run`);
     await Deno.writeTextFile(`${tmp}/seg-run/config.json`, JSON.stringify({ stage: "seg" }));
     await train("calibrate", "--run", `${tmp}/seg-run`, "--weights", `${tmp}/seg.safetensors`).then(

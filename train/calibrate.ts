@@ -68,7 +68,8 @@ export async function calibrateCheckpoint(weights: string, runDir: string): Prom
   const tr = studies.filter((s) => folds.get(s.uid) !== cfg.fold);
   if (val.length < 2 || !tr.length) {
     throw new Error(
-      `${runDir}: fold ${cfg.fold} has ${val.length} validation and ${tr.length} training studies`,
+      `${runDir}: fold ${cfg.fold} has ${val.length} validation and ${tr.length} training studies ` +
+        `(calibration needs at least 2 and 1)`,
     );
   }
   const device = await openDevice();
