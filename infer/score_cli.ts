@@ -1,29 +1,37 @@
 /**
- * @file `deno task score --pred SUB.csv --truth train.csv`: scores a submission against train.csv with the
- * competition metric (infer/metric.ts) and prints one JSON object: {score, studies, perTarget: {target:
- * weighted log loss}}. Exit status 2 for a bad command line, 1 for bad files.
+ * @file `deno task score --pred SUB.csv --truth train.csv [--train-labels train.csv]`: scores a submission
+ * against train.csv with the competition metric (infer/metric.ts) and prints one JSON object: {score, studies,
+ * perTarget: {target: weighted log loss}, constant: {score, probabilities, source}, ratio}, the constant being
+ * the best constant prediction of the training labels (without them, of the scored studies' own labels: an
+ * oracle). Exit status 2 for a bad command line, 1 for bad files.
  */
-import { scoreSubmission } from "./score.ts";
+import { readSubmission, scoreSubmission } from "./score.ts";
+import { constantBaseline } from "./evaluate.ts";
+import { readTrainCsv } from "../data/rsna.ts";
 
 const USAGE = `usage: deno task score --pred SUBMISSION.csv --truth train.csv
 
   --pred   submission file: header row_id,fractured; 8 rows per study (<uid>_C1.._C7, <uid>_patient_overall)
-  --truth  train.csv (StudyInstanceUID, patient_overall, C1..C7); only the submission's studies are scored`;
+  --truth  train.csv (StudyInstanceUID, patient_overall, C1..C7); only the submission's studies are scored
+  --train-labels  train.csv of the model's training: its best constant prediction is the yardstick printed
+           beside the score (default: the scored studies' own labels, an oracle baseline)`;
 
-/** Parses `--pred P --truth T` (also `--name=value`). */
-export function parseScoreArgs(args: string[]): { pred: string; truth: string } | "help" {
+/** Parses `--pred P --truth T [--train-labels L]` (also `--name=value`). */
+export function parseScoreArgs(
+  args: string[],
+): { pred: string; truth: string; trainLabels?: string } | "help" {
   const out: Record<string, string> = {};
   for (let i = 0; i < args.length; i++) {
     const a = args[i];
     if (a === "--help" || a === "-h") return "help";
-    const m = /^--(pred|truth)(?:=(.*))?$/.exec(a);
+    const m = /^--(pred|truth|train-labels)(?:=(.*))?$/.exec(a);
     if (!m) throw new Error(`unexpected argument "${a}"`);
     const v = m[2] ?? args[++i];
     if (v === undefined || v === "") throw new Error(`--${m[1]} needs a file path`);
     out[m[1]] = v;
   }
   for (const k of ["pred", "truth"]) if (!out[k]) throw new Error(`--${k} is required`);
-  return { pred: out.pred, truth: out.truth };
+  return { pred: out.pred, truth: out.truth, trainLabels: out["train-labels"] };
 }
 
 if (import.meta.main) {
@@ -40,7 +48,10 @@ if (import.meta.main) {
   }
   try {
     const r = await scoreSubmission(args.pred, args.truth);
-    console.log(JSON.stringify(r, null, 2));
+    const labels = new Map((await readTrainCsv(args.truth)).map((t) => [t.uid, t.labels]));
+    const scored = new Map([...(await readSubmission(args.pred)).keys()].map((u) => [u, labels.get(u)!]));
+    const constant = await constantBaseline(scored, args.trainLabels);
+    console.log(JSON.stringify({ ...r, constant, ratio: r.score / constant.score }, null, 2));
   } catch (e) {
     console.error(`score: ${(e as Error).message}`);
     Deno.exit(1);

@@ -178,6 +178,26 @@ Deno.test("score: deno task score prints the JSON result; errors exit 1", async 
       0,
     );
     if (j.studies !== 1) throw new Error(`studies ${j.studies}`);
+    // Beside it the oracle constant of that one study (all negative: every probability at the clip 0.01).
+    assertClose(j.constant.probabilities, new Array(8).fill(0.01), "oracle constant", 0, 0);
+    assertClose([j.ratio], [j.score / j.constant.score], "ratio", 1e-15, 0);
+    if (!j.constant.source.includes("oracle")) throw new Error(`source ${j.constant.source}`);
+    const withLabels = JSON.parse(
+      new TextDecoder().decode(
+        (await run([
+          "--pred",
+          `${dir}/sub.csv`,
+          "--truth",
+          `${dir}/train.csv`,
+          "--train-labels",
+          `${dir}/train.csv`,
+        ]))
+          .stdout,
+      ),
+    );
+    if (!withLabels.constant.source.includes(`${dir}/train.csv (3 studies`)) {
+      throw new Error(`source ${withLabels.constant.source}`);
+    }
     const bad = await run(["--pred", `${dir}/missing.csv`, "--truth", `${dir}/train.csv`]);
     const msg = new TextDecoder().decode(bad.stderr);
     if (bad.code !== 1 || !msg.includes("missing.csv")) throw new Error(`bad file: code ${bad.code}, ${msg}`);
