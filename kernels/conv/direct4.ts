@@ -246,14 +246,14 @@ function quadBody(s: Direct4Spec, R: number, Q: number, KK: number, rowsPad: num
 
 /**
  * WGSL: a workgroup's (outer, row tile, column tile) from `wg` over the divisors nRt and nCt, and the lane's
- * column `lane` (both kernels launch outer x nRt x nCt workgroups of LANES lanes).
+ * column `lane` (both kernels launch outer x nRt x nCt workgroups of `lanes` lanes).
  */
-function tileIndices(outer: string, lane: string): string {
+function tileIndices(outer: string, lane: string, lanes = LANES): string {
   return `  let r1 = div_nCt(wg);
   let cTile = wg - r1 * sh.nCt;
   let ${outer} = div_nRt(r1);
   let rTile = r1 - ${outer} * sh.nRt;
-  let ${lane} = cTile * ${u(LANES)} + lid;`;
+  let ${lane} = cTile * ${u(lanes)} + lid;`;
 }
 
 /** The bindings of a kernel over packed weights: source and output as vec4s (plane.ts's too). */
@@ -290,8 +290,9 @@ export function packWeights(
 
 /**
  * Direct weight gradient over quads: gw[o, c, k] = sum over (n, p) of gy[n, o, p] * x[n, c, p + k - pad]. A
- * lane owns one (c, kd) and all of its kH x kW taps (one (c, kd, kh) and its kW taps for kernels over 3 x 3)
- * for R output channels; the workgroup walks a segment of output rows quad by quad, whose R gradient vec4s
+ * lane owns one (c, kd) and all of its kH x kW taps (one (c, kd, kh) and its kW taps for kernels over 3 x 3;
+ * one c and all of its kD taps for a 3x1x1, whose single tap per kd gave a lane too few multiply-adds per
+ * load) for R output channels; the workgroup walks a segment of output rows quad by quad, whose R gradient vec4s
  * are the same for every lane, and each lane loads the vec4s of its source rows that cover the quad's taps.
  * Segments' partial sums are added by a reduction (no atomics). Needs {@link direct4Fits}.
  */
@@ -300,8 +301,11 @@ export function direct4GradWeight(op: string, gy: Tensor, x: Tensor, geo: Geo): 
   const { N, C, O, K } = g;
   // 4 rows x 9 taps measured best for the 3x3x3 and 1x3x3 (2.4-2.6x im2col + GEMM on Mesa 25 lavapipe;
   // 8 rows, or one kh per lane, 1.3-2x).
-  const Hl = K[1] * K[2] <= 9 ? K[1] : 1, R = Math.min(Hl * K[2] >= 7 ? 4 : 8, Math.ceil(O / 4) * 4);
-  const rt = Math.ceil(O / R), cols = C * K[0] * (K[1] / Hl), ct = Math.ceil(cols / LANES);
+  const Hl = K[1] * K[2] <= 9 ? K[1] : 1, Dl = K[1] * K[2] === 1 ? K[0] : 1;
+  const R = Math.min(Dl * Hl * K[2] >= 7 ? 4 : 8, Math.ceil(O / 4) * 4);
+  const rt = Math.ceil(O / R), cols = C * (K[0] / Dl) * (K[1] / Hl);
+  // Workgroups no wider than the columns (in SIMD-8 steps): a 3x1x1's lane per channel leaves few of them.
+  const wg = Math.min(LANES, Math.ceil(cols / 8) * 8), ct = Math.ceil(cols / wg);
   const rows = N * g.OD * g.OH;
   // Enough segments to keep every core busy, each about 256 quads long to amortise its partial sums.
   const segs = Math.max(1, Math.min(Math.floor(4096 / (rt * ct)), Math.ceil((rows * g.OW) / 4 / 256)));
@@ -313,7 +317,7 @@ export function direct4GradWeight(op: string, gy: Tensor, x: Tensor, geo: Geo): 
       t: part,
       write: true,
     }],
-    wg: LANES,
+    wg,
     groups: segs * rt * ct,
     uniforms: {
       nCt: { d: ct },
@@ -331,7 +335,7 @@ export function direct4GradWeight(op: string, gy: Tensor, x: Tensor, geo: Geo): 
       ...volUniforms("o", g.OD, g.OH, g.OW),
     },
     work: { flops: 2 * N * O * C * g.OD * g.OH * g.OW * K[0] * K[1] * K[2] },
-    body: gradWeightBody(g, R, Hl),
+    body: gradWeightBody(g, R, Hl, Dl, wg),
   });
   if (segs === 1) return part.reshape([O, C, K[0], K[1], K[2]]);
   const r = sum(part, 0);
@@ -339,53 +343,64 @@ export function direct4GradWeight(op: string, gy: Tensor, x: Tensor, geo: Geo): 
   return r;
 }
 
-/** WGSL of {@link direct4GradWeight}: accumulators a<row>_<kh>_<kw>, x blocks xb<kh>_<block>; Hl kh taps a lane. */
-function gradWeightBody(g: Geo, R: number, Hl: number): string {
-  const { K, P, S } = g, KK = K[0] * K[1] * K[2], groups = K[1] / Hl;
+/**
+ * WGSL of {@link direct4GradWeight}: accumulators a<row>_<kd>_<kh>_<kw>, x blocks xb<kd>_<kh>_<block>; Dl kd
+ * and Hl kh taps a lane.
+ */
+function gradWeightBody(g: Geo, R: number, Hl: number, Dl: number, wg: number): string {
+  const { K, P, S } = g, KK = K[0] * K[1] * K[2], groups = K[1] / Hl, dGroups = K[0] / Dl;
   const { lo, hi, at } = quadTaps(K[2], P[2], 1, 4, S[2]);
   const blocks = range(hi - lo + 1).map((i) => lo + i);
-  const rs = range(R), kws = range(K[2]), khs = range(Hl);
+  const rs = range(R), kws = range(K[2]), khs = range(Hl), kds = range(Dl);
+  // The lane's (kd, kh) source rows, in the order their taps are stored.
+  const taps = kds.flatMap((d) => khs.map((h) => [d, h] as const));
   const bn = (b: number) => (b < 0 ? `m${-b}` : `${b}`);
-  const xb = (h: number, b: number) => `xb${h}_${bn(b)}`;
-  const acc = (r: number, h: number, kw: number) => `a${r}_${h}_${kw}`;
+  const xb = (d: number, h: number, b: number) => `xb${d}_${h}_${bn(b)}`;
+  const acc = (r: number, d: number, h: number, kw: number) => `a${r}_${d}_${h}_${kw}`;
   const fmas = rs.flatMap((r) =>
-    khs.flatMap((h) =>
+    taps.flatMap(([d, h]) =>
       kws.flatMap((kw) =>
         range(4).map((t) => {
           const [b, comp] = at(t, kw);
-          return `${acc(r, h, kw)} = fma(gv${r}[${t}], ${xb(h, b)}[${comp}], ${acc(r, h, kw)});`;
+          return `${acc(r, d, h, kw)} = fma(gv${r}[${t}], ${xb(d, h, b)}[${comp}], ${acc(r, d, h, kw)});`;
         })
       )
     )
   );
   const stores = rs.map((r) =>
     `if (r0 + ${r}u < sh.O) { let ob = ((sg * sh.O + r0 + ${r}u) * sh.C + cc) * ${u(KK)} + kb; ${
-      khs.flatMap((h) => kws.map((kw) => `part_st(ob + ${u(h * K[2] + kw)}, ${acc(r, h, kw)});`)).join(" ")
+      taps.flatMap(([d, h]) =>
+        kws.map((kw) => `part_st(ob + ${u((d * K[1] + h) * K[2] + kw)}, ${acc(r, d, h, kw)});`)
+      ).join(" ")
     } }`
   );
   const xD = "i32(sh.xD)", xH = "i32(sh.xH)";
-  const rowsAt = khs.map((h) =>
-    `let ih${h} = oh * ${S[1]} + kh0 + ${h - P[1]};
-    let ok${h} = okd && ih${h} >= 0 && ih${h} < ${xH};
-    let rb${h} = rbd + u32(clamp(ih${h}, 0, ${xH} - 1)) * sh.xW / 4u;`
+  const depthAt = kds.map((d) =>
+    `let id${d} = od * ${S[0]} + kd0 + ${d - P[0]};
+    let okd${d} = id${d} >= 0 && id${d} < ${xD};
+    let rbd${d} = ((n * sh.C + cc) * sh.xS + u32(clamp(id${d}, 0, ${xD} - 1)) * sh.xHW) / 4u;`
   );
-  const blockLoads = khs.flatMap((h) =>
+  const rowsAt = taps.map(([d, h]) =>
+    `let ih${d}_${h} = oh * ${S[1]} + kh0 + ${h - P[1]};
+    let ok${d}_${h} = okd${d} && ih${d}_${h} >= 0 && ih${d}_${h} < ${xH};
+    let rb${d}_${h} = rbd${d} + u32(clamp(ih${d}_${h}, 0, ${xH} - 1)) * sh.xW / 4u;`
+  );
+  const blockLoads = taps.flatMap(([d, h]) =>
     blocks.map((b) =>
-      `let ${
-        xb(h, b)
-      } = select(vec4<f32>(0.0), x_ld(rb${h} + u32(clamp(js + ${b}, 0, W4 - 1))), ok${h} && okj${bn(b)});`
+      `let ${xb(d, h, b)} = select(vec4<f32>(0.0), x_ld(rb${d}_${h} + u32(clamp(js + ${b}, 0, W4 - 1))), ` +
+      `ok${d}_${h} && okj${bn(b)});`
     )
   );
-  return `${tileIndices("sg", "col")}
+  return `${tileIndices("sg", "col", wg)}
   let cl = min(col, sh.nCols - 1u);
-  let cc = cl / ${u(K[0] * groups)};
-  let kdg = cl - cc * ${u(K[0] * groups)};
-  let kd = i32(kdg / ${u(groups)});
+  let cc = cl / ${u(dGroups * groups)};
+  let kdg = cl - cc * ${u(dGroups * groups)};
+  let kd0 = i32(kdg / ${u(groups)}) * ${Dl};
   let kh0 = i32(kdg % ${u(groups)}) * ${Hl};
-  let kb = u32(kd * ${K[1]} + kh0) * ${u(K[2])};
+  let kb = u32(kd0 * ${K[1]} + kh0) * ${u(K[2])};
   let r0 = rTile * ${u(R)};
   ${rs.map((r) => `let row${r} = min(r0 + ${r}u, sh.O - 1u);`).join(" ")}
-  ${rs.flatMap((r) => khs.flatMap((h) => kws.map((kw) => `var ${acc(r, h, kw)} = 0.0;`))).join(" ")}
+  ${rs.flatMap((r) => taps.flatMap(([d, h]) => kws.map((kw) => `var ${acc(r, d, h, kw)} = 0.0;`))).join(" ")}
   let W4 = i32(sh.xW4);
   let W4o = i32(sh.oW4);
   let e0 = sg * sh.seg;
@@ -395,9 +410,7 @@ function gradWeightBody(g: Geo, R: number, Hl: number): string {
     let dh = e - n * sh.oDH;
     let od = i32(div_oHd(dh));
     let oh = i32(dh) - od * i32(sh.oH);
-    let id = od * ${S[0]} + kd - ${P[0]};
-    let okd = id >= 0 && id < ${xD};
-    let rbd = ((n * sh.C + cc) * sh.xS + u32(clamp(id, 0, ${xD} - 1)) * sh.xHW) / 4u;
+    ${depthAt.join("\n    ")}
     ${rowsAt.join("\n    ")}
     let gb = ((n * sh.O) * sh.oS + u32(od) * sh.oHW + u32(oh) * sh.oW) / 4u;
     for (var j = 0; j < W4o; j = j + 1) {
