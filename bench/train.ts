@@ -40,7 +40,14 @@ let c: SegConfig | ClsConfig, task: TrainTask<never>, model: { dispose(): void }
 if (f.stage === "cls") {
   const cc: ClsConfig = { ...(f.preset === "seed" ? CLS_SEED.ir : CLS_TINY) };
   if (f.batch) cc.batch = f.batch as number;
-  const { studies } = await clsStudies(cache, `${PHANTOMS.dir}/train.csv`);
+  const { studies, noPrediction } = await clsStudies(cache, `${PHANTOMS.dir}/train.csv`);
+  if (!studies.length) {
+    console.error(
+      `bench:train: none of the ${noPrediction.length} studies in ${cache} has a predicted mask; run ` +
+        `deno task train predict-seg --cache ${cache} --weights <a segmentor run> first`,
+    );
+    Deno.exit(1);
+  }
   const m = buildClsModel(device, cc);
   task = clsTask({ device, model: m, cache, train: studies, val: [], config: cc }) as TrainTask<never>;
   model = m, c = cc;
