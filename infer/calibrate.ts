@@ -17,7 +17,7 @@
  * job's fold: 0.599 with an intercept, 0.574 without, the best constant 0.558). Pure code, no Deno APIs.
  */
 import { TARGETS } from "../data/rsna.ts";
-import { PROB_CLIP, targetWeight } from "./metric.ts";
+import { PROB_CLIP, sigmoid, targetWeight } from "./metric.ts";
 
 /** A classifier's calibration (see the file's description), as stored in its checkpoint's metadata. */
 export interface Calibration {
@@ -33,9 +33,6 @@ export interface Calibration {
 
 const clip = (p: number) => Math.min(PROB_CLIP[1], Math.max(PROB_CLIP[0], p));
 const logit = (p: number) => Math.log(p / (1 - p));
-function sigmoid(x: number): number {
-  return x >= 0 ? 1 / (1 + Math.exp(-x)) : Math.exp(x) / (1 + Math.exp(x));
-}
 
 /** Each label's share of its study's loss: w_sj / W_s (rows of 8 labels, order patient_overall, C1..C7). */
 function rowShares(y: ArrayLike<number>): number[] {

@@ -23,7 +23,8 @@ export function targetWeight(j: number, y: number): number {
   return j === 0 ? (y ? 14 : 7) : (y ? 2 : 1);
 }
 
-function sigmoid(x: number): number {
+/** The logistic function, without overflow for large |x|. */
+export function sigmoid(x: number): number {
   return x >= 0 ? 1 / (1 + Math.exp(-x)) : Math.exp(x) / (1 + Math.exp(x));
 }
 

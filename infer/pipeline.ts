@@ -57,7 +57,8 @@ export interface InferOptions {
 
 /**
  * The seed's inference settings, `deno task infer`'s defaults: no TTA, segmentation windows of 384 [::2]
- * slices overlapping by 128; and the classifiers' calibrations applied (not the seed's, see calibrate.ts). Every caller that means "as infer does" spreads these.
+ * slices overlapping by 128; and the classifiers' calibrations applied (not the seed's, see calibrate.ts).
+ * Every caller that means "as infer does" spreads these.
  */
 export const INFER_DEFAULTS = { tta: "none", window: 384, overlap: 128, calibrate: true } as const;
 

@@ -103,13 +103,16 @@ export function submissionCsv(preds: Map<string, ArrayLike<number>>, path = "<su
 }
 
 /**
- * Scores a submission file against train.csv: every study of the submission must be in the truth (an
- * error lists the unknown ones); truth studies absent from the submission are not scored.
+ * A submission file and the labels of its studies in train.csv: every study of the submission must be in
+ * the truth (an error lists the unknown ones); truth studies absent from the submission are left out.
  */
-export async function scoreSubmission(predPath: string, truthPath: string): Promise<CompetitionScore> {
+export async function readScored(
+  predPath: string,
+  truthPath: string,
+): Promise<{ pred: Map<string, number[]>; truth: Map<string, number[]> }> {
   const pred = await readSubmission(predPath);
-  const truth = new Map((await readTrainCsv(truthPath)).map((r) => [r.uid, r.labels]));
-  const unknown = [...pred.keys()].filter((u) => !truth.has(u));
+  const all = new Map((await readTrainCsv(truthPath)).map((r) => [r.uid, r.labels]));
+  const unknown = [...pred.keys()].filter((u) => !all.has(u));
   if (unknown.length) {
     throw new Error(
       `${predPath}: ${unknown.length} stud${unknown.length > 1 ? "ies" : "y"} not in ${truthPath}: ${
@@ -118,6 +121,12 @@ export async function scoreSubmission(predPath: string, truthPath: string): Prom
     );
   }
   if (!pred.size) throw new Error(`${predPath}: no rows to score`);
+  return { pred, truth: new Map([...pred.keys()].map((u) => [u, all.get(u)!])) };
+}
+
+/** Scores a submission file against train.csv ({@link readScored}'s rules). */
+export async function scoreSubmission(predPath: string, truthPath: string): Promise<CompetitionScore> {
+  const { pred, truth } = await readScored(predPath, truthPath);
   return competitionScore(pred, truth);
 }
 

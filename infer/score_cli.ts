@@ -5,9 +5,9 @@
  * the best constant prediction of the training labels (without them, of the scored studies' own labels: an
  * oracle). Exit status 2 for a bad command line, 1 for bad files.
  */
-import { readSubmission, scoreSubmission } from "./score.ts";
+import { readScored } from "./score.ts";
 import { constantBaseline } from "./evaluate.ts";
-import { readTrainCsv } from "../data/rsna.ts";
+import { competitionScore } from "./metric.ts";
 
 const USAGE = `usage: deno task score --pred SUBMISSION.csv --truth train.csv
 
@@ -47,10 +47,9 @@ if (import.meta.main) {
     Deno.exit(0);
   }
   try {
-    const r = await scoreSubmission(args.pred, args.truth);
-    const labels = new Map((await readTrainCsv(args.truth)).map((t) => [t.uid, t.labels]));
-    const scored = new Map([...(await readSubmission(args.pred)).keys()].map((u) => [u, labels.get(u)!]));
-    const constant = await constantBaseline(scored, args.trainLabels);
+    const { pred, truth } = await readScored(args.pred, args.truth);
+    const r = competitionScore(pred, truth);
+    const constant = await constantBaseline(truth, args.trainLabels);
     console.log(JSON.stringify({ ...r, constant, ratio: r.score / constant.score }, null, 2));
   } catch (e) {
     console.error(`score: ${(e as Error).message}`);

@@ -45,13 +45,17 @@ export async function loadCheckpointToDevice(
   return upload(tensors, opts.device);
 }
 
-/** Writes tensors and metadata (each value JSON-encoded) as safetensors, atomically. */
+/**
+ * Writes device or host tensors and metadata (each value JSON-encoded, undefined ones left out) as
+ * safetensors, atomically; `what` names the file in errors.
+ */
 export async function saveCheckpoint(
   path: string,
-  sd: Record<string, Tensor>,
+  sd: Record<string, Tensor | HostTensor>,
   meta: CheckpointMeta = {},
+  what = "checkpoint",
 ): Promise<void> {
   const strMeta: Record<string, string> = {};
   for (const [k, v] of Object.entries(meta)) if (v !== undefined) strMeta[k] = JSON.stringify(v);
-  await writeFileAtomic(path, await encodeSafetensors(sd, strMeta), "checkpoint");
+  await writeFileAtomic(path, await encodeSafetensors(sd, strMeta), what);
 }

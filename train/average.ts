@@ -4,8 +4,7 @@
  * `RUN/swa-best-N.safetensors`. Float tensors are summed in float64 and the mean rounded once to float32;
  * integer tensors (e.g. BatchNorm's num_batches_tracked) are taken from the best epoch, as in the seed.
  */
-import { readCheckpointHost, writeFileAtomic } from "../io/files.ts";
-import { encodeSafetensors } from "../io/safetensors.ts";
+import { readCheckpointHost, saveCheckpoint } from "../io/files.ts";
 import type { HostTensor } from "../io/host.ts";
 
 /** What {@link averageCheckpoints} wrote. */
@@ -129,10 +128,8 @@ export async function averageCheckpoints(
     for (let j = 0; j < s.length; j++) avg[j] = s[j] / best;
     out[k] = { dtype: "f32", shape: [...t.shape], data: avg };
   }
-  const meta: Record<string, string> = {};
-  for (const [k, v] of Object.entries(first.meta)) if (v !== undefined) meta[k] = JSON.stringify(v);
-  meta.averaged = JSON.stringify(chosen.map((e) => e.epoch));
   const path = `${runDir}/swa-best-${best}.safetensors`;
-  await writeFileAtomic(path, await encodeSafetensors(out, meta), "averaged checkpoint");
+  const meta = { ...first.meta, averaged: chosen.map((e) => e.epoch) };
+  await saveCheckpoint(path, out, meta, "averaged checkpoint");
   return { path, epochs: chosen.map((e) => e.epoch), values: chosen.map((e) => e.value) };
 }

@@ -5,9 +5,8 @@
  * beside the best constant of the training fold.
  */
 import { openDevice } from "../mod.ts";
-import { readCheckpointHost, writeFileAtomic } from "../io/files.ts";
-import { encodeSafetensors } from "../io/safetensors.ts";
-import { loadModel } from "../infer/load.ts";
+import { readCheckpointHost, saveCheckpoint } from "../io/files.ts";
+import { modelFromCheckpoint } from "../infer/load.ts";
 import { competitionScore } from "../infer/metric.ts";
 import { applyCalibration, bestConstant, type Calibration, fitCalibration } from "../infer/calibrate.ts";
 import { constantScore } from "../infer/score.ts";
@@ -72,9 +71,11 @@ export async function calibrateCheckpoint(weights: string, runDir: string): Prom
         `(calibration needs at least 2 and 1)`,
     );
   }
+  // Read once: the model is built from these tensors, and they are written back with the calibration.
+  const { tensors, meta } = await readCheckpointHost(weights);
   const device = await openDevice();
   let pred: Map<string, number[]>, truth: Map<string, number[]>;
-  const { model } = await loadModel(weights, device);
+  const { model } = modelFromCheckpoint(tensors, meta, weights, device);
   try {
     ({ pred, truth } = await clsValPredictions(model as never, cfg.cache, val, cfg));
   } finally {
@@ -84,11 +85,7 @@ export async function calibrateCheckpoint(weights: string, runDir: string): Prom
   const prior = bestConstant(tr.map((s) => s.labels));
   const calibration = fitCalibration(pred, truth, prior);
   const calibrated = new Map([...pred].map(([u, p]) => [u, applyCalibration(p, calibration)]));
-  const { tensors, meta } = await readCheckpointHost(weights);
-  const strMeta: Record<string, string> = {};
-  for (const [k, v] of Object.entries(meta)) if (v !== undefined) strMeta[k] = JSON.stringify(v);
-  strMeta.calibration = JSON.stringify(calibration);
-  await writeFileAtomic(weights, await encodeSafetensors(tensors, strMeta), "calibrated checkpoint");
+  await saveCheckpoint(weights, tensors, { ...meta, calibration }, "calibrated checkpoint");
   return {
     calibration,
     raw: competitionScore(pred, truth).score,

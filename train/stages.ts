@@ -1,7 +1,7 @@
 /**
  * @file The training stages as functions (the command line in train/cli.ts and `train all` call them):
- * segmentation, mask prediction, classifier, averaging, calibration. Each takes resolved flags and prints where its
- * outputs went.
+ * segmentation, mask prediction, classifier, averaging, calibration. Each takes resolved flags and prints
+ * where its outputs went.
  */
 import { type Device, openDevice } from "../mod.ts";
 import { nn } from "../mod.ts";

@@ -67,6 +67,16 @@ interface Direct4Spec {
   weightIndex: (r: string, c: string, k: string) => string;
 }
 
+/** A forward's weight [row = output channel, summed channel, tap] flat index (for {@link packWeights}). */
+export function forwardWeightIndex(KK: number): Direct4Spec["weightIndex"] {
+  return (r, c, k) => `(${r} * sh.nRed + ${c}) * ${u(KK)} + ${k}`;
+}
+
+/** An input gradient's weight index: rows are the input channels, the sum runs over the output channels. */
+export function gradInputWeightIndex(KK: number): Direct4Spec["weightIndex"] {
+  return (r, c, k) => `(${c} * sh.nRows + ${r}) * ${u(KK)} + ${k}`;
+}
+
 /** Direct forward over quads (see the file's comment); needs {@link direct4Fits}. */
 export function direct4Forward(op: string, x: Tensor, w: Tensor, b: Tensor | null, geo: Geo): Tensor {
   const g = planes(geo);
@@ -87,7 +97,7 @@ export function direct4Forward(op: string, x: Tensor, w: Tensor, b: Tensor | nul
     S: g.S,
     K: g.K,
     P: g.P,
-    weightIndex: (r, c, k) => `(${r} * sh.nRed + ${c}) * ${u(KK)} + ${k}`,
+    weightIndex: forwardWeightIndex(KK),
   });
   return out;
 }
@@ -115,7 +125,7 @@ export function direct4GradInput(op: string, gy: Tensor, w: Tensor, geo: Geo): T
     S: [1, 1, 1],
     K: g.K,
     P: g.P,
-    weightIndex: (r, c, k) => `(${c} * sh.nRows + ${r}) * ${u(KK)} + ${k}`,
+    weightIndex: gradInputWeightIndex(KK),
   });
   return gx;
 }

@@ -16,7 +16,7 @@
 import { Tensor } from "../../core/tensor.ts";
 import { launch, u } from "../codegen.ts";
 import { act, type Geo, range } from "./common.ts";
-import { packedArgs, packWeights } from "./direct4.ts";
+import { forwardWeightIndex, gradInputWeightIndex, packedArgs, packWeights } from "./direct4.ts";
 
 /** A one-group, stride-1, dilation-1 conv whose input and output planes are 4 positions each. */
 export function planeFits(g: Geo): boolean {
@@ -66,7 +66,7 @@ export function planeForward(op: string, x: Tensor, w: Tensor, b: Tensor | null,
     sign: 1,
     K: g.K,
     P: g.P,
-    weightIndex: (r, c, k) => `(${r} * sh.nRed + ${c}) * ${u(KK)} + ${k}`,
+    weightIndex: forwardWeightIndex(KK),
   });
   return out;
 }
@@ -91,7 +91,7 @@ export function planeGradInput(op: string, gy: Tensor, w: Tensor, g: Geo): Tenso
     sign: -1,
     K: g.K,
     P: g.P,
-    weightIndex: (r, c, k) => `(${c} * sh.nRows + ${r}) * ${u(KK)} + ${k}`,
+    weightIndex: gradInputWeightIndex(KK),
   });
   return gx;
 }
