@@ -10,7 +10,6 @@ import { Module } from "../nn/module.ts";
 import { Linear } from "../nn/layers.ts";
 import type { ResNet3dCSN } from "./csn.ts";
 import { buildBackbone } from "./encoder.ts";
-import { repeatChannels } from "./util.ts";
 
 /** Options of {@link CSNClassifier}. */
 export interface CSNClassifierOptions {
@@ -46,9 +45,7 @@ export class CSNClassifier extends Module {
     );
   }
   forward(x: Tensor): Tensor {
-    const x3 = repeatChannels(x);
-    const f = this.backbone.forward(x3);
-    if (x3 !== x) x3.dispose();
+    const f = this.backbone.forward(x);
     const pooled = this.pool === "max" ? max(f, [2, 3, 4]) : mean(f, [2, 3, 4]);
     f.dispose();
     const d = dropout(pooled, this.p, { training: this.training });

@@ -13,6 +13,7 @@ import type { GemmMoments } from "../kernels/matmul.ts";
 import { Module } from "../nn/module.ts";
 import { BatchNorm3d, Conv3d, Sequential } from "../nn/layers.ts";
 import { fuseConvBnEval } from "../nn/fusion.ts";
+import { repeatsToStem } from "./util.ts";
 
 /** Blocks per stage for each supported depth (26 is a small test configuration). */
 export const CSN_DEPTHS: Record<number, [number, number, number, number]> = {
@@ -59,11 +60,12 @@ export class ConvModule extends Module {
   /**
    * Under autocast the conv's output stays f16 (the norm reads it so), and with `half` the norm's output too,
    * for a consumer that reads f16 (the next conv of a bottleneck, a shortcut): no cast pass, half the bytes.
+   * `repeatedInput`: x is one channel standing for the conv's identical input channels (nn.Conv3d's option).
    */
-  forwardHalf(x: Tensor, half: boolean): Tensor {
-    if (!this.bn) return this.conv.convAct(x, { relu: this.act, half });
+  forwardHalf(x: Tensor, half: boolean, repeatedInput = false): Tensor {
+    if (!this.bn) return this.conv.convAct(x, { relu: this.act, half, repeatedInput });
     const mom = this.momentsHolder();
-    const c = this.conv.convAct(x, { half: true, moments: mom });
+    const c = this.conv.convAct(x, { half: true, moments: mom, repeatedInput });
     const y = this.bn.normAct(c, {
       relu: this.act,
       dtype: half ? c.dtype as "f32" | "f16" : "f32",
@@ -242,9 +244,12 @@ export class ResNet3dCSN extends Module {
     this.channels = [base, 4 * base, 8 * base, 16 * base, 32 * base];
   }
 
-  /** [stem output before the max-pool, layer1, layer2, layer3, layer4]. */
+  /**
+   * [stem output before the max-pool, layer1, layer2, layer3, layer4]. A one-channel `x` where the stem takes 3
+   * is the seed's grey image repeated to RGB, folded into the stem's weights ({@link repeatsToStem}).
+   */
   features(x: Tensor): Tensor[] {
-    const stem = this.conv1.forward(x);
+    const stem = this.conv1.forwardHalf(x, false, repeatsToStem(x, this.conv1.conv.inChannels));
     const pooled = maxPool3d(stem, { kernel: [1, 3, 3], stride: [1, 2, 2], padding: [0, 1, 1] });
     const outs = [stem];
     let h = pooled;

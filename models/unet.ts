@@ -15,7 +15,6 @@ import { Conv3d } from "../nn/layers.ts";
 import { ModuleList } from "../nn/containers.ts";
 import type { ResNet3dCSN } from "./csn.ts";
 import { buildBackbone } from "./encoder.ts";
-import { repeatChannels } from "./util.ts";
 
 /** (2+1)D unit: (1,3,3) conv -> ReLU -> (3,1,1) conv -> ReLU, both with bias, Kaiming-normal init. */
 export class Unit2p1d extends Module {
@@ -172,9 +171,7 @@ export class CSNUNet extends Module {
         `CSNUNet: input must be [N, C, D, H, W] with D % 8 == 0 and H, W % 32 == 0, got [${x.shape}]`,
       );
     }
-    const x3 = repeatChannels(x);
-    const feats = this.backbone.features(x3);
-    if (x3 !== x) x3.dispose();
+    const feats = this.backbone.features(x);
     const d = this.decoder.decode(feats);
     for (const f of feats) f.dispose();
     const r = this.final.forward(d);

@@ -11,6 +11,7 @@ import { batchNorm3d, type BatchNormSync } from "../kernels/norm/mod.ts";
 import { type GemmMoments, linear } from "../kernels/matmul.ts";
 import { relu, silu } from "../kernels/elementwise/mod.ts";
 import { maxPool3d, upsampleNearest3d } from "../kernels/pool.ts";
+import { sum } from "../kernels/reduce.ts";
 import { dropout } from "../kernels/dropout.ts";
 import { autocastFor, castFloat, castWeight } from "../kernels/cast.ts";
 import { Module } from "./module.ts";
@@ -97,12 +98,21 @@ export class Conv3d extends Module {
    */
   convAct(
     x: Tensor,
-    opts: { relu?: boolean; half?: boolean; residual?: Tensor | null; moments?: GemmMoments | null } = {},
+    opts: {
+      relu?: boolean;
+      half?: boolean;
+      residual?: Tensor | null;
+      moments?: GemmMoments | null;
+      repeatedInput?: boolean;
+    } = {},
   ): Tensor {
     const o = this.opts;
     const half = autocastFor(x.device) === "f16";
     const xh = half && x.dtype !== "f16" ? castFloat(x, "f16") : x;
-    const wh = half ? castWeight(this.weight) : this.weight;
+    const folded = opts.repeatedInput ? this.foldedWeight(x) : null;
+    const wh = folded
+      ? (half ? castFloat(folded, "f16") : folded)
+      : (half ? castWeight(this.weight) : this.weight);
     const y = conv3d(xh, wh, this.bias, {
       stride: o.stride,
       padding: o.padding,
@@ -115,7 +125,22 @@ export class Conv3d extends Module {
     });
     if (xh !== x) xh.dispose();
     if (wh !== this.weight) wh.dispose();
+    if (folded && folded !== wh) folded.dispose();
     return y;
+  }
+
+  /**
+   * The weight for a one-channel `x` that stands for `inChannels` identical copies (a grey image tiled to a
+   * stem's RGB, as the seed does): conv(repeat(x), w) = conv(x, w summed over its input channels), the same
+   * sums in 1 / inChannels of the multiply-adds; its gradient reaches every channel's weights alike.
+   */
+  private foldedWeight(x: Tensor): Tensor {
+    if (x.ndim !== 5 || x.shape[1] !== 1 || (this.opts.groups ?? 1) !== 1) {
+      throw new Error(
+        `nn.Conv3d: a repeated input must be one channel [N, 1, D, H, W] for a one-group conv, got ${x.describe()}`,
+      );
+    }
+    return sum(this.weight, 1, true);
   }
 }
 

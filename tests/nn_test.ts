@@ -37,6 +37,21 @@ add({
   py: "F.batch_norm(a, d, e, b, c, training=False, eps=1e-3)",
   ts: (x, w, b, rm, rv) => F.batchNorm3d(x, w, b, rm, rv, { training: false }),
 });
+// A stem reading a one-channel image as the seed's three identical channels: the weights summed over them
+// (nn.Conv3d's repeatedInput) against PyTorch's conv of the repeated image; odd sizes, the stem's stride.
+add({
+  name: "Conv3d repeatedInput (1 channel as 3) vs conv of the repeated input",
+  inputs: [f([2, 1, 5, 10, 14], { grad: false }), f([5, 3, 3, 7, 7])],
+  py: "F.conv3d(a.repeat(1, 3, 1, 1, 1), b, stride=(1, 2, 2), padding=(1, 3, 3))",
+  ts: (x, w) =>
+    new nn.Conv3d(3, 5, [3, 7, 7], {
+      device: w.device,
+      stride: [1, 2, 2],
+      padding: [1, 3, 3],
+      bias: false,
+      weights: { weight: w, bias: null },
+    }).convAct(x, { repeatedInput: true }),
+});
 // The fused forms a ResNet block uses: relu(bn(x)), relu(bn(x) + residual); odd sizes (scalar loads) and
 // rows of a multiple of 4 (vec4 loads); a constant offset of 1000 checks the one-pass variance's accuracy.
 add({
