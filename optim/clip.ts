@@ -13,9 +13,14 @@ import { concatIndex, dispatchChunks } from "./chunks.ts";
 
 /** Most gradients one clipping dispatch reads (one storage binding each, plus one for the partials). */
 export const CLIP_CHUNK = 16;
-/** Workgroups (of 256) summing one chunk's squares: enough to occupy a GPU, few partials to add. */
-const GROUPS = 64;
-const WG = 256;
+/**
+ * Workgroups and their lanes summing one chunk's squares: on a GPU enough to occupy it, few partials to add;
+ * on a CPU adapter a few small ones, as each workgroup's tree of barriers is dear there (llvmpipe runs a
+ * workgroup's lanes as one loop per barrier-free piece).
+ */
+function shape(t: Tensor): { groups: number; wg: number } {
+  return t.device.profile === "cpu" ? { groups: 8, wg: 64 } : { groups: 64, wg: 256 };
+}
 
 /**
  * Scales all gradients in place so that their global L2 norm is at most `maxNorm` (PyTorch's
@@ -36,8 +41,9 @@ export function clipGradNorm(params: Tensor[], maxNorm: number): Tensor {
     const device = gs[0].device;
     const limit = device.info.maxStorageBuffersPerShaderStage;
     const chunks = dispatchChunks(gs, Math.min(CLIP_CHUNK, limit - 1), (g) => g);
-    const part = Tensor.empty(device, [chunks.length * GROUPS], "f32", op);
-    chunks.forEach((c, i) => sumSquares(op, c, part, i * GROUPS));
+    const { groups, wg: WG } = shape(gs[0]);
+    const part = Tensor.empty(device, [chunks.length * groups], "f32", op);
+    chunks.forEach((c, i) => sumSquares(op, c, part, i * groups));
     const norm = keep(Tensor.empty(device, [1], "f32", op));
     const coef = Tensor.empty(device, [1], "f32", op);
     launch({
@@ -53,7 +59,7 @@ export function clipGradNorm(params: Tensor[], maxNorm: number): Tensor {
       decls: `var<workgroup> red: array<f32, ${WG}>;`,
       body: `  var s = 0.0;
   for (var i = lid; i < sh.P; i = i + ${WG}u) { s = s + part_ld(i); }
-  ${treeSum("s")}
+  ${treeSum("s", WG)}
   if (lid == 0u) {
     let n = sqrt(red[0]);
     nrm_st(0u, n);
@@ -68,7 +74,7 @@ export function clipGradNorm(params: Tensor[], maxNorm: number): Tensor {
 }
 
 /** WGSL: the workgroup's sum of each thread's `v`, left in `red[0]` (a tree over workgroup memory). */
-function treeSum(v: string): string {
+function treeSum(v: string, WG: number): string {
   return `red[lid] = ${v};
   workgroupBarrier();
   for (var h = ${WG / 2}u; h > 0u; h = h >> 1u) {
@@ -79,6 +85,7 @@ function treeSum(v: string): string {
 
 /** Partial sums of squares of a chunk of gradients: workgroup w writes part[base + w]. */
 function sumSquares(op: string, chunk: Tensor[], part: Tensor, base: number): void {
+  const { groups: GROUPS, wg: WG } = shape(part);
   const uniforms: Record<string, number> = { base };
   chunk.forEach((g, k) => uniforms[`n${k}`] = g.numel());
   launch({
@@ -94,7 +101,7 @@ function sumSquares(op: string, chunk: Tensor[], part: Tensor, base: number): vo
         `for (var i = gid; i < sh.n${k}; i = i + ${GROUPS * WG}u) { let x = g${k}_ld(i); s = fma(x, x, s); }`
       ).join("\n  ")
     }
-  ${treeSum("s")}
+  ${treeSum("s", WG)}
   if (lid == 0u) { part_st(sh.base + wg, red[0]); }`,
     work: { bytes: 4 * chunk.reduce((a, g) => a + g.numel(), 0) },
   });

@@ -25,6 +25,8 @@ export interface Case {
   py: string;
   ts: (...x: Tensor[]) => Tensor;
   rtol?: number;
+  /** Absolute tolerance of the forward (default: assertClose's, 1e-5 of the largest value). */
+  atol?: number;
   /** Too large for the split device (its 32-binding or 64-workgroup limits; tested on the default device only). */
   big?: boolean;
 }
@@ -121,7 +123,7 @@ export class CaseSuite {
         if (ours.out.dtype !== r.out.dtype) {
           throw new Error(`dtype ${ours.out.dtype} != torch ${r.out.dtype}`);
         }
-        if (r.out.dtype === "f32") assertClose(ours.out.data, r.out.data, "forward", c.rtol ?? 1e-4);
+        if (r.out.dtype === "f32") assertClose(ours.out.data, r.out.data, "forward", c.rtol ?? 1e-4, c.atol);
         else assertClose(ours.out.data, r.out.data, "forward", 0, 0);
         if (gradOut) {
           inputs.forEach((i, j) => {

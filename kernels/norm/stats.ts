@@ -26,12 +26,43 @@ export interface ChannelWalk {
   L: number;
 }
 
-/** The walk of x ([N, C, ...]): vec4 units when a row's length allows, ~4096 values per segment. */
+/**
+ * The walk of x ([N, C, ...]): vec4 units when a row's length allows; a segment is ~4096 values for a
+ * workgroup on the gpu profile, ~1024 for one lane on the cpu profile (see {@link laneLoop}).
+ */
 export function channelWalk(x: Tensor): ChannelWalk {
   const N = x.shape[0], C = x.shape[1], S0 = x.numel() / (N * C);
   const V = S0 % 4 === 0 ? 4 : 1, S = S0 / V, T = N * S;
-  const segs = Math.max(1, Math.min(Math.ceil((T * V) / 4096), 1024, T));
+  const per = x.device.profile === "cpu" ? 1024 : 4096;
+  const segs = Math.max(1, Math.min(Math.ceil((T * V) / per), 1024, T));
   return { N, C, S, V, segs, L: Math.ceil(T / segs) };
+}
+
+/**
+ * The cpu profile's partial kernels give a (segment, channel) one lane that walks the segment's units in
+ * order and stores its own partial: no workgroup tree, whose barriers llvmpipe pays dearly for (it runs a
+ * workgroup's lanes as one loop per barrier-free piece), and lanes reading units far apart cost it no more than
+ * neighbours (it loads lane by lane). Lane `gid` is partial (sg, c) = (gid / C, gid % C); WGSL runs `visit`
+ * with `i`, the unit's index in x.
+ */
+function laneLoop(visit: string): string {
+  return `  let c = gid % sh.C;
+  let sg = gid / sh.C;
+  let e0 = sg * sh.L;
+  let e1 = min(e0 + sh.L, sh.T);
+  var n = e0 / sh.S;
+  var s = e0 - n * sh.S;
+  for (var e = e0; e < e1; e = e + 1u) {
+    let i = n * sh.CS + c * sh.S + s;
+    ${visit}
+    s = s + 1u;
+    if (s == sh.S) { s = 0u; n = n + 1u; }
+  }`;
+}
+
+/** Whether x's partial kernels run a lane per (segment, channel) ({@link laneLoop}). */
+function lanePartials(x: Tensor): boolean {
+  return x.device.profile === "cpu";
 }
 
 /**
@@ -94,13 +125,18 @@ fn tree_(lid: u32) {
   }
 }`;
 
-/** WGSL: lane `lid` sums segments lid, lid + WG, ... of channel `c` from `p` ([segs, C, 2]), then the tree. */
-export const SUM_PARTS = `  var a1 = 0.0;
+/** WGSL: sums a1, a2 of channel `c`'s segments first, first + step, ... from `p` ([segs, C, 2]). */
+function sumLoop(first: string, step: string): string {
+  return `  var a1 = 0.0;
   var a2 = 0.0;
-  for (var sg = lid; sg < sh.segs; sg = sg + WG) {
+  for (var sg = ${first}; sg < sh.segs; sg = sg + ${step}) {
     a1 = a1 + p_ld((sg * sh.C + c) * 2u);
     a2 = a2 + p_ld((sg * sh.C + c) * 2u + 1u);
-  }
+  }`;
+}
+
+/** WGSL: lane `lid` sums segments lid, lid + WG, ... of channel `c` from `p` ([segs, C, 2]), then the tree. */
+export const SUM_PARTS = `${sumLoop("lid", "WG")}
   w1[lid] = a1;
   w2[lid] = a2;
   tree_(lid);`;
@@ -129,17 +165,34 @@ export function momentParts(op: string, x: Tensor, w: ChannelWalk): Tensor {
     let dl = v - mean;
     mean = mean + dl / cnt;
     m2 = m2 + dl * (v - mean);`;
+  const args = [{ name: "x", t: x, vec4: w.V === 4 }, { name: "p", t: part, write: true }];
+  const start = (c: string) =>
+    `  let k0 = x_ld((${c}) * sh.S)${w.V === 4 ? ".x" : ""};
+  var cnt = 0.0;
+  var mean = 0.0;
+  var m2 = 0.0;`;
+  if (lanePartials(x)) {
+    launch1d({
+      op,
+      args,
+      n: w.segs * w.C,
+      uniforms: walkUniforms(w),
+      body: `${start("gid % sh.C")}
+${laneLoop(visit)}
+  p_st(gid * 3u, cnt);
+  p_st(gid * 3u + 1u, mean);
+  p_st(gid * 3u + 2u, m2);`,
+    });
+    return part;
+  }
   launch({
     op,
-    args: [{ name: "x", t: x, vec4: w.V === 4 }, { name: "p", t: part, write: true }],
+    args,
     wg: WG,
     groups: w.segs * w.C,
     uniforms: walkUniforms(w),
     decls: MERGE_WGSL,
-    body: `  let k0 = x_ld((wg % sh.C) * sh.S)${w.V === 4 ? ".x" : ""};
-  var cnt = 0.0;
-  var mean = 0.0;
-  var m2 = 0.0;
+    body: `${start("wg % sh.C")}
 ${walkLoop(visit)}
   wn[lid] = cnt;
   wm[lid] = mean;
@@ -163,11 +216,12 @@ function shiftOf(x: Tensor): { arg: Arg; S0: number } {
   return { arg: { name: "x", t: x }, S0: x.numel() / (x.shape[0] * x.shape[1]) };
 }
 
-/** WGSL: lane `lid` merges segments lid, lid + WG, ... of channel `c` from `p` ([segs, C, 3]), then the tree. */
-export const MERGE_PARTS = `  var cnt = 0.0;
+/** WGSL: merges (cnt, mean, m2) of channel `c`'s segments first, first + step, ... from `p` ([segs, C, 3]). */
+function mergeLoop(first: string, step: string): string {
+  return `  var cnt = 0.0;
   var mean = 0.0;
   var m2 = 0.0;
-  for (var sg = lid; sg < sh.segs; sg = sg + WG) {
+  for (var sg = ${first}; sg < sh.segs; sg = sg + ${step}) {
     let o = (sg * sh.C + c) * 3u;
     let nb = p_ld(o);
     if (nb > 0.0) {
@@ -178,11 +232,65 @@ export const MERGE_PARTS = `  var cnt = 0.0;
       m2 = m2 + p_ld(o + 2u) + d * d * cnt * r;
       cnt = nt;
     }
-  }
+  }`;
+}
+
+/** WGSL: lane `lid` merges segments lid, lid + WG, ... of channel `c` from `p` ([segs, C, 3]), then the tree. */
+export const MERGE_PARTS = `${mergeLoop("lid", "WG")}
   wn[lid] = cnt;
   wm[lid] = mean;
   wq[lid] = m2;
   tree_(lid);`;
+
+/**
+ * A per-channel finishing kernel over the partials `p` of `segs` segments: `finish` (WGSL, for channel `c`)
+ * reads the channel's totals as `tn`, `tm`, `tq` (count, mean, M2: kind "merge") or `t1`, `t2` (kind "sum").
+ * The gpu profile gives each channel a workgroup whose lanes merge a share of the segments and then a tree;
+ * the cpu profile a lane per channel looping over all of them, as llvmpipe pays dearly for each of a tree's
+ * barriers (a workgroup's lanes run as one loop per barrier-free piece) and a channel has few segments there.
+ */
+function perChannel(
+  op: string,
+  kind: "merge" | "sum",
+  o: { C: number; segs: number; args: Arg[]; uniforms?: Uniforms; finish: string },
+): void {
+  const uniforms = { C: o.C, segs: o.segs, ...o.uniforms };
+  const cpu = o.args[0].t.device.profile === "cpu";
+  const totals = kind === "merge"
+    ? (cpu
+      ? "let tn = cnt;\n    let tm = mean;\n    let tq = m2;"
+      : "let tn = wn[0];\n    let tm = wm[0];\n    let tq = wq[0];")
+    : (cpu ? "let t1 = a1;\n    let t2 = a2;" : "let t1 = w1[0];\n    let t2 = w2[0];");
+  if (cpu) {
+    launch1d({
+      op,
+      args: o.args,
+      n: o.C,
+      uniforms,
+      body: `  let c = gid;
+${kind === "merge" ? mergeLoop("0u", "1u") : sumLoop("0u", "1u")}
+  {
+    ${totals}
+    ${o.finish}
+  }`,
+    });
+    return;
+  }
+  launch({
+    op,
+    args: o.args,
+    wg: WG,
+    groups: o.C,
+    uniforms,
+    decls: kind === "merge" ? MERGE_WGSL : SUM_WGSL,
+    body: `  let c = wg;
+${kind === "merge" ? MERGE_PARTS : SUM_PARTS}
+  if (lid == 0u) {
+    ${totals}
+    ${o.finish}
+  }`,
+  });
+}
 
 /** What the forward's finishing step updates in place besides writing mean and 1 / std. */
 export interface RunningStats {
@@ -230,20 +338,14 @@ export function finishMoments(op: string, x: Tensor, part: Tensor, r: RunningSta
   const st = Tensor.empty(part.device, [C, 2], "f32", op);
   const f = finishArgs(st, r);
   const sh = shiftOf(x);
-  launch({
-    op,
+  perChannel(op, "merge", {
+    C,
+    segs,
     args: [sh.arg, { name: "p", t: part }, ...f.args],
-    wg: WG,
-    groups: C,
-    uniforms: { C, segs, S0: sh.S0, ...f.uniforms },
-    decls: MERGE_WGSL,
-    body: `  let c = wg;
-${MERGE_PARTS}
-  if (lid == 0u) {
-    let mu = ${SHIFT} + wm[0];
-    let va = max(wq[0] / wn[0], 0.0);
-    ${finishCode(r)}
-  }`,
+    uniforms: { S0: sh.S0, ...f.uniforms },
+    finish: `let mu = ${SHIFT} + tm;
+    let va = max(tq / tn, 0.0);
+    ${finishCode(r)}`,
   });
   return st;
 }
@@ -253,16 +355,12 @@ export function localMoments(op: string, x: Tensor, part: Tensor): Tensor {
   const [segs, C] = part.shape;
   const loc = Tensor.empty(part.device, [C, 2], "f32", op);
   const sh = shiftOf(x);
-  launch({
-    op,
+  perChannel(op, "merge", {
+    C,
+    segs,
     args: [sh.arg, { name: "p", t: part }, { name: "lo", t: loc, write: true }],
-    wg: WG,
-    groups: C,
-    uniforms: { C, segs, S0: sh.S0 },
-    decls: MERGE_WGSL,
-    body: `  let c = wg;
-${MERGE_PARTS}
-  if (lid == 0u) { lo_st(c * 2u, ${SHIFT} + wm[0]); lo_st(c * 2u + 1u, wq[0]); }`,
+    uniforms: { S0: sh.S0 },
+    finish: `lo_st(c * 2u, ${SHIFT} + tm); lo_st(c * 2u + 1u, tq);`,
   });
   return loc;
 }
@@ -320,22 +418,38 @@ export function gradParts(
     let d = x_ld(i) - ${v4 ? "vec4<f32>(mu)" : "mu"};
     a1 = a1 + ${v4 ? "dot(ge, vec4<f32>(1.0))" : "ge"};
     a2 = a2 + ${dot("ge", "d")};`;
+  const args = [
+    { name: "g", t: g, vec4: v4 },
+    { name: "x", t: x, vec4: v4 },
+    ...(y ? [{ name: "y", t: y, vec4: v4 }] : []),
+    { name: "st", t: st },
+    { name: "p", t: part, write: true },
+  ];
+  const start = (c: string) =>
+    `  let mu = st_ld((${c}) * 2u);
+  var a1 = 0.0;
+  var a2 = 0.0;`;
+  if (lanePartials(x)) {
+    launch1d({
+      op,
+      args,
+      n: w.segs * w.C,
+      uniforms: walkUniforms(w),
+      body: `${start("gid % sh.C")}
+${laneLoop(visit)}
+  p_st(gid * 2u, a1);
+  p_st(gid * 2u + 1u, a2);`,
+    });
+    return part;
+  }
   launch({
     op,
-    args: [
-      { name: "g", t: g, vec4: v4 },
-      { name: "x", t: x, vec4: v4 },
-      ...(y ? [{ name: "y", t: y, vec4: v4 }] : []),
-      { name: "st", t: st },
-      { name: "p", t: part, write: true },
-    ],
+    args,
     wg: WG,
     groups: w.segs * w.C,
     uniforms: walkUniforms(w),
     decls: SUM_WGSL,
-    body: `  let mu = st_ld((wg % sh.C) * 2u);
-  var a1 = 0.0;
-  var a2 = 0.0;
+    body: `${start("wg % sh.C")}
 ${walkLoop(visit)}
   w1[lid] = a1;
   w2[lid] = a2;
@@ -386,26 +500,20 @@ export function finishGrads(
     let inv = st_ld(c * 2u + 1u);
     ${out.weight ? "gw_st(c, s2 * inv);" : ""}
     ${out.bias ? "gb_st(c, s1);" : ""}
-    let t1 = ${glob ? "gl_ld(c * 2u)" : "s1"};
-    let t2 = ${glob ? "gl_ld(c * 2u + 1u)" : "s2"};
+    let g1 = ${glob ? "gl_ld(c * 2u)" : "s1"};
+    let g2 = ${glob ? "gl_ld(c * 2u + 1u)" : "s2"};
     cf_st(c * 4u, mu);
     cf_st(c * 4u + 1u, inv${weight ? " * w_ld(c)" : ""});
-    cf_st(c * 4u + 2u, ${o.training ? "t1 * sh.rM" : "0.0"});
-    cf_st(c * 4u + 3u, ${o.training ? "inv * inv * t2 * sh.rM" : "0.0"});`;
-  launch({
-    op,
+    cf_st(c * 4u + 2u, ${o.training ? "g1 * sh.rM" : "0.0"});
+    cf_st(c * 4u + 3u, ${o.training ? "inv * inv * g2 * sh.rM" : "0.0"});`;
+  perChannel(op, "sum", {
+    C,
+    segs: part.shape[0],
     args,
-    wg: WG,
-    groups: C,
-    uniforms: { C, rM: { f: 1 / o.count }, segs: part.shape[0] },
-    decls: SUM_WGSL,
-    body: `  let c = wg;
-${SUM_PARTS}
-  if (lid == 0u) {
-    let s1 = w1[0];
-    let s2 = w2[0];
-    ${finish}
-  }`,
+    uniforms: { rM: { f: 1 / o.count } },
+    finish: `let s1 = t1;
+    let s2 = t2;
+    ${finish}`,
   });
   return out;
 }
@@ -414,16 +522,11 @@ ${SUM_PARTS}
 export function sumParts(op: string, part: Tensor): Tensor {
   const [segs, C] = part.shape;
   const out = Tensor.empty(part.device, [C, 2], "f32", op);
-  launch({
-    op,
+  perChannel(op, "sum", {
+    C,
+    segs,
     args: [{ name: "p", t: part }, { name: "o", t: out, write: true }],
-    wg: WG,
-    groups: C,
-    uniforms: { C, segs },
-    decls: SUM_WGSL,
-    body: `  let c = wg;
-${SUM_PARTS}
-  if (lid == 0u) { o_st(c * 2u, w1[0]); o_st(c * 2u + 1u, w2[0]); }`,
+    finish: "o_st(c * 2u, t1); o_st(c * 2u + 1u, t2);",
   });
   return out;
 }
