@@ -127,8 +127,9 @@ export function gemm(
   }
   const batch = broadcastShapes(op, a.shape.slice(0, -2), b.shape.slice(0, -2));
   const nb = batch.reduce((p, d) => p * d, 1);
-  if (opts.sumBatch && nb !== 1 && (a.device.profile === "cpu" || nb === 0 || K === 0)) {
-    // The "cpu" kernels have no K split to fold the batch into: sum the products afterwards.
+  const cpuNT = a.device.profile === "cpu" && transB && !transA && K % 4 === 0;
+  if (opts.sumBatch && nb !== 1 && ((a.device.profile === "cpu" && !cpuNT) || nb === 0 || K === 0)) {
+    // The "cpu" lanes kernel has no K split to fold the batch into: sum the products afterwards.
     const full = gemm(op, a, b, transA, transB);
     const r = sum(full.reshape([nb, M, N]), 0);
     full.dispose();
@@ -162,8 +163,8 @@ export function gemm(
   const offsets = `${batchOffsetCode("aoff", batch, a.shape.slice(0, -2), M * K, uni)}
   ${batchOffsetCode("boff", batch, b.shape.slice(0, -2), K * N, uni)}`;
   const base = { M, N, K, nb, aIdx, bIdx, offsets, transA, transB, uni, epi };
-  if (a.device.profile === "cpu" && transB && !transA && K % 4 === 0) {
-    gemmNT(op, a, b, out, base);
+  if (cpuNT) {
+    gemmNT(op, a, b, out, { ...base, sumBatch: opts.sumBatch ?? false });
     return out;
   }
   if (a.device.profile === "cpu") {
@@ -884,7 +885,8 @@ function gemmLanes(
  * accumulates 16 dot products; long K is split into segments whose partial results are summed. With N >= 128
  * a workgroup owns 4 whole rows and its 64 lanes 4 columns each: the rows' A loads are then the same for every
  * lane (one scalar load on llvmpipe, not one per lane), so a step costs 4 lane loads instead of 8. The
- * segments follow the 32 x 32 tiling either way, so both give the same bits.
+ * segments follow the 32 x 32 tiling either way, so both give the same bits. With `sumBatch` the batch's
+ * products are more partials of the same sum (a pointwise conv's weight gradient: one reduction, not two).
  */
 function gemmNT(
   op: string,
@@ -899,6 +901,7 @@ function gemmNT(
     offsets: string;
     uni: Uniforms;
     epi: GemmEpilogue | null;
+    sumBatch: boolean;
   },
 ) {
   const { M, N, K, nb } = g;
@@ -912,7 +915,9 @@ function gemmNT(
   const rows = N >= 128 ? 4 : 32, cols = rows === 4 ? 256 : 32;
   const tm = Math.ceil(M / rows), tn = Math.ceil(N / cols);
   const tiles = nb * tm * tn;
-  const part = segs === 1 ? out : Tensor.empty(a.device, [segs, ...out.shape], "f32", op);
+  // Partials [segs, nb, M, N] when K is split or (sumBatch) the batch's products are summed into out [M, N].
+  const parts = segs * (g.sumBatch ? nb : 1);
+  const part = parts === 1 ? out : Tensor.empty(a.device, [parts, ...out.shape], "f32", op);
   const ep = epilogueCode(g.epi, part, out, false);
   const ij = [...Array(16).keys()];
   launch({
