@@ -8,8 +8,8 @@
  * so the score is sum_j sum_s (w_sj / W_s) BCE(p_sj, y_sj) / N, one weighted log loss per target.
  *
  * Calibration, per group g (patient_overall; the seven vertebrae together), with pi_j the best constant of
- * the classifier's training labels and m_j the mean logit the model gave target j on the fold:
- * logit q_j = logit pi_j + a_g (logit p_j - m_j), a_g >= 0. The level comes from the training labels, the
+ * the run's labels (train/calibrate.ts: both folds) and m_j the mean logit the model gave target j on the fold:
+ * logit q_j = logit pi_j + a_g (logit p_j - m_j), a_g >= 0. The level comes from the labels, the
  * fold decides only how far a study's own output may move it: a = 0 is the best constant exactly, so a
  * model with nothing to say on its fold falls back to the constant instead of scoring worse than it. The
  * slope is one weighted logistic regression parameter per group, solved by Newton's method. No intercept is
@@ -21,7 +21,7 @@ import { PROB_CLIP, sigmoid, targetWeight } from "./metric.ts";
 
 /** A classifier's calibration (see the file's description), as stored in its checkpoint's metadata. */
 export interface Calibration {
-  /** pi: the best constant of the classifier's training labels (patient_overall, C1..C7). */
+  /** pi: the best constant of the classifier run's labels (patient_overall, C1..C7). */
   prior: number[];
   /** m: the mean logit of the model per target on the studies it was fitted on. */
   center: number[];
@@ -111,7 +111,7 @@ export const CALIBRATION_RIDGE = 1e-3;
 /**
  * Fits a {@link Calibration} to a classifier's study probabilities `pred` (uid -> 8 probabilities, as
  * `aggregateStudy` gives them) against `truth` (uid -> 8 labels) on its validation fold, around `prior`
- * (the best constant of its training labels, {@link bestConstant}).
+ * (the best constant of the labels, {@link bestConstant}).
  */
 export function fitCalibration(
   pred: Map<string, ArrayLike<number>>,

@@ -2,14 +2,19 @@
  * @file `train calibrate`: a classifier checkpoint's study probabilities on its run's validation fold, its
  * calibration fitted there (infer/calibrate.ts) and stored in the checkpoint's metadata, where inference
  * finds it; and the figures a reader judges it by: raw, calibrated (in-sample and leave-one-study-out),
- * beside the best constant of the training fold.
+ * beside the best constant of the run's labels.
+ *
+ * The calibration's level (its prior) is the best constant of all the run's labelled studies, both folds:
+ * the validation fold's labels are training data too, and the constant a model falls back to when it has
+ * nothing to say is then the one it is judged against, estimated from every label at hand (the main job's
+ * training fold alone left it 0.003 above that on the held-out phantoms). Leave-one-study-out refits the
+ * prior without the study as well, so that figure stays out of sample.
  */
 import { openDevice } from "../mod.ts";
 import { readCheckpointHost, saveCheckpoint } from "../io/files.ts";
 import { modelFromCheckpoint } from "../infer/load.ts";
 import { competitionScore } from "../infer/metric.ts";
 import { applyCalibration, bestConstant, type Calibration, fitCalibration } from "../infer/calibrate.ts";
-import { constantScore } from "../infer/score.ts";
 import { clsFolds, clsStudies, clsValPredictions } from "./cls.ts";
 import type { ClsConfig } from "./presets.ts";
 
@@ -22,26 +27,27 @@ export interface CalibrationResult {
   calibrated: number;
   /** ... of the calibrated ones, each study's from a calibration fitted without it (the honest figure). */
   leaveOneOut: number;
-  /** ... of the best constant of the training fold. */
+  /** ... of the best constant of the run's other labelled studies, each study's without it. */
   constant: number;
   /** Where the constant comes from, for a reader. */
   constantFrom: string;
 }
 
 /**
- * Each study's probabilities through a calibration fitted on the other studies: an out-of-sample estimate
- * of what calibrating on the whole fold gives on new studies.
+ * Each study's probabilities through a calibration fitted on the other studies, around `prior(uid)` (the
+ * prior without that study): an out-of-sample estimate of what calibrating on the whole fold gives on new
+ * studies.
  */
 export function leaveOneOutCalibrated(
   pred: Map<string, number[]>,
   truth: Map<string, number[]>,
-  prior: readonly number[],
+  prior: (uid: string) => readonly number[],
 ): Map<string, number[]> {
   if (pred.size < 2) throw new Error("leaveOneOutCalibrated: needs at least 2 studies");
   return new Map(
     [...pred].map(([uid, p]) => {
       const rest = new Map([...pred].filter(([u]) => u !== uid));
-      return [uid, applyCalibration(p, fitCalibration(rest, truth, prior))];
+      return [uid, applyCalibration(p, fitCalibration(rest, truth, prior(uid)))];
     }),
   );
 }
@@ -82,16 +88,19 @@ export async function calibrateCheckpoint(weights: string, runDir: string): Prom
     model.dispose();
     device.destroy();
   }
-  const prior = bestConstant(tr.map((s) => s.labels));
+  const prior = bestConstant(studies.map((s) => s.labels));
+  const priorWithout = (uid: string) =>
+    bestConstant(studies.filter((s) => s.uid !== uid).map((s) => s.labels));
   const calibration = fitCalibration(pred, truth, prior);
   const calibrated = new Map([...pred].map(([u, p]) => [u, applyCalibration(p, calibration)]));
   await saveCheckpoint(weights, tensors, { ...meta, calibration }, "calibrated checkpoint");
+  const constant = new Map([...pred.keys()].map((u) => [u, priorWithout(u)]));
   return {
     calibration,
     raw: competitionScore(pred, truth).score,
     calibrated: competitionScore(calibrated, truth).score,
-    leaveOneOut: competitionScore(leaveOneOutCalibrated(pred, truth, prior), truth).score,
-    constant: constantScore(prior, truth),
-    constantFrom: `the best constant of the ${tr.length} training-fold studies of ${cfg.labels}`,
+    leaveOneOut: competitionScore(leaveOneOutCalibrated(pred, truth, priorWithout), truth).score,
+    constant: competitionScore(constant, truth).score,
+    constantFrom: `the best constant of the other ${studies.length - 1} labelled studies of ${cfg.labels}`,
   };
 }
