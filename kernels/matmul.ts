@@ -797,7 +797,9 @@ function gemmLanes(
   const ROWS = 8, LANES = 64;
   const tm = Math.ceil(M / ROWS), tn = Math.ceil(N / (4 * LANES));
   const rs = [...Array(ROWS).keys()];
-  const ep = epilogueCode(g.epi, out, out, false);
+  // Rows of C whose length is a multiple of 4 are stored a vec4 at a time (8 stores a lane, not 32).
+  const cVec = N % 4 === 0;
+  const ep = epilogueCode(g.epi, out, out, cVec);
   // vec4 loads cost about as much as scalar ones per lane on llvmpipe, so use them wherever the layout allows:
   // B rows when B is not transposed and N % 4 == 0; A along k when A is not transposed and K % 4 == 0.
   const bVec = !g.transB && N % 4 === 0;
@@ -845,6 +847,7 @@ function gemmLanes(
       name: "c",
       t: out,
       write: true,
+      vec4: cVec,
     }, ...ep.args],
     wg: LANES,
     groups: nb * tm * tn,
@@ -871,9 +874,13 @@ function gemmLanes(
   let coff = bi * sh.M * sh.N;
   ${
       rs.map((r) =>
-        `if (m0 + ${r}u < sh.M) { for (var j = 0u; j < 4u; j = j + 1u) { if (nbase + j < sh.N) { let ci = coff + (m0 + ${r}u) * sh.N + nbase + j; c_st(ci, ${
-          ep.at(`c${r}[j]`, `(m0 + ${r}u)`, "ci")
-        }); } } }`
+        cVec
+          ? `if (m0 + ${r}u < sh.M && nbase < sh.N) { let ci = (coff + (m0 + ${r}u) * sh.N + nbase) / 4u; c_st(ci, ${
+            ep.at(`c${r}`, `(m0 + ${r}u)`, "ci")
+          }); }`
+          : `if (m0 + ${r}u < sh.M) { for (var j = 0u; j < 4u; j = j + 1u) { if (nbase + j < sh.N) { let ci = coff + (m0 + ${r}u) * sh.N + nbase + j; c_st(ci, ${
+            ep.at(`c${r}[j]`, `(m0 + ${r}u)`, "ci")
+          }); } } }`
       ).join("\n  ")
     }`,
   });
@@ -906,14 +913,15 @@ function gemmNT(
 ) {
   const { M, N, K, nb } = g;
   const K4 = K / 4;
-  const segs = Math.max(
-    1,
-    Math.min(Math.ceil(K4 / 256), Math.ceil(128 / (nb * Math.ceil(M / 32) * Math.ceil(N / 32)))),
-  );
-  const seg = Math.ceil(K4 / segs);
   // Rows per workgroup x columns: 32 x 32 (lanes 8 x 8 of 4 x 4), or 4 uniform rows x 256 columns.
   const rows = N >= 128 ? 4 : 32, cols = rows === 4 ? 256 : 32;
   const tm = Math.ceil(M / rows), tn = Math.ceil(N / cols);
+  if (rows === 32 && M * N < 0.75 * tm * tn * 1024) {
+    gemmNTBlocks(op, a, b, out, g);
+    return;
+  }
+  const segs = Math.max(1, Math.min(Math.ceil(K4 / 256), Math.ceil(128 / (nb * tm * tn))));
+  const seg = Math.ceil(K4 / segs);
   const tiles = nb * tm * tn;
   // Partials [segs, nb, M, N] when K is split or (sumBatch) the batch's products are summed into out [M, N].
   const parts = segs * (g.sumBatch ? nb : 1);
@@ -939,6 +947,77 @@ function gemmNT(
   let tq = div_tn(t);
   let mb = tq * ${u(rows)}${rows === 4 ? "" : " + (lid / 8u) * 4u"};
   let nbase = (t - tq * sh.tn) * ${u(cols)} + (lid % ${u(cols / 4)}) * 4u;
+  ${g.offsets}
+  ${[0, 1, 2, 3].map((i) => `let ar${i} = (aoff + min(mb + ${i}u, sh.M - 1u) * sh.K) / 4u;`).join(" ")}
+  ${[0, 1, 2, 3].map((j) => `let br${j} = (boff + min(nbase + ${j}u, sh.N - 1u) * sh.K) / 4u;`).join(" ")}
+  ${ij.map((k) => `var s${k} = 0.0;`).join(" ")}
+  let k1 = min((sg + 1u) * sh.seg, sh.K4);
+  for (var k = sg * sh.seg; k < k1; k = k + 1u) {
+    ${[0, 1, 2, 3].map((i) => `let a${i} = a_ld(ar${i} + k);`).join(" ")}
+    ${[0, 1, 2, 3].map((j) => `let b${j} = b_ld(br${j} + k);`).join(" ")}
+    ${ij.map((k) => `s${k} = s${k} + dot(a${k >> 2}, b${k & 3});`).join(" ")}
+  }
+  let cb = (sg * sh.nb + bi) * sh.M * sh.N;
+  ${
+      ij.map((k) =>
+        `if (mb + ${k >> 2}u < sh.M && nbase + ${k & 3}u < sh.N) { let ci = cb + (mb + ${
+          k >> 2
+        }u) * sh.N + nbase + ${k & 3}u; c_st(ci, ${ep.at(`s${k}`, `(mb + ${k >> 2}u)`, "ci")}); }`
+      ).join("\n  ")
+    }`,
+  });
+  addSegments(op, part, out, g.epi);
+}
+
+/**
+ * {@link gemmNT} for outputs that would leave most of a 32 x 32 tile's lanes idle (a pointwise conv's weight
+ * gradient at 8-32 channels: an 8 x 8 output used 4 of a tile's 64 lanes): a lane per 4 x 4 block of C and
+ * K segment, as many segments as keep ~2048 lanes busy with at least 64 vec4 steps each, and their partial
+ * products summed after (the batch's too under `sumBatch`).
+ */
+function gemmNTBlocks(
+  op: string,
+  a: Tensor,
+  b: Tensor,
+  out: Tensor,
+  g: {
+    M: number;
+    N: number;
+    K: number;
+    nb: number;
+    offsets: string;
+    uni: Uniforms;
+    epi: GemmEpilogue | null;
+    sumBatch: boolean;
+  },
+) {
+  const { M, N, K, nb } = g;
+  const K4 = K / 4;
+  const bm = Math.ceil(M / 4), bn = Math.ceil(N / 4), items = nb * bm * bn;
+  const segs = Math.max(1, Math.min(Math.ceil(K4 / 64), Math.ceil(2048 / items)));
+  const seg = Math.ceil(K4 / segs);
+  const parts = segs * (g.sumBatch ? nb : 1);
+  const part = parts === 1 ? out : Tensor.empty(a.device, [parts, ...out.shape], "f32", op);
+  const ep = epilogueCode(g.epi, part, out, false);
+  const ij = [...Array(16).keys()];
+  launch1d({
+    op,
+    work: { flops: 2 * M * N * K * nb },
+    args: [{ name: "a", t: a, vec4: true }, { name: "b", t: b, vec4: true }, {
+      name: "c",
+      t: part,
+      write: true,
+    }, ...ep.args],
+    n: segs * items,
+    decls: ep.decls,
+    uniforms: { ...g.uni, nb, K4, seg, items: { d: items }, bmn: { d: bm * bn }, bn: { d: bn } },
+    body: `  let sg = div_items(gid);
+  let t0 = gid - sg * sh.items;
+  let bi = div_bmn(t0);
+  let t = t0 - bi * sh.bmn;
+  let tq = div_bn(t);
+  let mb = tq * 4u;
+  let nbase = (t - tq * sh.bn) * 4u;
   ${g.offsets}
   ${[0, 1, 2, 3].map((i) => `let ar${i} = (aoff + min(mb + ${i}u, sh.M - 1u) * sh.K) / 4u;`).join(" ")}
   ${[0, 1, 2, 3].map((j) => `let br${j} = (boff + min(nbase + ${j}u, sh.N - 1u) * sh.K) / 4u;`).join(" ")}
