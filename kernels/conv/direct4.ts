@@ -155,8 +155,10 @@ export function quadTaps(kW: number, pad: number, sign: 1 | -1, positions = 4, s
 /** Register block: rows (output channels, a multiple of 4: the packed weights' vec4s) x positions (quads). */
 function block(s: Direct4Spec): { R: number; Q: number } {
   // 8 rows x 8 positions measured best on Mesa 25 lavapipe for the decoder's 3x3x3, 1x3x3 and 3x1x1 (16-48
-  // channels, 32^3): 2x the general kernel; 8x16 1.9x, 4x4 1.6x, 16x8 1.4x, 4x8 1.3x, 8x4 1.1x.
-  return { R: s.rows > 4 ? 8 : 4, Q: s.outDims[2] % 8 === 0 ? 2 : 1 };
+  // channels, 32^3): 2x the general kernel; 8x16 1.9x, 4x4 1.6x, 16x8 1.4x, 4x8 1.3x, 8x4 1.1x. A strided
+  // stem's 7 taps over 6 source vec4s leave 4 rows better: the classifier's 3 -> 8 on 8 x 3x16x64x64 51 ms
+  // against 60 for 8 rows (4 x 16 positions 60-77, 8 x 4 93).
+  return { R: s.rows > 4 && s.S[2] === 1 ? 8 : 4, Q: s.outDims[2] % 8 === 0 ? 2 : 1 };
 }
 
 function direct4Kernel(s: Direct4Spec): void {
