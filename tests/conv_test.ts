@@ -158,6 +158,21 @@ conv("depthwise + bias + relu", [2, 4, 5, 7, 9], [4, 1, 3, 3, 3], true, {
   groups: 4,
   relu: true,
 });
+// Rows of whole vec4s at stride 1: the cpu profile's depthwise quads (8 and 4 outputs a lane), forward and the
+// input gradient (the flipped kernel) both; a 3x1x3 kernel padded (1, 0, 1) for uneven taps.
+conv("depthwise quads 3x3x3 + bias + relu, rows of 16", [2, 3, 4, 5, 16], [3, 1, 3, 3, 3], true, {
+  padding: [1, 1, 1],
+  groups: 3,
+  relu: true,
+});
+conv("depthwise quads 3x1x3 p(1,0,1), rows of 8 and 4", [1, 2, 3, 6, 8], [2, 1, 3, 1, 3], false, {
+  padding: [1, 0, 1],
+  groups: 2,
+});
+conv("depthwise quads 1x3x3 p(0,1,1), rows of 4", [2, 2, 2, 3, 4], [2, 1, 1, 3, 3], true, {
+  padding: [0, 1, 1],
+  groups: 2,
+});
 conv("(1,3,3) p(0,1,1) + bias + relu", [2, 6, 3, 5, 7], [5, 6, 1, 3, 3], true, {
   padding: [0, 1, 1],
   relu: true,
