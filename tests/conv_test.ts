@@ -51,6 +51,10 @@ conv("depthwise 3x3x3 temporal stride 2", [1, 3, 6, 5, 5], [3, 1, 3, 3, 3], fals
 });
 conv("pointwise s1", [3, 5, 3, 4, 5], [6, 5, 1, 1, 1], false, {});
 conv("pointwise s2 + bias", [2, 5, 5, 7, 9], [6, 5, 1, 1, 1], true, { stride: [2, 2, 2] });
+// Rows of whole vec4s: the strided input gradient's scatter a vec4 a lane (W strides 2, 4 and 1).
+conv("pointwise s2, rows of 8", [2, 5, 5, 6, 8], [6, 5, 1, 1, 1], false, { stride: [2, 2, 2] });
+conv("pointwise s(1,2,4) + bias, rows of 8", [1, 3, 2, 3, 8], [4, 3, 1, 1, 1], true, { stride: [1, 2, 4] });
+conv("pointwise s(2,1,1), rows of 4", [1, 3, 5, 3, 4], [2, 3, 1, 1, 1], false, { stride: [2, 1, 1] });
 conv("pointwise 12 -> 10 channels (ROWS tail)", [1, 12, 2, 3, 5], [10, 12, 1, 1, 1], true, {});
 conv("stem 3x7x7 s(1,2,2) p(1,3,3)", [2, 3, 4, 13, 11], [4, 3, 3, 7, 7], false, {
   stride: [1, 2, 2],

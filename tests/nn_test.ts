@@ -140,6 +140,19 @@ add({
   py: "F.max_pool3d(a, 3, 2, 1)",
   ts: (x) => F.maxPool3d(x, { kernel: 3, stride: 2, padding: 1 }),
 });
+// Rows of whole vec4s: the backward takes 4 inputs a lane (the stem pool above too).
+add({
+  name: "maxPool3d 3x3x3 s2 p1, rows of 12",
+  inputs: [f([2, 2, 5, 7, 12])],
+  py: "F.max_pool3d(a, 3, 2, 1)",
+  ts: (x) => F.maxPool3d(x, { kernel: 3, stride: 2, padding: 1 }),
+});
+add({
+  name: "maxPool3d 2x2x2 default stride, ties, rows of 8",
+  inputs: [f([1, 2, 4, 5, 8], { ints: true })],
+  py: "F.max_pool3d(a, 2)",
+  ts: (x) => F.maxPool3d(x, { kernel: 2 }),
+});
 add({
   name: "adaptiveMaxPool3d 1",
   inputs: [f([2, 3, 3, 4, 5])],

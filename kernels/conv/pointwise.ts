@@ -30,6 +30,27 @@ function strided(
   ${split3("r", "o", "d", "h", "w")}
   out_st(gid, s_ld(q * sh.xS + u32(d * ${S[0]}) * sh.xHW + u32(h * ${S[1]}) * sh.xW + u32(w * ${S[2]})));`;
   const uniforms = { ...volUniforms("x", D, H, W), ...volUniforms("o", OD, OH, OW), last: src.numel() - 1 };
+  if (adjoint && W % 4 === 0 && 4 % S[2] === 0) {
+    // A vec4 of the full grid a lane: its components at w % S[2] == 0 are the same for every lane (W and the
+    // vec4's start are multiples of 4, which S[2] divides), so only those are loaded (2 of 4 at stride 2).
+    const comps = [0, 1, 2, 3].map((i) =>
+      i % S[2] === 0 ? `select(0.0, s_ld(min(si + ${i / S[2]}u, sh.last)), ok)` : "0.0"
+    );
+    launch1d({
+      op,
+      args: [{ name: "s", t: src }, { name: "out", t: out, write: true, vec4: true }],
+      n: out.numel() / 4,
+      uniforms,
+      body: `  let e = gid * 4u;
+  let q = div_xS(e);
+  let r = e - q * sh.xS;
+  ${split3("r", "x", "d", "h", "w")}
+  let ok = d % ${S[0]} == 0 && h % ${S[1]} == 0;
+  let si = q * sh.oS + u32(d / ${S[0]}) * sh.oHW + u32(h / ${S[1]}) * sh.oW + u32(w / ${S[2]});
+  out_st(gid, vec4<f32>(${comps.join(", ")}));`,
+    });
+    return out;
+  }
   launch1d({
     op,
     args: [{ name: "s", t: src }, { name: "out", t: out, write: true }],
