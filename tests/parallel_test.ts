@@ -59,18 +59,14 @@ function data(t: number, kind: string, lo: number, hi: number) {
   };
 }
 
-function swapHalves(a: ReturnType<typeof data>, b: ReturnType<typeof data>): ReturnType<typeof data> {
-  const cat = (u: Float32Array, v: Float32Array) => {
-    const o = new Float32Array(u.length + v.length);
-    o.set(u), o.set(v, u.length);
+/** The samples of a batch in the given order (the same sums in another order). */
+function permuted(d: ReturnType<typeof data>, order: number[]): ReturnType<typeof data> {
+  const pick = (v: Float32Array) => {
+    const per = v.length / order.length, o = new Float32Array(v.length);
+    order.forEach((k, i) => o.set(v.subarray(k * per, (k + 1) * per), i * per));
     return o;
   };
-  return {
-    x: cat(a.x, b.x),
-    y: cat(a.y, b.y),
-    xs: [a.xs[0] + b.xs[0], ...a.xs.slice(1)],
-    ys: [a.ys[0] + b.ys[0], ...a.ys.slice(1)],
-  };
+  return { x: pick(d.x), y: pick(d.y), xs: d.xs, ys: d.ys };
 }
 
 async function flat(ts: { toArray(): Promise<unknown> }[]): Promise<number[]> {
@@ -111,9 +107,8 @@ async function replicaMain() {
     for (let t = 0; t < STEPS; t++) {
       if (role === "ddp" && rank === 1 && Deno.env.get("CSN_PAR_DIE") && t === 2) Deno.exit(3);
       // "perm": one device on the same global batch in another order (the round-off floor of a reordering).
-      const d = Deno.env.get("CSN_PAR_PERM")
-        ? swapHalves(data(t, kind, B / 2, B), data(t, kind, 0, B / 2))
-        : data(t, kind, rank * b, rank * b + b);
+      const order = Deno.env.get("CSN_PAR_PERM")?.split(",").map(Number);
+      const d = order ? permuted(data(t, kind, 0, B), order) : data(t, kind, rank * b, rank * b + b);
       const lossOf = () => {
         const x = tensor(d.x, d.xs, { device }), y = tensor(d.y, d.ys, { device });
         const l = bceWithLogits(model.forward(x), y);
@@ -266,12 +261,17 @@ function maxDiff(a: number[], b: number[]) {
 const maxAbs = (a: number[]) => a.reduce((m, v) => Math.max(m, Math.abs(v)), 0);
 
 Deno.test(`parallel: 2 replicas x batch ${B / 2} == 1 device x batch ${B} (CSN classifier, SyncBN, ${STEPS} steps)`, async () => {
-  // "perm": one device, the same global batches with their halves swapped: the same sums in another order.
-  const ref = await runRole("ref", "cls"), perm = await runRole("ref", "cls", { CSN_PAR_PERM: "1" });
+  // "perm": one device, the same global batches in other orders (halves swapped, pairs swapped, reversed):
+  // the same sums in another order. The run is chaotic, so one reordering is one draw of its spread: the
+  // floor is the largest of three.
+  const orders = ["2,3,0,1", "1,0,3,2", "3,2,1,0"];
+  const ref = await runRole("ref", "cls");
+  const perms = [];
+  for (const p of orders) perms.push(await runRole("ref", "cls", { CSN_PAR_PERM: p }));
   const ddp = await runRole("ddp", "cls");
-  for (const r of [ref, perm, ddp]) assert(r.ok, r.text);
-  const [R, P, D] = await Promise.all(
-    [ref, perm, ddp].map(async (r) => {
+  for (const r of [ref, ...perms, ddp]) assert(r.ok, r.text);
+  const [R, D, ...Ps] = await Promise.all(
+    [ref, ddp, ...perms].map(async (r) => {
       const j = JSON.parse(await Deno.readTextFile(r.out));
       await Deno.remove(r.out);
       return j;
@@ -279,17 +279,22 @@ Deno.test(`parallel: 2 replicas x batch ${B / 2} == 1 device x batch ${B} (CSN c
   );
   assertEquals(D.world, 2);
   for (const o of OPTIMS) {
-    const r = R.results[o.name], p = P.results[o.name], d = D.results[o.name];
+    const r = R.results[o.name], d = D.results[o.name];
     const moved = maxDiff(r.flat, r.w0);
     const m = (x: typeof r) => ({
       g: maxDiff(r.grads0, x.grads0) / maxAbs(r.grads0),
       w: maxDiff(r.flat, x.flat),
       l: maxDiff(r.losses, x.losses),
     });
-    const dd = m(d), dp = m(p);
+    const dd = m(d), floors = Ps.map((P) => m(P.results[o.name]));
+    const dp = {
+      g: Math.max(...floors.map((f) => f.g)),
+      w: Math.max(...floors.map((f) => f.w)),
+      l: Math.max(...floors.map((f) => f.l)),
+    };
     const e = (v: number) => v.toExponential(2);
     console.log(
-      `cls ${o.name} (lr ${o.lr}, eps ${o.eps}), 2 replicas vs 1 device [1 device reordered vs 1 device]: ` +
+      `cls ${o.name} (lr ${o.lr}, eps ${o.eps}), 2 replicas vs 1 device [1 device reordered 3 ways vs 1 device, the largest]: ` +
         `step-1 gradients max diff / max |g| ${e(dd.g)} [${e(dp.g)}]; after ${STEPS} steps max |w diff| ` +
         `${e(dd.w)} [${e(dp.w)}] (largest weight change ${e(moved)}), losses ${e(dd.l)} [${e(dp.l)}]`,
     );
@@ -298,7 +303,8 @@ Deno.test(`parallel: 2 replicas x batch ${B / 2} == 1 device x batch ${B} (CSN c
     assert(dd.g < 1e-4, `${o.name}: step-1 gradients differ by ${dd.g} of max |g|`);
     assert(Math.abs(r.losses[0] - d.losses[0]) < 1e-5, `step-1 losses ${r.losses[0]} vs ${d.losses[0]}`);
     // This tiny classifier amplifies round-off (batch norm over 4 values in its last stage): reordering
-    // the batch on ONE device moves the 5-step weights as much. Replicas must stay within 3x that floor.
+    // the batch on ONE device moves the 5-step weights as much. Replicas must stay within 3x that floor
+    // (one reordering's losses moved 1.4e-3 to 3.5e-2 from one build of the kernels to the next).
     assert(dd.w <= 3 * dp.w + 1e-6, `${o.name}: weights differ by ${dd.w}, reordering floor ${dp.w}`);
     assert(dd.l <= 3 * dp.l + 1e-6, `${o.name}: losses differ by ${dd.l}, reordering floor ${dp.l}`);
   }
