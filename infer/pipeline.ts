@@ -186,7 +186,7 @@ export function calibrationLine(m: Member): string {
   return `classifier ${m.path}: calibrated on ${c.studies} validation studies, keeps ${
     c.slope.overall.toFixed(2)
   } of its patient_overall logit and ${c.slope.vertebrae.toFixed(2)} of its vertebra logits around the ` +
-    `best constant of its training labels (0: the constant, 1: the model's own spread)`;
+    `best constant of its run's labels (0: the constant, 1: the model's own spread)`;
 }
 
 async function readDone(path: string): Promise<Map<string, StudyResult>> {
