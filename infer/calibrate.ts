@@ -17,7 +17,7 @@
  * job's fold: 0.599 with an intercept, 0.574 without, the best constant 0.558). Pure code, no Deno APIs.
  */
 import { TARGETS } from "../data/rsna.ts";
-import { PROB_CLIP, sigmoid, targetWeight } from "./metric.ts";
+import { LOG_EPS, PROB_CLIP, sigmoid, targetWeight } from "./metric.ts";
 
 /** A classifier's calibration (see the file's description), as stored in its checkpoint's metadata. */
 export interface Calibration {
@@ -146,6 +146,47 @@ export function fitCalibration(
     center,
     slope: { overall: fitSlope(groups[0], ridge), vertebrae: fitSlope(groups[1], ridge) },
     studies: pred.size,
+  };
+}
+
+/**
+ * The competition score of `pred` split by calibration group: [patient_overall's part, the vertebrae's part],
+ * which add up to `competitionScore(pred, truth).score` (the metric separates over targets, see above).
+ */
+export function groupScores(
+  pred: Map<string, ArrayLike<number>>,
+  truth: Map<string, ArrayLike<number>>,
+): [number, number] {
+  if (!pred.size) throw new Error("groupScores: no studies");
+  const parts: [number, number] = [0, 0];
+  for (const [uid, p] of pred) {
+    const y = truth.get(uid);
+    if (!y) throw new Error(`groupScores: no labels for study ${uid}`);
+    const u = rowShares(y);
+    for (let j = 0; j < 8; j++) {
+      const q = Math.min(1 - LOG_EPS, Math.max(LOG_EPS, p[j]));
+      parts[j === 0 ? 0 : 1] += u[j] * -Math.log(y[j] ? q : 1 - q) / pred.size;
+    }
+  }
+  return parts;
+}
+
+/**
+ * `c` with the slope of each group set to 0 (the constant) unless its out-of-sample part of the score
+ * (`outOfSample`, e.g. {@link groupScores} of leave-one-study-out predictions) is below the constant's
+ * (`constant`): a slope fitted on ~25 studies has to show that it carries something before it is used.
+ */
+export function confirmSlopes(
+  c: Calibration,
+  outOfSample: readonly [number, number],
+  constant: readonly [number, number],
+): Calibration {
+  return {
+    ...c,
+    slope: {
+      overall: outOfSample[0] < constant[0] ? c.slope.overall : 0,
+      vertebrae: outOfSample[1] < constant[1] ? c.slope.vertebrae : 0,
+    },
   };
 }
 

@@ -5,7 +5,9 @@
  * (every target moved either way scores worse); the slopes as the minimisers, found by golden-section
  * search, of the score of the calibrated predictions plus the ridge; a model ranking its studies backwards
  * gets slope 0 and predicts the constant exactly; a perfectly separating one a finite slope; leave-one-out
- * equals fitting without the study; malformed metadata is refused naming the file. End to end: `train cls`,
+ * equals fitting without the study; the score's two group parts add up to it, and a group keeps its slope
+ * only where its out-of-sample part beats the constant's; malformed metadata is refused naming the file. End
+ * to end: `train cls`,
  * `average` and `calibrate` on four phantom studies leave a checkpoint whose calibration inference loads.
  */
 import {
@@ -13,7 +15,9 @@ import {
   bestConstant,
   type Calibration,
   CALIBRATION_RIDGE,
+  confirmSlopes,
   fitCalibration,
+  groupScores,
   parseCalibration,
 } from "../infer/calibrate.ts";
 import { competitionScore, targetWeight } from "../infer/metric.ts";
@@ -169,6 +173,32 @@ Deno.test("leave-one-out: each study through the calibration fitted on the other
     assertClose(loo.get(u)!, applyCalibration(pred.get(u)!, fitCalibration(rest, truth, prior(u))), u, 0, 0);
   }
   assertThrows(() => leaveOneOutCalibrated(new Map([...pred].slice(0, 1)), truth, prior), "at least 2");
+});
+
+Deno.test("groupScores adds up to the score; confirmSlopes keeps a group's slope only where it beats the constant", () => {
+  const { pred, truth } = fold(5, 15, 1.5, 0.5);
+  const [overall, vertebrae] = groupScores(pred, truth);
+  assertClose([overall + vertebrae], [competitionScore(pred, truth).score], "the parts' sum", 0, 1e-12);
+  // patient_overall's part from the metric: with 0.5 on every vertebra their part is ln 2 times their share
+  // of each study's weight, by hand.
+  const half = new Map([...pred].map(([u, p]) => [u, [p[0], ...new Array(7).fill(0.5)]]));
+  let vert = 0;
+  for (const y of truth.values()) {
+    const w = y.map((v, j) => targetWeight(j, v)), W = w.reduce((a, v) => a + v, 0);
+    vert += Math.LN2 * (W - w[0]) / W / truth.size;
+  }
+  assertClose([competitionScore(half, truth).score - vert], [overall], "patient_overall's part", 0, 1e-12);
+  assertThrows(() => groupScores(new Map(), truth), "no studies");
+  const c = fitCalibration(pred, truth, bestConstant([...truth.values()]));
+  const kept = confirmSlopes(c, [0.1, 0.5], [0.2, 0.4]);
+  if (kept.slope.overall !== c.slope.overall || kept.slope.vertebrae !== 0) {
+    throw new Error(
+      `expected overall ${c.slope.overall} kept and vertebrae 0, got ${JSON.stringify(kept.slope)}`,
+    );
+  }
+  // A tie is not better: the constant stands.
+  if (confirmSlopes(c, [0.2, 0.3], [0.2, 0.4]).slope.overall !== 0) throw new Error("a tie kept its slope");
+  assertClose(kept.prior, c.prior, "prior unchanged", 0, 0);
 });
 
 Deno.test("parseCalibration: a stored calibration round-trips; malformed ones name the file", () => {

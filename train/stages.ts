@@ -461,9 +461,16 @@ function calibrationSummary(r: CalibrationResult): string {
     ratio(r.raw)
   }), calibrated ` +
     `${r.calibrated.toFixed(4)} in-sample (${ratio(r.calibrated)}), ${r.leaveOneOut.toFixed(4)} leave-one-` +
-    `study-out (${ratio(r.leaveOneOut)}) vs ${r.constant.toFixed(4)} for ${r.constantFrom}; keeps ` +
-    `${c.slope.overall.toFixed(2)} of the patient_overall logit, ${c.slope.vertebrae.toFixed(2)} of the ` +
-    `vertebrae's (0: the constant)`;
+    `study-out with the fitted slopes (${ratio(r.leaveOneOut)}) vs ${r.constant.toFixed(4)} for ` +
+    `${r.constantFrom}; keeps ${kept(c.slope.overall, r.fitted.overall)} of the patient_overall logit, ` +
+    `${kept(c.slope.vertebrae, r.fitted.vertebrae)} of the vertebrae's (0: the constant)`;
+}
+
+/** A stored slope, and the fitted one where leave-one-study-out dropped it. */
+function kept(stored: number, fitted: number): string {
+  return stored === fitted
+    ? stored.toFixed(2)
+    : `${stored.toFixed(2)} (fitted ${fitted.toFixed(2)}: no better than the constant out of sample)`;
 }
 
 /**
