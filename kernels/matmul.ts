@@ -886,6 +886,62 @@ function gemmLanes(
   });
 }
 
+/** What {@link gemmNT} and {@link gemmNTBlocks} are given. */
+interface NTGeo {
+  M: number;
+  N: number;
+  K: number;
+  nb: number;
+  offsets: string;
+  uni: Uniforms;
+  epi: GemmEpilogue | null;
+  sumBatch: boolean;
+}
+
+/**
+ * Where an NT kernel writes: `out`, or partials [segs, nb, M, N] when K is split or (sumBatch) the batch's
+ * products are summed into out [M, N] ({@link addSegments} adds them); its epilogue and bindings.
+ */
+function ntOutput(op: string, a: Tensor, b: Tensor, out: Tensor, g: NTGeo, segs: number) {
+  const parts = segs * (g.sumBatch ? g.nb : 1);
+  const part = parts === 1 ? out : Tensor.empty(a.device, [parts, ...out.shape], "f32", op);
+  const ep = epilogueCode(g.epi, part, out, false);
+  const args: Arg[] = [
+    { name: "a", t: a, vec4: true },
+    { name: "b", t: b, vec4: true },
+    { name: "c", t: part, write: true },
+    ...ep.args,
+  ];
+  return { part, ep, args };
+}
+
+/**
+ * WGSL of an NT lane's work once `sg` (K segment), `bi` (batch), `mb` and `nbase` (its 4 x 4 block's first row
+ * and column) are bound: 4 + 4 vec4 loads along K a step for 16 dot products, then the masked stores into
+ * partial `sg` (through the epilogue when the kernel writes C itself).
+ */
+function ntBlock(offsets: string, ep: ReturnType<typeof epilogueCode>): string {
+  const ij = [...Array(16).keys()];
+  return `${offsets}
+  ${[0, 1, 2, 3].map((i) => `let ar${i} = (aoff + min(mb + ${i}u, sh.M - 1u) * sh.K) / 4u;`).join(" ")}
+  ${[0, 1, 2, 3].map((j) => `let br${j} = (boff + min(nbase + ${j}u, sh.N - 1u) * sh.K) / 4u;`).join(" ")}
+  ${ij.map((k) => `var s${k} = 0.0;`).join(" ")}
+  let k1 = min((sg + 1u) * sh.seg, sh.K4);
+  for (var k = sg * sh.seg; k < k1; k = k + 1u) {
+    ${[0, 1, 2, 3].map((i) => `let a${i} = a_ld(ar${i} + k);`).join(" ")}
+    ${[0, 1, 2, 3].map((j) => `let b${j} = b_ld(br${j} + k);`).join(" ")}
+    ${ij.map((k) => `s${k} = s${k} + dot(a${k >> 2}, b${k & 3});`).join(" ")}
+  }
+  let cb = (sg * sh.nb + bi) * sh.M * sh.N;
+  ${
+    ij.map((k) =>
+      `if (mb + ${k >> 2}u < sh.M && nbase + ${k & 3}u < sh.N) { let ci = cb + (mb + ${
+        k >> 2
+      }u) * sh.N + nbase + ${k & 3}u; c_st(ci, ${ep.at(`s${k}`, `(mb + ${k >> 2}u)`, "ci")}); }`
+    ).join("\n  ")
+  }`;
+}
+
 /**
  * op(a) @ b^T for software adapters when both operands are contiguous along K (e.g. weight gradients, where
  * K is the number of voxels): each lane owns a 4x4 block of C, loads 4 + 4 vec4 along K per step and
@@ -900,16 +956,7 @@ function gemmNT(
   a: Tensor,
   b: Tensor,
   out: Tensor,
-  g: {
-    M: number;
-    N: number;
-    K: number;
-    nb: number;
-    offsets: string;
-    uni: Uniforms;
-    epi: GemmEpilogue | null;
-    sumBatch: boolean;
-  },
+  g: NTGeo,
 ) {
   const { M, N, K, nb } = g;
   const K4 = K / 4;
@@ -923,19 +970,11 @@ function gemmNT(
   const segs = Math.max(1, Math.min(Math.ceil(K4 / 256), Math.ceil(128 / (nb * tm * tn))));
   const seg = Math.ceil(K4 / segs);
   const tiles = nb * tm * tn;
-  // Partials [segs, nb, M, N] when K is split or (sumBatch) the batch's products are summed into out [M, N].
-  const parts = segs * (g.sumBatch ? nb : 1);
-  const part = parts === 1 ? out : Tensor.empty(a.device, [parts, ...out.shape], "f32", op);
-  const ep = epilogueCode(g.epi, part, out, false);
-  const ij = [...Array(16).keys()];
+  const { part, ep, args } = ntOutput(op, a, b, out, g, segs);
   launch({
     op,
     work: { flops: 2 * M * N * K * nb },
-    args: [{ name: "a", t: a, vec4: true }, { name: "b", t: b, vec4: true }, {
-      name: "c",
-      t: part,
-      write: true,
-    }, ...ep.args],
+    args,
     wg: 64,
     groups: segs * tiles,
     decls: ep.decls,
@@ -947,24 +986,7 @@ function gemmNT(
   let tq = div_tn(t);
   let mb = tq * ${u(rows)}${rows === 4 ? "" : " + (lid / 8u) * 4u"};
   let nbase = (t - tq * sh.tn) * ${u(cols)} + (lid % ${u(cols / 4)}) * 4u;
-  ${g.offsets}
-  ${[0, 1, 2, 3].map((i) => `let ar${i} = (aoff + min(mb + ${i}u, sh.M - 1u) * sh.K) / 4u;`).join(" ")}
-  ${[0, 1, 2, 3].map((j) => `let br${j} = (boff + min(nbase + ${j}u, sh.N - 1u) * sh.K) / 4u;`).join(" ")}
-  ${ij.map((k) => `var s${k} = 0.0;`).join(" ")}
-  let k1 = min((sg + 1u) * sh.seg, sh.K4);
-  for (var k = sg * sh.seg; k < k1; k = k + 1u) {
-    ${[0, 1, 2, 3].map((i) => `let a${i} = a_ld(ar${i} + k);`).join(" ")}
-    ${[0, 1, 2, 3].map((j) => `let b${j} = b_ld(br${j} + k);`).join(" ")}
-    ${ij.map((k) => `s${k} = s${k} + dot(a${k >> 2}, b${k & 3});`).join(" ")}
-  }
-  let cb = (sg * sh.nb + bi) * sh.M * sh.N;
-  ${
-      ij.map((k) =>
-        `if (mb + ${k >> 2}u < sh.M && nbase + ${k & 3}u < sh.N) { let ci = cb + (mb + ${
-          k >> 2
-        }u) * sh.N + nbase + ${k & 3}u; c_st(ci, ${ep.at(`s${k}`, `(mb + ${k >> 2}u)`, "ci")}); }`
-      ).join("\n  ")
-    }`,
+${ntBlock(g.offsets, ep)}`,
   });
   addSegments(op, part, out, g.epi);
 }
@@ -980,34 +1002,18 @@ function gemmNTBlocks(
   a: Tensor,
   b: Tensor,
   out: Tensor,
-  g: {
-    M: number;
-    N: number;
-    K: number;
-    nb: number;
-    offsets: string;
-    uni: Uniforms;
-    epi: GemmEpilogue | null;
-    sumBatch: boolean;
-  },
+  g: NTGeo,
 ) {
   const { M, N, K, nb } = g;
   const K4 = K / 4;
   const bm = Math.ceil(M / 4), bn = Math.ceil(N / 4), items = nb * bm * bn;
   const segs = Math.max(1, Math.min(Math.ceil(K4 / 64), Math.ceil(2048 / items)));
   const seg = Math.ceil(K4 / segs);
-  const parts = segs * (g.sumBatch ? nb : 1);
-  const part = parts === 1 ? out : Tensor.empty(a.device, [parts, ...out.shape], "f32", op);
-  const ep = epilogueCode(g.epi, part, out, false);
-  const ij = [...Array(16).keys()];
+  const { part, ep, args } = ntOutput(op, a, b, out, g, segs);
   launch1d({
     op,
     work: { flops: 2 * M * N * K * nb },
-    args: [{ name: "a", t: a, vec4: true }, { name: "b", t: b, vec4: true }, {
-      name: "c",
-      t: part,
-      write: true,
-    }, ...ep.args],
+    args,
     n: segs * items,
     decls: ep.decls,
     uniforms: { ...g.uni, nb, K4, seg, items: { d: items }, bmn: { d: bm * bn }, bn: { d: bn } },
@@ -1018,24 +1024,7 @@ function gemmNTBlocks(
   let tq = div_bn(t);
   let mb = tq * 4u;
   let nbase = (t - tq * sh.bn) * 4u;
-  ${g.offsets}
-  ${[0, 1, 2, 3].map((i) => `let ar${i} = (aoff + min(mb + ${i}u, sh.M - 1u) * sh.K) / 4u;`).join(" ")}
-  ${[0, 1, 2, 3].map((j) => `let br${j} = (boff + min(nbase + ${j}u, sh.N - 1u) * sh.K) / 4u;`).join(" ")}
-  ${ij.map((k) => `var s${k} = 0.0;`).join(" ")}
-  let k1 = min((sg + 1u) * sh.seg, sh.K4);
-  for (var k = sg * sh.seg; k < k1; k = k + 1u) {
-    ${[0, 1, 2, 3].map((i) => `let a${i} = a_ld(ar${i} + k);`).join(" ")}
-    ${[0, 1, 2, 3].map((j) => `let b${j} = b_ld(br${j} + k);`).join(" ")}
-    ${ij.map((k) => `s${k} = s${k} + dot(a${k >> 2}, b${k & 3});`).join(" ")}
-  }
-  let cb = (sg * sh.nb + bi) * sh.M * sh.N;
-  ${
-      ij.map((k) =>
-        `if (mb + ${k >> 2}u < sh.M && nbase + ${k & 3}u < sh.N) { let ci = cb + (mb + ${
-          k >> 2
-        }u) * sh.N + nbase + ${k & 3}u; c_st(ci, ${ep.at(`s${k}`, `(mb + ${k >> 2}u)`, "ci")}); }`
-      ).join("\n  ")
-    }`,
+${ntBlock(g.offsets, ep)}`,
   });
   addSegments(op, part, out, g.epi);
 }

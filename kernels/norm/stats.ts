@@ -165,25 +165,45 @@ export function momentParts(op: string, x: Tensor, w: ChannelWalk): Tensor {
     let dl = v - mean;
     mean = mean + dl / cnt;
     m2 = m2 + dl * (v - mean);`;
-  const args = [{ name: "x", t: x, vec4: w.V === 4 }, { name: "p", t: part, write: true }];
-  const start = (c: string) =>
-    `  let k0 = x_ld((${c}) * sh.S)${w.V === 4 ? ".x" : ""};
+  launchParts(op, x, w, [{ name: "x", t: x, vec4: w.V === 4 }, { name: "p", t: part, write: true }], {
+    start: (c) =>
+      `  let k0 = x_ld((${c}) * sh.S)${w.V === 4 ? ".x" : ""};
   var cnt = 0.0;
   var mean = 0.0;
-  var m2 = 0.0;`;
+  var m2 = 0.0;`,
+    visit,
+    accs: ["cnt", "mean", "m2"],
+    decls: MERGE_WGSL,
+    tree: ["wn", "wm", "wq"],
+  });
+  return part;
+}
+
+/**
+ * Launches a partial kernel over x's channel walk: `start(c)` binds channel c's accumulators `accs`, `visit`
+ * adds a unit to them, and partial (segment, channel) is stored as the accumulators in order. On the cpu
+ * profile a lane per (segment, channel) ({@link laneLoop}); on the gpu profile a workgroup per (segment,
+ * channel) whose lanes stride the segment and meet in the `tree` arrays (`decls`' `tree_`).
+ */
+function launchParts(
+  op: string,
+  x: Tensor,
+  w: ChannelWalk,
+  args: Arg[],
+  o: { start: (c: string) => string; visit: string; accs: string[]; decls: string; tree: string[] },
+): void {
+  const k = o.accs.length;
   if (lanePartials(x)) {
     launch1d({
       op,
       args,
       n: w.segs * w.C,
       uniforms: walkUniforms(w),
-      body: `${start("gid % sh.C")}
-${laneLoop(visit)}
-  p_st(gid * 3u, cnt);
-  p_st(gid * 3u + 1u, mean);
-  p_st(gid * 3u + 2u, m2);`,
+      body: `${o.start("gid % sh.C")}
+${laneLoop(o.visit)}
+  ${o.accs.map((a, i) => `p_st(gid * ${k}u + ${i}u, ${a});`).join("\n  ")}`,
     });
-    return part;
+    return;
   }
   launch({
     op,
@@ -191,21 +211,16 @@ ${laneLoop(visit)}
     wg: WG,
     groups: w.segs * w.C,
     uniforms: walkUniforms(w),
-    decls: MERGE_WGSL,
-    body: `${start("wg % sh.C")}
-${walkLoop(visit)}
-  wn[lid] = cnt;
-  wm[lid] = mean;
-  wq[lid] = m2;
+    decls: o.decls,
+    body: `${o.start("wg % sh.C")}
+${walkLoop(o.visit)}
+  ${o.tree.map((t, i) => `${t}[lid] = ${o.accs[i]};`).join("\n  ")}
   tree_(lid);
   if (lid == 0u) {
-    let o = (sg * sh.C + c) * 3u;
-    p_st(o, wn[0]);
-    p_st(o + 1u, wm[0]);
-    p_st(o + 2u, wq[0]);
+    let o = (sg * sh.C + c) * ${k}u;
+    ${o.tree.map((t, i) => `p_st(o + ${i}u, ${t}[0]);`).join("\n    ")}
   }`,
   });
-  return part;
 }
 
 /** WGSL of the shift the partials' means are relative to, x[0, c, 0], read from x bound as scalars. */
@@ -418,43 +433,21 @@ export function gradParts(
     let d = x_ld(i) - ${v4 ? "vec4<f32>(mu)" : "mu"};
     a1 = a1 + ${v4 ? "dot(ge, vec4<f32>(1.0))" : "ge"};
     a2 = a2 + ${dot("ge", "d")};`;
-  const args = [
+  launchParts(op, x, w, [
     { name: "g", t: g, vec4: v4 },
     { name: "x", t: x, vec4: v4 },
     ...(y ? [{ name: "y", t: y, vec4: v4 }] : []),
     { name: "st", t: st },
     { name: "p", t: part, write: true },
-  ];
-  const start = (c: string) =>
-    `  let mu = st_ld((${c}) * 2u);
+  ], {
+    start: (c) =>
+      `  let mu = st_ld((${c}) * 2u);
   var a1 = 0.0;
-  var a2 = 0.0;`;
-  if (lanePartials(x)) {
-    launch1d({
-      op,
-      args,
-      n: w.segs * w.C,
-      uniforms: walkUniforms(w),
-      body: `${start("gid % sh.C")}
-${laneLoop(visit)}
-  p_st(gid * 2u, a1);
-  p_st(gid * 2u + 1u, a2);`,
-    });
-    return part;
-  }
-  launch({
-    op,
-    args,
-    wg: WG,
-    groups: w.segs * w.C,
-    uniforms: walkUniforms(w),
+  var a2 = 0.0;`,
+    visit,
+    accs: ["a1", "a2"],
     decls: SUM_WGSL,
-    body: `${start("wg % sh.C")}
-${walkLoop(visit)}
-  w1[lid] = a1;
-  w2[lid] = a2;
-  tree_(lid);
-  if (lid == 0u) { p_st((sg * sh.C + c) * 2u, w1[0]); p_st((sg * sh.C + c) * 2u + 1u, w2[0]); }`,
+    tree: ["w1", "w2"],
   });
   return part;
 }
