@@ -17,7 +17,7 @@
  * job's fold: 0.599 with an intercept, 0.574 without, the best constant 0.558). Pure code, no Deno APIs.
  */
 import { TARGETS } from "../data/rsna.ts";
-import { LOG_EPS, PROB_CLIP, sigmoid, targetWeight } from "./metric.ts";
+import { labelLoss, PROB_CLIP, sigmoid, targetWeight } from "./metric.ts";
 
 /** A classifier's calibration (see the file's description), as stored in its checkpoint's metadata. */
 export interface Calibration {
@@ -164,8 +164,7 @@ export function groupScores(
     if (!y) throw new Error(`groupScores: no labels for study ${uid}`);
     const u = rowShares(y);
     for (let j = 0; j < 8; j++) {
-      const q = Math.min(1 - LOG_EPS, Math.max(LOG_EPS, p[j]));
-      parts[j === 0 ? 0 : 1] += u[j] * -Math.log(y[j] ? q : 1 - q) / pred.size;
+      parts[j === 0 ? 0 : 1] += u[j] * labelLoss(p[j], y[j]) / pred.size;
     }
   }
   return parts;

@@ -23,6 +23,12 @@ export function targetWeight(j: number, y: number): number {
   return j === 0 ? (y ? 14 : 7) : (y ? 2 : 1);
 }
 
+/** One label's log loss, the probability clamped to [LOG_EPS, 1 - LOG_EPS] as the metric does. */
+export function labelLoss(p: number, y: number): number {
+  const q = Math.min(1 - LOG_EPS, Math.max(LOG_EPS, p));
+  return y ? -Math.log(q) : -Math.log(1 - q);
+}
+
 /** The logistic function, without overflow for large |x|. */
 export function sigmoid(x: number): number {
   return x >= 0 ? 1 / (1 + Math.exp(-x)) : Math.exp(x) / (1 + Math.exp(x));
@@ -102,8 +108,7 @@ export function competitionScore(
     checkRow(y, uid, "truth", false);
     let num = 0, den = 0;
     for (let j = 0; j < 8; j++) {
-      const q = Math.min(1 - LOG_EPS, Math.max(LOG_EPS, p[j]));
-      const bce = y[j] ? -Math.log(q) : -Math.log(1 - q);
+      const bce = labelLoss(p[j], y[j]);
       const w = targetWeight(j, y[j]);
       num += w * bce, den += w;
       tNum[j] += w * bce, tDen[j] += w;

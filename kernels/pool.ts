@@ -134,8 +134,9 @@ function maxPoolBackward(
       St[i]
     }); let ${name}1 = min(${n} - 1, (${q} + ${P[i]}) / ${St[i]});`;
   if (W % 4 === 0) {
-    // A lane per 4 inputs along W: each window that covers any of them is read once (the stem's pool: 3 x 1-2
-    // windows for 4 inputs, instead of up to 4 for each), compared with all four, and gx stored as a vec4.
+    // A lane per 4 inputs along W: each window that covers any of them (from the first's lowest, w0, to the
+    // last's highest, v1) is read once (the stem's pool: 3 x 1-2 windows for 4 inputs, instead of up to 4 for
+    // each), compared with all four, and gx stored as a vec4.
     launch1d({
       op,
       args: [{ name: "gy", t: gy }, { name: "ix", t: idx }, { name: "gx", t: gx, write: true, vec4: true }],
@@ -147,13 +148,12 @@ function maxPoolBackward(
   let qd = i32(qdu); let qh = i32(qhu); let qw = i32(qwu);
   ${rng("qd", 0, "sh.ODi", "d")}
   ${rng("qh", 1, "sh.OHi", "h")}
-  let w0 = max(0, (qw + ${P[2] - K[2] + St[2]}) / ${St[2]}); let w1 = min(sh.OWi - 1, (qw + 3 + ${P[2]}) / ${
-        St[2]
-      });
+  ${rng("qw", 2, "sh.OWi", "w")}
+  ${rng("(qw + 3)", 2, "sh.OWi", "v")}
   var acc = vec4<f32>(0.0);
   for (var od = max(d0, 0); od <= d1; od = od + 1) {
     for (var oh = max(h0, 0); oh <= h1; oh = oh + 1) {
-      for (var ow = w0; ow <= w1; ow = ow + 1) {
+      for (var ow = w0; ow <= v1; ow = ow + 1) {
         let o = nc * sh.OS + u32((od * sh.OHi + oh) * sh.OWi + ow);
         let k = ix_ld(o) - q;
         let v = gy_ld(o);

@@ -101,11 +101,12 @@ export async function calibrateCheckpoint(weights: string, runDir: string): Prom
     device.destroy();
   }
   const prior = bestConstant(studies.map((s) => s.labels));
-  const priorWithout = (uid: string) =>
-    bestConstant(studies.filter((s) => s.uid !== uid).map((s) => s.labels));
+  // Each validation study's prior without it: its leave-one-out calibration's level and its constant.
+  const constant = new Map(
+    [...pred.keys()].map((u) => [u, bestConstant(studies.filter((s) => s.uid !== u).map((s) => s.labels))]),
+  );
   const fitted = fitCalibration(pred, truth, prior);
-  const loo = leaveOneOutCalibrated(pred, truth, priorWithout);
-  const constant = new Map([...pred.keys()].map((u) => [u, priorWithout(u)]));
+  const loo = leaveOneOutCalibrated(pred, truth, (u) => constant.get(u)!);
   // A group keeps its slope only where leave-one-study-out beats the constant on its targets.
   const calibration = confirmSlopes(fitted, groupScores(loo, truth), groupScores(constant, truth));
   const calibrated = new Map([...pred].map(([u, p]) => [u, applyCalibration(p, calibration)]));

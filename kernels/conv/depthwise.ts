@@ -171,9 +171,7 @@ function dwConvQuads(
   const KK = K[0] * K[1] * K[2];
   const Q = OW % 16 === 0 ? 4 : OW % 8 === 0 ? 2 : 1, T = 4 * Q;
   const lanes = (OD * OH * OW) / T, st = Math.ceil(lanes / LANES);
-  const { lo, hi, at } = quadTaps(K[2], P[2], 1, T);
-  const blocks = range(hi - lo + 1).map((i) => lo + i);
-  const xb = (k: number) => `xb${k < 0 ? `m${-k}` : k}`;
+  const { at, name: xb, bounds, loads } = quadTaps(K[2], P[2], 1, T);
   const widx = (kd: number, kh: number, kw: number) => {
     const k = (kd * K[1] + kh) * K[2] + kw;
     return flip ? KK - 1 - k : k;
@@ -191,10 +189,7 @@ function dwConvQuads(
     let id = od + ${kd - P[0]}; let ih = oh + ${kh - P[1]};
     let ok = id >= 0 && id < xD && ih >= 0 && ih < xH;
     let rb = (xc + u32(clamp(id, 0, xD - 1)) * sh.xHW + u32(clamp(ih, 0, xH - 1)) * sh.xW) / 4u;
-    ${
-        blocks.map((k) => `let ${xb(k)} = select(vec4<f32>(0.0), x_ld(rb + at${xb(k)}), ok && ok${xb(k)});`)
-          .join(" ")
-      }
+    ${loads("rb")}
     ${fmas.join(" ")}
   }`);
     }
@@ -225,11 +220,7 @@ function dwConvQuads(
   let j = ow / 4;
   let xD = i32(sh.xD); let xH = i32(sh.xH); let W4 = i32(sh.xW / 4u);
   let xc = nc * sh.xS;
-  ${
-      blocks.map((k) =>
-        `let ok${xb(k)} = j + ${k} >= 0 && j + ${k} < W4; let at${xb(k)} = u32(clamp(j + ${k}, 0, W4 - 1));`
-      ).join("\n  ")
-    }
+  ${bounds}
   ${range(KK).map((k) => `let w${k} = w_ld(c * ${u(KK)} + ${u(k)});`).join(" ")}
   ${range(T).map((t) => `var a${t} = 0.0;`).join(" ")}
   ${rows.join("\n  ")}

@@ -132,16 +132,25 @@ export function direct4GradInput(op: string, gy: Tensor, w: Tensor, geo: Geo): T
 
 /**
  * The W taps' offsets from a quad's first position, by position t (0..3) and tap kw: the vec4 blocks they
- * span (relative to the quad's own) and, per (t, kw), the block and component.
+ * span (relative to the quad's own, `blocks` from `lo` to `hi`) and, per (t, kw), the block and component;
+ * and the WGSL of a row's loads: `name(b)` is block b's vec4, `bounds` binds each block's mask and clamped
+ * index from the i32 `j` (the quad's own block in the source row) and `W4` (the row's vec4s), `loads(rb)`
+ * loads the blocks of the row starting at vec4 `rb` (zeros where the row mask `ok` or the block's is false).
  */
 export function quadTaps(kW: number, pad: number, sign: 1 | -1, positions = 4, stride = 1): {
   lo: number;
   hi: number;
   at: (t: number, kw: number) => [number, number];
+  blocks: number[];
+  name: (b: number) => string;
+  bounds: string;
+  loads: (rb: string) => string;
 } {
   const off = (t: number, kw: number) => stride * t + sign * (kw - pad);
   const all = range(positions).flatMap((t) => range(kW).map((kw) => off(t, kw)));
   const lo = Math.floor(Math.min(...all) / 4), hi = Math.floor(Math.max(...all) / 4);
+  const blocks = range(hi - lo + 1).map((i) => lo + i);
+  const name = (b: number) => `xb${b < 0 ? `m${-b}` : b}`;
   return {
     lo,
     hi,
@@ -149,6 +158,15 @@ export function quadTaps(kW: number, pad: number, sign: 1 | -1, positions = 4, s
       const e = off(t, kw), blk = Math.floor(e / 4);
       return [blk, e - 4 * blk];
     },
+    blocks,
+    name,
+    bounds: blocks.map((b) =>
+      `let ok${name(b)} = j + ${b} >= 0 && j + ${b} < W4; let at${name(b)} = u32(clamp(j + ${b}, 0, W4 - 1));`
+    ).join("\n  "),
+    loads: (rb) =>
+      blocks.map((b) =>
+        `let ${name(b)} = select(vec4<f32>(0.0), x_ld(${rb} + at${name(b)}), ok && ok${name(b)});`
+      ).join("\n    "),
   };
 }
 
@@ -191,10 +209,8 @@ function direct4Kernel(s: Direct4Spec): void {
 
 /** WGSL of {@link direct4Kernel}: `x` is the source, `w` the packed weights; a lane owns 4Q positions x R rows. */
 function quadBody(s: Direct4Spec, R: number, Q: number, KK: number, rowsPad: number): string {
-  const { lo, hi, at } = quadTaps(s.K[2], s.P[2], s.sign, 4 * Q, s.S[2]);
-  const blocks = range(hi - lo + 1).map((i) => lo + i);
+  const { at, name: xb, bounds, loads } = quadTaps(s.K[2], s.P[2], s.sign, 4 * Q, s.S[2]);
   const rs = range(R), ts = range(4 * Q);
-  const xb = (b: number) => `xb${b < 0 ? `m${-b}` : b}`;
   // Source coordinate along d or h for output coordinate `o` and tap `k`.
   const coord = (o: string, k: string, i: number) =>
     s.sign > 0 ? `${o} * ${s.S[i]} + ${k} - ${s.P[i]}` : `${o} - ${k} + ${s.P[i]}`;
@@ -229,11 +245,7 @@ function quadBody(s: Direct4Spec, R: number, Q: number, KK: number, rowsPad: num
   let r0 = rTile * ${u(R)};
   ${rs.flatMap((r) => ts.map((t) => `var a${r}_${t} = 0.0;`)).join(" ")}
   let W4 = i32(sh.xW4);
-  ${
-    blocks.map((b) =>
-      `let ok${xb(b)} = j + ${b} >= 0 && j + ${b} < W4; let at${xb(b)} = u32(clamp(j + ${b}, 0, W4 - 1));`
-    ).join("\n  ")
-  }
+  ${bounds}
   for (var c = 0u; c < sh.nRed; c = c + 1u) {
     let xc = (n * sh.nRed + c) * sh.xS;
     for (var kd = 0; kd < ${s.K[0]}; kd = kd + 1) {
@@ -242,10 +254,7 @@ function quadBody(s: Direct4Spec, R: number, Q: number, KK: number, rowsPad: num
         let ih = ${coord("oh", "kh", 1)};
         let ok = id >= 0 && id < ${xD} && ih >= 0 && ih < ${xH};
         let rb = (xc + u32(clamp(id, 0, ${xD} - 1)) * sh.xHW + u32(clamp(ih, 0, ${xH} - 1)) * sh.xW) / 4u;
-        ${
-    blocks.map((b) => `let ${xb(b)} = select(vec4<f32>(0.0), x_ld(rb + at${xb(b)}), ok && ok${xb(b)});`)
-      .join("\n        ")
-  }
+        ${loads("rb")}
         let kb = u32((kd * ${s.K[1]} + kh) * ${s.K[2]});
         ${taps.join("\n        ")}
       }

@@ -270,7 +270,7 @@ function perChannel(
   o: { C: number; segs: number; args: Arg[]; uniforms?: Uniforms; finish: string },
 ): void {
   const uniforms = { C: o.C, segs: o.segs, ...o.uniforms };
-  const cpu = o.args[0].t.device.profile === "cpu";
+  const cpu = lanePartials(o.args[0].t);
   const totals = kind === "merge"
     ? (cpu
       ? "let tn = cnt;\n    let tm = mean;\n    let tq = m2;"
@@ -491,10 +491,10 @@ export function finishGrads(
   ];
   const finish = `let mu = st_ld(c * 2u);
     let inv = st_ld(c * 2u + 1u);
-    ${out.weight ? "gw_st(c, s2 * inv);" : ""}
-    ${out.bias ? "gb_st(c, s1);" : ""}
-    let g1 = ${glob ? "gl_ld(c * 2u)" : "s1"};
-    let g2 = ${glob ? "gl_ld(c * 2u + 1u)" : "s2"};
+    ${out.weight ? "gw_st(c, t2 * inv);" : ""}
+    ${out.bias ? "gb_st(c, t1);" : ""}
+    let g1 = ${glob ? "gl_ld(c * 2u)" : "t1"};
+    let g2 = ${glob ? "gl_ld(c * 2u + 1u)" : "t2"};
     cf_st(c * 4u, mu);
     cf_st(c * 4u + 1u, inv${weight ? " * w_ld(c)" : ""});
     cf_st(c * 4u + 2u, ${o.training ? "g1 * sh.rM" : "0.0"});
@@ -504,9 +504,7 @@ export function finishGrads(
     segs: part.shape[0],
     args,
     uniforms: { rM: { f: 1 / o.count } },
-    finish: `let s1 = t1;
-    let s2 = t2;
-    ${finish}`,
+    finish,
   });
   return out;
 }
