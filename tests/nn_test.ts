@@ -368,6 +368,22 @@ add({
   py: "seg_loss(a, torch.where(b == 4, torch.tensor(255, dtype=torch.int32), b), jw=1.0, fg_weight=20.0)",
   ts: (x, t) => models.segLoss(x, F.where(F.eq(t, 4), 255, t), { jaccardWeight: 1, fgWeight: 20 }),
 });
+// The fused loss's partial kernel gives a lane 256 voxels: 660 voxels a sample take 3 strided lanes; gamma 1.5
+// takes the pow path, gamma 1 the product path with a constant derivative.
+add({
+  name: "segLoss over 3 lanes a sample, gamma 1.5, fgWeight 3, ignore 255",
+  inputs: [f([2, 5, 6, 10, 11], { lo: -4, hi: 4 }), labels([2, 6, 10, 11], 4.5)],
+  py:
+    "seg_loss(a, torch.where(b == 3, torch.tensor(255, dtype=torch.int32), b), gamma=1.5, jw=0.5, fg_weight=3.0)",
+  ts: (x, t) =>
+    models.segLoss(x, F.where(F.eq(t, 3), 255, t), { gamma: 1.5, jaccardWeight: 0.5, fgWeight: 3 }),
+});
+add({
+  name: "segLoss gamma 1, min pixels 40, eps 1e-2",
+  inputs: [f([3, 4, 5, 9, 7], { lo: -3, hi: 3 }), labels([3, 5, 9, 7], 3.5)],
+  py: "seg_loss(a, b, gamma=1.0, min_pixels=40, eps=1e-2, jw=1.0)",
+  ts: (x, t) => models.segLoss(x, t, { gamma: 1, minPixels: 40, eps: 1e-2, jaccardWeight: 1 }),
+});
 
 const suite = new CaseSuite(cases, 777);
 
