@@ -64,9 +64,8 @@ function reduceORI(
     });
     return out;
   }
-  const S = segments(O * I, R, kind);
+  const { S, L } = split(O * I, R, kind, laneRows(x, kind));
   if (S > 1) {
-    const L = Math.ceil(R / S);
     const part = Tensor.empty(device, [O, S, I], x.dtype, op);
     reduceSegInto(op, x, part, O, R, I, kind, S, L);
     const res = reduceORI(op, part, O, S, I, kind, outShape);
@@ -83,9 +82,32 @@ function reduceORI(
  * are few outputs, and for sums it keeps every sequential chain short (a tree of partial sums), which
  * matters for accuracy in f32.
  */
-function segments(outputs: number, R: number, kind: Kind): number {
-  if (kind === "argmax" || !((outputs < 2048 && R >= 8192) || (kind === "sum" && R >= 4096))) return 1;
+function segments(outputs: number, R: number, kind: Kind, cpu: boolean): number {
+  if (kind === "argmax") return 1;
+  // The cpu profile's lanes walk ~1024 values each (see laneRows).
+  if (cpu) return R >= 2048 ? Math.min(Math.ceil(R / 1024), 4096) : 1;
+  if (!((outputs < 2048 && R >= 8192) || (kind === "sum" && R >= 4096))) return 1;
   return Math.min(Math.ceil(R / 2048), 4096);
+}
+
+/**
+ * Rows of length R as S segments of L values, none empty (S = ceil(R / L)); on the cpu profile L is a multiple of
+ * 4 where R is, so that the lanes load vec4s.
+ */
+function split(outputs: number, R: number, kind: Kind, cpu: boolean): { S: number; L: number } {
+  const S0 = segments(outputs, R, kind, cpu);
+  let L = Math.ceil(R / S0);
+  if (cpu && R % 4 === 0) L = Math.ceil(L / 4) * 4;
+  return { S: Math.ceil(R / L), L };
+}
+
+/**
+ * Whether a row reduction runs a lane per (row, segment) with no workgroup tree: always on the cpu profile,
+ * as llvmpipe pays dearly for a tree's barriers (it runs a workgroup's lanes as one loop per barrier-free piece)
+ * and loads lane by lane whatever the lanes' addresses (kernels/norm/stats.ts does the same).
+ */
+function laneRows(x: Tensor, kind: Kind): boolean {
+  return x.device.profile === "cpu" && kind !== "argmax";
 }
 
 /**
@@ -103,9 +125,9 @@ function reduceAllBut(
   const B = x.shape.slice(0, a).reduce((p, d) => p * d, 1);
   const C = x.shape[a];
   const R = x.shape.slice(a + 1).reduce((p, d) => p * d, 1);
-  const S = segments(B * C, R, kind);
+  const { S, L } = split(B * C, R, kind, laneRows(x, kind));
   const part = Tensor.empty(x.device, [C, B * S], x.dtype, op);
-  reduceSegInto(op, x, part, B * C, R, 1, kind, S, Math.ceil(R / S), { keep: { C, B }, reluOf });
+  reduceSegInto(op, x, part, B * C, R, 1, kind, S, L, { keep: { C, B }, reluOf });
   const r = reduceORI(op, part, C, B * S, 1, kind, x.shape.map((d, i) => (i === a ? d : 1)));
   part.dispose();
   return r;
@@ -148,7 +170,7 @@ function reduceSegInto(
   const decls = reluOf
     ? `fn relu_ld(i: u32) -> f32 { let v = select(0.0, x_ld(i), ry_ld(i) > 0.0); rg_st(i, v); return v; }\n`
     : "";
-  if (I === 1 && L >= 256) {
+  if (I === 1 && L >= 256 && !laneRows(x, kind)) {
     // One workgroup per (o, s) row: strided partial sums, then a tree in workgroup memory.
     const WG = 64;
     const upd = argmax
@@ -185,6 +207,10 @@ function reduceSegInto(
     });
     return;
   }
+  if (I === 1 && R % 4 === 0 && L % 4 === 0 && ty === "f32" && !argmax) {
+    laneRowsVec4(op, x, out, kind, { rows, S, L, R }, o);
+    return;
+  }
   // One thread per output element.
   const upd = argmax ? `if (v > acc) { acc = v; ai = r; }` : `acc = ${combine(kind, "acc", "v")};`;
   launch1d({
@@ -205,6 +231,59 @@ function reduceSegInto(
     ${upd}
   }
   out_st(${at("gid")}, ${argmax ? "i32(ai)" : "acc"});`,
+  });
+}
+
+/**
+ * The per-thread reduction of rows whose length R and segment length L are multiples of 4, in vec4 units: a
+ * lane per (row o, segment s), four running partials combined at the end.
+ */
+function laneRowsVec4(
+  op: string,
+  x: Tensor,
+  out: Tensor,
+  kind: Exclude<Kind, "argmax">,
+  g: { rows: number; S: number; L: number; R: number },
+  o: SegOptions,
+): void {
+  const { keep, reluOf } = o;
+  const S = g.S;
+  const args = [
+    { name: "x", t: x, vec4: true },
+    { name: "out", t: out, write: true },
+    ...(reluOf
+      ? [{ name: "ry", t: reluOf.y, vec4: true }, { name: "rg", t: reluOf.out, write: true, vec4: true }]
+      : []),
+  ];
+  const uniforms = {
+    S: { d: S },
+    L: g.L / 4,
+    R: g.R / 4,
+    ...(keep ? { kC: { d: keep.C }, kB: keep.B } : {}),
+  };
+  const at = keep ? `((o - div_kC(o) * sh.kC) * sh.kB + div_kC(o)) * sh.S + s` : "gid";
+  const z = "vec4<f32>(0.0)";
+  const decls = reluOf
+    ? `fn relu_ld(i: u32) -> vec4<f32> { let v = select(${z}, x_ld(i), ry_ld(i) > ${z}); rg_st(i, v); return v; }\n`
+    : "";
+  const ld = reluOf ? "relu_ld" : "x_ld";
+  const fold = kind === "sum"
+    ? "(acc.x + acc.y) + (acc.z + acc.w)"
+    : `${kind}(${kind}(acc.x, acc.y), ${kind}(acc.z, acc.w))`;
+  launch1d({
+    op,
+    args,
+    n: g.rows,
+    uniforms,
+    decls,
+    body: `  ${S === 1 ? "let o = gid; let s = 0u;" : "let o = div_S(gid); let s = gid - o * sh.S;"}
+  let r0 = s * sh.L;
+  let r1 = min(r0 + sh.L, sh.R);
+  var acc = ${ld}(o * sh.R + r0);
+  for (var r = r0 + 1u; r < r1; r = r + 1u) {
+    acc = ${combine(kind, "acc", `${ld}(o * sh.R + r)`)};
+  }
+  out_st(${at}, ${fold});`,
   });
 }
 

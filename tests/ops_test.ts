@@ -181,6 +181,23 @@ add({
   rtol: 3e-4,
   big: true,
 });
+// The cpu profile's lanes take ~1024 values each: vec4 loads where the row length is a multiple of 4, scalar
+// ones where not; max over segments too.
+add({
+  name: "sum long split, odd rows",
+  inputs: [f([3, 5003])],
+  py: "torch.sum(a, 1)",
+  ts: (a) => F.sum(a, 1),
+  rtol: 3e-4,
+  big: true,
+});
+add({
+  name: "max long split, vec4 rows",
+  inputs: [f([2, 4100])],
+  py: "torch.amax(a, 1)",
+  ts: (a) => F.max(a, 1),
+  big: true,
+});
 add({
   name: "sum split I>1",
   inputs: [f([8200, 3])],
