@@ -32,6 +32,9 @@ export interface FocalJaccardOptions {
   fgWeight?: number;
 }
 
+/** Classes the kernels unroll at most. */
+const MAX_CLASSES = 32;
+
 /** Voxels a lane of the partial kernel sums (enough lanes for both cores of lavapipe at the tiny sizes). */
 const PER_LANE = 256;
 
@@ -126,6 +129,8 @@ export function focalJaccardLoss(logits: Tensor, target: Tensor, opts: FocalJacc
   if (target.shape.join() !== tShape.join()) {
     throw new Error(`${op}: target [${target.shape}] must be [${tShape}] for logits [${logits.shape}]`);
   }
+  // The classes are unrolled into the kernels (registers, not arrays): a segmentation's handful, not hundreds.
+  if (C < 1 || C > MAX_CLASSES) throw new Error(`${op}: takes 1-${MAX_CLASSES} classes, got ${C}`);
   const gamma = opts.gamma ?? 2;
   if (!(gamma >= 0)) throw new Error(`${op}: gamma must be >= 0, got ${gamma}`);
   const S = logits.numel() / (N * C);

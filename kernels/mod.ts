@@ -35,6 +35,7 @@ export {
   nllLoss,
   type Reduction,
 } from "./loss.ts";
+export { focalJaccardLoss, type FocalJaccardOptions } from "./focal_jaccard.ts";
 export { conv2p1d, type Conv2p1dOptions, conv3d, type Conv3dOptions, type Triple } from "./conv/mod.ts";
 
 registerGradOps({ add: (a, b) => add(a as Tensor, b as Tensor), onesLike: (t) => onesLike(t as Tensor) });

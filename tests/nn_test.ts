@@ -7,7 +7,7 @@
 import { F, models, nn, noGrad, openDevice, type Tensor, tensor, tidy } from "../mod.ts";
 import type { Device } from "../core/device.ts";
 import { type Case, CaseSuite, f } from "./cases.ts";
-import { assertClose, prng, randData, torchRef } from "./helpers.ts";
+import { assertClose, assertThrows, prng, randData, torchRef } from "./helpers.ts";
 
 const cases: Case[] = [];
 const add = (c: Case) => cases.push(c);
@@ -606,5 +606,20 @@ Deno.test("eval batch norm without a backward (one pass on the running statistic
     } finally {
       device.destroy();
     }
+  }
+});
+
+Deno.test("segLoss rejects bad inputs with clear errors", async () => {
+  const device = await openDevice();
+  try {
+    const x = tensor(new Float32Array(2 * 3 * 8), [2, 3, 8], { device });
+    const t = tensor(new Int32Array(2 * 8), [2, 8], { device });
+    assertThrows(() => models.segLoss(x, tensor(new Int32Array(2 * 7), [2, 7], { device })), "must be [2,8]");
+    assertThrows(() => models.segLoss(x, tensor(new Float32Array(2 * 8), [2, 8], { device })), "i32 labels");
+    assertThrows(() => models.segLoss(x, t, { gamma: -1 }), "gamma must be >= 0");
+    const wide = tensor(new Float32Array(33 * 8), [1, 33, 8], { device });
+    assertThrows(() => models.segLoss(wide, tensor(new Int32Array(8), [1, 8], { device })), "1-32 classes");
+  } finally {
+    device.destroy();
   }
 });
