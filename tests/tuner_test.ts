@@ -90,7 +90,8 @@ Deno.test({
       await device.sync();
       assert(pending() === 0, "decided at the sync");
       const d = tuner.decisions().find((x) => x.key === "spin")!;
-      assert(d.chosen === 1 && d.ms[0]! > 10 * d.ms[1]!, `fast chosen, got ${JSON.stringify(d)}`);
+      // 100x the work is ~8-10x the time on lavapipe (a dispatch's fixed cost): 2x leaves the VM's noise room.
+      assert(d.chosen === 1 && d.ms[0]! > 2 * d.ms[1]!, `fast chosen, got ${JSON.stringify(d)}`);
       const before = device.stats().dispatches;
       assert(pick() === "fast" && trials.length === 4, "decided: the fastest, no more trials");
       assert(device.stats().dispatches === before, "a decided choice dispatches nothing");
