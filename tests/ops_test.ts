@@ -387,6 +387,17 @@ Deno.test("ops match PyTorch (forward and backward)", async (t) => {
   }
 });
 
+Deno.test("reductions on the cpu profile with tensors split across bindings (vec4 lanes over windows)", async (t) => {
+  // 8 KiB bindings: the lanes' vec4 loads of long rows cross windows; the big cases (the split rows) fit the
+  // device's bindings at this size.
+  const device = await openDevice({ maxBindingBytes: 8192, profile: "cpu" });
+  try {
+    await suite.check(t, device, false, (name) => /^(sum|mean|max|min)\b/.test(name));
+  } finally {
+    device.destroy();
+  }
+});
+
 Deno.test("ops match PyTorch with tensors split across bindings and 2-D dispatch grids", async (t) => {
   // 1 KiB bindings: any tensor over 256 floats is bound as several windows; at most 8 workgroups per
   // dimension: nearly every dispatch uses a 2-D grid.
