@@ -13,7 +13,7 @@
 import { Tensor } from "../core/tensor.ts";
 import { record } from "../core/autograd.ts";
 import { storageBytes } from "../core/dtype.ts";
-import { type Arg, bindingsOf, f, launch1d } from "./codegen.ts";
+import { type Arg, bindingsOf, f, launch1d, type Uniforms } from "./codegen.ts";
 import { sum } from "./reduce.ts";
 
 /** Options of {@link focalJaccardLoss}; the defaults are the seed's. */
@@ -80,20 +80,32 @@ function voxelCode(C: number): string {
 }
 
 /**
- * Launches `run` over all samples at once, or sample by sample where the per-voxel tensors `big` ([N, ...],
- * bound whole) and the rest would need more storage bindings than the device has: then each of `big` is bound
- * over its sample's bytes only (a tensor larger than the binding cap is bound in windows).
+ * Launches `per` lanes a sample over all samples at once, or sample by sample where the per-voxel tensors
+ * `big` ([N, ...], bound whole) and the rest would need more storage bindings than the device has: then each
+ * of `big` is bound over its sample's bytes only (a tensor larger than the binding cap is bound in windows).
+ * The body sees `n`, the sample, and `i`, the lane's index within it.
  */
-function bySample(
+function launchBySample(
   op: string,
   N: number,
   big: Arg[],
   rest: Arg[],
-  run: (n0: number, n1: number, args: Arg[]) => void,
+  o: { per: number; uniforms: Uniforms; body: string },
 ): void {
   const device = big[0].t.device;
+  const limit = device.info.maxStorageBuffersPerShaderStage;
   const count = (args: Arg[]) => args.reduce((k, a) => k + bindingsOf(a, device), 0);
-  if (count([...big, ...rest]) <= device.info.maxStorageBuffersPerShaderStage) {
+  const run = (n0: number, n1: number, args: Arg[]) =>
+    launch1d({
+      op,
+      args,
+      n: (n1 - n0) * o.per,
+      uniforms: { ...o.uniforms, per: o.per, n0 },
+      body: `  let n = sh.n0 + gid / sh.per;
+  let i = gid - (n - sh.n0) * sh.per;
+${o.body}`,
+    });
+  if (count([...big, ...rest]) <= limit) {
     run(0, N, [...big, ...rest]);
     return;
   }
@@ -103,10 +115,10 @@ function bySample(
       const b0 = Math.floor((n * per) / 256) * 256;
       return { ...a, range: { byteOffset: b0, bytes: Math.ceil(((n + 1) * per - b0) / 16) * 16 } };
     });
-    if (count([...ranged, ...rest]) > device.info.maxStorageBuffersPerShaderStage) {
+    if (count([...ranged, ...rest]) > limit) {
       throw new Error(
-        `${op}: one sample of [${big[0].t.shape}] needs more storage bindings than the device's ` +
-          `${device.info.maxStorageBuffersPerShaderStage} (binding cap ${device.bindingCap} B)`,
+        `${op}: one sample of [${big[0].t.shape}] needs more storage bindings than the device's ${limit} ` +
+          `(binding cap ${device.bindingCap} B)`,
       );
     }
     run(n, n + 1, [...ranged, ...rest]);
@@ -163,7 +175,7 @@ function focalJaccardSums(
   op: string,
   x: Tensor,
   target: Tensor,
-  uniforms: Record<string, number | { i: number } | { f: number }>,
+  uniforms: Uniforms,
   pw: string,
 ): Tensor {
   const [N, C] = x.shape;
@@ -171,40 +183,35 @@ function focalJaccardSums(
   const lanes = Math.max(1, Math.ceil(S / PER_LANE));
   const part = Tensor.empty(x.device, [N, K, lanes], "f32", op);
   const cs = [...Array(C).keys()];
-  // Lane j of sample n takes voxels j, j + lanes, ...: neighbouring lanes read neighbouring voxels on a GPU.
+  // Lane i of sample n takes voxels i, i + lanes, ...: neighbouring lanes read neighbouring voxels on a GPU.
   const big: Arg[] = [{ name: "x", t: x }, { name: "t", t: target }];
-  bySample(op, N, big, [{ name: "p", t: part, write: true }], (n0, n1, args) =>
-    launch1d({
-      op,
-      args,
-      n: (n1 - n0) * lanes,
-      uniforms: { ...uniforms, lanes, n0 },
-      body: `  let n = sh.n0 + gid / sh.lanes;
-  let j = gid - (n - sh.n0) * sh.lanes;
-  ${cs.map((c) => `var i${c} = 0.0;\n  var s${c} = 0.0;\n  var n${c} = 0.0;`).join("\n  ")}
+  launchBySample(op, N, big, [{ name: "p", t: part, write: true }], {
+    per: lanes,
+    uniforms,
+    body: `  ${cs.map((c) => `var i${c} = 0.0;\n  var s${c} = 0.0;\n  var n${c} = 0.0;`).join("\n  ")}
   var fs = 0.0;
   var vs = 0.0;
-  for (var s = j; s < sh.S; s = s + sh.lanes) {
+  for (var s = i; s < sh.S; s = s + sh.per) {
   ${voxelCode(C).replace(/\n/g, "\n  ")}
     fs = fs - w * (${pw}) * lpt;
     vs = vs + valid;
     ${
-        cs.map((c) =>
-          `let h${c} = select(0.0, 1.0, t == ${c});\n    i${c} = i${c} + valid * p${c} * h${c};\n    s${c} = s${c} + valid * p${c};\n    n${c} = n${c} + h${c};`
-        ).join("\n    ")
-      }
+      cs.map((c) =>
+        `let h${c} = select(0.0, 1.0, t == ${c});\n    i${c} = i${c} + valid * p${c} * h${c};\n    s${c} = s${c} + valid * p${c};\n    n${c} = n${c} + h${c};`
+      ).join("\n    ")
+    }
   }
-  let o = n * ${K}u * sh.lanes + j;
+  let o = n * ${K}u * sh.per + i;
   ${
-        cs.map((c) =>
-          `p_st(o + ${3 * c}u * sh.lanes, i${c});\n  p_st(o + ${3 * c + 1}u * sh.lanes, s${c});\n  p_st(o + ${
-            3 * c + 2
-          }u * sh.lanes, n${c});`
-        ).join("\n  ")
-      }
-  p_st(o + ${3 * C}u * sh.lanes, fs);
-  p_st(o + ${3 * C + 1}u * sh.lanes, vs);`,
-    }));
+      cs.map((c) =>
+        `p_st(o + ${3 * c}u * sh.per, i${c});\n  p_st(o + ${3 * c + 1}u * sh.per, s${c});\n  p_st(o + ${
+          3 * c + 2
+        }u * sh.per, n${c});`
+      ).join("\n  ")
+    }
+  p_st(o + ${3 * C}u * sh.per, fs);
+  p_st(o + ${3 * C + 1}u * sh.per, vs);`,
+  });
   const totals = sum(part, 2);
   part.dispose();
   return totals;
@@ -285,33 +292,29 @@ function backward(
   op: string,
   a: { g: Tensor; x: Tensor; t: Tensor; cf: Tensor; gx: Tensor },
   C: number,
-  uniforms: Record<string, number | { i: number } | { f: number }>,
+  uniforms: Uniforms,
   p: { pw: string; dpw: string },
 ): void {
   const N = a.x.shape[0], S = a.x.numel() / (N * C);
   const cs = [...Array(C).keys()];
   const big: Arg[] = [{ name: "x", t: a.x }, { name: "t", t: a.t }, { name: "gx", t: a.gx, write: true }];
-  bySample(op, N, big, [{ name: "g", t: a.g }, { name: "cf", t: a.cf }], (n0, n1, args) =>
-    launch1d({
-      op,
-      args,
-      n: (n1 - n0) * S,
-      uniforms: { ...uniforms, N, n0 },
-      body: `  let n = sh.n0 + gid / sh.S;
-  let s = gid - (n - sh.n0) * sh.S;
+  launchBySample(op, N, big, [{ name: "g", t: a.g }, { name: "cf", t: a.cf }], {
+    per: S,
+    uniforms: { ...uniforms, N },
+    body: `  let s = i;
 ${voxelCode(C)}
   let fl = select(0.0, cf_ld(sh.N * ${C * 2}u) * w * ((${p.pw}) - q * lpt * (${p.dpw})), ok);
   ${
-        cs.map((c) =>
-          `let G${c} = valid * (select(0.0, cf_ld((n * ${C}u + ${c}u) * 2u), t == ${c}) + cf_ld((n * ${C}u + ${c}u) * 2u + 1u));`
-        ).join("\n  ")
-      }
+      cs.map((c) =>
+        `let G${c} = valid * (select(0.0, cf_ld((n * ${C}u + ${c}u) * 2u), t == ${c}) + cf_ld((n * ${C}u + ${c}u) * 2u + 1u));`
+      ).join("\n  ")
+    }
   let sg = ${cs.map((c) => `p${c} * G${c}`).join(" + ")};
   let gs = g_ld(0u);
   ${
-        cs.map((c) =>
-          `gx_st((n * ${C}u + ${c}u) * sh.S + s, gs * (fl * (select(0.0, 1.0, t == ${c}) - p${c}) + p${c} * (G${c} - sg)));`
-        ).join("\n  ")
-      }`,
-    }));
+      cs.map((c) =>
+        `gx_st((n * ${C}u + ${c}u) * sh.S + s, gs * (fl * (select(0.0, 1.0, t == ${c}) - p${c}) + p${c} * (G${c} - sg)));`
+      ).join("\n  ")
+    }`,
+  });
 }
