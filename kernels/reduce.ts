@@ -158,19 +158,32 @@ function reduceSegInto(
   const rows = O * S;
   const argmax = kind === "argmax";
   const { keep, reluOf } = o;
+  const tree = I === 1 && L >= 256 && !laneRows(x, kind);
+  // The per-thread path walks f32 rows whose length and segments are multiples of 4 in vec4 units, four running
+  // partials folded at the end.
+  const V = !tree && I === 1 && R % 4 === 0 && L % 4 === 0 && ty === "f32" && !argmax ? 4 : 1;
+  const v4 = V === 4, reg = v4 ? "vec4<f32>" : ty, zero = v4 ? "vec4<f32>(0.0)" : "0.0";
   const args = [
-    { name: "x", t: x },
+    { name: "x", t: x, vec4: v4 },
     { name: "out", t: out, write: true },
-    ...(reluOf ? [{ name: "ry", t: reluOf.y }, { name: "rg", t: reluOf.out, write: true }] : []),
+    ...(reluOf
+      ? [{ name: "ry", t: reluOf.y, vec4: v4 }, { name: "rg", t: reluOf.out, write: true, vec4: v4 }]
+      : []),
   ];
   // Sizes are uniforms: one pipeline per (kind, dtype, path), whatever the shape.
-  const uniforms = { S: { d: S }, L, R, I: { d: I }, ...(keep ? { kC: { d: keep.C }, kB: keep.B } : {}) };
+  const uniforms = {
+    S: { d: S },
+    L: L / V,
+    R: R / V,
+    I: { d: I },
+    ...(keep ? { kC: { d: keep.C }, kB: keep.B } : {}),
+  };
   const at = (flat: string) => keep ? `((o - div_kC(o) * sh.kC) * sh.kB + div_kC(o)) * sh.S + s` : flat;
   const ld = reluOf ? "relu_ld" : "x_ld";
   const decls = reluOf
-    ? `fn relu_ld(i: u32) -> f32 { let v = select(0.0, x_ld(i), ry_ld(i) > 0.0); rg_st(i, v); return v; }\n`
+    ? `fn relu_ld(i: u32) -> ${reg} { let v = select(${zero}, x_ld(i), ry_ld(i) > ${zero}); rg_st(i, v); return v; }\n`
     : "";
-  if (I === 1 && L >= 256 && !laneRows(x, kind)) {
+  if (tree) {
     // One workgroup per (o, s) row: strided partial sums, then a tree in workgroup memory.
     const WG = 64;
     const upd = argmax
@@ -207,12 +220,15 @@ function reduceSegInto(
     });
     return;
   }
-  if (I === 1 && R % 4 === 0 && L % 4 === 0 && ty === "f32" && !argmax) {
-    laneRowsVec4(op, x, out, kind, { rows, S, L, R }, o);
-    return;
-  }
   // One thread per output element.
   const upd = argmax ? `if (v > acc) { acc = v; ai = r; }` : `acc = ${combine(kind, "acc", "v")};`;
+  const result = argmax
+    ? "i32(ai)"
+    : !v4
+    ? "acc"
+    : kind === "sum"
+    ? "(acc.x + acc.y) + (acc.z + acc.w)"
+    : `${kind}(${kind}(acc.x, acc.y), ${kind}(acc.z, acc.w))`;
   launch1d({
     op,
     args,
@@ -224,66 +240,13 @@ function reduceSegInto(
   ${S === 1 ? "let o = os; let s = 0u;" : "let o = div_S(os); let s = os - o * sh.S;"}
   let r0 = s * sh.L;
   let r1 = min(r0 + sh.L, sh.R);
-  var acc: ${ty} = ${ld}((o * sh.R + r0) * sh.I + i);
+  var acc: ${reg} = ${ld}((o * sh.R + r0) * sh.I + i);
   var ai = r0;
   for (var r = r0 + 1u; r < r1; r = r + 1u) {
     let v = ${ld}((o * sh.R + r) * sh.I + i);
     ${upd}
   }
-  out_st(${at("gid")}, ${argmax ? "i32(ai)" : "acc"});`,
-  });
-}
-
-/**
- * The per-thread reduction of rows whose length R and segment length L are multiples of 4, in vec4 units: a
- * lane per (row o, segment s), four running partials combined at the end.
- */
-function laneRowsVec4(
-  op: string,
-  x: Tensor,
-  out: Tensor,
-  kind: Exclude<Kind, "argmax">,
-  g: { rows: number; S: number; L: number; R: number },
-  o: SegOptions,
-): void {
-  const { keep, reluOf } = o;
-  const S = g.S;
-  const args = [
-    { name: "x", t: x, vec4: true },
-    { name: "out", t: out, write: true },
-    ...(reluOf
-      ? [{ name: "ry", t: reluOf.y, vec4: true }, { name: "rg", t: reluOf.out, write: true, vec4: true }]
-      : []),
-  ];
-  const uniforms = {
-    S: { d: S },
-    L: g.L / 4,
-    R: g.R / 4,
-    ...(keep ? { kC: { d: keep.C }, kB: keep.B } : {}),
-  };
-  const at = keep ? `((o - div_kC(o) * sh.kC) * sh.kB + div_kC(o)) * sh.S + s` : "gid";
-  const z = "vec4<f32>(0.0)";
-  const decls = reluOf
-    ? `fn relu_ld(i: u32) -> vec4<f32> { let v = select(${z}, x_ld(i), ry_ld(i) > ${z}); rg_st(i, v); return v; }\n`
-    : "";
-  const ld = reluOf ? "relu_ld" : "x_ld";
-  const fold = kind === "sum"
-    ? "(acc.x + acc.y) + (acc.z + acc.w)"
-    : `${kind}(${kind}(acc.x, acc.y), ${kind}(acc.z, acc.w))`;
-  launch1d({
-    op,
-    args,
-    n: g.rows,
-    uniforms,
-    decls,
-    body: `  ${S === 1 ? "let o = gid; let s = 0u;" : "let o = div_S(gid); let s = gid - o * sh.S;"}
-  let r0 = s * sh.L;
-  let r1 = min(r0 + sh.L, sh.R);
-  var acc = ${ld}(o * sh.R + r0);
-  for (var r = r0 + 1u; r < r1; r = r + 1u) {
-    acc = ${combine(kind, "acc", `${ld}(o * sh.R + r)`)};
-  }
-  out_st(${at}, ${fold});`,
+  out_st(${at("gid")}, ${result});`,
   });
 }
 
