@@ -132,14 +132,12 @@ export function direct4GradInput(op: string, gy: Tensor, w: Tensor, geo: Geo): T
 
 /**
  * The W taps' offsets from a quad's first position, by position t (0..3) and tap kw: the vec4 blocks they
- * span (relative to the quad's own, `blocks` from `lo` to `hi`) and, per (t, kw), the block and component;
+ * span (`blocks`, relative to the quad's own, in order) and, per (t, kw), the block and component;
  * and the WGSL of a row's loads: `name(b)` is block b's vec4, `bounds` binds each block's mask and clamped
  * index from the i32 `j` (the quad's own block in the source row) and `W4` (the row's vec4s), `loads(rb)`
  * loads the blocks of the row starting at vec4 `rb` (zeros where the row mask `ok` or the block's is false).
  */
 export function quadTaps(kW: number, pad: number, sign: 1 | -1, positions = 4, stride = 1): {
-  lo: number;
-  hi: number;
   at: (t: number, kw: number) => [number, number];
   blocks: number[];
   name: (b: number) => string;
@@ -152,8 +150,6 @@ export function quadTaps(kW: number, pad: number, sign: 1 | -1, positions = 4, s
   const blocks = range(hi - lo + 1).map((i) => lo + i);
   const name = (b: number) => `xb${b < 0 ? `m${-b}` : b}`;
   return {
-    lo,
-    hi,
     at: (t, kw) => {
       const e = off(t, kw), blk = Math.floor(e / 4);
       return [blk, e - 4 * blk];
@@ -387,8 +383,7 @@ export function direct4GradWeight(op: string, gy: Tensor, x: Tensor, geo: Geo): 
  */
 function gradWeightBody(g: Geo, R: number, Hl: number, Dl: number, wg: number): string {
   const { K, P, S } = g, KK = K[0] * K[1] * K[2], groups = K[1] / Hl, dGroups = K[0] / Dl;
-  const { lo, hi, at } = quadTaps(K[2], P[2], 1, 4, S[2]);
-  const blocks = range(hi - lo + 1).map((i) => lo + i);
+  const { blocks, at } = quadTaps(K[2], P[2], 1, 4, S[2]);
   const rs = range(R), kws = range(K[2]), khs = range(Hl), kds = range(Dl);
   // The lane's (kd, kh) source rows, in the order their taps are stored.
   const taps = kds.flatMap((d) => khs.map((h) => [d, h] as const));
