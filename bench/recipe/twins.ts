@@ -11,19 +11,32 @@
  */
 import { phantomStudy } from "../../data/synth.ts";
 import { labelBoxes, resampleArea } from "../../data/crops.ts";
+import { type Flags, parseFlags, usage, UsageError } from "../../cli/flags.ts";
 
-const args = Object.fromEntries(
-  Deno.args.reduce<[string, string][]>(
-    (a, v, i, all) => (v.startsWith("--") ? [...a, [v.slice(2), all[i + 1]]] : a),
-    [],
-  ),
-);
-const size = +(args.size ?? 128), D = 16;
-const variants = (args.variants ?? "2:64").split(",").map((v) =>
-  v.split(":").map(Number) as [number, number]
-);
-const ntrain = +(args.ntrain ?? 160), nval = +(args.nval ?? 60), seed0 = +(args.seed0 ?? 880000);
-const outRoot = args.out ?? `out/twins/s${size}`;
+const SPECS = {
+  size: { type: "number", default: 128, help: "phantom in-plane size in pixels" },
+  variants: { type: "string", default: "2:64", help: "crop variants z-step:in-plane size, comma-separated" },
+  ntrain: { type: "number", default: 160, help: "training seeds" },
+  nval: { type: "number", default: 60, help: "validation seeds, after the training ones" },
+  seed0: { type: "number", default: 880000, help: "first seed (development seeds only)" },
+  out: { type: "string", help: "output prefix (default out/twins/s<size>; z<step>h<size> appended)" },
+} as const;
+let f: Flags;
+try {
+  f = parseFlags(Deno.args, SPECS);
+} catch (e) {
+  if (!(e instanceof UsageError)) throw e;
+  console.error(`bench/recipe/twins.ts: ${e.message}`);
+  Deno.exit(2);
+}
+if (f.help) {
+  console.log(usage("deno run -A bench/recipe/twins.ts", SPECS));
+  Deno.exit(0);
+}
+const size = f.size as number, D = 16;
+const variants = (f.variants as string).split(",").map((v) => v.split(":").map(Number) as [number, number]);
+const ntrain = f.ntrain as number, nval = f.nval as number, seed0 = f.seed0 as number;
+const outRoot = (f.out as string | undefined) ?? `out/twins/s${size}`;
 const outs = [];
 for (const [zstep, hw] of variants) {
   const out = `${outRoot}z${zstep}h${hw}`;
