@@ -268,14 +268,6 @@ def competition_score(preds, truths):
     return tot / len(preds), dict(zip(C.TARGETS, (tn / td).tolist()))
 
 
-def auc(scores, labels):
-    pos = [s for s, l in zip(scores, labels) if l]
-    neg = [s for s, l in zip(scores, labels) if not l]
-    if not pos or not neg:
-        return None
-    return sum((a > b) + 0.5 * (a == b) for a in pos for b in neg) / (len(pos) * len(neg))
-
-
 @torch.no_grad()
 def validate(model, items, const):
     model.eval()
@@ -295,8 +287,8 @@ def validate(model, items, const):
     # The same with each vertebra output's mean logit over the crops taken off: the level priors (C2, C7 break
     # most often) out of the pooled AUC.
     mu = {v: np.mean([s for s, w in zip(cs, cv) if w == v]) for v in set(cv)}
-    return {"score": score, "const_score": cscore, "crop_auc": auc(cs, cl),
-            "crop_auc_level": auc([s - mu[v] for s, v in zip(cs, cv)], cl),
+    return {"score": score, "const_score": cscore, "crop_auc": C.roc_auc(cs, cl),
+            "crop_auc_level": C.roc_auc([s - mu[v] for s, v in zip(cs, cv)], cl),
             **{f"loss_{k}": v for k, v in per.items()}}
 
 

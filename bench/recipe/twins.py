@@ -30,25 +30,9 @@ import common as C  # noqa: E402
 
 
 def auc(y, s):
-    y = np.asarray(y)
-    s = np.asarray(s, dtype=np.float64)
-    pos, neg = s[y == 1], s[y == 0]
-    if len(pos) == 0 or len(neg) == 0:
-        return float("nan")
-    # Mann-Whitney with ties counted half
-    allv = np.concatenate([pos, neg])
-    order = allv.argsort(kind="mergesort")
-    ranks = np.empty(len(allv))
-    sv = allv[order]
-    i = 0
-    while i < len(sv):
-        j = i
-        while j + 1 < len(sv) and sv[j + 1] == sv[i]:
-            j += 1
-        ranks[order[i:j + 1]] = (i + j) / 2 + 1
-        i = j + 1
-    rp = ranks[: len(pos)].sum()
-    return float((rp - len(pos) * (len(pos) + 1) / 2) / (len(pos) * len(neg)))
+    """common.roc_auc, NaN where a split lacks one class (the tables print it)."""
+    r = C.roc_auc(s, y)
+    return float("nan") if r is None else r
 
 
 def gap_bucket(r):
