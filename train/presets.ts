@@ -64,22 +64,21 @@ export const SEG_SEED: SegConfig = {
 
 /**
  * Small enough for the CPU machine and still learns the phantoms' levels in the main job's time: a narrow
- * ir-CSN-26 UNet on 16 x 64 x 64 windows (every second slice; in-plane 2.4-2.9 mm), with a decoder wider than
- * the encoder's 8 channels (8-channel decoder stages learnt the levels several times slower in PyTorch),
- * vertebra voxels weighted 20x in the focal term and a full-weight Jaccard term (otherwise a few hundred steps
- * settle on background), a 30-step warm-up to lr 2e-3, 9 epochs, 1377 steps. Mean validation dice of three
- * seeds in PyTorch 0.64 (0.637-0.645), against 0.55 (0.52-0.58) for the same steps on the 32 x 32 x 32 windows
- * this preset had until 2026-12-05, whose 4.7-5.9 mm pixels capped the boundary; a step costs ~1.7x. At 1000
- * steps one seed of three did not name C5-C7 (16 slices see fewer levels than 32). docs/recipe.md has the
- * search and both engines' curves.
+ * ir-CSN-26 UNet on 32 x 32 x 32 windows (in-plane 4.7-5.9 mm: the level is what must be learnt, and at 64 px
+ * a step costs 3x more on lavapipe, so too few fit), with a decoder wider than the encoder's 8 channels
+ * (8-channel decoder stages learnt the levels several times slower in PyTorch), vertebra voxels weighted 20x
+ * in the focal term and a full-weight Jaccard term (otherwise a few hundred steps settle on background), a
+ * 30-step warm-up to lr 2e-3. 9 epochs, 1377 steps (mean dice of six seeds in PyTorch: 0.36-0.51, mean 0.43, for
+ * 6 epochs; 0.46-0.52, mean 0.48, for 8; 0.43-0.57, mean 0.50, for 9; the 4 epochs of the first preset stopped
+ * at 0.36); docs/recipe.md has the search and both engines' curves.
  */
 export const SEG_TINY: SegConfig = {
   encoder: "r26ir",
   baseChannels: 8,
   decoderFilters: [16, 32, 32, 64],
   lastChannels: 16,
-  slices: 16,
-  size: 64,
+  slices: 32,
+  size: 32,
   batch: 2,
   epochs: 9,
   lr: 2e-3,
