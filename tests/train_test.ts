@@ -130,6 +130,32 @@ Deno.test({
   },
 });
 
+Deno.test("the rate after an epoch's validation measures training steps, not the validation", async () => {
+  const dir = `${tmp}/rate`;
+  const task = toyTask(device, 5);
+  const validate = task.validate.bind(task);
+  const pause = 3000;
+  task.validate = async (p) => {
+    await new Promise((r) => setTimeout(r, pause));
+    return validate(p);
+  };
+  const o = toyOptions({ epochs: 2 });
+  try {
+    await train(task, await RunFolder.open(dir, o.config, false), o);
+  } finally {
+    task.model.dispose();
+  }
+  const log = (await Deno.readTextFile(`${dir}/log.jsonl`)).trim().split("\n").map((l) => JSON.parse(l));
+  // Epoch 2's first window (steps 5-6) starts after epoch 1's validation: 4 samples in well under the pause.
+  const first2 = log.find((r) => r.step === 6 && r.samplesPerSec !== undefined);
+  assert(first2, "a rate record at step 6");
+  const slowest = (o.logEvery * o.batch) / (pause / 1000);
+  assert(
+    first2.samplesPerSec > 1.5 * slowest,
+    `step 6's rate ${first2.samplesPerSec.toFixed(2)} samples/s counts the ${pause} ms validation`,
+  );
+});
+
 Deno.test("a run folder of another configuration is refused; resuming needs the same flags", async () => {
   const dir = `${tmp}/cfg`;
   await RunFolder.open(dir, { a: 1, "max-steps": 2 }, false);

@@ -213,6 +213,8 @@ export async function train<S extends SampleResult>(
   let waitMs = 0, stoppedAtMaxSteps = false;
   const logBuf: LogRecord[] = [];
   let winStart = performance.now(), winWait = 0, winSteps = 0;
+  // The last end-of-epoch validation's seconds: the ETA counts the ones still ahead.
+  let valSec = 0;
   try {
     model.train();
     while (epoch < o.epochs) {
@@ -289,7 +291,8 @@ export async function train<S extends SampleResult>(
             const total = o.maxSteps
               ? Math.min(o.maxSteps, o.epochs * stepsPerEpoch)
               : o.epochs * stepsPerEpoch;
-            const eta = ((total - step) * o.batch) / rate;
+            const valsAhead = Math.max(0, Math.floor(total / stepsPerEpoch) - epoch);
+            const eta = ((total - step) * o.batch) / rate + valsAhead * valSec;
             const avg = logBuf.slice(-winSteps).reduce((s, r) => s + (r as { loss: number }).loss, 0) /
               winSteps;
             logBuf[logBuf.length - 1] = {
@@ -323,7 +326,9 @@ export async function train<S extends SampleResult>(
         continue;
       }
       model.eval();
+      const v0 = performance.now();
       const metrics = await amp(() => task.validate(progress));
+      valSec = (performance.now() - v0) / 1000;
       model.train();
       const value = metrics[task.metric.name];
       const rec: EpochRecord = { epoch: epoch + 1, step, metrics };
@@ -346,6 +351,8 @@ export async function train<S extends SampleResult>(
       epoch++, inEpoch = 0;
       await save();
       await writeCurves(run, task, epochs);
+      // The next epoch's first rate window measures training, not this validation and these checkpoints.
+      winStart = performance.now(), winWait = 0;
     }
   } finally {
     progress.done();
