@@ -91,8 +91,16 @@ export interface AugmentPlan {
   steps: AugmentStep[];
 }
 
-/** The segmentation stage's train augmentation (seed §2.2). */
-export function segAugment(): TransformSpec[] {
+/**
+ * The segmentation stage's train augmentation (seed §2.2) for slices of `size` pixels (the seed's 256). The
+ * seed's lengths in pixels (ElasticTransform's sigma and alpha_affine) are for 256-px slices: at 32 px an
+ * alpha_affine of 50 moves the three reference points (10 px from the centre) by up to 50 px, an affine that
+ * folds or inverts the slice, so they are scaled by size / 256 (alpha by its square: the field's amplitude
+ * goes as alpha / sigma), which keeps the distortions' share of the slice. Relative limits stay as they are.
+ */
+export function segAugment(size = 256): TransformSpec[] {
+  if (!(size > 0)) throw new Error(`segAugment: size must be > 0 pixels, got ${size}`);
+  const k = size / 256;
   return [
     { name: "ShiftScaleRotate", shiftLimit: 0.1, scaleLimit: 0.1, rotateLimit: 20, p: 0.5 },
     { name: "HorizontalFlip", p: 0.5 },
@@ -101,7 +109,7 @@ export function segAugment(): TransformSpec[] {
       p: 0.2,
       transforms: [
         { name: "GridDistortion", numSteps: 5, distortLimit: 0.1, p: 0.5 },
-        { name: "ElasticTransform", alpha: 1, sigma: 50, alphaAffine: 50, p: 0.5 },
+        { name: "ElasticTransform", alpha: k * k, sigma: 50 * k, alphaAffine: 50 * k, p: 0.5 },
       ],
     },
   ];

@@ -122,6 +122,10 @@ for (const seed of [1, 2]) {
     3,
   );
 }
+// The tiny preset's 32-px slices: the seed's pixel lengths scaled (sigma 6.25, alpha_affine 6.25).
+for (const seed of [1, 2]) {
+  add(`segAugment(32) forced seed ${seed}`, drawAugment(forced(segAugment(32)), prng(seed), 32, 32), 3);
+}
 for (const seed of [3, 4, 5, 6]) {
   add(`segAugment seed ${seed}`, drawAugment(segAugment(), prng(seed), 41, 47));
   add(
@@ -313,6 +317,30 @@ Deno.test("failed p draws give the identity; shapes after rotate / resize / pad"
   }
 });
 
+Deno.test("segAugment keeps the seed's distortions in proportion on smaller slices", () => {
+  if (JSON.stringify(segAugment(256)) !== JSON.stringify(segAugment())) {
+    throw new Error("segAugment(256) is not the seed's augmentation");
+  }
+  const elastic = (spec: TransformSpec[]) => ({
+    ...(spec[2] as { transforms: TransformSpec[] }).transforms[1],
+    p: 1,
+  });
+  // The share of a 32 x 32 slice that a forced ElasticTransform leaves inside the slice, 10th percentile of
+  // 100 draws: the seed's 50-px alpha_affine at 32 px throws whole slices out (why it is scaled).
+  const p10 = (t: TransformSpec) => {
+    const n = 32 * 32, mask = new Uint8Array(n).fill(1), image = new Float32Array(n);
+    const kept: number[] = [];
+    for (let seed = 1; seed <= 100; seed++) {
+      const out = applyPlan(drawAugment([t], prng(seed), 32, 32), image, mask, [1, 32, 32]);
+      kept.push(out.mask!.reduce((a, b) => a + b, 0) / n);
+    }
+    return kept.sort((a, b) => a - b)[10];
+  };
+  const scaled = p10(elastic(segAugment(32))), seeds = p10(elastic(segAugment()));
+  if (!(scaled > 0.4)) throw new Error(`scaled: 10th percentile of the slice kept ${scaled}, want > 0.4`);
+  if (!(seeds < 0.05)) throw new Error(`unscaled at 32 px: 10th percentile kept ${seeds}, expected ~0`);
+});
+
 Deno.test("bad input is named", () => {
   const v = volume(1, 2, 10, 12);
   const p = drawAugment(segAugment(), prng(1), 10, 12);
@@ -326,6 +354,7 @@ Deno.test("bad input is named", () => {
     throw new Error(`no error (${part})`);
   };
   expectThrow(() => applyPlan(p, v.image, v.mask, [2, 12, 10]), "does not match");
+  expectThrow(() => segAugment(0), "size must be > 0");
   expectThrow(() => applyPlan(p, v.image.subarray(1), v.mask, [2, 10, 12]), "image has");
   expectThrow(() => applyPlan(p, v.image, v.mask.subarray(1), [2, 10, 12]), "mask has");
   expectThrow(() => drawAugment([{ name: "HorizontalFlip", p: 2 }], prng(1), 10, 12), "p must be in [0, 1]");

@@ -78,7 +78,7 @@ export function segTask(o: {
     job(item, rnd) {
       const s = o.train[item % n];
       const start = segWindowStart(s.z2, c.slices, rnd);
-      const plan = c.augment ? drawAugment(segAugment(), rnd, c.size, c.size) : null;
+      const plan = c.augment ? drawAugment(segAugment(c.size), rnd, c.size, c.size) : null;
       return {
         kind: "seg",
         cache: o.cache,

@@ -135,6 +135,21 @@ def affine_theta(rng, p_ssr=0.5, p_flip=0.5, shift=0.1, scale=0.1, rotate=20.0):
     return torch.tensor(A[:2], dtype=torch.float32) if changed else None
 
 
+def elastic_affine_theta(rng, H, W, alpha_affine):
+    """The affine part of albumentations 1.3 ElasticTransform (data/augment.ts elasticMatrix): three points
+    around the centre, each coordinate moved by U(-alpha_affine, alpha_affine) pixels, as an output->input map in
+    normalised coordinates (align_corners False). Its elastic field (sigma 50 px) is ~0 at these sizes."""
+    sq = min(H, W) // 3
+    cx, cy = W // 2, H // 2
+    p1 = np.array([[cx + sq, cy + sq], [cx + sq, cy - sq], [cx - sq, cy - sq]], np.float64)
+    p2 = p1 + rng.uniform(-alpha_affine, alpha_affine, p1.shape)
+    src = np.c_[p1, np.ones(3)].T  # 3 x 3
+    M = np.eye(3)
+    M[:2] = p2.T @ np.linalg.inv(src)  # forward pixel map: p2 = M p1
+    T = np.array([[2.0 / W, 0, 1.0 / W - 1], [0, 2.0 / H, 1.0 / H - 1], [0, 0, 1]])  # pixel -> normalised
+    return T @ np.linalg.inv(M) @ np.linalg.inv(T)  # output -> input, normalised
+
+
 def augment(img, msk, theta):
     """img [Z, S, S] raw float, msk [Z, S, S] int64: one 2-D affine replayed on every slice."""
     Z, H, W = img.shape
@@ -144,7 +159,7 @@ def augment(img, msk, theta):
     return i.squeeze(1), m.squeeze(1).long()
 
 
-def make_sample(st, slices, rng, do_aug):
+def make_sample(st, slices, rng, do_aug, elastic_affine=0.0, p_elastic=0.1):
     Zp = int(math.ceil(slices / 16) * 16)
     a = window_start(st.z2, slices, rng)
     n = min(slices, st.z2 - a)
@@ -155,6 +170,12 @@ def make_sample(st, slices, rng, do_aug):
     msk[:n] = torch.from_numpy(st.mask[a:a + n].astype(np.int64))
     if do_aug:
         th = affine_theta(rng)
+        if elastic_affine and rng.random() < p_elastic:
+            # applied after shift-scale-rotate and the flip, as data/augment.ts segAugment orders them
+            A = np.eye(3)
+            if th is not None:
+                A[:2] = th.numpy()
+            th = torch.tensor((A @ elastic_affine_theta(rng, S, S, elastic_affine))[:2], dtype=torch.float32)
         if th is not None:
             img, msk = augment(img, msk, th)
     img = (img - st.mean2) / st.std2
@@ -310,6 +331,10 @@ def main():
     ap.add_argument("--decoder", default="8,16,16,32", help="decoder filters (4)")
     ap.add_argument("--last", type=int, default=8, help="last block channels")
     ap.add_argument("--augment", type=int, default=1)
+    ap.add_argument("--elastic-affine", type=float, default=0.0,
+                    help="pixels at the model's size: ElasticTransform's random affine (seed: 50 at 256 px)")
+    ap.add_argument("--p-elastic", type=float, default=0.1,
+                    help="its probability (segAugment: OneOf p 0.2, one of two)")
     ap.add_argument("--pos", type=int, default=0,
                     help="1: channels (image, image, distance from the scan's top in mm/100) instead of the image x3")
     ap.add_argument("--multiplier", type=int, default=4)
@@ -384,7 +409,8 @@ def main():
                 continue
             if not order:
                 order = list(rng.permutation(items))
-            batch.append(make_sample(train[order.pop() % len(train)], a.slices, rng, a.augment))
+            batch.append(make_sample(train[order.pop() % len(train)], a.slices, rng, a.augment,
+                                     a.elastic_affine, a.p_elastic))
         x = torch.stack([b[0] for b in batch]).unsqueeze(1)
         if a.pos:
             x = torch.cat([x, x, torch.stack([pos_channel(b[3], b[2], x.shape[2], x.shape[3])
