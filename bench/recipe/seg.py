@@ -14,7 +14,9 @@ What it reproduces (TS source in brackets):
 * augmentation (--augment, on by default): a cheap stand-in for seed 2.2 (not bit-exact with
   data/augment.ts): one draw per sample replayed on every slice: ShiftScaleRotate (shift +-0.1, scale +-0.1,
   rotate +-20 deg, p 0.5; raw-value border 0, image bilinear, mask nearest) and HorizontalFlip p 0.5; the
-  rare Grid/Elastic distortions (p 0.2) are left out.
+  rare Grid/Elastic distortions (p 0.2) are left out, but for --elastic-affine PX: ElasticTransform's random
+  affine at PX pixels (the seed's 50 at 256 px; data/augment.ts segAugment scales it to the slice) with
+  probability --p-elastic, to measure what it costs.
 * model [models/unet.ts, infer/load.ts]: tests/csn_ref.py's CSN encoder + decoder with --decoder filters and
   --last channels, decoder Kaiming-normal init, backbone and final PyTorch default init.
 * loss [models/losses.ts segLoss]: focal (gamma --gamma, mean over voxels) + --jaccard x soft Jaccard over
