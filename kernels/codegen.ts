@@ -10,6 +10,9 @@
  * `sh.<name>`), storage arrays are runtime-sized, and the workgroup count and the 1-D item count are uniforms
  * too. A kernel then compiles once per variant (dtypes, rank after merging dims, vec4 or not), not once per
  * layer shape. Constants remain where they decide the code's shape (workgroup size, unrolled loop counts).
+ * A kernel that names its variant (`LaunchSpec.key`, with its body as a function) is not even generated
+ * again: its source is kept by the key and a short signature of the head, which halved the JavaScript that
+ * records a GPU training step.
  *
  * Tensors larger than one storage binding (the device's `bindingCap`) are bound as several consecutive
  * windows of the same buffer; the accessors pick the window from the index. Small tensors get direct array
@@ -18,6 +21,7 @@
 import type { Device, KernelWork } from "../core/device.ts";
 import type { Tensor } from "../core/tensor.ts";
 import { storageBytes, wgslScalar } from "../core/dtype.ts";
+import { envFlag } from "../core/adapter.ts";
 
 /** A tensor argument of a kernel. */
 export interface Arg {
@@ -51,13 +55,46 @@ export interface LaunchSpec {
    * `{ i }` an i32, `{ f }` an f32. They share the 64 words of the uniform with `params`.
    */
   uniforms?: Uniforms;
-  /** Extra declarations: constants, helper functions, workgroup variables. */
-  decls?: string;
-  /** The body of `main`; may use `wg` (linear workgroup index), `lid` and `gid` (= wg * WG + lid). */
-  body: string;
+  /** Extra declarations: constants, helper functions, workgroup variables (a function: see `key`). */
+  decls?: Text;
+  /**
+   * The body of `main`; may use `wg` (linear workgroup index), `lid` and `gid` (= wg * WG + lid). A function
+   * is called only when the source is not already kept under `key`.
+   */
+  body: Text;
+  /**
+   * Everything the body and decls depend on beyond what the shader's head states (the op name, the arguments'
+   * names, types and bindings, the uniforms' names and types, the workgroup size) and what is given as strings
+   * (those join the key). With a key, the source is generated once per head and key and then reused: a GPU
+   * training step records over a thousand dispatches of 1-15 KB of WGSL each, and generating and hashing that
+   * text was most of its JavaScript time. `CSN_CHECK_SOURCE=1` (the test task sets it) generates every source
+   * anyway and fails on a key that stands for two different sources.
+   */
+  key?: string;
   /** FLOPs/bytes of this launch, for the profiler's rates under `CSN_PROFILE=1` (core/profiler.ts). */
   work?: KernelWork;
 }
+
+/** WGSL text, or a function that generates it (called only when needed; see {@link LaunchSpec.key}). */
+export type Text = string | (() => string);
+
+function text(t: Text | undefined): string {
+  return typeof t === "function" ? t() : (t ?? "");
+}
+
+function strOf(t: Text | undefined): string {
+  return typeof t === "string" ? t : "";
+}
+
+/** Sources by head and key (see {@link LaunchSpec.key}); cleared when it grows past `MAX_SOURCES`. */
+const sources = new Map<string, string>();
+const MAX_SOURCES = 4096;
+
+/**
+ * `check`: generate every keyed source anyway and fail where a kept one differs (env `CSN_CHECK_SOURCE=1`;
+ * the test task sets it, so every kernel test also checks its keys).
+ */
+export const sourceCache: { check: boolean } = { check: envFlag("CSN_CHECK_SOURCE") };
 
 /** Packs f32 and u32/i32 values into params words: numbers given as `{f: x}` are stored as f32 bits. */
 export function params(...vals: (number | { f: number })[]): Uint32Array {
@@ -253,25 +290,44 @@ function buildWith(
       );
     }
   }
-  const parts: string[] = [`// ${spec.op}`];
   // WGSL wants `enable` before any declaration; only f16 bindings need it (and the device's shader-f16).
-  if (spec.args.some((a) => a.t.dtype === "f16")) {
-    if (!device.info.features.includes("shader-f16")) {
-      throw new Error(
-        `${spec.op}: an f16 tensor needs the device feature "shader-f16", which "${device.info.label}" lacks`,
-      );
-    }
-    parts.push("enable f16;");
+  const half = spec.args.some((a) => a.t.dtype === "f16");
+  if (half && !device.info.features.includes("shader-f16")) {
+    throw new Error(
+      `${spec.op}: an f16 tensor needs the device feature "shader-f16", which "${device.info.label}" lacks`,
+    );
   }
-  let binding = 0;
+  const uni = uniformsOf(spec, internal);
+  const words = packWords(spec.op, spec.params ?? null, uni);
+  if (spec.key === undefined) return { source: generate(spec, device, uni, half), device, words };
+  // Text given as strings is part of the key itself; the key covers what the functions generate.
+  const k = `${signature(spec, device, uni)}\u0000${spec.key}\u0000${strOf(spec.decls)}\u0000${
+    strOf(spec.body)
+  }`;
+  let source = sources.get(k);
+  if (source === undefined) {
+    if (sources.size >= MAX_SOURCES) sources.clear();
+    source = generate(spec, device, uni, half);
+    sources.set(k, source);
+  } else if (sourceCache.check && source !== generate(spec, device, uni, half)) {
+    throw new Error(
+      `${spec.op}: the key "${spec.key}" stands for two different sources; it misses a parameter`,
+    );
+  }
+  return { source, device, words };
+}
+
+/**
+ * The uniform fields in declaration order: the workgroup count, the launcher's internal ones, each ranged
+ * argument's base, then the kernel's own (a divisor `d` as `d` and its reciprocal `d_rcp_`).
+ */
+function uniformsOf(spec: LaunchSpec, internal: Uniforms): Uniforms {
   const uni: Uniforms = { nwg_: spec.groups, ...internal };
   for (const a of spec.args) {
-    const o = { bindings: 0 };
-    parts.push(bindingCode(a, binding, device, o, uni));
-    binding += o.bindings;
+    if (a.range) uni[`${a.name}_base_`] = a.range.byteOffset / elemType(a).bytes;
   }
-  const divs: string[] = [];
-  for (const [k, v] of Object.entries(spec.uniforms ?? {})) {
+  for (const k in spec.uniforms) {
+    const v = spec.uniforms[k];
     if (!/^[A-Za-z][A-Za-z0-9_]*$/.test(k) || k.endsWith("_")) {
       throw new Error(`${spec.op}: uniform name "${k}" must be an identifier not ending in "_"`);
     }
@@ -281,61 +337,111 @@ function buildWith(
       }
       uni[k] = v.d;
       uni[`${k}_rcp_`] = { f: 1 / v.d };
-      divs.push(
-        `fn div_${k}(x: u32) -> u32 { return udiv_(x, sh.${k}, sh.${k}_rcp_); }\n` +
-          `fn mod_${k}(x: u32) -> u32 { return x - div_${k}(x) * sh.${k}; }`,
-      );
     } else uni[k] = v;
   }
-  const { decl, words } = uniformBlock(spec.op, spec.params ?? null, uni);
-  parts.push(decl.replace("@binding(?)", `@binding(${binding})`));
+  return uni;
+}
+
+/**
+ * What a shader's head is generated from, as a short string: the op, workgroup size, the binding cap (window
+ * sizes), each argument's name, type, access and windows, the params' length, and the uniforms' names and
+ * types (whose values stay out of the source).
+ */
+function signature(spec: LaunchSpec, device: Device, uni: Uniforms): string {
+  let s = `${spec.op}|${spec.wg}|${device.bindingCap}|${spec.params?.length ?? -1}|`;
+  for (const a of spec.args) {
+    s += `${a.name}:${a.t.dtype}:${a.vec4 ? 1 : 0}${a.write ? 1 : 0}${a.range ? 1 : 0}:${
+      bindingsOf(a, device)
+    }:${classBytes(a, device) ?? ""},`;
+  }
+  s += "|";
+  for (const k in uni) {
+    const v = uni[k];
+    s += `${k}${typeof v === "number" ? "" : "i" in v ? ":i" : ":f"},`;
+  }
+  return s;
+}
+
+/** The whole WGSL source of a launch (see {@link LaunchSpec.key} for when it is generated). */
+function generate(spec: LaunchSpec, device: Device, uni: Uniforms, half: boolean): string {
+  const parts: string[] = [`// ${spec.op}`];
+  if (half) parts.push("enable f16;");
+  let binding = 0;
+  for (const a of spec.args) {
+    const o = { bindings: 0 };
+    parts.push(bindingCode(a, binding, device, o, uni));
+    binding += o.bindings;
+  }
+  parts.push(uniformDecl(spec.params ?? null, uni).replace("@binding(?)", `@binding(${binding})`));
   if (spec.params) {
     parts.push(`fn pu(i: u32) -> u32 { return sh.p[i / 4u][i % 4u]; }`);
     parts.push(`fn pf(i: u32) -> f32 { return bitcast<f32>(pu(i)); }`);
     parts.push(`fn pi(i: u32) -> i32 { return bitcast<i32>(pu(i)); }`);
   }
+  const divs: string[] = [];
+  for (const k in spec.uniforms) {
+    const v = spec.uniforms[k];
+    if (typeof v === "object" && "d" in v) {
+      divs.push(
+        `fn div_${k}(x: u32) -> u32 { return udiv_(x, sh.${k}, sh.${k}_rcp_); }\n` +
+          `fn mod_${k}(x: u32) -> u32 { return x - div_${k}(x) * sh.${k}; }`,
+      );
+    }
+  }
   if (divs.length) parts.push(UDIV_WGSL, ...divs);
   parts.push(`fn bits_f32(b: u32) -> f32 { return bitcast<f32>(b); }`);
   parts.push(`const WG: u32 = ${u(spec.wg)};`);
-  if (spec.decls) parts.push(spec.decls);
-  parts.push(`@compute @workgroup_size(${spec.wg})
+  return parts.join("\n") + tail(spec);
+}
+
+/** The declarations and `main` after a shader's head (with the newline that joins them). */
+function tail(spec: LaunchSpec): string {
+  const decls = text(spec.decls);
+  return `${decls ? `\n${decls}` : ""}
+@compute @workgroup_size(${spec.wg})
 fn main(@builtin(workgroup_id) wid3: vec3<u32>, @builtin(num_workgroups) nwg3: vec3<u32>,
         @builtin(local_invocation_index) lid: u32) {
   let wg = wid3.x + wid3.y * nwg3.x;
   if (wg >= sh.nwg_) { return; }
   let gid = wg * WG + lid;
-${spec.body}
-}`);
-  return { source: parts.join("\n"), device, words };
+${text(spec.body)}
+}`;
 }
 
 /**
- * The uniform struct `sh` (the `params` words as `p`, then one field per named uniform) and its packed
- * words. Field order is the insertion order, so the source depends only on the names and types.
+ * The uniform struct `sh` (the `params` words as `p`, then one field per named uniform). Field order is the
+ * insertion order, so the source depends only on the names and types.
  */
-function uniformBlock(
-  op: string,
-  prm: Uint32Array | null,
-  uni: Uniforms,
-): { decl: string; words: Uint32Array } {
+function uniformDecl(prm: Uint32Array | null, uni: Uniforms): string {
   const pw = prm ? Math.ceil(prm.length / 4) : 0;
-  const names = Object.keys(uni);
-  const total = pw * 4 + names.length;
+  const fields: string[] = pw ? [`p: array<vec4<u32>, ${pw}>`] : [];
+  for (const k in uni) {
+    const v = uni[k];
+    fields.push(`${k}: ${typeof v === "number" ? "u32" : "i" in v ? "i32" : "f32"}`);
+  }
+  return `struct Sh_ { ${fields.join(", ")} }\n@group(0) @binding(?) var<uniform> sh: Sh_;`;
+}
+
+/** The words of {@link uniformDecl}'s struct: the params, then each uniform's value in its type. */
+function packWords(op: string, prm: Uint32Array | null, uni: Uniforms): Uint32Array {
+  const pw = prm ? Math.ceil(prm.length / 4) : 0;
+  let count = 0;
+  for (const _ in uni) count++;
+  const total = pw * 4 + count;
   if (total > 64) {
-    throw new Error(`${op}: ${prm?.length ?? 0} params words and ${names.length} uniforms exceed 64 words`);
+    throw new Error(`${op}: ${prm?.length ?? 0} params words and ${count} uniforms exceed 64 words`);
   }
   const words = new Uint32Array(Math.ceil(total / 4) * 4);
   const fw = new Float32Array(words.buffer), iw = new Int32Array(words.buffer);
   if (prm) words.set(prm);
-  const fields: string[] = pw ? [`p: array<vec4<u32>, ${pw}>`] : [];
-  names.forEach((k, j) => {
-    const v = uni[k], at = pw * 4 + j;
+  let at = pw * 4;
+  for (const k in uni) {
+    const v = uni[k];
     if (typeof v === "number") {
       if (!Number.isInteger(v) || v < 0 || v > 0xffffffff) {
         throw new Error(`${op}: uniform ${k} = ${v} is not a u32 (pass { i } or { f } for other types)`);
       }
       words[at] = v;
-      fields.push(`${k}: u32`);
     } else if ("d" in v) {
       throw new Error(`${op}: divisor ${k} was not expanded`);
     } else if ("i" in v) {
@@ -343,16 +449,10 @@ function uniformBlock(
         throw new Error(`${op}: uniform ${k} = ${v.i} is not an i32`);
       }
       iw[at] = v.i;
-      fields.push(`${k}: i32`);
-    } else {
-      fw[at] = v.f;
-      fields.push(`${k}: f32`);
-    }
-  });
-  return {
-    decl: `struct Sh_ { ${fields.join(", ")} }\n@group(0) @binding(?) var<uniform> sh: Sh_;`,
-    words,
-  };
+    } else fw[at] = v.f;
+    at++;
+  }
+  return words;
 }
 
 /** Generates, caches and records one dispatch of a kernel. */
@@ -408,7 +508,9 @@ export function launch1d(spec: Launch1dSpec): void {
     ...spec,
     wg,
     groups: Math.ceil(spec.n / wg),
-    body: `  if (gid >= sh.n_) { return; }\n${spec.body}`,
+    body: typeof spec.body === "string"
+      ? `  if (gid >= sh.n_) { return; }\n${spec.body}`
+      : () => `  if (gid >= sh.n_) { return; }\n${text(spec.body)}`,
   }, { n_: spec.n });
 }
 

@@ -20,7 +20,8 @@ function fill(op: string, shape: readonly number[], value: number, opts: TensorO
     args: [{ name: "out", t, write: true }],
     n: words,
     params: params(dtype === "f32" ? { f: value } : value),
-    body: `  ${dtype === "u8" ? "out_stw" : "out_st"}(gid, ${ty}(${v}));`,
+    key: "fill",
+    body: () => `  ${dtype === "u8" ? "out_stw" : "out_st"}(gid, ${ty}(${v}));`,
   });
   if (opts.requiresGrad) t.requireGrad();
   return t;

@@ -631,46 +631,50 @@ function gemmVec4(
       }).join("\n    "),
     };
   };
-  const ldA = loaders(
-    "a",
-    "As",
-    rowA,
-    BM,
-    "m0",
-    "sh.M",
-    !g.transA,
-    (m, k) => g.transA ? `${k} * sh.M + ${m}` : `${m} * sh.K + ${k}`,
-  );
-  const ldB = loaders(
-    "b",
-    "Bs",
-    rowB,
-    BN,
-    "n0",
-    "sh.N",
-    g.transB,
-    (n, k) => g.transB ? `${n} * sh.K + ${k}` : `${k} * sh.N + ${n}`,
-  );
-  // Prefetch: the next K step's loads are issued before this step's multiply-adds, so that one workgroup's
-  // global-memory latency overlaps its own arithmetic (a GPU fits only two 128 x 128 workgroups per SM).
-  const loop = prefetch
-    ? `${ldA.load("kBeg")}
-  ${ldB.load("kBeg")}
-  for (var k0 = kBeg; k0 < kEnd; k0 = k0 + ${u(BK)}) {
-    ${ldA.store}
-    ${ldB.store}
-    workgroupBarrier();
-    if (k0 + ${u(BK)} < kEnd) {
-      ${ldA.load(`k0 + ${u(BK)}`)}
-      ${ldB.load(`k0 + ${u(BK)}`)}
-    }`
-    : `for (var k0 = kBeg; k0 < kEnd; k0 = k0 + ${u(BK)}) {
-    ${ldA.load("k0")}
-    ${ldB.load("k0")}
-    ${ldA.store}
-    ${ldB.store}
-    workgroupBarrier();`;
-  const accs = rms.flatMap((r) => [0, 1, 2, 3].flatMap((i) => rns.map((s) => `c${r}${i}${s}`)));
+  // Generated only when the source is not kept yet (LaunchSpec.key).
+  const code = () => {
+    const ldA = loaders(
+      "a",
+      "As",
+      rowA,
+      BM,
+      "m0",
+      "sh.M",
+      !g.transA,
+      (m, k) => g.transA ? `${k} * sh.M + ${m}` : `${m} * sh.K + ${k}`,
+    );
+    const ldB = loaders(
+      "b",
+      "Bs",
+      rowB,
+      BN,
+      "n0",
+      "sh.N",
+      g.transB,
+      (n, k) => g.transB ? `${n} * sh.K + ${k}` : `${k} * sh.N + ${n}`,
+    );
+    // Prefetch: the next K step's loads are issued before this step's multiply-adds, so that one workgroup's
+    // global-memory latency overlaps its own arithmetic (a GPU fits only two 128 x 128 workgroups per SM).
+    const loop = prefetch
+      ? `${ldA.load("kBeg")}
+    ${ldB.load("kBeg")}
+    for (var k0 = kBeg; k0 < kEnd; k0 = k0 + ${u(BK)}) {
+      ${ldA.store}
+      ${ldB.store}
+      workgroupBarrier();
+      if (k0 + ${u(BK)} < kEnd) {
+        ${ldA.load(`k0 + ${u(BK)}`)}
+        ${ldB.load(`k0 + ${u(BK)}`)}
+      }`
+      : `for (var k0 = kBeg; k0 < kEnd; k0 = k0 + ${u(BK)}) {
+      ${ldA.load("k0")}
+      ${ldB.load("k0")}
+      ${ldA.store}
+      ${ldB.store}
+      workgroupBarrier();`;
+    const accs = rms.flatMap((r) => [0, 1, 2, 3].flatMap((i) => rns.map((s) => `c${r}${i}${s}`)));
+    return { ldA, ldB, loop, accs };
+  };
   launch({
     op,
     work: { flops: 2 * M * N * K * nb },
@@ -692,7 +696,11 @@ function gemmVec4(
 var<workgroup> Bs: array<vec4<f32>, ${BK * rowB}>;
 ${ep.decls}`,
     uniforms: { ...g.uni, nb, tiles: { d: tiles }, tmn: { d: tm * tn }, tn: { d: tn }, segLen },
-    body: `${tileStart(BM, BN)}
+    key:
+      `gemmVec4 ${TM} ${TN} ${rowA} ${rowB} ${g.transA} ${g.transB} ${prefetch} ${!!mom} ${out.dtype} ${g.offsets}`,
+    body: () => {
+      const { ldA, ldB, loop, accs } = code();
+      return `${tileStart(BM, BN)}
   ${g.offsets}
   let tx = lid % 16u;
   let ty = lid / 16u;
@@ -710,15 +718,16 @@ ${ep.decls}`,
   }
   let coff = (sg * sh.nb + bi) * sh.M * sh.N;
   ${
-      accs.map((c) =>
-        `{ let m = m0 + ${Number(c[1]) * 64 + Number(c[2])}u + ty * 4u; let n = n0 + ${
-          Number(c[3]) * 64
-        }u + tx * 4u; let ci = (coff + m * sh.N + n) / 4u; ${c} = ${
-          ep.at(c, "m", "ci")
-        }; if (m < sh.M && n < sh.N) { c_st(ci, ${c}); } }`
-      ).join("\n  ")
-    }
-${mom ? momentsWgsl(rms, rns, BM, BN, out.dtype === "f16") : ""}`,
+        accs.map((c) =>
+          `{ let m = m0 + ${Number(c[1]) * 64 + Number(c[2])}u + ty * 4u; let n = n0 + ${
+            Number(c[3]) * 64
+          }u + tx * 4u; let ci = (coff + m * sh.N + n) / 4u; ${c} = ${
+            ep.at(c, "m", "ci")
+          }; if (m < sh.M && n < sh.N) { c_st(ci, ${c}); } }`
+        ).join("\n  ")
+      }
+${mom ? momentsWgsl(rms, rns, BM, BN, out.dtype === "f16") : ""}`;
+    },
   });
   addSegments(op, part, out, g.epi);
 }

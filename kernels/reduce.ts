@@ -200,7 +200,9 @@ function reduceSegInto(
       groups: rows,
       uniforms,
       decls: `${decls}var<workgroup> sv: array<${ty}, ${WG}>;\nvar<workgroup> si: array<u32, ${WG}>;`,
-      body: `  ${S === 1 ? "let o = wg; let s = 0u;" : "let o = wg / sh.S; let s = wg - o * sh.S;"}
+      key: `tree ${kind} ${ty} ${S === 1} ${!!keep} ${!!reluOf}`,
+      body: () =>
+        `  ${S === 1 ? "let o = wg; let s = 0u;" : "let o = wg / sh.S; let s = wg - o * sh.S;"}
   let r0 = s * sh.L;
   let r1 = min(r0 + sh.L, sh.R);
   var acc: ${ty} = ${init(kind, ty)};
@@ -235,8 +237,10 @@ function reduceSegInto(
     n: rows * I,
     uniforms,
     decls,
+    key: `lanes ${kind} ${ty} ${v4} ${S === 1} ${I === 1} ${!!keep} ${!!reluOf}`,
     // I == 1 and S == 1 (the common cases) are variants without the divisions.
-    body: `  ${I === 1 ? "let i = 0u; let os = gid;" : "let os = div_I(gid); let i = gid - os * sh.I;"}
+    body: () =>
+      `  ${I === 1 ? "let i = 0u; let os = gid;" : "let os = div_I(gid); let i = gid - os * sh.I;"}
   ${S === 1 ? "let o = os; let s = 0u;" : "let o = div_S(os); let s = os - o * sh.S;"}
   let r0 = s * sh.L;
   let r1 = min(r0 + sh.L, sh.R);

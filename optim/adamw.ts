@@ -217,6 +217,8 @@ function adamwKernel(chunk: Slot[], prm: Uint32Array): void {
     n,
     params: prm,
     uniforms,
+    // The update depends on the parameters' count and f16 copies, both in the bindings.
+    key: "adamw",
     body: wgsl,
   });
 }

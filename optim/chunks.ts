@@ -29,21 +29,23 @@ export function dispatchChunks<T>(items: T[], per: number, tensorOf: (item: T) =
 /**
  * A multi-tensor kernel's index split: uniforms `e<k>` (the end of tensor k in the chunk's concatenation, in
  * units of `unit` elements: 4 for vec4 access), the total `n` to launch over, and WGSL that runs `body(k)` for
- * the element `gid` of tensor k, with `j` its index within that tensor.
+ * the element `gid` of tensor k, with `j` its index within that tensor (it depends only on the sizes' count).
  */
 export function concatIndex(
   sizes: number[],
   body: (k: number) => string,
   unit = 1,
-): { uniforms: Record<string, number>; n: number; wgsl: string } {
+): { uniforms: Record<string, number>; n: number; wgsl: () => string } {
   const uniforms: Record<string, number> = {};
   let n = 0;
   sizes.forEach((s, k) => uniforms[`e${k}`] = n += s / unit);
-  const wgsl = sizes.map((_, k) =>
-    `${k ? " else " : "  "}if (gid < sh.e${k}) {
+  // A function: the source is kept by the kernels' keys, so the text is generated only the first time.
+  const wgsl = () =>
+    sizes.map((_, k) =>
+      `${k ? " else " : "  "}if (gid < sh.e${k}) {
     let j = gid${k ? ` - sh.e${k - 1}` : ""};
     ${body(k)}
   }`
-  ).join("");
+    ).join("");
   return { uniforms, n, wgsl };
 }

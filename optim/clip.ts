@@ -123,7 +123,8 @@ function scaleKernel(op: string, chunk: Tensor[], coef: Tensor): void {
     }],
     n,
     uniforms,
-    body: `  let c = coef_ld(0u);\n${wgsl}`,
+    key: "scale",
+    body: () => `  let c = coef_ld(0u);\n${wgsl()}`,
     work: { bytes: 8 * chunk.reduce((a, g) => a + g.numel(), 0) },
   });
 }

@@ -195,6 +195,7 @@ function unscaleKernel(op: string, chunk: Tensor[], rep: Tensor, inv: number): v
     }],
     n,
     uniforms: { ...uniforms, inv: { f: inv } },
+    key: "unscale",
     body: wgsl,
     work: { bytes: 8 * chunk.reduce((a, g) => a + g.numel(), 0) },
   });

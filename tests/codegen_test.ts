@@ -3,7 +3,7 @@
  * source, so an op at a new shape of the same size class reuses its pipeline.
  */
 import { F, openDevice, randn, Tensor, tensor } from "../mod.ts";
-import { launch1d } from "../kernels/codegen.ts";
+import { launch1d, sourceCache } from "../kernels/codegen.ts";
 import { assertThrows } from "./helpers.ts";
 
 function assertEquals(a: unknown, b: unknown): void {
@@ -162,5 +162,56 @@ Deno.test("env CSN_KERNELS picks the kernel profile; a bad value is a clear erro
   } finally {
     if (prev === undefined) Deno.env.delete("CSN_KERNELS");
     else Deno.env.set("CSN_KERNELS", prev);
+  }
+});
+
+Deno.test("keyed sources: generated once per key and head; a key that misses a parameter is caught", async () => {
+  const device = await openDevice();
+  const out = Tensor.empty(device, [1], "f32", "test");
+  let generated = 0;
+  const run = (key: string, v: number, decls = "") =>
+    launch1d({
+      op: "test.keyed",
+      args: [{ name: "o", t: out, write: true }],
+      n: 1,
+      key,
+      decls,
+      body: () => (generated++, `  o_st(0u, ${v}.0);`),
+    });
+  const was = sourceCache.check;
+  try {
+    sourceCache.check = false;
+    run("a", 1);
+    run("a", 1);
+    assertEquals(generated, 1);
+    assertEquals(Array.from(await out.toArray()), [1]);
+    // Without the check a key that misses the value reuses the first source: the bug the check exists for.
+    run("a", 2);
+    assertEquals(Array.from(await out.toArray()), [1]);
+    run("b", 2);
+    assertEquals(Array.from(await out.toArray()), [2]);
+    // Text given as a string is part of the key.
+    run("a", 3, "const UNUSED: u32 = 3u;");
+    assertEquals(Array.from(await out.toArray()), [3]);
+    // A new head (here a second argument) is a new source under the same key.
+    const before = generated;
+    const other = Tensor.empty(device, [1], "f32", "test");
+    launch1d({
+      op: "test.keyed",
+      args: [{ name: "o", t: out, write: true }, { name: "q", t: other }],
+      n: 1,
+      key: "a",
+      body: () => (generated++, `  o_st(0u, 4.0);`),
+    });
+    assertEquals(generated, before + 1);
+    assertEquals(Array.from(await out.toArray()), [4]);
+    other.dispose();
+    sourceCache.check = true;
+    assertThrows(() => run("a", 5), 'the key "a" stands for two different sources');
+    run("a", 1);
+  } finally {
+    sourceCache.check = was;
+    out.dispose();
+    device.destroy();
   }
 });

@@ -98,15 +98,16 @@ function dwConv(
     const k = (kd * K[1] + kh) * K[2] + kw;
     return flip ? KK - 1 - k : k;
   };
-  const rows = rowBlocks(K, S, L, (kd, kh) => {
-    const fmas: string[] = [];
-    for (let v = 0; v < V; v++) {
-      for (let kw = 0; kw < K[2]; kw++) {
-        fmas.push(`a${v} = fma(w${widx(kd, kh, kw)}, x${v * S[2] + kw * L[2]}, a${v});`);
+  const rows = () =>
+    rowBlocks(K, S, L, (kd, kh) => {
+      const fmas: string[] = [];
+      for (let v = 0; v < V; v++) {
+        for (let kw = 0; kw < K[2]; kw++) {
+          fmas.push(`a${v} = fma(w${widx(kd, kh, kw)}, x${v * S[2] + kw * L[2]}, a${v});`);
+        }
       }
-    }
-    return fmas.join(" ");
-  });
+      return fmas.join(" ");
+    });
   const args = [{ name: "x", t: x }, { name: "w", t: w }, { name: "y", t: y, write: true }];
   if (b) args.splice(2, 0, { name: "b", t: b });
   launch({
@@ -115,7 +116,9 @@ function dwConv(
     wg: LANES,
     groups: N * C * st,
     uniforms: { st: { d: st }, C: { d: C }, ...volUniforms("x", D, H, W), ...stripUniforms(OD, OH, OW) },
-    body: `  let nc = div_st(wg);
+    key: `dwConv ${K} ${S} ${P} ${L} ${flip} ${relu}`,
+    body: () =>
+      `  let nc = div_st(wg);
   let sTile = wg - nc * sh.st;
   let c = mod_C(nc);
   let s = sTile * ${u(LANES)} + lid;
@@ -124,15 +127,17 @@ function dwConv(
   let xc = nc * sh.xS;
   ${range(KK).map((k) => `let w${k} = w_ld(c * ${u(KK)} + ${u(k)});`).join(" ")}
   ${range(V).map((v) => `var a${v} = 0.0;`).join(" ")}
-  ${rows}
+  ${rows()}
   if (s < sh.OSs) {
     let yb = nc * sh.yS + u32(od * i32(sh.OH) + oh) * sh.OW + u32(ow0);
     ${
-      range(V).map((v) =>
-        `if (ow0 + ${v} < i32(sh.OW)) { y_st(yb + ${u(v)}, ${act(`a${v}${b ? " + b_ld(c)" : ""}`, relu)}); }`
-      )
-        .join("\n    ")
-    }
+        range(V).map((v) =>
+          `if (ow0 + ${v} < i32(sh.OW)) { y_st(yb + ${u(v)}, ${
+            act(`a${v}${b ? " + b_ld(c)" : ""}`, relu)
+          }); }`
+        )
+          .join("\n    ")
+      }
   }`,
   });
   return y;
@@ -176,24 +181,27 @@ function dwConvQuads(
     const k = (kd * K[1] + kh) * K[2] + kw;
     return flip ? KK - 1 - k : k;
   };
-  const rows: string[] = [];
-  for (let kd = 0; kd < K[0]; kd++) {
-    for (let kh = 0; kh < K[1]; kh++) {
-      const fmas = range(T).flatMap((t) =>
-        range(K[2]).map((kw) => {
-          const [blk, comp] = at(t, kw);
-          return `a${t} = fma(w${widx(kd, kh, kw)}, ${xb(blk)}[${comp}], a${t});`;
-        })
-      );
-      rows.push(`{
+  const rowsOf = (): string[] => {
+    const rows: string[] = [];
+    for (let kd = 0; kd < K[0]; kd++) {
+      for (let kh = 0; kh < K[1]; kh++) {
+        const fmas = range(T).flatMap((t) =>
+          range(K[2]).map((kw) => {
+            const [blk, comp] = at(t, kw);
+            return `a${t} = fma(w${widx(kd, kh, kw)}, ${xb(blk)}[${comp}], a${t});`;
+          })
+        );
+        rows.push(`{
     let id = od + ${kd - P[0]}; let ih = oh + ${kh - P[1]};
     let ok = id >= 0 && id < xD && ih >= 0 && ih < xH;
     let rb = (xc + u32(clamp(id, 0, xD - 1)) * sh.xHW + u32(clamp(ih, 0, xH - 1)) * sh.xW) / 4u;
     ${loads("rb")}
     ${fmas.join(" ")}
   }`);
+      }
     }
-  }
+    return rows;
+  };
   const args = [
     { name: "x", t: x, vec4: true },
     { name: "w", t: w },
@@ -212,7 +220,9 @@ function dwConvQuads(
       ...volUniforms("x", D, H, W),
       ...volUniforms("o", OD, OH, OW),
     },
-    body: `  let nc = div_st(wg);
+    key: `dwConvQuads ${K} ${P} ${flip} ${relu} ${Q}`,
+    body: () =>
+      `  let nc = div_st(wg);
   let lane = (wg - nc * sh.st) * ${u(LANES)} + lid;
   let c = mod_C(nc);
   let ll = min(lane, sh.nLanes - 1u);
@@ -223,16 +233,16 @@ function dwConvQuads(
   ${bounds}
   ${range(KK).map((k) => `let w${k} = w_ld(c * ${u(KK)} + ${u(k)});`).join(" ")}
   ${range(T).map((t) => `var a${t} = 0.0;`).join(" ")}
-  ${rows.join("\n  ")}
+  ${rowsOf().join("\n  ")}
   if (lane < sh.nLanes) {
     ${b ? "let bc = b_ld(c);" : ""}
     ${
-      range(Q).map((q) =>
-        `y_st((nc * sh.oS + ll * ${u(T)}) / 4u + ${u(q)}, vec4<f32>(${
-          range(4).map((i) => act(`a${4 * q + i}${b ? " + bc" : ""}`, relu)).join(", ")
-        }));`
-      ).join("\n    ")
-    }
+        range(Q).map((q) =>
+          `y_st((nc * sh.oS + ll * ${u(T)}) / 4u + ${u(q)}, vec4<f32>(${
+            range(4).map((i) => act(`a${4 * q + i}${b ? " + bc" : ""}`, relu)).join(", ")
+          }));`
+        ).join("\n    ")
+      }
   }`,
   });
 }
@@ -250,14 +260,15 @@ export function depthwiseGradWeight(op: string, gy: Tensor, x: Tensor, g: Geo): 
   const segs = Math.max(1, Math.min(Math.ceil(4096 / C), Math.ceil(total / (4 * LANES))));
   const seg = Math.ceil(total / segs);
   const part = Tensor.empty(gy.device, [segs, C, KK], "f32", op);
-  const rows = rowBlocks(K, S, L, (kd, kh) => {
-    const fmas: string[] = [];
-    for (let kw = 0; kw < K[2]; kw++) {
-      const k = (kd * K[1] + kh) * K[2] + kw;
-      for (let v = 0; v < V; v++) fmas.push(`a${k} = fma(g${v}, x${v * S[2] + kw * L[2]}, a${k});`);
-    }
-    return fmas.join(" ");
-  });
+  const rows = () =>
+    rowBlocks(K, S, L, (kd, kh) => {
+      const fmas: string[] = [];
+      for (let kw = 0; kw < K[2]; kw++) {
+        const k = (kd * K[1] + kh) * K[2] + kw;
+        for (let v = 0; v < V; v++) fmas.push(`a${k} = fma(g${v}, x${v * S[2] + kw * L[2]}, a${k});`);
+      }
+      return fmas.join(" ");
+    });
   launch({
     op,
     args: [{ name: "gy", t: gy }, { name: "x", t: x }, { name: "gw", t: part, write: true }],
@@ -273,7 +284,9 @@ export function depthwiseGradWeight(op: string, gy: Tensor, x: Tensor, g: Geo): 
       ...stripUniforms(OD, OH, OW),
     },
     decls: `var<workgroup> red: array<f32, ${KK * LANES}>;`,
-    body: `  let sg = div_C(wg);
+    key: `dwGradWeight ${K} ${S} ${P} ${L}`,
+    body: () =>
+      `  let sg = div_C(wg);
   let c = wg - sg * sh.C;
   ${range(KK).map((k) => `var a${k} = 0.0;`).join(" ")}
   let e1 = min((sg + 1u) * sh.seg, sh.total);
@@ -285,11 +298,11 @@ export function depthwiseGradWeight(op: string, gy: Tensor, x: Tensor, g: Geo): 
     let xc = nc * sh.xS;
     let yb = nc * sh.yS + u32(od * i32(sh.OH) + oh) * sh.OW + u32(ow0);
     ${
-      range(V).map((v) =>
-        `let g${v} = select(0.0, gy_ld(min(yb + ${u(v)}, sh.gyLast)), ow0 + ${v} < i32(sh.OW));`
-      ).join(" ")
-    }
-    ${rows}
+        range(V).map((v) =>
+          `let g${v} = select(0.0, gy_ld(min(yb + ${u(v)}, sh.gyLast)), ow0 + ${v} < i32(sh.OW));`
+        ).join(" ")
+      }
+    ${rows()}
   }
   ${range(KK).map((k) => `red[${u(k * LANES)} + lid] = a${k};`).join(" ")}
   workgroupBarrier();
@@ -333,23 +346,26 @@ function dwGradInputStrided(op: string, gy: Tensor, w: Tensor, g: Geo): Tensor {
         const M = ins.map((n, i) => Math.max(0, Math.ceil((n - r[i]) / S[i])));
         const count = M[0] * M[1] * M[2];
         if (!count) continue;
-        const td = taps(0, rd), th = taps(1, rh), tw = taps(2, rw);
-        const lines: string[] = [];
-        for (const a of td) {
-          for (const b of th) {
-            for (const c of tw) {
-              const k = (a.k * K[1] + b.k) * K[2] + c.k;
-              const o = [`md + ${a.off}`, `mh + ${b.off}`, `mw + ${c.off}`];
-              const ok = o.map((e, i) => `(${e}) >= 0 && (${e}) < ${outs[i]}`).join(" && ");
-              const idx = `u32((clamp(${o[0]}, 0, oD - 1) * oH + clamp(${o[1]}, 0, oH - 1)) * oW + clamp(${
-                o[2]
-              }, 0, oW - 1))`;
-              lines.push(
-                `acc = acc + w_ld(c * ${u(KK)} + ${u(k)}) * select(0.0, gy_ld(yb + ${idx}), ${ok});`,
-              );
+        const lines = (): string[] => {
+          const td = taps(0, rd), th = taps(1, rh), tw = taps(2, rw);
+          const lines: string[] = [];
+          for (const a of td) {
+            for (const b of th) {
+              for (const c of tw) {
+                const k = (a.k * K[1] + b.k) * K[2] + c.k;
+                const o = [`md + ${a.off}`, `mh + ${b.off}`, `mw + ${c.off}`];
+                const ok = o.map((e, i) => `(${e}) >= 0 && (${e}) < ${outs[i]}`).join(" && ");
+                const idx = `u32((clamp(${o[0]}, 0, oD - 1) * oH + clamp(${o[1]}, 0, oH - 1)) * oW + clamp(${
+                  o[2]
+                }, 0, oW - 1))`;
+                lines.push(
+                  `acc = acc + w_ld(c * ${u(KK)} + ${u(k)}) * select(0.0, gy_ld(yb + ${idx}), ${ok});`,
+                );
+              }
             }
           }
-        }
+          return lines;
+        };
         const st = Math.ceil(count / LANES);
         launch({
           op,
@@ -369,7 +385,9 @@ function dwGradInputStrided(op: string, gy: Tensor, w: Tensor, g: Geo): Tensor {
             xW: W,
             xS: D * H * W,
           },
-          body: `  let nc = div_st(wg);
+          key: `dwGradInputStrided ${K} ${S} ${P} ${L} ${r}`,
+          body: () =>
+            `  let nc = div_st(wg);
   let sTile = wg - nc * sh.st;
   let c = mod_C(nc);
   let m = sTile * ${u(LANES)} + lid;
@@ -378,10 +396,10 @@ function dwGradInputStrided(op: string, gy: Tensor, w: Tensor, g: Geo): Tensor {
   let oD = i32(sh.OD); let oH = i32(sh.OH); let oW = i32(sh.OW);
   let yb = nc * sh.yS;
   var acc = 0.0;
-  ${lines.join("\n  ")}
+  ${lines().join("\n  ")}
   let q = u32(((md * ${S[0]} + ${rd}) * i32(sh.xH) + mh * ${S[1]} + ${rh}) * i32(sh.xW) + mw * ${
-            S[2]
-          } + ${rw});
+              S[2]
+            } + ${rw});
   gx_st(nc * sh.xS + q, acc);`,
         });
       }

@@ -166,20 +166,6 @@ export function quadTaps(kW: number, pad: number, sign: 1 | -1, positions = 4, s
   };
 }
 
-const bodies = new Map<string, string>();
-
-/**
- * A kernel body by the parameters it is generated from: an 8 x 8 block's body is tens of KB of WGSL, and
- * generating it at every launch cost ~9 ms of JavaScript a step of the tiny segmentor, during which lavapipe
- * waits for the step's submit.
- */
-function memoBody(key: unknown[], make: () => string): string {
-  const k = JSON.stringify(key);
-  let b = bodies.get(k);
-  if (b === undefined) bodies.set(k, b = make());
-  return b;
-}
-
 /** Register block: rows (output channels, a multiple of 4: the packed weights' vec4s) x positions (quads). */
 function block(s: Direct4Spec): { R: number; Q: number } {
   // 8 rows x 8 positions measured best on Mesa 25 lavapipe for the decoder's 3x3x3, 1x3x3 and 3x1x1 (16-48
@@ -212,10 +198,8 @@ function direct4Kernel(s: Direct4Spec): void {
       ...volUniforms("o", oD, oH, oW),
     },
     work: { flops: 2 * N * s.rows * s.reduce * oD * oH * oW * KK },
-    body: memoBody(
-      [s.K, s.P, s.S, s.sign, !!s.bias, s.relu, R, Q, KK, rowsPad],
-      () => quadBody(s, R, Q, KK, rowsPad),
-    ),
+    key: JSON.stringify([s.K, s.P, s.S, s.sign, !!s.bias, s.relu, R, Q, KK, rowsPad]),
+    body: () => quadBody(s, R, Q, KK, rowsPad),
   });
   wp.dispose();
 }
@@ -369,7 +353,8 @@ export function direct4GradWeight(op: string, gy: Tensor, x: Tensor, geo: Geo): 
       ...volUniforms("o", g.OD, g.OH, g.OW),
     },
     work: { flops: 2 * N * O * C * g.OD * g.OH * g.OW * K[0] * K[1] * K[2] },
-    body: memoBody(["dw", g.K, g.P, g.S, R, Hl, Dl, wg], () => gradWeightBody(g, R, Hl, Dl, wg)),
+    key: JSON.stringify(["dw", g.K, g.P, g.S, R, Hl, Dl, wg]),
+    body: () => gradWeightBody(g, R, Hl, Dl, wg),
   });
   if (segs === 1) return part.reshape([O, C, K[0], K[1], K[2]]);
   const r = sum(part, 0);

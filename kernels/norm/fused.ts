@@ -118,8 +118,11 @@ export function normalizeMerged(
     groups: ch.groups,
     uniforms: { ...ch.uniforms, segs: walk.segs, ...f.uniforms },
     decls: MERGE_WGSL,
+    key: `normalizeMerged ${v4} ${!!p.w} ${!!p.b} ${!!p.r} ${p.relu} ${p.shifted} ${!!run.mean} ${!!run
+      .batches}`,
     // The shift of the partials' means is x[0, c, 0]: the first unit of row c (its .x when vec4).
-    body: `${ch.head}
+    body: () =>
+      `${ch.head}
 ${MERGE_PARTS}
   let mu = ${p.shifted ? `x_ld(c * sh.S)${v4 ? ".x" : ""} + ` : ""}wm[0];
   let va = max(wq[0] / wn[0], 0.0);
@@ -168,7 +171,9 @@ export function gradInputMerged(
     groups: ch.groups,
     uniforms: { ...ch.uniforms, segs: walk.segs, rM: { f: 1 / o.count } },
     decls: SUM_WGSL,
-    body: `${ch.head}
+    key: `gradInputMerged ${v4} ${!!t.y} ${!!gr} ${!!gw} ${!!gb} ${!!t.weight} ${o.training}`,
+    body: () =>
+      `${ch.head}
 ${SUM_PARTS}
   let s1 = w1[0];
   let s2 = w2[0];

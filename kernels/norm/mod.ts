@@ -136,8 +136,10 @@ function normalize(
     args,
     n,
     uniforms: direct ? { ...uniforms, eps: { f: st.eps } } : uniforms,
+    key: `normalize ${v4} ${direct} ${!!w} ${!!b} ${!!r} ${relu}`,
     // The same arithmetic as evalStats, so the one-pass eval output equals the two-pass one bit for bit.
-    body: `${head}
+    body: () =>
+      `${head}
   let mu = ${direct ? "rm_ld(c)" : "st_ld(c * 2u)"};
   let inv = ${direct ? "inverseSqrt(rv_ld(c) + sh.eps)" : "st_ld(c * 2u + 1u)"};
   y_st(i, ${e});`,
@@ -172,12 +174,14 @@ function gradInput(
     ],
     n,
     uniforms,
-    body: `${head}
+    key: `gradInput ${v4} ${!!y} ${!!coef} ${!!gx} ${!!gr}`,
+    body: () =>
+      `${head}
   ${
-      gx
-        ? "let mu = cf_ld(c * 4u); let a = cf_ld(c * 4u + 1u); let k1 = cf_ld(c * 4u + 2u); let k2 = cf_ld(c * 4u + 3u);"
-        : ""
-    }
+        gx
+          ? "let mu = cf_ld(c * 4u); let a = cf_ld(c * 4u + 1u); let k1 = cf_ld(c * 4u + 2u); let k2 = cf_ld(c * 4u + 3u);"
+          : ""
+      }
   ${gradInputWgsl(v4, { y: !!y, gx: !!gx, gr: !!gr })}`,
   });
   return { gx, gr };

@@ -166,6 +166,7 @@ export function momentParts(op: string, x: Tensor, w: ChannelWalk): Tensor {
     mean = mean + dl / cnt;
     m2 = m2 + dl * (v - mean);`;
   launchParts(op, x, w, [{ name: "x", t: x, vec4: w.V === 4 }, { name: "p", t: part, write: true }], {
+    key: `moments ${w.V}`,
     start: (c) =>
       `  let k0 = x_ld((${c}) * sh.S)${w.V === 4 ? ".x" : ""};
   var cnt = 0.0;
@@ -190,7 +191,14 @@ function launchParts(
   x: Tensor,
   w: ChannelWalk,
   args: Arg[],
-  o: { start: (c: string) => string; visit: string; accs: string[]; decls: string; tree: string[] },
+  o: {
+    key: string;
+    start: (c: string) => string;
+    visit: string;
+    accs: string[];
+    decls: string;
+    tree: string[];
+  },
 ): void {
   const k = o.accs.length;
   if (lanePartials(x)) {
@@ -199,7 +207,9 @@ function launchParts(
       args,
       n: w.segs * w.C,
       uniforms: walkUniforms(w),
-      body: `${o.start("gid % sh.C")}
+      key: `lanes ${o.key}`,
+      body: () =>
+        `${o.start("gid % sh.C")}
 ${laneLoop(o.visit)}
   ${o.accs.map((a, i) => `p_st(gid * ${k}u + ${i}u, ${a});`).join("\n  ")}`,
     });
@@ -212,7 +222,9 @@ ${laneLoop(o.visit)}
     groups: w.segs * w.C,
     uniforms: walkUniforms(w),
     decls: o.decls,
-    body: `${o.start("wg % sh.C")}
+    key: `tree ${o.key}`,
+    body: () =>
+      `${o.start("wg % sh.C")}
 ${walkLoop(o.visit)}
   ${o.tree.map((t, i) => `${t}[lid] = ${o.accs[i]};`).join("\n  ")}
   tree_(lid);
@@ -267,7 +279,7 @@ export const MERGE_PARTS = `${mergeLoop("lid", "WG")}
 function perChannel(
   op: string,
   kind: "merge" | "sum",
-  o: { C: number; segs: number; args: Arg[]; uniforms?: Uniforms; finish: string },
+  o: { key: string; C: number; segs: number; args: Arg[]; uniforms?: Uniforms; finish: string },
 ): void {
   const uniforms = { C: o.C, segs: o.segs, ...o.uniforms };
   const cpu = lanePartials(o.args[0].t);
@@ -282,7 +294,9 @@ function perChannel(
       args: o.args,
       n: o.C,
       uniforms,
-      body: `  let c = gid;
+      key: `lanes ${kind} ${o.key}`,
+      body: () =>
+        `  let c = gid;
 ${kind === "merge" ? mergeLoop("0u", "1u") : sumLoop("0u", "1u")}
   {
     ${totals}
@@ -298,7 +312,9 @@ ${kind === "merge" ? mergeLoop("0u", "1u") : sumLoop("0u", "1u")}
     groups: o.C,
     uniforms,
     decls: kind === "merge" ? MERGE_WGSL : SUM_WGSL,
-    body: `  let c = wg;
+    key: `tree ${kind} ${o.key}`,
+    body: () =>
+      `  let c = wg;
 ${kind === "merge" ? MERGE_PARTS : SUM_PARTS}
   if (lid == 0u) {
     ${totals}
@@ -354,6 +370,7 @@ export function finishMoments(op: string, x: Tensor, part: Tensor, r: RunningSta
   const f = finishArgs(st, r);
   const sh = shiftOf(x);
   perChannel(op, "merge", {
+    key: `finishMoments ${!!(r.mean && r.variance)} ${!!r.batches}`,
     C,
     segs,
     args: [sh.arg, { name: "p", t: part }, ...f.args],
@@ -371,6 +388,7 @@ export function localMoments(op: string, x: Tensor, part: Tensor): Tensor {
   const loc = Tensor.empty(part.device, [C, 2], "f32", op);
   const sh = shiftOf(x);
   perChannel(op, "merge", {
+    key: "localMoments",
     C,
     segs,
     args: [sh.arg, { name: "p", t: part }, { name: "lo", t: loc, write: true }],
@@ -440,6 +458,7 @@ export function gradParts(
     { name: "st", t: st },
     { name: "p", t: part, write: true },
   ], {
+    key: `gradParts ${v4} ${!!y}`,
     start: (c) =>
       `  let mu = st_ld((${c}) * 2u);
   var a1 = 0.0;
@@ -500,6 +519,7 @@ export function finishGrads(
     cf_st(c * 4u + 2u, ${o.training ? "g1 * sh.rM" : "0.0"});
     cf_st(c * 4u + 3u, ${o.training ? "inv * inv * g2 * sh.rM" : "0.0"});`;
   perChannel(op, "sum", {
+    key: `finishGrads ${!!glob} ${!!out.weight} ${!!out.bias} ${!!weight} ${o.training}`,
     C,
     segs: part.shape[0],
     args,
@@ -514,6 +534,7 @@ export function sumParts(op: string, part: Tensor): Tensor {
   const [segs, C] = part.shape;
   const out = Tensor.empty(part.device, [C, 2], "f32", op);
   perChannel(op, "sum", {
+    key: "sumParts",
     C,
     segs,
     args: [{ name: "p", t: part }, { name: "o", t: out, write: true }],
