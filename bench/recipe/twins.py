@@ -6,6 +6,8 @@ bench/recipe/common.py on the pairs of bench/recipe/twins.ts.
       --out out/twins/res-s128z2h64.json
   --window=-200,1800: the image channels in a bone window; --init CKPT: the backbone from a segmentor checkpoint.
   --sanity: labels 1 = the INTACT crop + 300 HU in a random 5x5x5 cube inside the vertebra mask, 0 = intact.
+  --dropout P (0.5), --pool max|avg (max), --stem-stride S (2; 1 = full-resolution stem), --no-stem-pool: the model;
+  --arch plain: a dense 3x3x3 CNN instead, as a control.
 
 Batches: 8 random pairs (16 crops, balanced, both members of a pair in the batch), independent random
 W-flips and shifts of up to 4 px (H, W; zero fill) per crop. BCE with logits, AdamW lr 1e-3 wd 0.01
@@ -35,6 +37,26 @@ def auc(y, s):
     return float("nan") if r is None else r
 
 
+def plain_cnn():
+    """--arch plain: dense 3x3x3 convs (no channel separation), to tell the CSN's inductive bias from the task's."""
+    nn = torch.nn
+
+    def blk(i, o, pool):
+        return [nn.Conv3d(i, o, 3, padding=1, bias=False), nn.BatchNorm3d(o), nn.ReLU()] + (
+            [nn.MaxPool3d(pool)] if pool else [])
+
+    class Plain(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.f = nn.Sequential(*blk(3, 16, (1, 2, 2)), *blk(16, 32, 2), *blk(32, 64, 2), *blk(64, 64, 0))
+            self.final = nn.Linear(64, 1)
+
+        def forward(self, x):
+            return self.final(torch.amax(self.f(x), (2, 3, 4)))
+
+    return Plain()
+
+
 def gap_bucket(r):
     if r["kind"] != "break":
         return None
@@ -59,6 +81,13 @@ def main():
     ap.add_argument("--out")
     ap.add_argument("--window", default="", help="lo,hi HU: the image channels as clip(HU, lo, hi) scaled to [-1, 1]")
     ap.add_argument("--init", default="", help="a segmentor checkpoint (safetensors) whose backbone.* start the classifier")
+    ap.add_argument("--dropout", type=float, default=0.5, help="dropout before the Linear head")
+    ap.add_argument("--pool", choices=("max", "avg"), default="max", help="global pooling of the last stage")
+    ap.add_argument("--stem-stride", type=int, default=2, help="spatial (H, W) stride of the stem conv; 1 keeps full resolution")
+    ap.add_argument("--no-stem-pool", action="store_true", help="drop the stem's MaxPool3d((1,3,3),(1,2,2))")
+    ap.add_argument("--arch", choices=("csn", "plain"), default="csn",
+                    help="plain: a control of four dense 3x3x3 conv + BN + ReLU layers (16, 32, 64, 64) with max "
+                         "pools, global max pool, Linear (no dropout)")
     a = ap.parse_args()
     torch.manual_seed(a.seed)
     rng = np.random.default_rng(a.seed)
@@ -92,7 +121,17 @@ def main():
     print(f"{a.data}: {N // 2} pairs, train {len(tr_pairs)}, val {len(va_pairs)}; crops [{D}, {H}, {H}]"
           f"{' SANITY' if a.sanity else ''}", flush=True)
 
-    model = C.Classifier(encoder="r26ir", base=8, classes=1, pool="max", dropout=0.5)
+    if a.arch == "plain":
+        model = plain_cnn()
+        print(f"model: plain 3x3x3 CNN; {C.n_params(model)} parameters", flush=True)
+    else:
+        model = C.Classifier(encoder="r26ir", base=8, classes=1, pool=a.pool, dropout=a.dropout)
+        # stem changes on the built model (tests/csn_ref.py CSN: conv1 = ConvModule(conv, bn), pool = MaxPool3d)
+        model.backbone.conv1.conv.stride = (1, a.stem_stride, a.stem_stride)
+        if a.no_stem_pool:
+            model.backbone.pool = torch.nn.Identity()
+        print(f"model: dropout {a.dropout}, pool {a.pool}, stem stride {a.stem_stride}, stem pool "
+              f"{'off' if a.no_stem_pool else 'on'}; {C.n_params(model)} parameters", flush=True)
     if a.init:
         import json as _j, struct as _s
         with open(a.init, "rb") as fh:
@@ -201,6 +240,10 @@ def main():
             print(f"time limit {a.max_min} min reached at step {step}", flush=True)
             break
     print(f"done: {step} steps, {t_train / step:.2f} s/step, {(time.time() - t0) / 60:.1f} min", flush=True)
+    log["done"] = {"steps": step, "s_per_step": t_train / step, "minutes": (time.time() - t0) / 60,
+                   "params": C.n_params(model)}
+    if a.out:
+        json.dump(log, open(a.out, "w"), indent=1)
 
 
 if __name__ == "__main__":
