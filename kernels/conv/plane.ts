@@ -133,7 +133,8 @@ function planeKernel(s: PlaneSpec): void {
     groups: Math.ceil(lanes / WG),
     uniforms: { nRows: s.rows, nRed: s.reduce, nLanes: lanes, nPt: { d: pt }, xD: s.srcD, oD: { d: s.outD } },
     work: { flops: 2 * N * s.rows * s.reduce * s.outD * 4 * KK },
-    key: JSON.stringify([s.K, s.P, s.sign, s.srcHW, s.outHW, !!s.bias, s.relu, Q, KK, rowsPad]),
+    // The batch is in the source (planes count N x D).
+    key: JSON.stringify([s.K, s.P, s.sign, s.srcHW, s.outHW, !!s.bias, s.relu, Q, KK, rowsPad, N]),
     body: () => planeBody(s, Q, KK, rowsPad),
   });
   wp.dispose();
