@@ -190,22 +190,15 @@ function bindingCode(
   first: number,
   device: Device,
   out: { bindings: number },
-  uni: Uniforms,
 ): string {
   const { ty, bytes: eb, reg } = elemType(a);
   // f16 storage: widen on load, round to nearest on store (WGSL's f16() conversion).
   const half = a.t.dtype === "f16";
   const rd = (e: string) => half ? `${reg}(${e})` : e;
   const wr = half ? `${ty}(v_)` : "v_";
-  const { offset, total } = argBytes(a);
-  // Index of the first bound element in accessor units (elements, vec4s or u8 words): a uniform, so the
-  // chunks of a split launch share one pipeline.
-  const base = offset / eb;
-  let rel = "";
-  if (a.range) {
-    uni[`${a.name}_base_`] = base;
-    rel = ` - sh.${a.name}_base_`;
-  }
+  const { total } = argBytes(a);
+  // A ranged argument's first element is the uniform `<name>_base_` (uniformsOf).
+  const rel = a.range ? ` - sh.${a.name}_base_` : "";
   const cap = device.bindingCap;
   const k = Math.ceil(total / cap);
   const access = a.write ? "read_write" : "read";
@@ -323,6 +316,8 @@ function buildWith(
  */
 function uniformsOf(spec: LaunchSpec, internal: Uniforms): Uniforms {
   const uni: Uniforms = { nwg_: spec.groups, ...internal };
+  // Index of a ranged argument's first bound element in accessor units (elements, vec4s or u8 words): a
+  // uniform, so the chunks of a split launch share one pipeline.
   for (const a of spec.args) {
     if (a.range) uni[`${a.name}_base_`] = a.range.byteOffset / elemType(a).bytes;
   }
@@ -355,11 +350,13 @@ function signature(spec: LaunchSpec, device: Device, uni: Uniforms): string {
     }:${classBytes(a, device) ?? ""},`;
   }
   s += "|";
-  for (const k in uni) {
-    const v = uni[k];
-    s += `${k}${typeof v === "number" ? "" : "i" in v ? ":i" : ":f"},`;
-  }
+  for (const k in uni) s += `${k}:${uniformType(uni[k])},`;
   return s;
+}
+
+/** The WGSL type of an expanded uniform (divisors are u32 by then). */
+function uniformType(v: UniformValue): "u32" | "i32" | "f32" {
+  return typeof v === "number" ? "u32" : "i" in v ? "i32" : "f32";
 }
 
 /** The whole WGSL source of a launch (see {@link LaunchSpec.key} for when it is generated). */
@@ -369,7 +366,7 @@ function generate(spec: LaunchSpec, device: Device, uni: Uniforms, half: boolean
   let binding = 0;
   for (const a of spec.args) {
     const o = { bindings: 0 };
-    parts.push(bindingCode(a, binding, device, o, uni));
+    parts.push(bindingCode(a, binding, device, o));
     binding += o.bindings;
   }
   parts.push(uniformDecl(spec.params ?? null, uni).replace("@binding(?)", `@binding(${binding})`));
@@ -415,10 +412,7 @@ ${text(spec.body)}
 function uniformDecl(prm: Uint32Array | null, uni: Uniforms): string {
   const pw = prm ? Math.ceil(prm.length / 4) : 0;
   const fields: string[] = pw ? [`p: array<vec4<u32>, ${pw}>`] : [];
-  for (const k in uni) {
-    const v = uni[k];
-    fields.push(`${k}: ${typeof v === "number" ? "u32" : "i" in v ? "i32" : "f32"}`);
-  }
+  for (const k in uni) fields.push(`${k}: ${uniformType(uni[k])}`);
   return `struct Sh_ { ${fields.join(", ")} }\n@group(0) @binding(?) var<uniform> sh: Sh_;`;
 }
 
@@ -497,6 +491,9 @@ export type Launch1dSpec = Omit<LaunchSpec, "wg" | "groups"> & {
   wg?: number;
 };
 
+/** {@link launch1d}'s first line: lanes past the item count return. */
+const GUARD = "  if (gid >= sh.n_) { return; }\n";
+
 /**
  * The common 1-D launch: one lane per item, workgroups of `wg` (64) lanes, ceil-divided, and a guard so the
  * lanes past `n` in the last workgroup return before the body runs (ORT's out-of-bounds workgroup guard).
@@ -508,9 +505,8 @@ export function launch1d(spec: Launch1dSpec): void {
     ...spec,
     wg,
     groups: Math.ceil(spec.n / wg),
-    body: typeof spec.body === "string"
-      ? `  if (gid >= sh.n_) { return; }\n${spec.body}`
-      : () => `  if (gid >= sh.n_) { return; }\n${text(spec.body)}`,
+    // A string body stays a string, so it keeps joining the source cache's key.
+    body: typeof spec.body === "string" ? GUARD + spec.body : () => GUARD + text(spec.body),
   }, { n_: spec.n });
 }
 

@@ -118,8 +118,7 @@ export function normalizeMerged(
     groups: ch.groups,
     uniforms: { ...ch.uniforms, segs: walk.segs, ...f.uniforms },
     decls: MERGE_WGSL,
-    key: `normalizeMerged ${v4} ${!!p.w} ${!!p.b} ${!!p.r} ${p.relu} ${p.shifted} ${!!run.mean} ${!!run
-      .batches}`,
+    key: `normalizeMerged ${[v4, !!p.w, !!p.b, !!p.r, p.relu, p.shifted, !!run.mean, !!run.batches]}`,
     // The shift of the partials' means is x[0, c, 0]: the first unit of row c (its .x when vec4).
     body: () =>
       `${ch.head}
