@@ -76,6 +76,11 @@ interface GatherGemm {
   store: (m: string, n: string, val: string) => string;
   /** The output tile ({@link tunedGather}'s choice). */
   tile: GatherTile;
+  /**
+   * What `a`, `gather` and `store` bake into the source beyond the launch's head (see `LaunchSpec.key`):
+   * {@link gemmKey} of the conv's geometry and which GEMM this is.
+   */
+  key: string;
 }
 
 /**
@@ -172,6 +177,14 @@ function convKey(which: string, g: Geo, bias = false): string {
 }
 
 /**
+ * The source key of a conv's gathered GEMM (see {@link GatherGemm.key}): which GEMM, and the geometry its
+ * gathers and stores write as literals (kernel, stride, padding, dilation, bias, ReLU); sizes are uniforms.
+ */
+function gemmKey(which: string, g: Geo, bias = false): string {
+  return `${which} k${g.K} s${g.S} p${g.P} l${g.L}${bias ? " bias" : ""}${g.relu ? " relu" : ""}`;
+}
+
+/**
  * Where a gathered GEMM's workgroup memory goes: the A and B tiles (16 rows of bm and bn floats), the gather's
  * table (16 k of a step, or the tile's bn columns) and one vec4 of padding per tile row. The padding matters
  * where 16 neighbouring threads store 16 k of one column: unpadded rows are bm (or bn) floats apart, a
@@ -210,20 +223,23 @@ function gatherGemm(s: GatherGemm): void {
   const acc = ps.flatMap((p) => fours.flatMap((i) => qs.map((q) => `c${p}${i}${q}`)));
   const rowOf = (c: string) => `m0 + (${Number(c[1]) * ry}u + ty) * 4u + ${c[2]}u`;
   const colOf = (c: string) => `n0 + (${Number(c[3]) * rx}u + tx) * 4u`;
-  const table = g.by === "column"
-    ? `var<workgroup> Kt: array<vec4<i32>, ${
-      t.prefetch ? 32 : 16
-    }>;\nfn k_info(k: u32) -> vec4<i32> {\n  ${g.kInfo}\n}`
-    : `var<workgroup> Ct: array<vec4<i32>, ${bn}>;\nfn col_info(n: u32) -> vec4<i32> {\n  ${g.colInfo}\n}`;
+  const table = () =>
+    g.by === "column"
+      ? `var<workgroup> Kt: array<vec4<i32>, ${
+        t.prefetch ? 32 : 16
+      }>;\nfn k_info(k: u32) -> vec4<i32> {\n  ${g.kInfo}\n}`
+      : `var<workgroup> Ct: array<vec4<i32>, ${bn}>;\nfn col_info(n: u32) -> vec4<i32> {\n  ${g.colInfo}\n}`;
   launch({
     op: s.op,
+    key: `${s.key} ${bm}x${bn} ${ry}x${rx} ${t.prefetch ? "prefetch" : ""} ${lay.table} ${rowA} ${rowB}`,
     work: { flops: 2 * s.M * s.N * s.K },
     args: [...s.args, { name: "out", t: s.out, write: true }],
     wg: 256,
     groups: s.segs * tiles,
-    decls: `var<workgroup> As: array<vec4<f32>, ${16 * rowA}>;\nvar<workgroup> Bs: array<vec4<f32>, ${
-      16 * rowB
-    }>;\n${lay.table ? table : table.replace(/^var.*\n/, "")}`,
+    decls: () =>
+      `var<workgroup> As: array<vec4<f32>, ${16 * rowA}>;\nvar<workgroup> Bs: array<vec4<f32>, ${
+        16 * rowB
+      }>;\n${lay.table ? table() : table().replace(/^var.*\n/, "")}`,
     uniforms: {
       gM: s.M,
       gN: s.N,
@@ -233,7 +249,8 @@ function gatherGemm(s: GatherGemm): void {
       gSeg: s.segLen,
       ...s.uniforms,
     },
-    body: `  let sg = div_gTiles(wg);
+    body: () =>
+      `  let sg = div_gTiles(wg);
   let t = wg - sg * sh.gTiles;
   let tq = div_gTn(t);
   let m0 = tq * ${u(bm)};
@@ -253,16 +270,16 @@ function gatherGemm(s: GatherGemm): void {
     workgroupBarrier();
   }
   ${
-      acc.map((c) =>
-        `{ let m = ${rowOf(c)}; let nb = ${colOf(c)};
+        acc.map((c) =>
+          `{ let m = ${rowOf(c)}; let nb = ${colOf(c)};
     if (m < sh.gM) { ${
-          fours.map((j) =>
-            `if (nb + ${j}u < sh.gN) { let n = nb + ${j}u; ${s.store("m", "n", `${c}[${j}]`)} }`
-          )
-            .join(" ")
-        } } }`
-      ).join("\n  ")
-    }`,
+            fours.map((j) =>
+              `if (nb + ${j}u < sh.gN) { let n = nb + ${j}u; ${s.store("m", "n", `${c}[${j}]`)} }`
+            )
+              .join(" ")
+          } } }`
+        ).join("\n  ")
+      }`,
   });
 }
 
@@ -463,6 +480,7 @@ export function implicitForward(op: string, x: Tensor, w: Tensor, b: Tensor | nu
     gatherGemm({
       tile,
       op,
+      key: gemmKey("forward", g, !!b),
       args: [{ name: "x", t: x }, { name: "w", t: w }, ...(b ? [{ name: "b", t: b }] : [])],
       out: y,
       M: O,
@@ -506,6 +524,7 @@ export function implicitGradInput(op: string, gy: Tensor, w: Tensor, g: Geo): Te
     gatherGemm({
       tile,
       op,
+      key: gemmKey("input gradient", g),
       args: [{ name: "gy", t: gy }, { name: "w", t: w }],
       out: gx,
       M: C,
@@ -556,6 +575,7 @@ export function implicitGradWeight(op: string, gy: Tensor, x: Tensor, g: Geo): T
       gatherGemm({
         tile,
         op,
+        key: gemmKey("weight gradient", g),
         args: [{ name: "gy", t: gy }, { name: "x", t: x }],
         out: part,
         M: O,
