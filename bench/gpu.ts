@@ -254,6 +254,9 @@ if (part === "info") {
   const scaler = half ? new optim.GradScaler() : null;
   const params = model.parameters();
   const times: number[] = [];
+  // The JavaScript and WebGPU encoding of a step, before its readback waits (f32 path): against the step's
+  // wall time it says how much of it the host could still hide.
+  const hostTimes: number[] = [];
   const base = device.stats();
   let pipelinesAfterFirst = 0;
   for (let s = 0; s < f.steps; s++) {
@@ -279,6 +282,7 @@ if (part === "info") {
         l.backward();
         opt.step();
         opt.zeroGrad();
+        hostTimes.push((performance.now() - t0) / 1000);
         return await l.item();
       });
     times.push((performance.now() - t0) / 1000);
@@ -294,6 +298,7 @@ if (part === "info") {
       batch,
       step: s + 1,
       seconds: times[s],
+      ...(hostTimes[s] !== undefined ? { hostSeconds: hostTimes[s] } : {}),
       loss,
       pipelines: device.stats().pipelines - base.pipelines,
       peakGiB: device.stats().peakBytes / 2 ** 30,
@@ -338,6 +343,7 @@ if (part === "info") {
     batch,
     stepSeconds: times,
     warmStepSeconds: warm,
+    ...(hostTimes.length > warmFrom ? { warmHostSeconds: Math.min(...hostTimes.slice(warmFrom)) } : {}),
     samplesPerSecond: batch / warm,
     peakGiB: st.peakBytes / 2 ** 30,
     pipelines: pipelinesAfterFirst - base.pipelines,
