@@ -28,8 +28,12 @@ What it reproduces (TS source in brackets):
   better). Printed beside the score of the constant prediction = training-fold positive rates, and the
   crop-level ROC AUC of each crop's own vertebra output (a threshold-free sign of learning; also with each
   output's mean logit over the crops taken off, so level priors do not count). --train-auc N adds
-  the same crop AUC on the first N training studies (a sign of fitting, not of learning).
+  the same crop AUC on the first N training studies (a sign of fitting, not of learning). Each evaluation in
+  --out keeps the validation studies' predictions (`studies`), which bench/recipe/noise.py bootstraps.
 * model [models/classifier.ts]: tests/csn_ref.py's CSN, global max pool, dropout --dropout, Linear(-> 8).
+  --arch (experiments, default csn = the TS model): plain, a dense 3x3x3 CNN of about the same size
+  (common.PlainClassifier); dense-stage, the CSN with dense 3x3x3 conv + BN + ReLU layers of --dense-widths
+  between the stem's conv and its max pool (common.Classifier dense=).
 * loss: mean BCE-with-logits over batch x 8; AdamW (wd on non-bias parameters), warmup + per-step cosine to
   1e-5, gradient-norm clip 5 [train/cls.ts, train/trainer.ts].
 
@@ -271,11 +275,12 @@ def competition_score(preds, truths):
 @torch.no_grad()
 def validate(model, items, const):
     model.eval()
-    preds, truths, cs, cl, cv = [], [], [], [], []
+    preds, truths, cs, cl, cv, studies = [], [], [], [], [], []
     for x, verts, truth, st in items:
         lg = model(torch.from_numpy(x)).numpy()
         preds.append(aggregate(lg))
         truths.append(truth)
+        studies.append({"uid": st.uid, "truth": [float(t) for t in truth], "pred": preds[-1].tolist()})
         for i, v in enumerate(verts):
             if v in st.boxes:
                 cs.append(float(lg[i, v]))
@@ -289,7 +294,7 @@ def validate(model, items, const):
     mu = {v: np.mean([s for s, w in zip(cs, cv) if w == v]) for v in set(cv)}
     return {"score": score, "const_score": cscore, "crop_auc": C.roc_auc(cs, cl),
             "crop_auc_level": C.roc_auc([s - mu[v] for s, v in zip(cs, cv)], cl),
-            **{f"loss_{k}": v for k, v in per.items()}}
+            **{f"loss_{k}": v for k, v in per.items()}, "studies": studies}
 
 
 # ---------------------------------------------------------------------------------------------- main
@@ -318,6 +323,10 @@ def main():
     ap.add_argument("--warmup", type=int, default=0)
     ap.add_argument("--wd", type=float, default=0.01)
     ap.add_argument("--clip", type=float, default=5.0)
+    ap.add_argument("--arch", default="csn", choices=["csn", "plain", "dense-stage"], help="csn: the TS "
+                    "classifier; plain: dense 3x3x3 CNN (widths 16,32,64,64; --encoder/--width unused); dense-stage: "
+                    "the CSN with dense 3x3x3 layers of --dense-widths after the stem's conv")
+    ap.add_argument("--dense-widths", default="16,16", help="--arch dense-stage: widths of the dense layers")
     ap.add_argument("--encoder", default="r26ir")
     ap.add_argument("--width", type=int, default=8)
     ap.add_argument("--dropout", type=float, default=0.5)
@@ -372,10 +381,15 @@ def main():
     print(f"{len(train)} train ({len(pos)} positive) / {len(val)} val studies, {sum(len(i[1]) for i in items)} val "
           f"crops; loaded in {clock():.1f} s; constant {np.round(const, 2).tolist()}", flush=True)
 
-    model = C.Classifier(a.encoder, a.width, 8, a.pool, a.dropout)
+    if a.arch == "plain":
+        model, name = C.PlainClassifier(8, pool=a.pool, dropout=a.dropout), "plain 3x3x3 CNN 16,32,64,64"
+    else:
+        dense = tuple(C.parse_ints(a.dense_widths)) if a.arch == "dense-stage" else ()
+        model = C.Classifier(a.encoder, a.width, 8, a.pool, a.dropout, dense)
+        name = f"{a.encoder} width {a.width}" + (f" + dense 3x3x3 stage {a.dense_widths}" if dense else "")
     opt = C.seed_adamw(model, a.lr, a.wd)
     params = list(model.parameters())
-    print(f"model {a.encoder} width {a.width}: {C.n_params(model):,} params; batch {a.batch} x 3x{D}x{S}x{S}, "
+    print(f"model {name}: {C.n_params(model):,} params; batch {a.batch} x 3x{D}x{S}x{S}, "
           f"{a.steps} steps, lr {a.lr} warmup {a.warmup}, dropout {a.dropout}, augment {a.augment}", flush=True)
     rec = {"config": vars(a), "params": C.n_params(model), "train_studies": len(train), "val_studies": len(val),
            "const": const.tolist(), "steps": [], "evals": []}

@@ -130,18 +130,53 @@ class UNet(nn.Module):
 
 
 class Classifier(nn.Module):
-    """models/classifier.ts CSNClassifier: backbone -> global max/avg pool -> dropout -> Linear."""
+    """models/classifier.ts CSNClassifier: backbone -> global max/avg pool -> dropout -> Linear.
 
-    def __init__(self, encoder="r26ir", base=8, classes=8, pool="max", dropout=0.5):
+    dense=(w, ...) (a recipe experiment, not in the TS model; default () is the TS model): dense 3x3x3
+    conv + BN + ReLU layers of widths w, ... between the stem's conv and its max pool (the stem's 32 x 32
+    in-plane maps for a 64 px crop), so that the first channel-separated stage gets features from full 3x3x3
+    filters over many channels instead of the 8-channel stem alone; layer1's first block then takes the last
+    width as its input."""
+
+    def __init__(self, encoder="r26ir", base=8, classes=8, pool="max", dropout=0.5, dense=()):
         super().__init__()
         depth, kind = parse_encoder(encoder)
         self.backbone = csn_ref.CSN(depth, kind, base)
+        self.dense = nn.Sequential(*[csn_ref.ConvModule(i, o, 3, 1, 1)
+                                     for i, o in zip((base,) + tuple(dense), dense)])
+        if dense:
+            self.backbone.layer1[0] = csn_ref.Bottleneck(dense[-1], base, 1, 1, kind, True)
         self.pool = pool
         self.dropout = nn.Dropout(dropout)
         self.final = nn.Linear(32 * base, classes)
 
     def forward(self, x):
-        f = self.backbone(x)[-1]
+        b = self.backbone  # csn_ref.CSN.forward spelt out, with self.dense after the stem's conv
+        f = b.layer4(b.layer3(b.layer2(b.layer1(b.pool(self.dense(b.conv1(x)))))))
+        f = torch.amax(f, (2, 3, 4)) if self.pool == "max" else f.mean((2, 3, 4))
+        return self.final(self.dropout(f))
+
+
+class PlainClassifier(nn.Module):
+    """A dense 3x3x3 CNN control for the classifier (a recipe experiment, no TS counterpart; the idea of
+    bench/recipe/twins.py's plain_cnn): conv3x3x3 + BN + ReLU blocks of widths 16, 32, 64, 64, max pools
+    (1, 2, 2), 2, 2 after the first three (16 x 64 x 64 -> 4 x 8 x 8), global max/avg pool, dropout,
+    Linear(-> classes). ~182 k parameters against the r26ir width 8 classifier's ~135 k."""
+
+    def __init__(self, classes=8, widths=(16, 32, 64, 64), pool="max", dropout=0.5, cin=3):
+        super().__init__()
+        pools = [(1, 2, 2), 2, 2] + [None] * (len(widths) - 3)
+        layers = []
+        for i, (o, pk) in enumerate(zip(widths, pools)):
+            layers += [nn.Conv3d(cin if i == 0 else widths[i - 1], o, 3, padding=1, bias=False),
+                       nn.BatchNorm3d(o), nn.ReLU()] + ([nn.MaxPool3d(pk)] if pk else [])
+        self.features = nn.Sequential(*layers)
+        self.pool = pool
+        self.dropout = nn.Dropout(dropout)
+        self.final = nn.Linear(widths[-1], classes)
+
+    def forward(self, x):
+        f = self.features(x)
         f = torch.amax(f, (2, 3, 4)) if self.pool == "max" else f.mean((2, 3, 4))
         return self.final(self.dropout(f))
 
