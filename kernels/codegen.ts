@@ -68,7 +68,8 @@ export interface LaunchSpec {
    * (those join the key). With a key, the source is generated once per head and key and then reused: a GPU
    * training step records over a thousand dispatches of 1-15 KB of WGSL each, and generating and hashing that
    * text was most of its JavaScript time. `CSN_CHECK_SOURCE=1` (the test task sets it) generates every source
-   * anyway and fails on a key that stands for two different sources.
+   * anyway and fails on a key that stands for two different sources. A launch whose body and decls are both
+   * strings needs no key: its text is the key, so it is kept by default.
    */
   key?: string;
   /** FLOPs/bytes of this launch, for the profiler's rates under `CSN_PROFILE=1` (core/profiler.ts). */
@@ -292,11 +293,11 @@ function buildWith(
   }
   const uni = uniformsOf(spec, internal);
   const words = packWords(spec.op, spec.params ?? null, uni);
-  if (spec.key === undefined) return { source: generate(spec, device, uni, half), device, words };
   // Text given as strings is part of the key itself; the key covers what the functions generate.
-  const k = `${signature(spec, device, uni)}\u0000${spec.key}\u0000${strOf(spec.decls)}\u0000${
-    strOf(spec.body)
-  }`;
+  const key = spec.key ??
+    (typeof spec.body === "string" && typeof spec.decls !== "function" ? "" : undefined);
+  if (key === undefined) return { source: generate(spec, device, uni, half), device, words };
+  const k = `${signature(spec, device, uni)}\u0000${key}\u0000${strOf(spec.decls)}\u0000${strOf(spec.body)}`;
   let source = sources.get(k);
   if (source === undefined) {
     if (sources.size >= MAX_SOURCES) sources.clear();
@@ -304,7 +305,7 @@ function buildWith(
     sources.set(k, source);
   } else if (sourceCache.check && source !== generate(spec, device, uni, half)) {
     throw new Error(
-      `${spec.op}: the key "${spec.key}" stands for two different sources; it misses a parameter`,
+      `${spec.op}: the key "${key}" stands for two different sources; it misses a parameter`,
     );
   }
   return { source, device, words };
