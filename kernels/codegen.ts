@@ -10,9 +10,9 @@
  * `sh.<name>`), storage arrays are runtime-sized, and the workgroup count and the 1-D item count are uniforms
  * too. A kernel then compiles once per variant (dtypes, rank after merging dims, vec4 or not), not once per
  * layer shape. Constants remain where they decide the code's shape (workgroup size, unrolled loop counts).
- * A kernel that names its variant (`LaunchSpec.key`, with its body as a function) is not even generated
- * again: its source is kept by the key and a short signature of the head, which halved the JavaScript that
- * records a GPU training step.
+ * A kernel that names its variant (`LaunchSpec.key`, with its body as a function), or whose body and
+ * declarations are plain strings, is not even generated again: its source is kept by the key (or its text)
+ * and a short signature of the head, which halved the JavaScript that records a GPU training step.
  *
  * Tensors larger than one storage binding (the device's `bindingCap`) are bound as several consecutive
  * windows of the same buffer; the accessors pick the window from the index. Small tensors get direct array
