@@ -246,9 +246,7 @@ def val_item(st, D, S, rnd):
         for z in val_z_ranges(box[0], box[3], D):
             crops.append(cut(st, box, z, D, S, rnd, False)[0])
             verts.append(c)
-    truth = np.array(st.labels, np.float32)
-    truth[0] = float(truth[1:].any())
-    return np.stack(crops), verts, truth
+    return np.stack(crops), verts, C.study_truth(st.labels).astype(np.float32)
 
 
 # ---------------------------------------------------------------------------------------------- metric
@@ -264,8 +262,7 @@ def competition_score(preds, truths):
     for p, y in zip(preds, truths):
         q = np.clip(p, 1e-15, 1 - 1e-15)
         bce = -(y * np.log(q) + (1 - y) * np.log(1 - q))
-        w = np.where(y > 0, 2.0, 1.0)
-        w[0] = 14.0 if y[0] else 7.0
+        w = C.metric_weights(y)
         tot += (w * bce).sum() / w.sum()
         tn += w * bce
         td += w
@@ -374,7 +371,7 @@ def main():
     items = [(*val_item(st, D, S, vrnd), st) for st in val]
     titems = [(*val_item(st, D, S, vrnd), st) for st in train[:a.train_auc]]
     # Constant prediction: the training fold's positive rate per target (overall = any vertebra).
-    tl = np.array([[float(any(st.labels[1:]))] + st.labels[1:] for st in train], np.float64)
+    tl = np.array([C.study_truth(st.labels) for st in train])
     const = np.clip(tl.mean(0), 0.01, 0.99)
     pos = [st for st in train if st.labels[0] == 1]
     neg = [st for st in train if st.labels[0] != 1]

@@ -61,6 +61,31 @@ def read_folds(path):
 TARGETS = ["patient_overall", "C1", "C2", "C3", "C4", "C5", "C6", "C7"]
 
 
+def metric_weights(y):
+    """The competition's weights of one study's 8 targets (infer/metric.ts): 2 for a positive vertebra, 1 for a
+    negative one, 14 / 7 for a positive / negative patient_overall."""
+    w = np.where(y > 0, 2.0, 1.0)
+    w[0] = 14.0 if y[0] else 7.0
+    return w
+
+
+def study_truth(labels):
+    """A train.csv row as the 8 targets the metric scores, patient_overall from the vertebrae."""
+    y = np.array(labels, np.float64)
+    y[0] = float(y[1:].any())
+    return y
+
+
+def study_losses(preds, truths):
+    """Each study's weighted log loss (the competition score is their mean)."""
+    out = []
+    for p, y in zip(preds, truths):
+        q = np.clip(np.asarray(p, np.float64), 1e-15, 1 - 1e-15)
+        w = metric_weights(y)
+        out.append(float((w * -(y * np.log(q) + (1 - y) * np.log(1 - q))).sum() / w.sum()))
+    return np.array(out)
+
+
 def read_train_csv(path):
     out = {}
     with open(path) as f:
@@ -158,8 +183,8 @@ class Classifier(nn.Module):
 
 
 class PlainClassifier(nn.Module):
-    """A dense 3x3x3 CNN control for the classifier (a recipe experiment, no TS counterpart; the idea of
-    bench/recipe/twins.py's plain_cnn): conv3x3x3 + BN + ReLU blocks of widths 16, 32, 64, 64, max pools
+    """A dense 3x3x3 CNN control for the classifier (a recipe experiment, no TS counterpart; cls.py and
+    twins.py --arch plain): conv3x3x3 + BN + ReLU blocks of widths 16, 32, 64, 64, max pools
     (1, 2, 2), 2, 2 after the first three (16 x 64 x 64 -> 4 x 8 x 8), global max/avg pool, dropout,
     Linear(-> classes). ~182 k parameters against the r26ir width 8 classifier's ~135 k."""
 

@@ -20,35 +20,12 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common as C  # noqa: E402
 
 
-def weights(y):
-    """The competition's weights of one study's 8 outputs (infer/metric.ts)."""
-    w = np.where(y > 0, 2.0, 1.0)
-    w[0] = 14.0 if y[0] else 7.0
-    return w
-
-
-def truth(labels):
-    """A train.csv row as the 8 targets, patient_overall from the vertebrae."""
-    y = np.array(labels, np.float64)
-    y[0] = float(y[1:].any())
-    return y
-
-
-def study_losses(preds, truths):
-    """Each study's weighted log loss (the score is their mean)."""
-    out = []
-    for p, y in zip(preds, truths):
-        q = np.clip(np.asarray(p, np.float64), 1e-15, 1 - 1e-15)
-        w = weights(y)
-        out.append(float((w * -(y * np.log(q) + (1 - y) * np.log(1 - q))).sum() / w.sum()))
-    return np.array(out)
-
-
 def best_constant(truths):
     """Per output, the weighted positive rate that minimises the mean study loss on `truths`."""
     num, den = np.zeros(8), np.zeros(8)
     for y in truths:
-        u = weights(y) / weights(y).sum()
+        w = C.metric_weights(y)
+        u = w / w.sum()
         den += u
         num += u * y
     return np.clip(num / den, 0.01, 0.99)
@@ -69,11 +46,11 @@ def main():
     val = [s["uid"] for s in evals[0]["studies"]]
     vset = set(val)
     train = [u for u in C.list_cached(run["config"]["cache"]) if u in labels and u not in vset]
-    ty = [truth(labels[u]) for u in train]
+    ty = [C.study_truth(labels[u]) for u in train]
     best, rate = best_constant(ty), np.clip(np.mean(ty, 0), 0.01, 0.99)
     ys = [np.array(s["truth"], np.float64) for s in evals[0]["studies"]]
     n = len(ys)
-    lb, lr = study_losses([best] * n, ys), study_losses([rate] * n, ys)
+    lb, lr = C.study_losses([best] * n, ys), C.study_losses([rate] * n, ys)
     draws = np.random.default_rng(0).integers(0, n, (20000, n))
     print(f"{len(train)} training / {n} validation studies ({int(sum(y[0] for y in ys))} positive)")
     print(f"cls.py's constant (positive rates) {np.round(rate, 3).tolist()} -> {lr.mean():.4f}")
@@ -85,7 +62,7 @@ def main():
     for e in evals:
         if [s["uid"] for s in e["studies"]] != val:
             sys.exit(f"{sys.argv[1]}: step {e['step']} evaluated other studies than step {evals[0]['step']}")
-        d = study_losses([s["pred"] for s in e["studies"]], ys) - lb
+        d = C.study_losses([s["pred"] for s in e["studies"]], ys) - lb
         lo, hi = np.percentile(d[draws].mean(1), [2.5, 97.5])
         print(f"| {e['step']} | {e['score']:.4f} | {lr.mean():.4f} | {lb.mean():.4f} | {d.mean():+.4f} "
               f"({d.std(ddof=1) / np.sqrt(n):.4f}) | [{lo:+.4f}, {hi:+.4f}] | {fmt(e['crop_auc'])} | "

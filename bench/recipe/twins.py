@@ -37,26 +37,6 @@ def auc(y, s):
     return float("nan") if r is None else r
 
 
-def plain_cnn():
-    """--arch plain: dense 3x3x3 convs (no channel separation), to tell the CSN's inductive bias from the task's."""
-    nn = torch.nn
-
-    def blk(i, o, pool):
-        return [nn.Conv3d(i, o, 3, padding=1, bias=False), nn.BatchNorm3d(o), nn.ReLU()] + (
-            [nn.MaxPool3d(pool)] if pool else [])
-
-    class Plain(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.f = nn.Sequential(*blk(3, 16, (1, 2, 2)), *blk(16, 32, 2), *blk(32, 64, 2), *blk(64, 64, 0))
-            self.final = nn.Linear(64, 1)
-
-        def forward(self, x):
-            return self.final(torch.amax(self.f(x), (2, 3, 4)))
-
-    return Plain()
-
-
 def gap_bucket(r):
     if r["kind"] != "break":
         return None
@@ -122,7 +102,7 @@ def main():
           f"{' SANITY' if a.sanity else ''}", flush=True)
 
     if a.arch == "plain":
-        model = plain_cnn()
+        model = C.PlainClassifier(classes=1, dropout=0.0)
         print(f"model: plain 3x3x3 CNN; {C.n_params(model)} parameters", flush=True)
     else:
         model = C.Classifier(encoder="r26ir", base=8, classes=1, pool=a.pool, dropout=a.dropout)
