@@ -129,242 +129,354 @@ export async function train<S extends SampleResult>(
   run: RunFolder,
   o: TrainerOptions,
 ): Promise<TrainResult> {
-  const model = task.model;
-  const R = o.replicas && o.replicas.world > 1 ? o.replicas : null;
-  const world = R?.world ?? 1, rank = R?.rank ?? 0, lead = rank === 0;
-  if (o.batch % world) {
-    throw new Error(`${task.name}: the global batch ${o.batch} does not split over ${world} devices`);
+  const h = new Harness(task, run, o);
+  await h.resume();
+  const handlers: [Deno.Signal, () => void][] = (["SIGINT", "SIGTERM"] as Deno.Signal[]).map((
+    s,
+  ) => [s, h.onSignal(s)]);
+  for (const [s, fn] of handlers) Deno.addSignalListener(s, fn);
+  const pool = new WorkerPool(o.workers);
+  const t0 = performance.now();
+  try {
+    task.model.train();
+    while (h.epoch < o.epochs) {
+      if (h.inEpoch < h.stepsPerEpoch && !await h.trainEpoch(pool)) break;
+      await h.endEpoch();
+    }
+  } finally {
+    h.progress.done();
+    pool.close();
+    for (const [s, fn] of handlers) Deno.removeSignalListener(s, fn);
+    h.steps.opt.dispose();
   }
-  const perReplica = o.batch / world;
-  const stepsPerEpoch = Math.floor(task.items / o.batch);
-  if (stepsPerEpoch < 1) {
-    throw new Error(`${task.name}: ${task.items} training items do not fill one batch of ${o.batch}`);
-  }
-  const tMax = Math.max(1, seedTMax(o.epochs, task.items, o.batch));
-  const warmup = Math.min(o.warmup ?? 0, tMax - 1);
-  const sched = cosineSchedule({
-    lrMax: o.lr,
-    etaMin: o.etaMin,
-    totalSteps: Math.max(1, tMax - warmup),
-    warmup,
-  });
-  const opt = seedAdamW(model, o.lr, o.weightDecay, o.adamEps);
-  const params = model.parameters();
-  const half = !!o.amp && hasF16(params[0].device);
-  if (o.amp && !half) {
-    console.warn(`--amp: "${params[0].device.info.label}" has no shader-f16; training in f32`);
-  }
-  const scaler = half && !R ? new GradScaler() : null;
-  const amp = <T>(fn: () => T): T => half ? autocast(fn) : fn();
-  // After backward, whichever path made the gradients: global clipping, then AdamW.
-  const update = () => {
-    if (o.clip > 0) clipGradNorm(params, o.clip).dispose();
-    opt.step();
+  if (h.lead) await writeCurves(run, task, h.epochs);
+  const seconds = (performance.now() - t0) / 1000;
+  return {
+    steps: h.step,
+    epochs: h.epochs,
+    best: h.best,
+    stoppedAtMaxSteps: h.stoppedAtMaxSteps,
+    dataWaitShare: h.rate.waitMs / (seconds * 1000),
+    seconds,
   };
-  // Under mpirun stdout is a pseudo-terminal that the launcher pipes on: plain lines, not a redrawn one.
-  const progress = lead ? new Progress(o.logEvery, R ? false : undefined) : quietProgress();
-  let step = 0, epoch = 0, inEpoch = 0;
-  let best: { value: number; epoch: number } | null = null;
-  let epochs: EpochRecord[] = [];
+}
 
-  if (o.resume && await run.has("resume.safetensors")) {
-    const st = await loadResume(run, model, opt);
-    ({ step, epoch, inEpoch, best, epochs } = st);
-    if (scaler && st.scaler) scaler.loadStateDict(st.scaler);
+/**
+ * One optimizer step on a batch, whichever way the gradients are made: over replicas, under a GradScaler
+ * (`--amp` on one device), or plainly; each waits for the GPU once, for the loss.
+ */
+class Stepper {
+  readonly opt: AdamW;
+  readonly params: Tensor[];
+  readonly scaler: GradScaler | null;
+  readonly sched: (step: number) => number;
+  readonly #half: boolean;
+
+  constructor(model: Module, items: number, readonly o: TrainerOptions, readonly R: Replicas | null) {
+    const tMax = Math.max(1, seedTMax(o.epochs, items, o.batch));
+    const warmup = Math.min(o.warmup ?? 0, tMax - 1);
+    this.sched = cosineSchedule({
+      lrMax: o.lr,
+      etaMin: o.etaMin,
+      totalSteps: Math.max(1, tMax - warmup),
+      warmup,
+    });
+    this.opt = seedAdamW(model, o.lr, o.weightDecay, o.adamEps);
+    this.params = model.parameters();
+    this.#half = !!o.amp && hasF16(this.params[0].device);
+    if (o.amp && !this.#half) {
+      console.warn(`--amp: "${this.params[0].device.info.label}" has no shader-f16; training in f32`);
+    }
+    this.scaler = this.#half && !R ? new GradScaler() : null;
+  }
+
+  /** Runs `fn` under autocast when training in f16. */
+  amp<T>(fn: () => T): T {
+    return this.#half ? autocast(fn) : fn();
+  }
+
+  /** After backward, whichever path made the gradients: global clipping, then AdamW. */
+  #update = () => {
+    if (this.o.clip > 0) clipGradNorm(this.params, this.o.clip).dispose();
+    this.opt.step();
+  };
+
+  /** The step's loss; with replicas also whether some replica was asked to stop. */
+  async step(loss: () => Tensor, stopping: boolean): Promise<{ loss: number; stop: boolean }> {
+    this.opt.zeroGrad();
+    if (this.R) return await this.R.step(this.params, () => this.amp(loss), this.#update, stopping);
+    const scaler = this.scaler;
+    if (scaler) {
+      // One GPU wait: the loss and the overflow flag come back together, then step or skip.
+      const rep = tidy(() => {
+        const l = autocast(loss);
+        scaler.scaleLoss(l).backward();
+        return scaler.unscale(this.params, l);
+      });
+      const r = await scaler.read(rep);
+      scaler.step(r, () => tidy(this.#update));
+      return { loss: r.loss, stop: false };
+    }
+    const lossT = tidy(() => {
+      const l = loss();
+      l.backward();
+      this.#update();
+      return keep(l);
+    });
+    const value = await lossT.item();
+    lossT.dispose();
+    return { loss: value, stop: false };
+  }
+}
+
+/** The log's records between two progress lines, and the sample rate, data wait and ETA they show. */
+class RateWindow {
+  /** Milliseconds the steps waited for the loader, over the whole run. */
+  waitMs = 0;
+  /** The last end-of-epoch validation's seconds: the ETA counts the ones still ahead. */
+  valSec = 0;
+  readonly #records: LogRecord[] = [];
+  #start = performance.now();
+  #wait = 0;
+  #steps = 0;
+
+  /** Adds a step's record and the milliseconds it waited for its batch. */
+  add(rec: LogRecord & { loss: number }, waitMs: number): void {
+    this.#records.push(rec);
+    this.waitMs += waitMs, this.#wait += waitMs, this.#steps++;
+  }
+
+  /**
+   * Closes the window: its last record gets the rate and data-wait share. Returns the records to log and
+   * the progress line (the window's mean loss, the rate, the ETA).
+   */
+  close(
+    what: string,
+    o: { batch: number; left: number; vals: number },
+  ): { records: LogRecord[]; line: string } {
+    const now = performance.now();
+    const sec = (now - this.#start) / 1000;
+    const rate = (this.#steps * o.batch) / sec;
+    const share = this.#wait / (now - this.#start);
+    const eta = (o.left * o.batch) / rate + o.vals * this.valSec;
+    const recent = this.#records.slice(-this.#steps) as (LogRecord & { loss: number; lr: number })[];
+    const avg = recent.reduce((s, r) => s + r.loss, 0) / this.#steps;
+    const lastRec = recent[recent.length - 1];
+    this.#records[this.#records.length - 1] = { ...lastRec, samplesPerSec: rate, dataWait: share };
+    this.restart();
+    const line =
+      `${what} loss ${avg.toFixed(4)} lr ${lastRec.lr.toExponential(2)} ${rate.toFixed(2)} samples/s ` +
+      `data-wait ${(100 * share).toFixed(0)}% ETA ${duration(eta)}`;
+    return { records: this.#records.splice(0), line };
+  }
+
+  /** Starts a new window (after validation and checkpoints, so that it measures training alone). */
+  restart(): void {
+    this.#start = performance.now(), this.#wait = 0, this.#steps = 0;
+  }
+}
+
+/** A run's state between steps (what resume.safetensors holds) and the stage's pieces around it. */
+class Harness<S extends SampleResult> {
+  readonly R: Replicas | null;
+  readonly rank: number;
+  readonly lead: boolean;
+  readonly perReplica: number;
+  readonly stepsPerEpoch: number;
+  readonly steps: Stepper;
+  readonly progress: Progress;
+  readonly rate = new RateWindow();
+  step = 0;
+  epoch = 0;
+  inEpoch = 0;
+  best: { value: number; epoch: number } | null = null;
+  epochs: EpochRecord[] = [];
+  stoppedAtMaxSteps = false;
+  /** The signal that asked this process to stop. */
+  stop: string | null = null;
+  /** With replicas: the stop every replica agreed on (some replica's signal, carried by a step). */
+  agreedStop: string | null = null;
+
+  constructor(readonly task: TrainTask<S>, readonly run: RunFolder, readonly o: TrainerOptions) {
+    this.R = o.replicas && o.replicas.world > 1 ? o.replicas : null;
+    const world = this.R?.world ?? 1;
+    this.rank = this.R?.rank ?? 0, this.lead = this.rank === 0;
+    if (o.batch % world) {
+      throw new Error(`${task.name}: the global batch ${o.batch} does not split over ${world} devices`);
+    }
+    this.perReplica = o.batch / world;
+    this.stepsPerEpoch = Math.floor(task.items / o.batch);
+    if (this.stepsPerEpoch < 1) {
+      throw new Error(`${task.name}: ${task.items} training items do not fill one batch of ${o.batch}`);
+    }
+    this.steps = new Stepper(task.model, task.items, o, this.R);
+    // Under mpirun stdout is a pseudo-terminal that the launcher pipes on: plain lines, not a redrawn one.
+    this.progress = this.lead ? new Progress(o.logEvery, this.R ? false : undefined) : quietProgress();
+  }
+
+  /** Continues from the run folder's resume state when asked to and there is one. */
+  async resume(): Promise<void> {
+    const { o, run } = this;
+    if (!o.resume || !await run.has("resume.safetensors")) return;
+    const st = await loadResume(run, this.task.model, this.steps.opt);
+    ({ step: this.step, epoch: this.epoch, inEpoch: this.inEpoch, best: this.best, epochs: this.epochs } =
+      st);
+    if (this.steps.scaler && st.scaler) this.steps.scaler.loadStateDict(st.scaler);
     // Under CSN_BENCHMARK=1 the kernel variants the run chose before (they decide the results' last bits).
-    if (st.tuning) params[0].device.tuner?.load(st.tuning);
-    if (lead) await run.truncateLog(step, epoch);
-    progress.log(
-      `resuming ${run.dir} at step ${step} (epoch ${epoch + 1}, batch ${inEpoch}/${stepsPerEpoch})`,
+    if (st.tuning) this.steps.params[0].device.tuner?.load(st.tuning);
+    if (this.lead) await run.truncateLog(this.step, this.epoch);
+    this.progress.log(
+      `resuming ${run.dir} at step ${this.step} (epoch ${
+        this.epoch + 1
+      }, batch ${this.inEpoch}/${this.stepsPerEpoch})`,
     );
   }
 
-  let stop: string | null = null;
-  // With replicas: the stop every replica agreed on (some replica's signal, carried by a step).
-  let agreedStop: string | null = null;
-  const onSignal = (sig: Deno.Signal) => () => {
-    if (stop) return;
-    stop = sig;
-    progress.log(`${sig}: finishing the current step, then saving`);
-  };
-  const handlers: [Deno.Signal, () => void][] = (["SIGINT", "SIGTERM"] as Deno.Signal[]).map((
-    s,
-  ) => [s, onSignal(s)]);
-  for (const [s, h] of handlers) Deno.addSignalListener(s, h);
+  /** A signal handler: the current step finishes, then the state is saved and the run stops. */
+  onSignal(sig: Deno.Signal): () => void {
+    return () => {
+      if (this.stop) return;
+      this.stop = sig;
+      this.progress.log(`${sig}: finishing the current step, then saving`);
+    };
+  }
 
-  const pool = new WorkerPool(o.workers);
-  const meta = () => ({ step, epoch, inEpoch, best, epochs, config: o.config });
-  const save = async () => {
-    if (!lead) return;
+  /** Saves resume.safetensors (weights, optimizer moments, counters) and last.safetensors. */
+  async save(): Promise<void> {
+    if (!this.lead) return;
     const sd: Record<string, Tensor> = {};
-    for (const [k, t] of Object.entries(model.stateDict())) sd[`model.${k}`] = t;
-    const s = opt.stateDict();
+    for (const [k, t] of Object.entries(this.task.model.stateDict())) sd[`model.${k}`] = t;
+    const s = this.steps.opt.stateDict();
     s.m.forEach((t, i) => (sd[`optim.m.${i}`] = t));
     s.v.forEach((t, i) => (sd[`optim.v.${i}`] = t));
-    await run.save("resume", sd, {
-      ...meta(),
+    const { step, epoch, inEpoch, best, epochs } = this;
+    await this.run.save("resume", sd, {
+      step,
+      epoch,
+      inEpoch,
+      best,
+      epochs,
+      config: this.o.config,
       optimStep: s.step,
-      scaler: scaler?.stateDict() ?? null,
-      tuning: params[0].device.tuner?.decisions(),
+      scaler: this.steps.scaler?.stateDict() ?? null,
+      tuning: this.steps.params[0].device.tuner?.decisions(),
     });
-    await run.save("last", model.stateDict(), { epoch, step, config: o.config });
-  };
-  const t0 = performance.now();
-  let waitMs = 0, stoppedAtMaxSteps = false;
-  const logBuf: LogRecord[] = [];
-  let winStart = performance.now(), winWait = 0, winSteps = 0;
-  // The last end-of-epoch validation's seconds: the ETA counts the ones still ahead.
-  let valSec = 0;
-  try {
-    model.train();
-    while (epoch < o.epochs) {
-      if (inEpoch < stepsPerEpoch) {
-        const order = task.order
-          ? task.order(epoch, rng(hash32(o.seed, 0xe0c, epoch)))
-          : permutation(task.items, rng(hash32(o.seed, 0xe0c, epoch)));
-        const first = inEpoch;
-        const fetch = new Prefetcher(pool, (b) => {
-          const bi = first + b;
-          if (bi >= stepsPerEpoch) return null;
-          return Array.from({ length: perReplica }, (_, k) => {
-            const pos = bi * o.batch + rank * perReplica + k;
-            return task.job(order[pos], rng(hash32(o.seed, 0xa09, epoch, pos)));
-          });
-        }, o.prefetch);
-        while (inEpoch < stepsPerEpoch) {
-          // With replicas, a signal is acted on once every replica knows it (it travels with the step).
-          if (stop && !R) {
-            await save();
-            throw new Interrupted(stop, step);
-          }
-          if (o.maxSteps && step >= o.maxSteps) {
-            stoppedAtMaxSteps = true;
-            break;
-          }
-          const w0 = fetch.waitMs;
-          const batch = await fetch.next();
-          if (!batch) {
-            throw new Error(`${task.name}: the loader ran out of batches at ${inEpoch}/${stepsPerEpoch}`);
-          }
-          const lr = sched(step);
-          opt.lr = lr;
-          // Replica 0 draws what one device draws (dropout masks differ from one device's on the others).
-          manualSeed(rank ? hash32(o.seed, 0xd40, step, rank) : hash32(o.seed, 0xd40, step));
-          opt.zeroGrad();
-          let loss: number;
-          if (R) {
-            const r = await R.step(params, () => amp(() => task.loss(batch as S[])), update, !!stop);
-            loss = r.loss;
-            if (r.stop) agreedStop = stop ?? "a signal on another replica";
-          } else if (scaler) {
-            // One GPU wait: the loss and the overflow flag come back together, then step or skip.
-            const rep = tidy(() => {
-              const l = autocast(() => task.loss(batch as S[]));
-              scaler.scaleLoss(l).backward();
-              return scaler.unscale(params, l);
-            });
-            const r = await scaler.read(rep);
-            scaler.step(r, () => tidy(update));
-            loss = r.loss;
-          } else {
-            const lossT = tidy(() => {
-              const loss = task.loss(batch as S[]);
-              loss.backward();
-              update();
-              return keep(loss);
-            });
-            loss = await lossT.item();
-            lossT.dispose();
-          }
-          if (!Number.isFinite(loss)) throw new Error(`${task.name}: loss is ${loss} at step ${step + 1}`);
-          step++, inEpoch++;
-          const dw = fetch.waitMs - w0;
-          waitMs += dw, winWait += dw, winSteps++;
-          logBuf.push({ step, epoch: epoch + 1, loss, lr });
-          const halt = R ? agreedStop : stop;
-          const last = inEpoch === stepsPerEpoch || (o.maxSteps > 0 && step >= o.maxSteps) || !!halt;
-          if (step % o.logEvery === 0 || last) {
-            const now = performance.now();
-            const sec = (now - winStart) / 1000;
-            const rate = (winSteps * o.batch) / sec;
-            const share = winWait / (now - winStart);
-            const total = o.maxSteps
-              ? Math.min(o.maxSteps, o.epochs * stepsPerEpoch)
-              : o.epochs * stepsPerEpoch;
-            const valsAhead = Math.max(0, Math.floor(total / stepsPerEpoch) - epoch);
-            const eta = ((total - step) * o.batch) / rate + valsAhead * valSec;
-            const avg = logBuf.slice(-winSteps).reduce((s, r) => s + (r as { loss: number }).loss, 0) /
-              winSteps;
-            logBuf[logBuf.length - 1] = {
-              ...logBuf[logBuf.length - 1],
-              samplesPerSec: rate,
-              dataWait: share,
-            };
-            if (lead) await run.log(...logBuf.splice(0));
-            progress.update(
-              `${task.name} epoch ${epoch + 1}/${o.epochs} step ${step}/${total} loss ${avg.toFixed(4)} lr ${
-                lr.toExponential(2)
-              } ${rate.toFixed(2)} samples/s data-wait ${(100 * share).toFixed(0)}% ETA ${duration(eta)}`,
-              true,
-            );
-            winStart = now, winWait = 0, winSteps = 0;
-          }
-          if (step % o.saveEvery === 0 || last) await save();
-          if (R && agreedStop) {
-            await save();
-            throw new Interrupted(agreedStop, step);
-          }
-        }
-        if (stoppedAtMaxSteps) break;
-      }
-      // End of an epoch: validate, record, checkpoint.
-      progress.done();
-      // A cheap proof that the replicas still hold the same weights (one readback and an 8-byte reduction).
-      if (R) await R.checksum(params, `weights after epoch ${epoch + 1}`);
-      if (!lead) {
-        epoch++, inEpoch = 0;
-        continue;
-      }
-      model.eval();
-      const v0 = performance.now();
-      const metrics = await amp(() => task.validate(progress));
-      valSec = (performance.now() - v0) / 1000;
-      model.train();
-      const value = metrics[task.metric.name];
-      const rec: EpochRecord = { epoch: epoch + 1, step, metrics };
-      epochs.push(rec);
-      await run.log({ epoch: epoch + 1, step, metrics });
-      const better = value !== undefined && Number.isFinite(value) &&
-        (!best || (task.metric.mode === "max" ? value > best.value : value < best.value));
-      const ckMeta = { epoch: epoch + 1, step, metrics, config: o.config };
-      await run.save(`epoch-${String(epoch + 1).padStart(3, "0")}`, model.stateDict(), ckMeta);
-      if (better) {
-        best = { value, epoch: epoch + 1 };
-        await run.save("best", model.stateDict(), ckMeta);
-      }
-      await pruneEpochs(run, epochs, task.metric, o.keep);
-      progress.log(
-        `${task.name} epoch ${epoch + 1}/${o.epochs}: ${
-          Object.entries(metrics).map(([k, v]) => `${k} ${v.toFixed(4)}`).join(" ")
-        }${better ? " (best)" : ""}`,
-      );
-      epoch++, inEpoch = 0;
-      await save();
-      await writeCurves(run, task, epochs);
-      // The next epoch's first rate window measures training, not this validation and these checkpoints.
-      winStart = performance.now(), winWait = 0;
-    }
-  } finally {
-    progress.done();
-    pool.close();
-    for (const [s, h] of handlers) Deno.removeSignalListener(s, h);
-    opt.dispose();
+    await this.run.save("last", this.task.model.stateDict(), { epoch, step, config: this.o.config });
   }
-  if (lead) await writeCurves(run, task, epochs);
-  const seconds = (performance.now() - t0) / 1000;
-  return { steps: step, epochs, best, stoppedAtMaxSteps, dataWaitShare: waitMs / (seconds * 1000), seconds };
-}
 
+  /** The rest of the current epoch's steps; false when `maxSteps` stopped it. */
+  async trainEpoch(pool: WorkerPool): Promise<boolean> {
+    const { o, task, R } = this;
+    const order = task.order
+      ? task.order(this.epoch, rng(hash32(o.seed, 0xe0c, this.epoch)))
+      : permutation(task.items, rng(hash32(o.seed, 0xe0c, this.epoch)));
+    const first = this.inEpoch, epoch = this.epoch;
+    const fetch = new Prefetcher(pool, (b) => {
+      const bi = first + b;
+      if (bi >= this.stepsPerEpoch) return null;
+      return Array.from({ length: this.perReplica }, (_, k) => {
+        const pos = bi * o.batch + this.rank * this.perReplica + k;
+        return task.job(order[pos], rng(hash32(o.seed, 0xa09, epoch, pos)));
+      });
+    }, o.prefetch);
+    while (this.inEpoch < this.stepsPerEpoch) {
+      // With replicas, a signal is acted on once every replica knows it (it travels with the step).
+      if (this.stop && !R) {
+        await this.save();
+        throw new Interrupted(this.stop, this.step);
+      }
+      if (o.maxSteps && this.step >= o.maxSteps) {
+        this.stoppedAtMaxSteps = true;
+        return false;
+      }
+      const w0 = fetch.waitMs;
+      const batch = await fetch.next();
+      if (!batch) {
+        throw new Error(
+          `${task.name}: the loader ran out of batches at ${this.inEpoch}/${this.stepsPerEpoch}`,
+        );
+      }
+      await this.#step(batch as S[], fetch.waitMs - w0);
+      const halt = R ? this.agreedStop : this.stop;
+      const last = this.inEpoch === this.stepsPerEpoch || (o.maxSteps > 0 && this.step >= o.maxSteps) ||
+        !!halt;
+      if (this.step % o.logEvery === 0 || last) await this.#logWindow();
+      if (this.step % o.saveEvery === 0 || last) await this.save();
+      if (R && this.agreedStop) {
+        await this.save();
+        throw new Interrupted(this.agreedStop, this.step);
+      }
+    }
+    return true;
+  }
+
+  async #step(batch: S[], waitMs: number): Promise<void> {
+    const { o, R } = this;
+    const lr = this.steps.sched(this.step);
+    this.steps.opt.lr = lr;
+    // Replica 0 draws what one device draws (dropout masks differ from one device's on the others).
+    manualSeed(this.rank ? hash32(o.seed, 0xd40, this.step, this.rank) : hash32(o.seed, 0xd40, this.step));
+    const r = await this.steps.step(() => this.task.loss(batch), !!this.stop);
+    if (R && r.stop) this.agreedStop = this.stop ?? "a signal on another replica";
+    if (!Number.isFinite(r.loss)) {
+      throw new Error(`${this.task.name}: loss is ${r.loss} at step ${this.step + 1}`);
+    }
+    this.step++, this.inEpoch++;
+    this.rate.add({ step: this.step, epoch: this.epoch + 1, loss: r.loss, lr }, waitMs);
+  }
+
+  async #logWindow(): Promise<void> {
+    const { o, step } = this;
+    const total = o.maxSteps
+      ? Math.min(o.maxSteps, o.epochs * this.stepsPerEpoch)
+      : o.epochs * this.stepsPerEpoch;
+    const what = `${this.task.name} epoch ${this.epoch + 1}/${o.epochs} step ${step}/${total}`;
+    const vals = Math.max(0, Math.floor(total / this.stepsPerEpoch) - this.epoch);
+    const { records, line } = this.rate.close(what, { batch: o.batch, left: total - step, vals });
+    if (this.lead) await this.run.log(...records);
+    this.progress.update(line, true);
+  }
+
+  /** End of an epoch: validate, record, checkpoint (the lead only; the others count the epoch). */
+  async endEpoch(): Promise<void> {
+    const { task, run, o } = this;
+    this.progress.done();
+    // A cheap proof that the replicas still hold the same weights (one readback and an 8-byte reduction).
+    if (this.R) await this.R.checksum(this.steps.params, `weights after epoch ${this.epoch + 1}`);
+    if (!this.lead) {
+      this.epoch++, this.inEpoch = 0;
+      return;
+    }
+    const epoch = this.epoch + 1, step = this.step;
+    task.model.eval();
+    const v0 = performance.now();
+    const metrics = await this.steps.amp(() => task.validate(this.progress));
+    this.rate.valSec = (performance.now() - v0) / 1000;
+    task.model.train();
+    const value = metrics[task.metric.name];
+    this.epochs.push({ epoch, step, metrics });
+    await run.log({ epoch, step, metrics });
+    const better = value !== undefined && Number.isFinite(value) &&
+      (!this.best || (task.metric.mode === "max" ? value > this.best.value : value < this.best.value));
+    const ckMeta = { epoch, step, metrics, config: o.config };
+    await run.save(`epoch-${String(epoch).padStart(3, "0")}`, task.model.stateDict(), ckMeta);
+    if (better) {
+      this.best = { value, epoch };
+      await run.save("best", task.model.stateDict(), ckMeta);
+    }
+    await pruneEpochs(run, this.epochs, task.metric, o.keep);
+    this.progress.log(
+      `${task.name} epoch ${epoch}/${o.epochs}: ${
+        Object.entries(metrics).map(([k, v]) => `${k} ${v.toFixed(4)}`).join(" ")
+      }${better ? " (best)" : ""}`,
+    );
+    this.epoch++, this.inEpoch = 0;
+    await this.save();
+    await writeCurves(run, task, this.epochs);
+    // The next epoch's first rate window measures training, not this validation and these checkpoints.
+    this.rate.restart();
+  }
+}
 function quietProgress(): Progress {
   const p = new Progress(1, false);
   p.update = () => {};
