@@ -401,6 +401,29 @@ function barsSvg(probs: readonly number[], truth: readonly number[] | null): str
  * 8 probabilities as bars with the ground truth marked when given. Bad input throws naming the field.
  */
 export async function studyReportHtml(r: StudyReport): Promise<string> {
+  const { where, probs, truth } = checkReport(r);
+  const [Z, H, W] = r.image.shape;
+  const out: string[] = [];
+  out.push(`<h1>Study ${escapeHtml(r.uid)}</h1>`);
+  out.push(
+    `<p class="small">Image cube [${Z}, ${H}, ${W}]; labels [${r.labels.shape.join(", ")}]` +
+      ` (${r.labels.shape[0] === Z ? "every slice" : "every 2nd slice"}).</p>`,
+  );
+  out.push(timingsSection(r.timings));
+  out.push(await viewsSection(r));
+  out.push(await cropsSection(r, where));
+  out.push(`<h2>Fracture probabilities</h2>`);
+  out.push(barsSvg(probs, truth));
+  if (truth) {
+    out.push(
+      `<p class="small">Black line: ground truth. Green bar: agrees with it at the 0.5 threshold, red: disagrees.</p>`,
+    );
+  }
+  return page(`Report ${r.uid}`, out.join("\n"));
+}
+
+/** Checks the fields every section relies on; throws naming the study and the field. */
+function checkReport(r: StudyReport): { where: string; probs: number[]; truth: number[] | null } {
   if (typeof r?.uid !== "string" || r.uid === "") {
     throw new Error("studyReportHtml: uid must be a non-empty string");
   }
@@ -416,32 +439,26 @@ export async function studyReportHtml(r: StudyReport): Promise<string> {
       throw new Error(`${where}: crop vertebra must be 1..7, got ${c?.vertebra}`);
     }
   }
-  const views = spineViews(r);
-  const [Z, H, W] = r.image.shape;
-
-  const out: string[] = [];
-  out.push(`<h1>Study ${escapeHtml(r.uid)}</h1>`);
-  out.push(
-    `<p class="small">Image cube [${Z}, ${H}, ${W}]; labels [${r.labels.shape.join(", ")}]` +
-      ` (${r.labels.shape[0] === Z ? "every slice" : "every 2nd slice"}).</p>`,
-  );
-
-  // Timings
-  const tEntries = Object.entries(r.timings ?? {});
-  out.push(`<h2>Timings</h2>`);
-  if (tEntries.length) {
-    out.push(`<table>`);
-    for (const [k, v] of tEntries) {
-      out.push(`<tr><td>${escapeHtml(k)}</td><td class="num">${escapeHtml(formatMs(Number(v)))}</td></tr>`);
-    }
-    out.push(`</table>`);
-  } else out.push(`<p class="small">none recorded</p>`);
-
-  // Views
   const sp = r.image.spacing;
   if (sp !== undefined && (!Array.isArray(sp) || sp.length !== 3 || sp.some((v) => !(v > 0)))) {
     throw new Error(`${where}: image.spacing must be 3 positive numbers [z, y, x] mm, got [${sp}]`);
   }
+  return { where, probs, truth };
+}
+
+function timingsSection(timings: StudyReport["timings"]): string {
+  const entries = Object.entries(timings ?? {});
+  if (!entries.length) return `<h2>Timings</h2>\n<p class="small">none recorded</p>`;
+  const rows = entries.map(([k, v]) =>
+    `<tr><td>${escapeHtml(k)}</td><td class="num">${escapeHtml(formatMs(Number(v)))}</td></tr>`
+  );
+  return [`<h2>Timings</h2>`, `<table>`, ...rows, `</table>`].join("\n");
+}
+
+/** Sagittal and coronal views with the predicted labels, drawn at the voxels' aspect, and the legend. */
+async function viewsSection(r: StudyReport): Promise<string> {
+  const views = spineViews(r);
+  const sp = r.image.spacing;
   const viewW = 400;
   const viewFig = async (v: ViewImage, caption: string, colSpacing: number | undefined) => {
     const scale = viewW / v.width;
@@ -456,6 +473,7 @@ export async function studyReportHtml(r: StudyReport): Promise<string> {
       views.windowKind === "bone HU" ? `bone window L${BONE_WINDOW.level}/W${BONE_WINDOW.width} HU` : "window"
     }` +
     ` = stored ${Math.round(views.window[0])}..${Math.round(views.window[1])}`;
+  const out: string[] = [];
   out.push(`<h2>Predicted vertebrae</h2>`);
   out.push(`<div class="views">`);
   out.push(await viewFig(views.sagittal, `Sagittal, x = ${views.x} (anterior left)`, sp?.[1]));
@@ -471,8 +489,12 @@ export async function studyReportHtml(r: StudyReport): Promise<string> {
     out.push(`<span><span class="sw" style="background:rgb(${cr},${cg},${cb})"></span>C${v}</span>`);
   }
   out.push(`</div>`);
+  return out.join("\n");
+}
 
-  // Crops
+/** Each vertebra's crop (its middle slice) with its voxel count, or why there is none. */
+async function cropsSection(r: StudyReport, where: string): Promise<string> {
+  const out: string[] = [];
   out.push(`<h2>Classifier crops</h2>`);
   out.push(
     `<p class="small">Middle slice of each crop's image channel; voxel counts on the [::2] x 256 x 256 grid.</p>`,
@@ -506,16 +528,7 @@ export async function studyReportHtml(r: StudyReport): Promise<string> {
     );
   }
   out.push(`</div>`);
-
-  // Probabilities
-  out.push(`<h2>Fracture probabilities</h2>`);
-  out.push(barsSvg(probs, truth));
-  if (truth) {
-    out.push(
-      `<p class="small">Black line: ground truth. Green bar: agrees with it at the 0.5 threshold, red: disagrees.</p>`,
-    );
-  }
-  return page(`Report ${r.uid}`, out.join("\n"));
+  return out.join("\n");
 }
 
 /** The score beside the best constant prediction, and how to read it. */
