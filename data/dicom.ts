@@ -341,28 +341,72 @@ export async function seriesFromFiles(
 ): Promise<DicomSeries> {
   if (!files.length) throw new Error(`${dir}: no DICOM files`);
   await initCodecs();
-  const slices: DicomSlice[] = [];
-  for (const f of files) slices.push(readDicomFile(f.bytes, f.name));
+  const chosen = chooseSeries(files.map((f) => readDicomFile(f.bytes, f.name)), dir, opts.series);
+  const first = chosen[0];
+  checkAlike(chosen, opts.modalities ?? ["CT"]);
+  const ori = first.orientation!;
+  const rowDir = [ori[0], ori[1], ori[2]], colDir = [ori[3], ori[4], ori[5]];
+  const normal = cross(rowDir, colDir);
+  const key = (s: DicomSlice) => dot(s.position!, normal);
+  chosen.sort((a, b) => key(a) - key(b));
+  // Slice 0 is the most cranial: the highest patient z (LPS +z is superior).
+  if (chosen.length > 1 && chosen[chosen.length - 1].position![2] > chosen[0].position![2]) chosen.reverse();
+  const spacing = sliceSpacing(chosen, key, dir, opts.gapTolerance ?? 0.5);
+  const n = first.rows * first.cols;
+  const pixels = first.pixelRepresentation === 1
+    ? new Int16Array(n * chosen.length)
+    : new Uint16Array(n * chosen.length);
+  chosen.forEach((s, z) => pixels.set(s.pixels, z * n));
+  const zDir = chosen.length > 1
+    ? (() => {
+      const d = chosen[1].position!.map((v, i) => v - chosen[0].position![i]);
+      const l = Math.hypot(...d);
+      return d.map((v) => v / l) as [number, number, number];
+    })()
+    : normal;
+  const ps = first.pixelSpacing ?? [1, 1];
+  return {
+    pixels,
+    shape: [chosen.length, first.rows, first.cols],
+    spacing: [spacing, ps[0], ps[1]],
+    origin: [...chosen[0].position!] as [number, number, number],
+    direction: [rowDir as [number, number, number], colDir as [number, number, number], zDir],
+    rescale: { slope: first.slope, intercept: first.intercept },
+    photometric: first.photometric,
+    modality: first.modality,
+    transferSyntax: first.transferSyntax,
+    uids: { study: first.studyUid, series: first.seriesUid, sop: chosen.map((s) => s.sopUid) },
+    files: chosen.map((s) => s.file),
+  };
+}
+
+/** The slices of one series: `series` when given, else the only one there is (several throw, listing them). */
+function chooseSeries(slices: DicomSlice[], dir: string, series: string | undefined): DicomSlice[] {
   const bySeries = new Map<string, DicomSlice[]>();
   for (const s of slices) {
     let l = bySeries.get(s.seriesUid);
     if (!l) bySeries.set(s.seriesUid, l = []);
     l.push(s);
   }
-  let chosen: DicomSlice[];
-  if (opts.series) {
-    chosen = bySeries.get(opts.series) ?? [];
+  if (series) {
+    const chosen = bySeries.get(series) ?? [];
     if (!chosen.length) {
       throw new Error(
-        `${dir}: no slice belongs to series ${opts.series} (found ${[...bySeries.keys()].join(", ")})`,
+        `${dir}: no slice belongs to series ${series} (found ${[...bySeries.keys()].join(", ")})`,
       );
     }
-  } else if (bySeries.size > 1) {
+    return chosen;
+  }
+  if (bySeries.size > 1) {
     const desc = [...bySeries].map(([uid, l]) => `${uid} (${l.length} files, e.g. ${l[0].file})`).join("; ");
     throw new Error(`${dir}: mixes ${bySeries.size} series: ${desc}; pass {series} to choose one`);
-  } else chosen = slices;
+  }
+  return slices;
+}
+
+/** Every slice of a series the first one's modality, size, pixel type, rescale and orientation, or a throw. */
+function checkAlike(chosen: DicomSlice[], modalities: string[]): void {
   const first = chosen[0];
-  const modalities = opts.modalities ?? ["CT"];
   for (const s of chosen) {
     if (!modalities.includes(s.modality)) {
       throw new Error(`${s.file}: modality "${s.modality}" is not ${modalities.join("/")}`);
@@ -389,19 +433,23 @@ export async function seriesFromFiles(
       }
     }
   }
-  const ori = first.orientation!;
-  const rowDir = [ori[0], ori[1], ori[2]], colDir = [ori[3], ori[4], ori[5]];
-  const normal = cross(rowDir, colDir);
-  const key = (s: DicomSlice) => dot(s.position!, normal);
-  chosen.sort((a, b) => key(a) - key(b));
-  // Slice 0 is the most cranial: the highest patient z (LPS +z is superior).
-  if (chosen.length > 1 && chosen[chosen.length - 1].position![2] > chosen[0].position![2]) chosen.reverse();
+}
+
+/**
+ * The median distance between neighbouring slices along the normal (sorted by `key`); a duplicate position,
+ * a gap over (1 + tol) or under (1 - tol) times the median throws naming both files.
+ */
+function sliceSpacing(
+  chosen: DicomSlice[],
+  key: (s: DicomSlice) => number,
+  dir: string,
+  tol: number,
+): number {
   const gaps: number[] = [];
   for (let i = 1; i < chosen.length; i++) gaps.push(Math.abs(key(chosen[i]) - key(chosen[i - 1])));
   const median = gaps.length
     ? [...gaps].sort((a, b) => a - b)[Math.floor(gaps.length / 2)]
-    : first.sliceThickness ?? 1;
-  const tol = opts.gapTolerance ?? 0.5;
+    : chosen[0].sliceThickness ?? 1;
   for (let i = 0; i < gaps.length; i++) {
     const a = chosen[i], b = chosen[i + 1];
     if (gaps[i] < 1e-3) {
@@ -422,32 +470,7 @@ export async function seriesFromFiles(
       );
     }
   }
-  const n = first.rows * first.cols;
-  const pixels = first.pixelRepresentation === 1
-    ? new Int16Array(n * chosen.length)
-    : new Uint16Array(n * chosen.length);
-  chosen.forEach((s, z) => pixels.set(s.pixels, z * n));
-  const zDir = chosen.length > 1
-    ? (() => {
-      const d = chosen[1].position!.map((v, i) => v - chosen[0].position![i]);
-      const l = Math.hypot(...d);
-      return d.map((v) => v / l) as [number, number, number];
-    })()
-    : normal;
-  const ps = first.pixelSpacing ?? [1, 1];
-  return {
-    pixels,
-    shape: [chosen.length, first.rows, first.cols],
-    spacing: [median, ps[0], ps[1]],
-    origin: [...chosen[0].position!] as [number, number, number],
-    direction: [rowDir as [number, number, number], colDir as [number, number, number], zDir],
-    rescale: { slope: first.slope, intercept: first.intercept },
-    photometric: first.photometric,
-    modality: first.modality,
-    transferSyntax: first.transferSyntax,
-    uids: { study: first.studyUid, series: first.seriesUid, sop: chosen.map((s) => s.sopUid) },
-    files: chosen.map((s) => s.file),
-  };
+  return median;
 }
 
 /** Hounsfield units: stored * RescaleSlope + RescaleIntercept, as Float32. */
