@@ -191,28 +191,7 @@ const inflate = (b: Uint8Array): Uint8Array =>
 
 /** Parses one DICOM file and decodes its pixels. Errors name the file. */
 export function readDicomFile(bytes: Uint8Array, file: string): DicomSlice {
-  let ds: dicomParser.DataSet;
-  try {
-    ds = dicomParser.parseDicom(bytes, {
-      inflater: (arr: Uint8Array, pos: number) => {
-        let inflated: Uint8Array;
-        try {
-          inflated = inflate(arr.subarray(pos));
-        } catch (e) {
-          throw new Error(`the deflated data set at byte ${pos} does not inflate: ${errorText(e)}`);
-        }
-        const out = new Uint8Array(pos + inflated.length);
-        out.set(arr.subarray(0, pos));
-        out.set(inflated, pos);
-        return out;
-      },
-    } as unknown as dicomParser.ParseDicomOptions);
-  } catch (e) {
-    throw new Error(`${file}: not a readable DICOM file (${parseFailure(e, bytes)})`);
-  }
-  // Some truncations parse (an implicit VR data set, a cut at an element's end): no value may run past the end.
-  const past = ds.byteArray.length === bytes.length ? elementPastEnd(ds, bytes.length) : undefined;
-  if (past) throw new Error(`${file}: not a readable DICOM file (${past})`);
+  const ds = parseDataSet(bytes, file);
   const ts = ds.string("x00020010")?.trim() ?? "1.2.840.10008.1.2";
   if (!(ts in TRANSFER_SYNTAXES)) throw new Error(`${file}: unsupported transfer syntax ${ts}`);
   const rows = ds.uint16("x00280010") ?? 0, cols = ds.uint16("x00280011") ?? 0;
@@ -226,47 +205,15 @@ export function readDicomFile(bytes: Uint8Array, file: string): DicomSlice {
   if (bitsAllocated !== 16 && bitsAllocated !== 8) {
     throw new Error(`${file}: BitsAllocated ${bitsAllocated} is not supported`);
   }
-  const n = rows * cols;
   let raw: Uint8Array;
   try {
-    if (isEncapsulated(ts)) {
-      if (!pixelEl.fragments?.length) throw new Error("encapsulated pixel data without fragments");
-      const frame = dicomParser.readEncapsulatedPixelDataFromFragments(
-        ds,
-        pixelEl,
-        0,
-        pixelEl.fragments.length,
-      );
-      raw = decodeFrame(ts, frame, rows, cols, bitsAllocated);
-    } else {
-      const len = n * (bitsAllocated / 8);
-      if (pixelEl.dataOffset + len > ds.byteArray.length) {
-        throw new Error(
-          `truncated: ${rows}x${cols} ${bitsAllocated}-bit pixels need ${len} bytes from byte ` +
-            `${pixelEl.dataOffset}, the file has ${ds.byteArray.length}`,
-        );
-      }
-      raw = ds.byteArray.slice(pixelEl.dataOffset, pixelEl.dataOffset + len);
-      if (ts === "1.2.840.10008.1.2.2" && bitsAllocated === 16) {
-        for (let i = 0; i < raw.length; i += 2) [raw[i], raw[i + 1]] = [raw[i + 1], raw[i]];
-      }
-    }
+    raw = pixelBytes(ds, pixelEl, ts, rows, cols, bitsAllocated);
   } catch (e) {
     const msg = errorText(e);
     throw new Error(`${file}: cannot decode pixel data (${TRANSFER_SYNTAXES[ts]}): ${msg}`);
   }
-  if (raw.length < n * (bitsAllocated / 8)) {
+  if (raw.length < rows * cols * (bitsAllocated / 8)) {
     throw new Error(`${file}: decoded ${raw.length} bytes for ${rows}x${cols} pixels`);
-  }
-  // Mask to BitsStored, sign-extend when signed: the codestream's own signedness is not trusted.
-  const mask = bitsStored >= 32 ? 0xffffffff : (1 << bitsStored) - 1;
-  const signBit = 1 << (bitsStored - 1);
-  const pixels = pixelRepresentation === 1 ? new Int16Array(n) : new Uint16Array(n);
-  const dv = new DataView(raw.buffer, raw.byteOffset, raw.byteLength);
-  for (let i = 0; i < n; i++) {
-    let v = (bitsAllocated === 16 ? dv.getUint16(2 * i, true) : raw[i]) & mask;
-    if (pixelRepresentation === 1 && v & signBit) v -= 1 << bitsStored;
-    pixels[i] = v;
   }
   const pos = nums(ds, "x00200032"), ori = nums(ds, "x00200037"), sp = nums(ds, "x00280030");
   return {
@@ -289,8 +236,88 @@ export function readDicomFile(bytes: Uint8Array, file: string): DicomSlice {
     slope: ds.floatString("x00281053") ?? 1,
     intercept: ds.floatString("x00281052") ?? 0,
     instanceNumber: ds.intString("x00200013") ?? null,
-    pixels,
+    pixels: storedValues(raw, rows * cols, bitsAllocated, bitsStored, pixelRepresentation),
   };
+}
+
+/** The data set of a file (a deflated one inflated); a file that does not parse or runs short throws. */
+function parseDataSet(bytes: Uint8Array, file: string): dicomParser.DataSet {
+  let ds: dicomParser.DataSet;
+  try {
+    ds = dicomParser.parseDicom(bytes, {
+      inflater: (arr: Uint8Array, pos: number) => {
+        let inflated: Uint8Array;
+        try {
+          inflated = inflate(arr.subarray(pos));
+        } catch (e) {
+          throw new Error(`the deflated data set at byte ${pos} does not inflate: ${errorText(e)}`);
+        }
+        const out = new Uint8Array(pos + inflated.length);
+        out.set(arr.subarray(0, pos));
+        out.set(inflated, pos);
+        return out;
+      },
+    } as unknown as dicomParser.ParseDicomOptions);
+  } catch (e) {
+    throw new Error(`${file}: not a readable DICOM file (${parseFailure(e, bytes)})`);
+  }
+  // Some truncations parse (an implicit VR data set, a cut at an element's end): no value may run past the end.
+  const past = ds.byteArray.length === bytes.length ? elementPastEnd(ds, bytes.length) : undefined;
+  if (past) throw new Error(`${file}: not a readable DICOM file (${past})`);
+  return ds;
+}
+
+/** The first frame's pixel bytes, little-endian: decoded from its codec or cut from the native data. */
+function pixelBytes(
+  ds: dicomParser.DataSet,
+  pixelEl: dicomParser.Element,
+  ts: string,
+  rows: number,
+  cols: number,
+  bitsAllocated: number,
+): Uint8Array {
+  if (isEncapsulated(ts)) {
+    if (!pixelEl.fragments?.length) throw new Error("encapsulated pixel data without fragments");
+    const frame = dicomParser.readEncapsulatedPixelDataFromFragments(
+      ds,
+      pixelEl,
+      0,
+      pixelEl.fragments.length,
+    );
+    return decodeFrame(ts, frame, rows, cols, bitsAllocated);
+  }
+  const len = rows * cols * (bitsAllocated / 8);
+  if (pixelEl.dataOffset + len > ds.byteArray.length) {
+    throw new Error(
+      `truncated: ${rows}x${cols} ${bitsAllocated}-bit pixels need ${len} bytes from byte ` +
+        `${pixelEl.dataOffset}, the file has ${ds.byteArray.length}`,
+    );
+  }
+  const raw = ds.byteArray.slice(pixelEl.dataOffset, pixelEl.dataOffset + len);
+  if (ts === "1.2.840.10008.1.2.2" && bitsAllocated === 16) {
+    for (let i = 0; i < raw.length; i += 2) [raw[i], raw[i + 1]] = [raw[i + 1], raw[i]];
+  }
+  return raw;
+}
+
+/** Stored values masked to BitsStored and sign-extended when signed (a codestream's own signedness is not trusted). */
+function storedValues(
+  raw: Uint8Array,
+  n: number,
+  bitsAllocated: number,
+  bitsStored: number,
+  pixelRepresentation: number,
+): Int16Array | Uint16Array {
+  const mask = bitsStored >= 32 ? 0xffffffff : (1 << bitsStored) - 1;
+  const signBit = 1 << (bitsStored - 1);
+  const pixels = pixelRepresentation === 1 ? new Int16Array(n) : new Uint16Array(n);
+  const dv = new DataView(raw.buffer, raw.byteOffset, raw.byteLength);
+  for (let i = 0; i < n; i++) {
+    let v = (bitsAllocated === 16 ? dv.getUint16(2 * i, true) : raw[i]) & mask;
+    if (pixelRepresentation === 1 && v & signBit) v -= 1 << bitsStored;
+    pixels[i] = v;
+  }
+  return pixels;
 }
 
 /** Options of {@link readDicomSeries}. */
