@@ -187,89 +187,104 @@ export function backward(root: GradTensor, grad?: GradTensor, opts: BackwardOpti
       accumulateLeaf(root, seed);
       return;
     }
-    // Topological order by iterative DFS (post-order, then reversed).
-    const order: Node[] = [];
-    const seen = new Set<Node>();
-    const stack: [Node, number][] = [[root.node, 0]];
-    seen.add(root.node);
-    while (stack.length) {
-      const top = stack[stack.length - 1];
-      const [n, i] = top;
-      if (i < n.edges.length) {
-        top[1]++;
-        const next = n.edges[i]?.node;
-        if (next && !seen.has(next)) {
-          seen.add(next);
-          stack.push([next, 0]);
-        }
-      } else {
-        order.push(n);
-        stack.pop();
-      }
-    }
-    order.reverse();
     const grads = new Map<Node, GradTensor>([[root.node, seed]]);
     try {
-      for (const n of order) {
+      for (const n of topologicalOrder(root.node)) {
         const g = grads.get(n);
         if (!g) continue;
         grads.delete(n);
-        let results: (GradTensor | null)[];
-        // Gradients the closure took over from `grads` (see BackwardFn's `pending`), by input.
-        const taken = new Map<number, GradTensor>();
-        const pending = (i: number): GradTensor | null => {
-          const e = n.edges[i];
-          const p = e?.node ? grads.get(e.node) : undefined;
-          if (!e?.node || !p || taken.has(i)) return null;
-          grads.delete(e.node);
-          taken.set(i, p);
-          return p;
-        };
-        try {
-          // Backward closures may return `g` itself or one tensor for several inputs: give each its own handle.
-          // A scope per node frees the closure's temporaries (reshapes, masks) and keeps what it returns.
-          const raw = tidy(() => n.fn(g, n.saved(), pending));
-          const used = new Set<GradTensor>();
-          results = raw.map((r) => {
-            if (!r) return null;
-            if (r === g || used.has(r)) return r.share();
-            used.add(r);
-            return r;
-          });
-        } finally {
-          g.dispose();
-        }
-        for (const [i, p] of taken) {
-          // Included in the closure's gradient for input i; if it returned none, the taken one stands.
-          if (results[i]) p.dispose();
-          else results[i] = p;
-        }
-        for (let i = 0; i < n.edges.length; i++) {
-          const e = n.edges[i];
-          const r = results[i] ?? null;
-          if (!e || !r) {
-            r?.dispose();
-            continue;
-          }
-          if (r.shape.join() !== e.shape.join()) {
-            throw new Error(
-              `backward: ${n.name} produced a gradient of shape [${r.shape}] for an input of shape [${e.shape}]`,
-            );
-          }
-          if (e.leaf) accumulateLeaf(e.leaf, r);
-          else {
-            const prev = grads.get(e.node!);
-            if (prev) {
-              grads.set(e.node!, ops!.add(prev, r));
-              prev.dispose();
-              r.dispose();
-            } else grads.set(e.node!, r);
-          }
-        }
+        routeGradients(n, nodeGradients(n, g, grads), grads);
         if (!opts.retainGraph) n.freeSaved();
       }
     } finally {
       for (const g of grads.values()) g.dispose();
     }
   });
+}
+
+/** The nodes reachable from `root`, each before every node it depends on (iterative DFS post-order, reversed). */
+function topologicalOrder(root: Node): Node[] {
+  const order: Node[] = [];
+  const seen = new Set<Node>([root]);
+  const stack: [Node, number][] = [[root, 0]];
+  while (stack.length) {
+    const top = stack[stack.length - 1];
+    const [n, i] = top;
+    if (i < n.edges.length) {
+      top[1]++;
+      const next = n.edges[i]?.node;
+      if (next && !seen.has(next)) {
+        seen.add(next);
+        stack.push([next, 0]);
+      }
+    } else {
+      order.push(n);
+      stack.pop();
+    }
+  }
+  return order.reverse();
+}
+
+/**
+ * Runs node `n`'s backward closure on its output gradient `g` (disposed here): one gradient (or null) per
+ * input, each its own handle, with the gradients the closure took over from `grads` folded in.
+ */
+function nodeGradients(n: Node, g: GradTensor, grads: Map<Node, GradTensor>): (GradTensor | null)[] {
+  let results: (GradTensor | null)[];
+  // Gradients the closure took over from `grads` (see BackwardFn's `pending`), by input.
+  const taken = new Map<number, GradTensor>();
+  const pending = (i: number): GradTensor | null => {
+    const e = n.edges[i];
+    const p = e?.node ? grads.get(e.node) : undefined;
+    if (!e?.node || !p || taken.has(i)) return null;
+    grads.delete(e.node);
+    taken.set(i, p);
+    return p;
+  };
+  try {
+    // Backward closures may return `g` itself or one tensor for several inputs: give each its own handle.
+    // A scope per node frees the closure's temporaries (reshapes, masks) and keeps what it returns.
+    const raw = tidy(() => n.fn(g, n.saved(), pending));
+    const used = new Set<GradTensor>();
+    results = raw.map((r) => {
+      if (!r) return null;
+      if (r === g || used.has(r)) return r.share();
+      used.add(r);
+      return r;
+    });
+  } finally {
+    g.dispose();
+  }
+  for (const [i, p] of taken) {
+    // Included in the closure's gradient for input i; if it returned none, the taken one stands.
+    if (results[i]) p.dispose();
+    else results[i] = p;
+  }
+  return results;
+}
+
+/** Hands each input's gradient on: into a leaf's `.grad`, or summed into its node's entry of `grads`. */
+function routeGradients(n: Node, results: (GradTensor | null)[], grads: Map<Node, GradTensor>): void {
+  for (let i = 0; i < n.edges.length; i++) {
+    const e = n.edges[i];
+    const r = results[i] ?? null;
+    if (!e || !r) {
+      r?.dispose();
+      continue;
+    }
+    if (r.shape.join() !== e.shape.join()) {
+      throw new Error(
+        `backward: ${n.name} produced a gradient of shape [${r.shape}] for an input of shape [${e.shape}]`,
+      );
+    }
+    if (e.leaf) accumulateLeaf(e.leaf, r);
+    else {
+      const prev = grads.get(e.node!);
+      if (prev) {
+        grads.set(e.node!, ops!.add(prev, r));
+        prev.dispose();
+        r.dispose();
+      } else grads.set(e.node!, r);
+    }
+  }
 }
