@@ -224,11 +224,6 @@ export function batchNorm3d(
     if (M <= 1) {
       throw new Error(`${op}: training needs more than one value per channel, got input [${x.shape}]`);
     }
-    const given = merged && !opts.sync ? opts.moments ?? null : null;
-    if (given && (given.ndim !== 3 || given.shape[1] !== x.shape[1] || given.shape[2] !== 3)) {
-      throw new Error(`${op}: moments must be [segments, ${x.shape[1]}, 3], got ${given.describe()}`);
-    }
-    const part = given ?? momentParts(op, x, channelWalk(x));
     const run: RunningStats = {
       mean: runningMean,
       variance: runningVar,
@@ -237,74 +232,132 @@ export function batchNorm3d(
       eps,
       count: M,
     };
-    if (opts.sync) {
-      const loc = localMoments(op, x, part);
-      const g = opts.sync.stats(loc, M);
-      count = run.count = g.count;
-      st = finishFrom(op, g.mean, g.variance, run);
-      for (const t of [loc, g.mean, g.variance]) t.dispose();
-    } else if (merged) {
-      const walk = given ? { ...channelWalk(x), segs: given.shape[0] } : channelWalk(x);
-      ({ y, st } = normalizeMerged(op, x, part, walk, run, {
-        w: weight,
-        b: bias,
-        r: residual,
-        relu,
-        dtype,
-        shifted: !given,
-      }));
-    } else {
-      st = finishMoments(op, x, part, run);
-    }
-    if (part !== given) part.dispose();
+    ({ st, y } = batchStats(op, x, run, merged, { weight, bias, residual, relu, dtype }, opts));
+    count = run.count;
   }
   y ??= normalize(op, x, st, weight, bias, residual, relu, dtype);
   const sync = training ? opts.sync ?? null : null;
   const saved = [x, st, ...(weight ? [weight] : []), ...(relu ? [y] : [])];
-  const out = record(op, y, [x, weight, bias, residual], saved, (g, sv) => {
-    const [sx, sst] = sv;
-    const sw = weight ? sv[2] : null, sy = relu ? sv[sv.length - 1] : null;
-    const bop = `${op}.backward`;
-    const wantW = !!weight?.requiresGrad, wantB = !!bias?.requiresGrad;
-    const wantR = !!residual?.requiresGrad;
-    let gw: Tensor | null = null, gb: Tensor | null = null, coef: Tensor | null = null;
-    if (merged && x.requiresGrad) {
-      const walk = channelWalk(sx);
-      const part = gradParts(bop, g, sx, sy, sst, walk);
-      const r = gradInputMerged(bop, { g, x: sx, y: sy, st: sst, part, weight: sw }, walk, {
-        training,
-        count,
-        wantWeight: wantW,
-        wantBias: wantB,
-        wantResidual: wantR,
-      });
-      part.dispose();
-      return [r.gx, r.gw, r.gb, wantR && !sy ? g.share() : r.gr];
-    }
-    if (x.requiresGrad || wantW || wantB) {
-      const part = gradParts(bop, g, sx, sy, sst, channelWalk(sx));
-      // Synchronised: gx uses the sums over all replicas; weight and bias keep this replica's share (the
-      // gradient all-reduce averages them like every other parameter's).
-      const local = sync ? sumParts(bop, part) : null;
-      const glob = local ? sync!.sum(local) : null;
-      const f = finishGrads(bop, part, sst, sw, {
-        training,
-        count,
-        wantWeight: wantW,
-        wantBias: wantB,
-        global: glob,
-      });
-      for (const t of [part, local, glob]) t?.dispose();
-      gw = f.weight, gb = f.bias, coef = f.coef;
-    }
-    // One pass writes gx and, under a fused ReLU, the residual's masked gradient; without ReLU it is g itself.
-    const r = x.requiresGrad || (wantR && sy)
-      ? gradInput(bop, g, sx, sy, coef, { x: x.requiresGrad, residual: wantR && !!sy })
-      : { gx: null, gr: null };
-    coef?.dispose();
-    const gr = wantR && !sy ? g.share() : r.gr;
-    return [r.gx, gw, gb, gr];
-  });
+  const ctx: BackwardContext = {
+    op: `${op}.backward`,
+    x,
+    weight,
+    bias,
+    residual,
+    relu,
+    merged,
+    training,
+    count,
+    sync,
+  };
+  const out = record(op, y, [x, weight, bias, residual], saved, (g, sv) => batchNormBackward(ctx, g, sv));
   st.dispose();
   return out;
+}
+
+/**
+ * Training: the batch statistics (`run.count` becomes the global count when synchronised) and, where the
+ * "gpu" profile folds the finish into the normalising pass, the output too.
+ */
+function batchStats(
+  op: string,
+  x: Tensor,
+  run: RunningStats,
+  merged: boolean,
+  out: {
+    weight: Tensor | null;
+    bias: Tensor | null;
+    residual: Tensor | null;
+    relu: boolean;
+    dtype: "f32" | "f16";
+  },
+  opts: BatchNormOptions,
+): { st: Tensor; y: Tensor | null } {
+  const given = merged && !opts.sync ? opts.moments ?? null : null;
+  if (given && (given.ndim !== 3 || given.shape[1] !== x.shape[1] || given.shape[2] !== 3)) {
+    throw new Error(`${op}: moments must be [segments, ${x.shape[1]}, 3], got ${given.describe()}`);
+  }
+  const part = given ?? momentParts(op, x, channelWalk(x));
+  let st: Tensor, y: Tensor | null = null;
+  if (opts.sync) {
+    const loc = localMoments(op, x, part);
+    const g = opts.sync.stats(loc, run.count);
+    run.count = g.count;
+    st = finishFrom(op, g.mean, g.variance, run);
+    for (const t of [loc, g.mean, g.variance]) t.dispose();
+  } else if (merged) {
+    const walk = given ? { ...channelWalk(x), segs: given.shape[0] } : channelWalk(x);
+    ({ y, st } = normalizeMerged(op, x, part, walk, run, {
+      w: out.weight,
+      b: out.bias,
+      r: out.residual,
+      relu: out.relu,
+      dtype: out.dtype,
+      shifted: !given,
+    }));
+  } else {
+    st = finishMoments(op, x, part, run);
+  }
+  if (part !== given) part.dispose();
+  return { st, y };
+}
+
+/** What a batch norm's backward needs besides its saved tensors. */
+interface BackwardContext {
+  op: string;
+  x: Tensor;
+  weight: Tensor | null;
+  bias: Tensor | null;
+  residual: Tensor | null;
+  relu: boolean;
+  merged: boolean;
+  training: boolean;
+  count: number;
+  sync: BatchNormSync | null;
+}
+
+/** Gradients of x, weight, bias and residual from the output gradient `g` and the saved [x, st, w?, y?]. */
+function batchNormBackward(c: BackwardContext, g: Tensor, sv: Tensor[]): (Tensor | null)[] {
+  const [sx, sst] = sv;
+  const sw = c.weight ? sv[2] : null, sy = c.relu ? sv[sv.length - 1] : null;
+  const bop = c.op, training = c.training, count = c.count;
+  const wantW = !!c.weight?.requiresGrad, wantB = !!c.bias?.requiresGrad;
+  const wantR = !!c.residual?.requiresGrad, wantX = c.x.requiresGrad;
+  let gw: Tensor | null = null, gb: Tensor | null = null, coef: Tensor | null = null;
+  if (c.merged && wantX) {
+    const walk = channelWalk(sx);
+    const part = gradParts(bop, g, sx, sy, sst, walk);
+    const r = gradInputMerged(bop, { g, x: sx, y: sy, st: sst, part, weight: sw }, walk, {
+      training,
+      count,
+      wantWeight: wantW,
+      wantBias: wantB,
+      wantResidual: wantR,
+    });
+    part.dispose();
+    return [r.gx, r.gw, r.gb, wantR && !sy ? g.share() : r.gr];
+  }
+  if (wantX || wantW || wantB) {
+    const part = gradParts(bop, g, sx, sy, sst, channelWalk(sx));
+    // Synchronised: gx uses the sums over all replicas; weight and bias keep this replica's share (the
+    // gradient all-reduce averages them like every other parameter's).
+    const local = c.sync ? sumParts(bop, part) : null;
+    const glob = local ? c.sync!.sum(local) : null;
+    const f = finishGrads(bop, part, sst, sw, {
+      training,
+      count,
+      wantWeight: wantW,
+      wantBias: wantB,
+      global: glob,
+    });
+    for (const t of [part, local, glob]) t?.dispose();
+    gw = f.weight, gb = f.bias, coef = f.coef;
+  }
+  // One pass writes gx and, under a fused ReLU, the residual's masked gradient; without ReLU it is g itself.
+  const r = wantX || (wantR && sy)
+    ? gradInput(bop, g, sx, sy, coef, { x: wantX, residual: wantR && !!sy })
+    : { gx: null, gr: null };
+  coef?.dispose();
+  const gr = wantR && !sy ? g.share() : r.gr;
+  return [r.gx, gw, gb, gr];
 }
