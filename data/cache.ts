@@ -29,6 +29,11 @@ export interface CacheHeader {
   /** Mean and std over slices [::2] (the seed's segmentation-stage normalisation). */
   mean2: number;
   std2: number;
+  /**
+   * The number in each slice's file name (`<n>.dcm`), by cube slice; null where a name has none. RSNA's
+   * train_bounding_boxes.csv names slices by it (`slice_number`). Absent in caches written before it.
+   */
+  sliceNumbers?: (number | null)[];
 }
 
 /** A box to read: half-open ranges; `zStep` 2 reads slices z0, z0+2, ... (the seed's [::2]). */

@@ -12,16 +12,26 @@ export {
 export { decodeRle, initCodecs, TRANSFER_SYNTAXES } from "./codecs.ts";
 export { niftiToVolume, type NiftiVolume, readNifti, volumeToNifti, writeNifti } from "./nifti.ts";
 export {
+  type BoundingBox,
+  boxMap,
   listStudies,
   makeFolds,
   parseRowId,
+  readBoundingBoxes,
   readTrainCsv,
   rowIds,
   type Study,
   TARGETS,
   type TrainRow,
 } from "./rsna.ts";
-export { phantomStudy, type StudyLabels, type SynthOptions, writeSyntheticDataset } from "./synth.ts";
+export {
+  type FractureBox,
+  fractureBoxes,
+  phantomStudy,
+  type StudyLabels,
+  type SynthOptions,
+  writeSyntheticDataset,
+} from "./synth.ts";
 export { type CtSliceSpec, encodeJpegLossless, writeCtSlice } from "./dicom_write.ts";
 export { type Box, type CacheHeader, type CubeName, isCached, readCube, readHeader } from "./cache.ts";
 export { preprocessDataset, type PreprocessOptions, preprocessStudy, type Progress } from "./preprocess.ts";

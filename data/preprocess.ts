@@ -58,6 +58,12 @@ export interface PreprocessedStudy {
   mask_256: Uint8Array | null;
 }
 
+/** The integer a slice's file is named by (`.../123.dcm` -> 123), or null. */
+export function fileNumber(path: string): number | null {
+  const m = /(?:^|[\\/])(\d+)(?:\.dcm)?$/i.exec(path);
+  return m ? Number(m[1]) : null;
+}
+
 /**
  * The seed's preprocessing of a series already read (the one computation behind the cache and the
  * in-memory studies of infer/study.ts): optional HU, 256 resize like cv2 INTER_LINEAR, MONOCHROME1
@@ -121,6 +127,7 @@ export function preprocessSeries(
     std,
     mean2,
     std2,
+    sliceNumbers: series.files.map(fileNumber),
   };
   return { header, image_256: small, image_full: full ? px : null, mask_256: mask };
 }

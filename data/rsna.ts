@@ -45,6 +45,86 @@ export async function readTrainCsv(path: string): Promise<TrainRow[]> {
   });
 }
 
+/** One row of train_bounding_boxes.csv: a fracture's box on one slice (pixels; x a column, y a row). */
+export interface BoundingBox {
+  x: number;
+  y: number;
+  width: number;
+  height: number;
+  /** The number in the slice's file name. */
+  sliceNumber: number;
+}
+
+/** Parses train_bounding_boxes.csv into boxes by study; errors name the file, the line and the problem. */
+export async function readBoundingBoxes(path: string): Promise<Map<string, BoundingBox[]>> {
+  let text: string;
+  try {
+    text = await Deno.readTextFile(path);
+  } catch (e) {
+    throw new Error(`${path}: cannot read (${(e as Error).message})`);
+  }
+  let records: Record<string, string>[];
+  try {
+    records = parse(text, { columns: true, skip_empty_lines: true, trim: true });
+  } catch (e) {
+    throw new Error(`${path}: malformed CSV (${(e as Error).message})`);
+  }
+  const cols = ["x", "y", "width", "height", "slice_number"] as const;
+  if (records.length) {
+    const missing = ["StudyInstanceUID", ...cols].filter((c) => !(c in records[0]));
+    if (missing.length) throw new Error(`${path}: missing column(s) ${missing.join(", ")}`);
+  }
+  const out = new Map<string, BoundingBox[]>();
+  records.forEach((r, i) => {
+    const v = cols.map((c) => {
+      const n = Number(r[c]);
+      if (r[c] === "" || !Number.isFinite(n) || n < 0) {
+        throw new Error(`${path}: line ${i + 2}: ${c} is "${r[c]}", expected a number >= 0`);
+      }
+      return n;
+    });
+    if (!r.StudyInstanceUID) throw new Error(`${path}: line ${i + 2}: empty StudyInstanceUID`);
+    if (!Number.isInteger(v[4])) {
+      throw new Error(`${path}: line ${i + 2}: slice_number ${v[4]} is not an integer`);
+    }
+    const list = out.get(r.StudyInstanceUID) ?? [];
+    list.push({ x: v[0], y: v[1], width: v[2], height: v[3], sliceNumber: v[4] });
+    out.set(r.StudyInstanceUID, list);
+  });
+  return out;
+}
+
+/**
+ * A study's boxes as a map on its full-resolution cube [Z, H, W] (1 inside a box, 0 elsewhere), slices found
+ * by their file numbers (`sliceNumbers` of the cache header); pixels a box covers in part count.
+ */
+export function boxMap(
+  uid: string,
+  boxes: readonly BoundingBox[],
+  shape: readonly [number, number, number],
+  sliceNumbers: readonly (number | null)[] | undefined,
+): Uint8Array {
+  const [Z, H, W] = shape;
+  if (!sliceNumbers || sliceNumbers.length !== Z) {
+    throw new Error(
+      `${uid}: the cache does not record its slices' file numbers; preprocess it again to use its boxes`,
+    );
+  }
+  const zOf = new Map<number, number>();
+  sliceNumbers.forEach((n, z) => n !== null && zOf.set(n, z));
+  const map = new Uint8Array(Z * H * W);
+  for (const b of boxes) {
+    const z = zOf.get(b.sliceNumber);
+    if (z === undefined) {
+      throw new Error(`${uid}: a box is on slice_number ${b.sliceNumber}, which no file has`);
+    }
+    const x0 = Math.max(0, Math.floor(b.x)), x1 = Math.min(W, Math.ceil(b.x + b.width));
+    const y0 = Math.max(0, Math.floor(b.y)), y1 = Math.min(H, Math.ceil(b.y + b.height));
+    for (let y = y0; y < y1; y++) map.fill(1, (z * H + y) * W + x0, (z * H + y) * W + Math.max(x0, x1));
+  }
+  return map;
+}
+
 /** One study of a dataset folder. */
 export interface Study {
   uid: string;

@@ -2,7 +2,8 @@
  * @file Synthetic cervical-spine CT phantoms in the RSNA 2022 layout, the built-in default dataset of every
  * job: `train_images/<uid>/<n>.dcm` (int16 CT; some studies JPEG Lossless, some numbered from the cranial
  * end, some stored with a -1024 intercept), `segmentations/<uid>.nii` (labels 1..7 for C1..C7, 8 and 9 for
- * T1 and T2, as the RSNA masks) for a subset, and `train.csv`. The anatomy (data/synth/anatomy.ts) tells the
+ * T1 and T2, as the RSNA masks) for a subset, `train.csv`, and `train_bounding_boxes.csv` (RSNA's per-slice
+ * fracture boxes; here for every fractured study, from the difference to its intact twin). The anatomy (data/synth/anatomy.ts) tells the
  * levels apart as real CT does: the atlas ring without a body, the axis with its dens, bodies growing
  * caudally, C7's long spinous process, T1 with the first ribs, the skull base above and the mandible and
  * hyoid in front; patients vary in size, posture, scan extent, slice spacing, noise and blur
@@ -18,7 +19,7 @@ import { type Grid, renderBones, renderSoftTissue, renderSpineSoft, scan } from 
 export type { Fracture } from "./synth/fracture.ts";
 
 /** Version of the generator: recorded with a written dataset, so that a folder from an older one is rewritten. */
-export const PHANTOM_VERSION = 3;
+export const PHANTOM_VERSION = 4;
 
 /** Options of {@link writeSyntheticDataset}. */
 export interface SynthOptions {
@@ -33,6 +34,11 @@ export interface SynthOptions {
   positiveFraction?: number;
   /** Slice spacings to draw from, mm (default 1.25, 1.5, 2, 2.5: thin enough for the fractures, thick enough that the tiny preset's 32-slice windows of every second slice see most of the neck). */
   thickness?: number[];
+  /**
+   * Fraction of the fractured studies whose fracture boxes go into train_bounding_boxes.csv (default 1; RSNA's
+   * covers about a quarter of its fractured studies). Drawn from a stream of its own: the studies do not change.
+   */
+  boxFraction?: number;
   /** Called after each study (for progress, or a picture of it); awaited. */
   onStudy?: (i: number, uid: string, study: PhantomStudy) => void | Promise<void>;
 }
@@ -57,6 +63,8 @@ export const rng: (seed: number) => () => number = mulberry32;
 
 /** One phantom: HU and label volumes [Z, Y, X] (slice 0 most cranial) and what is in them. */
 export interface PhantomStudy {
+  /** The seed it was drawn from (`phantomStudy(seed, size, { fractures: false })` renders its intact twin). */
+  seed: number;
   hu: Int16Array;
   labels: Uint8Array;
   shape: [number, number, number];
@@ -105,6 +113,7 @@ export function phantomStudy(seed: number, size = 128, o: PhantomOptions = {}): 
     centres[name] = [(c[2] - g.z0) / dz, (c[1] - g.y0) / px, (c[0] - g.x0) / px];
   }
   return {
+    seed,
     hu: scan(hu, g, patient.blur, patient.noise, r),
     labels,
     shape: [Z, size, size],
@@ -113,6 +122,65 @@ export function phantomStudy(seed: number, size = 128, o: PhantomOptions = {}): 
     fractures: layout.fractures,
     centres,
   };
+}
+
+/** One row of train_bounding_boxes.csv: a fracture's box on one slice, in pixels (x: column, y: row). */
+export interface FractureBox {
+  x: number;
+  y: number;
+  width: number;
+  height: number;
+  /** The slice's index in the volume, slice 0 most cranial (the file number is written instead). */
+  z: number;
+}
+
+/**
+ * The boxes of a study's fractures: on each slice, the voxels where the study and its intact twin
+ * (`phantomStudy(seed, size, { fractures: false })`) differ by more than `hu`, grouped 8-connected after
+ * growing each by `grow` pixels (so one break's pieces give one box), each group's extent.
+ */
+export function fractureBoxes(study: PhantomStudy, twin: PhantomStudy, hu = 100, grow = 2): FractureBox[] {
+  const [Z, Y, X] = study.shape;
+  const out: FractureBox[] = [];
+  const hit = new Uint8Array(Y * X), near = new Uint8Array(Y * X), group = new Int32Array(Y * X);
+  for (let z = 0; z < Z; z++) {
+    const o = z * Y * X;
+    let any = false;
+    for (let i = 0; i < Y * X; i++) {
+      hit[i] = Math.abs(study.hu[o + i] - twin.hu[o + i]) > hu ? 1 : 0;
+      any ||= hit[i] === 1;
+    }
+    if (!any) continue;
+    near.fill(0);
+    for (let y = 0; y < Y; y++) {
+      for (let x = 0; x < X; x++) {
+        if (!hit[y * X + x]) continue;
+        for (let v = Math.max(0, y - grow); v <= Math.min(Y - 1, y + grow); v++) {
+          near.fill(1, v * X + Math.max(0, x - grow), v * X + Math.min(X - 1, x + grow) + 1);
+        }
+      }
+    }
+    group.fill(0);
+    for (let start = 0, g = 0; start < Y * X; start++) {
+      if (!hit[start] || group[start]) continue;
+      g++;
+      let x0 = X, y0 = Y, x1 = -1, y1 = -1;
+      const stack = [start];
+      group[start] = g;
+      while (stack.length) {
+        const i = stack.pop()!, y = Math.floor(i / X), x = i - y * X;
+        if (hit[i]) x0 = Math.min(x0, x), x1 = Math.max(x1, x), y0 = Math.min(y0, y), y1 = Math.max(y1, y);
+        for (let v = Math.max(0, y - 1); v <= Math.min(Y - 1, y + 1); v++) {
+          for (let u = Math.max(0, x - 1); u <= Math.min(X - 1, x + 1); u++) {
+            const j = v * X + u;
+            if (near[j] && !group[j]) group[j] = g, stack.push(j);
+          }
+        }
+      }
+      out.push({ x: x0, y: y0, width: x1 - x0 + 1, height: y1 - y0 + 1, z });
+    }
+  }
+  return out;
 }
 
 function uid(r: () => number): string {
@@ -125,18 +193,29 @@ function uid(r: () => number): string {
 export async function writeSyntheticDataset(o: SynthOptions): Promise<StudyLabels[]> {
   const size = o.size ?? 128;
   const r = rng(o.seed);
+  const rBoxes = rng(o.seed ^ 0x2b0c5e11);
+  const boxRows: string[] = [];
   await Deno.mkdir(`${o.out}/train_images`, { recursive: true });
   await Deno.mkdir(`${o.out}/segmentations`, { recursive: true });
   const rows: StudyLabels[] = [];
   for (let s = 0; s < o.studies; s++) {
     const studyUid = uid(r), seriesUid = uid(r);
-    const st = phantomStudy(Math.floor(r() * 2 ** 31), size, {
-      positiveFraction: o.positiveFraction,
-      thickness: o.thickness,
-    });
+    const seed = Math.floor(r() * 2 ** 31);
+    const st = phantomStudy(seed, size, { positiveFraction: o.positiveFraction, thickness: o.thickness });
     const [Z, Y, X] = st.shape;
     const jpeg = r() < 0.34;
     const cranialFirstNames = r() < 0.34;
+    const fileNumber = (z: number) => cranialFirstNames ? z + 1 : st.shape[0] - z;
+    if (st.fractures.length && rBoxes() < (o.boxFraction ?? 1)) {
+      const twin = phantomStudy(seed, size, {
+        positiveFraction: o.positiveFraction,
+        thickness: o.thickness,
+        fractures: false,
+      });
+      for (const b of fractureBoxes(st, twin)) {
+        boxRows.push([studyUid, b.x, b.y, b.width, b.height, fileNumber(b.z)].join(","));
+      }
+    }
     const shifted = r() < 0.5; // stored = HU + 1024 with intercept -1024, or stored = HU with intercept 0
     const dir = `${o.out}/train_images/${studyUid}`;
     const tmp = `${dir}.partial`;
@@ -146,7 +225,7 @@ export async function writeSyntheticDataset(o: SynthOptions): Promise<StudyLabel
     for (let z = 0; z < Z; z++) {
       const px = st.hu.slice(z * Y * X, (z + 1) * Y * X);
       if (shifted) { for (let i = 0; i < px.length; i++) px[i] += 1024; }
-      const n = cranialFirstNames ? z + 1 : Z - z;
+      const n = fileNumber(z);
       await Deno.writeFile(
         `${tmp}/${n}.dcm`,
         writeCtSlice({
@@ -194,8 +273,10 @@ export async function writeSyntheticDataset(o: SynthOptions): Promise<StudyLabel
     "StudyInstanceUID,patient_overall,C1,C2,C3,C4,C5,C6,C7",
     ...rows.map((x) => [x.uid, x.patientOverall, ...x.vertebrae].join(",")),
   ];
-  const tmpCsv = `${o.out}/train.csv.tmp`;
-  await Deno.writeTextFile(tmpCsv, csv.join("\n") + "\n");
-  await Deno.rename(tmpCsv, `${o.out}/train.csv`);
+  const boxes = ["StudyInstanceUID,x,y,width,height,slice_number", ...boxRows];
+  for (const [name, lines] of [["train.csv", csv], ["train_bounding_boxes.csv", boxes]] as const) {
+    await Deno.writeTextFile(`${o.out}/${name}.tmp`, lines.join("\n") + "\n");
+    await Deno.rename(`${o.out}/${name}.tmp`, `${o.out}/${name}`);
+  }
   return rows;
 }

@@ -52,11 +52,26 @@ Deno.test("synth: the flags reach the generator", async () => {
       "4",
       "--mask-fraction",
       "1",
+      "--positive-fraction",
+      "1",
+      "--box-fraction",
+      "0",
     );
-    expect(r, 0, "study 2/2", `wrote 2 studies to ${dir}/train_images`);
+    expect(
+      r,
+      0,
+      "study 2/2",
+      `wrote 2 studies to ${dir}/train_images`,
+      `boxes to ${dir}/train_bounding_boxes.csv`,
+    );
     const count = async (d: string) => (await Array.fromAsync(Deno.readDir(`${dir}/${d}`))).length;
     if (await count("train_images") !== 2 || await count("segmentations") !== 2) {
       throw new Error(`expected 2 studies and 2 masks in ${dir}`);
+    }
+    const boxes = (await Deno.readTextFile(`${dir}/train_bounding_boxes.csv`)).trim().split("\n");
+    const labels = (await Deno.readTextFile(`${dir}/train.csv`)).trim().split("\n");
+    if (boxes.length !== 1 || labels.slice(1).some((l) => !l.includes(",1,") && !l.endsWith(",1"))) {
+      throw new Error(`--positive-fraction 1 --box-fraction 0: labels ${labels}, boxes ${boxes}`);
     }
   } finally {
     await Deno.remove(dir, { recursive: true });

@@ -45,6 +45,13 @@ export const SYNTH_FLAGS: Record<string, SynthFlag> = {
     help: "fraction of studies with at least one fracture",
     check: fraction,
   },
+  "box-fraction": {
+    key: "boxFraction",
+    type: "number",
+    default: 1,
+    help: "fraction of the fractured studies with boxes in train_bounding_boxes.csv",
+    check: fraction,
+  },
   thickness: {
     key: "thickness",
     type: "string",
@@ -115,7 +122,9 @@ export async function main(args: string[]): Promise<number> {
   progress.done();
   console.log(
     `wrote ${o.studies} studies to ${o.out}/train_images, masks to ${o.out}/segmentations, ` +
-      `labels to ${o.out}/train.csv${preview ? `, pictures of the anatomy to ${o.out}/preview/` : ""}`,
+      `labels to ${o.out}/train.csv, fracture boxes to ${o.out}/train_bounding_boxes.csv${
+        preview ? `, pictures of the anatomy to ${o.out}/preview/` : ""
+      }`,
   );
   return 0;
 }
