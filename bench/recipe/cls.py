@@ -59,7 +59,7 @@ GRID = 256
 
 
 class Study:
-    def __init__(self, cache, uid, labels, zstep=2):
+    def __init__(self, cache, uid, labels, zstep=2, fmap=None):
         h = C.read_header(cache, uid)
         self.uid = uid
         self.labels = list(labels)  # CSV [overall, C1..C7]
@@ -69,6 +69,9 @@ class Study:
         m[m > 7] = 0
         self.mask = m  # [Z2, 256, 256]
         self.z2 = m.shape[0]
+        # --fmap: the fracture map on image_full's grid (None: unknown; a negative study's is known empty)
+        self.fmap = None if fmap is None else np.ascontiguousarray(fmap[::zstep])
+        self.fmap_known = fmap is not None or labels[0] != 1
         self.sums = [0] * 8
         self.boxes = {}
         for c in range(1, 8):
@@ -89,6 +92,22 @@ def crop_xy(box, full_hw, margin=16, grid=GRID):
         return (r[0] * n) // grid, min(n, -((-r[1] * n) // grid))
 
     return y, x, mp(y, H), mp(x, W)
+
+
+def boxes_of(fmap):
+    """A fracture map [Z, H, W] (non-zero at the fracture) -> 1 inside each slice's bounding boxes of its fracture
+    regions (8-connected after a 5x5 dilation, so one break's pieces make one box): RSNA's
+    train_bounding_boxes.csv form of it."""
+    out = np.zeros_like(fmap)
+    kernel = np.ones((5, 5), np.uint8)
+    for z in np.nonzero(fmap.reshape(fmap.shape[0], -1).any(1))[0]:
+        grown = cv2.dilate((fmap[z] > 0).astype(np.uint8), kernel)
+        n, lab = cv2.connectedComponents(grown, connectivity=8)
+        for k in range(1, n):
+            y, x = np.nonzero((lab == k) & (fmap[z] > 0))
+            if y.size:
+                out[z, y.min():y.max() + 1, x.min():x.max() + 1] = 1
+    return out
 
 
 def pick_vertebra(st, rnd, min_area, p_frac=0.7):
@@ -153,33 +172,34 @@ def draw_plan(rnd, h, w, S, train):
     return p
 
 
-def apply_plan(p, img, msk):
-    """img [n, h, w] float32 raw, msk [n, h, w] uint8 -> [n, S, S] each (constant border 0)."""
+def _plan_slice(p, a, interp):
     nh, nw = p["size"]
     t, b, l, r = p["pad"]
-    oi, om = [], []
-    for k in range(img.shape[0]):
-        a = cv2.resize(img[k], (nw, nh), interpolation=cv2.INTER_LINEAR)
-        m = cv2.resize(msk[k], (nw, nh), interpolation=cv2.INTER_NEAREST)
-        a = cv2.copyMakeBorder(a, t, b, l, r, cv2.BORDER_CONSTANT, value=0)
-        m = cv2.copyMakeBorder(m, t, b, l, r, cv2.BORDER_CONSTANT, value=0)
-        if "ssr" in p:
-            ang, s, dx, dy = p["ssr"]
-            H, W = a.shape
-            M = cv2.getRotationMatrix2D((W / 2 - 0.5, H / 2 - 0.5), ang, s)
-            M[0, 2] += dx * W
-            M[1, 2] += dy * H
-            a = cv2.warpAffine(a, M, (W, H), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
-            m = cv2.warpAffine(m, M, (W, H), flags=cv2.INTER_NEAREST, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
-        if p.get("hflip"):
-            a, m = a[:, ::-1], m[:, ::-1]
-        if p.get("vflip"):
-            a, m = a[::-1], m[::-1]
-        if p.get("rot90"):
-            a, m = np.rot90(a, p["rot90"]), np.rot90(m, p["rot90"])
-        oi.append(np.ascontiguousarray(a))
-        om.append(np.ascontiguousarray(m))
-    return np.stack(oi), np.stack(om)
+    a = cv2.resize(a, (nw, nh), interpolation=interp)
+    a = cv2.copyMakeBorder(a, t, b, l, r, cv2.BORDER_CONSTANT, value=0)
+    if "ssr" in p:
+        ang, s, dx, dy = p["ssr"]
+        H, W = a.shape
+        M = cv2.getRotationMatrix2D((W / 2 - 0.5, H / 2 - 0.5), ang, s)
+        M[0, 2] += dx * W
+        M[1, 2] += dy * H
+        a = cv2.warpAffine(a, M, (W, H), flags=interp, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    if p.get("hflip"):
+        a = a[:, ::-1]
+    if p.get("vflip"):
+        a = a[::-1]
+    if p.get("rot90"):
+        a = np.rot90(a, p["rot90"])
+    return np.ascontiguousarray(a)
+
+
+def apply_plan(p, img, msk, *nearest):
+    """img [n, h, w] float32 raw, msk (and any further `nearest`) [n, h, w] uint8 -> [n, S, S] each (constant
+    border 0; bilinear for img, nearest for the masks)."""
+    out = [np.stack([_plan_slice(p, a, cv2.INTER_LINEAR) for a in img])]
+    for v in (msk, *nearest):
+        out.append(np.stack([_plan_slice(p, a, cv2.INTER_NEAREST) for a in v]))
+    return tuple(out)
 
 
 def nearest_up(mask, fh, fw):
@@ -198,8 +218,9 @@ def assemble(img, msk, w, mean, std, D, S):
     return out
 
 
-def cut(st, box, z, D, S, rnd, train, window=None):
-    """The crop of box (z range on the [::2] grid) -> (input [3, D, S, S], augmented mask of every slice)."""
+def cut(st, box, z, D, S, rnd, train, window=None, fmap=False):
+    """The crop of box (z range on the [::2] grid) -> (input [3, D, S, S], augmented mask of every slice[,
+    fracture map [D, S, S] (0/1) with fmap])."""
     y, x, yf, xf = crop_xy(box, st.full.shape[1:])
     z0, z1 = min(z[0], st.z2), min(z[1], st.z2)
     fh, fw = yf[1] - yf[0], xf[1] - xf[0]
@@ -208,14 +229,21 @@ def cut(st, box, z, D, S, rnd, train, window=None):
     p = draw_plan(rnd, fh, fw, S, train)
     n = z1 - z0
     a, b = (0, n) if window is None else window(n)
-    ai, am = apply_plan(p, im, m)  # every slice: the visibility rule counts the whole crop
-    return assemble(ai[a:b], am[a:b], b - a, st.mean, st.std, D, S), am
+    if not fmap:
+        ai, am = apply_plan(p, im, m)  # every slice: the visibility rule counts the whole crop
+        return assemble(ai[a:b], am[a:b], b - a, st.mean, st.std, D, S), am
+    fm = np.zeros(im.shape, np.uint8) if st.fmap is None else (st.fmap[z0:z1, yf[0]:yf[1], xf[0]:xf[1]] > 0)
+    ai, am, af = apply_plan(p, im, m, fm.astype(np.uint8))
+    tf = np.zeros((D, S, S), np.float32)
+    tf[:b - a] = af[a:b]
+    return assemble(ai[a:b], am[a:b], b - a, st.mean, st.std, D, S), am, tf
 
 
-def train_sample(st, D, S, rnd, min_area, augment, p_frac=0.7, vis="seed"):
+def train_sample(st, D, S, rnd, min_area, augment, p_frac=0.7, vis="seed", fmap=False):
     v = pick_vertebra(st, rnd, min_area, p_frac)
     if v is None:
-        return np.zeros((3, D, S, S), np.float32), visible_labels(st.labels, [0] * 8, st.sums), None
+        empty = np.zeros((3, D, S, S), np.float32), visible_labels(st.labels, [0] * 8, st.sums), None
+        return (*empty, np.zeros((D, S, S), np.float32)) if fmap else empty
     box = st.boxes[v][0]
     z = train_z_range(box[0], box[3], D, rnd)
 
@@ -225,14 +253,14 @@ def train_sample(st, D, S, rnd, min_area, augment, p_frac=0.7, vis="seed"):
             return a, a + D
         return 0, n
 
-    x, am = cut(st, box, z, D, S, rnd, augment, window)
+    x, am, *tf = cut(st, box, z, D, S, rnd, augment, window, fmap)
     counts = np.bincount(am.ravel(), minlength=8)[:8].astype(np.float64)
     if vis == "meta":  # counts in meta-grid (256) voxels, as sums are: undo LongestMaxSize's area scale
         y, xx, _, _ = crop_xy(box, st.full.shape[1:])
         counts *= (max(y[1] - y[0], xx[1] - xx[0]) / S) ** 2
     elif vis == "off":
         counts[:] = np.inf
-    return x, visible_labels(st.labels, counts, st.sums), v
+    return (x, visible_labels(st.labels, counts, st.sums), v, *tf)
 
 
 def val_item(st, D, S, rnd):
@@ -272,15 +300,27 @@ def competition_score(preds, truths):
 @torch.no_grad()
 def validate(model, items, const):
     model.eval()
-    preds, truths, cs, cl, cv, studies = [], [], [], [], [], []
+    preds, truths, cs, cl, cv, studies, ws, wv = [], [], [], [], [], [], [], []
+    has_map = getattr(model, "where", None) is not None
     for x, verts, truth, st in items:
-        lg = model(torch.from_numpy(x)).numpy()
+        if has_map:
+            lg, wm = model(torch.from_numpy(x), with_map=True)
+            # the map's highest cell over the crop, and over the cells that hold the crop's own vertebra
+            own = torch.tensor([float(v) for v in verts])[:, None, None, None]
+            inside = F.adaptive_max_pool3d((torch.from_numpy(x[:, 2]) == own).float()[:, None], wm.shape[1:])[:, 0]
+            wo = torch.where(inside > 0, wm, torch.full_like(wm, -1e9)).amax((1, 2, 3)).numpy()
+            lg, wm = lg.numpy(), wm.amax((1, 2, 3)).numpy()
+        else:
+            lg = model(torch.from_numpy(x)).numpy()
         preds.append(aggregate(lg))
         truths.append(truth)
         studies.append({"uid": st.uid, "truth": [float(t) for t in truth], "pred": preds[-1].tolist()})
         for i, v in enumerate(verts):
             if v in st.boxes:
                 cs.append(float(lg[i, v]))
+                if has_map:
+                    ws.append(float(wm[i]))
+                    wv.append(float(wo[i]))
                 cl.append(st.labels[v])
                 cv.append(v)
     model.train()
@@ -291,6 +331,7 @@ def validate(model, items, const):
     mu = {v: np.mean([s for s, w in zip(cs, cv) if w == v]) for v in set(cv)}
     return {"score": score, "const_score": cscore, "crop_auc": C.roc_auc(cs, cl),
             "crop_auc_level": C.roc_auc([s - mu[v] for s, v in zip(cs, cv)], cl),
+            **({"map_auc": C.roc_auc(ws, cl), "map_auc_own": C.roc_auc(wv, cl)} if has_map else {}),
             **{f"loss_{k}": v for k, v in per.items()}, "studies": studies}
 
 
@@ -323,6 +364,9 @@ def main():
     ap.add_argument("--arch", default="csn", choices=["csn", "plain", "dense-stage"], help="csn: the TS "
                     "classifier; plain: dense 3x3x3 CNN (widths 16,32,64,64; --encoder/--width unused); dense-stage: "
                     "the CSN with dense 3x3x3 layers of --dense-widths after the stem's conv")
+    ap.add_argument("--plain-widths", default="16,32,64,64", help="--arch plain: the four blocks' widths")
+    ap.add_argument("--train-studies", type=int, default=0, help="use only the first N studies of the training "
+                    "fold (0: all), for a smaller dataset's figures")
     ap.add_argument("--dense-widths", default="16,16", help="--arch dense-stage: widths of the dense layers")
     ap.add_argument("--encoder", default="r26ir")
     ap.add_argument("--width", type=int, default=8)
@@ -346,6 +390,14 @@ def main():
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--log-every", type=int, default=10)
+    ap.add_argument("--fmap", default="", help="fracture maps (bench/recipe/fracmaps.ts): train with a "
+                    "second loss on where the fractures are (negative studies: known empty)")
+    ap.add_argument("--fmap-share", type=float, default=1.0, help="--fmap: share of the positive training studies "
+                    "whose map is used (as RSNA's boxes cover a tenth)")
+    ap.add_argument("--fmap-boxes", action="store_true", help="--fmap: each slice's map is the filled bounding box "
+                    "of each level's fracture voxels in it (what RSNA's train_bounding_boxes.csv gives), not the voxels")
+    ap.add_argument("--fmap-weight", type=float, default=1.0, help="--fmap: weight of the map's BCE")
+    ap.add_argument("--fmap-pos-weight", type=float, default=1.0, help="--fmap: BCE pos_weight of a fractured cell")
     ap.add_argument("--out", default="")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
@@ -364,7 +416,18 @@ def main():
     folds = C.read_folds(os.path.join(a.cache, "folds.csv"))
     if folds is None or any(u not in folds for u in uids):
         folds = C.make_folds([(u, labels[u]) for u in uids], a.folds, 0)
-    train = [Study(a.cache, u, labels[u], a.zstep) for u in uids if folds[u] != a.fold]
+    def fmap_of(u, use):
+        path = os.path.join(a.fmap, f"{u}.bin")
+        if not (a.fmap and use and os.path.exists(path)):
+            return None
+        m = np.fromfile(path, np.uint8).reshape(C.read_header(a.cache, u)["cubes"]["image_full"])
+        return boxes_of(m) if a.fmap_boxes else m
+
+    frnd = np.random.default_rng(1000 + a.seed)
+    train = [Study(a.cache, u, labels[u], a.zstep, fmap_of(u, frnd.random() < a.fmap_share))
+             for u in uids if folds[u] != a.fold]
+    if a.train_studies:
+        train = train[:a.train_studies]
     val = [Study(a.cache, u, labels[u], a.zstep) for u in uids if folds[u] == a.fold]
     D, S = a.crop_d, a.crop
     vrnd = np.random.default_rng(0)
@@ -378,12 +441,18 @@ def main():
     print(f"{len(train)} train ({len(pos)} positive) / {len(val)} val studies, {sum(len(i[1]) for i in items)} val "
           f"crops; loaded in {clock():.1f} s; constant {np.round(const, 2).tolist()}", flush=True)
 
+    if a.fmap:
+        nm = sum(st.fmap is not None for st in pos)
+        print(f"fracture maps: {nm} of {len(pos)} positive training studies; weight {a.fmap_weight}", flush=True)
     if a.arch == "plain":
-        model, name = C.PlainClassifier(8, pool=a.pool, dropout=a.dropout), "plain 3x3x3 CNN 16,32,64,64"
+        widths = tuple(C.parse_ints(a.plain_widths, 4))
+        model = C.PlainClassifier(8, widths, pool=a.pool, dropout=a.dropout, where=bool(a.fmap))
+        name = f"plain 3x3x3 CNN {a.plain_widths}" + (" + fracture map head" if a.fmap else "")
     else:
         dense = tuple(C.parse_ints(a.dense_widths)) if a.arch == "dense-stage" else ()
-        model = C.Classifier(a.encoder, a.width, 8, a.pool, a.dropout, dense)
-        name = f"{a.encoder} width {a.width}" + (f" + dense 3x3x3 stage {a.dense_widths}" if dense else "")
+        model = C.Classifier(a.encoder, a.width, 8, a.pool, a.dropout, dense, where=bool(a.fmap))
+        name = f"{a.encoder} width {a.width}" + (f" + dense 3x3x3 stage {a.dense_widths}" if dense else "") + (
+            " + fracture map head on layer3" if a.fmap else "")
     opt = C.seed_adamw(model, a.lr, a.wd)
     params = list(model.parameters())
     print(f"model {name}: {C.n_params(model):,} params; batch {a.batch} x 3x{D}x{S}x{S}, "
@@ -392,18 +461,21 @@ def main():
            "const": const.tolist(), "steps": [], "evals": []}
     model.train()
     t_train, t_data, step, stopped = 0.0, 0.0, 0, None
-    win, win_loss = 0, 0.0
+    win, win_loss, win_aux = 0, 0.0, 0.0
     kept = dropped = 0
     while step < a.steps:
         if a.max_seconds and clock() > a.max_seconds:
             stopped = f"--max-seconds {a.max_seconds} reached"
             break
         t0 = time.time()
-        xs, ys = [], []
+        xs, ys, ms, known = [], [], [], []
         for _ in range(a.batch):
             grp = pos if (pos and (not neg or rnd.random() < a.pos_share)) else neg
             st = grp[int(rnd.random() * len(grp))]
-            x, y, v = train_sample(st, D, S, rnd, a.min_area, a.augment, a.p_frac, a.vis)
+            x, y, v, *tm = train_sample(st, D, S, rnd, a.min_area, a.augment, a.p_frac, a.vis, bool(a.fmap))
+            if a.fmap:
+                ms.append(tm[0])
+                known.append(float(st.fmap_known))
             if v is not None and st.labels[v] == 1:
                 kept += int(y[v] == 1)
                 dropped += int(y[v] == 0)
@@ -414,7 +486,18 @@ def main():
         lr = C.cosine_lr(step, a.lr, a.steps, a.warmup, a.eta_min)
         C.set_lr(opt, lr)
         opt.zero_grad(set_to_none=True)
-        lv, gn = C.update(opt, params, F.binary_cross_entropy_with_logits(model(x), y), a.clip, step)
+        if a.fmap:
+            logits, where = model(x, with_map=True)
+            target = F.adaptive_max_pool3d(torch.from_numpy(np.stack(ms))[:, None], where.shape[1:])[:, 0]
+            k = torch.tensor(known)[:, None, None, None]
+            per = F.binary_cross_entropy_with_logits(where, target, reduction="none",
+                                                     pos_weight=torch.tensor(a.fmap_pos_weight))
+            aux = (per * k).sum() / (k.sum() * per[0].numel()).clamp(min=1)
+            loss = F.binary_cross_entropy_with_logits(logits, y) + a.fmap_weight * aux
+            win_aux += float(aux)
+        else:
+            loss = F.binary_cross_entropy_with_logits(model(x), y)
+        lv, gn = C.update(opt, params, loss, a.clip, step)
         step += 1
         dt = time.time() - t0
         t_train += dt
@@ -425,10 +508,11 @@ def main():
         win_loss += lv
         if step % a.log_every == 0 or step == a.steps:
             sps = t_train / step
-            print(f"step {step}/{a.steps} loss {win_loss / win:.4f} lr {lr:.2e} |g| {float(gn):.2f} {sps:.2f} s/step "
+            aux_s = f" (map {win_aux / win:.4f})" if a.fmap else ""
+            print(f"step {step}/{a.steps} loss {win_loss / win:.4f}{aux_s} lr {lr:.2e} |g| {float(gn):.2f} {sps:.2f} s/step "
                   f"(data {t_data / step:.2f}) ETA {C.fmt_time(sps * (a.steps - step))} elapsed {C.fmt_time(clock())}",
                   flush=True)
-            win, win_loss = 0, 0.0
+            win, win_loss, win_aux = 0, 0.0, 0.0
         if a.val_every and step % a.val_every == 0 and step < a.steps:
             t0 = time.time()
             m = validate(model, items, const)
@@ -462,6 +546,8 @@ def print_eval(step, m, sec):
           f"(level-centred {lvl_s}) | "
           + " ".join(f"{k[5:]} {v:.3f}" for k, v in m.items() if k.startswith("loss_"))
           + (f" | train crop AUC {m['train_crop_auc']:.3f}" if m.get("train_crop_auc") is not None else "")
+          + (f" | map AUC {m['map_auc']:.3f} (own vertebra {m['map_auc_own']:.3f})" if m.get("map_auc") is not None
+             else "")
           + f" ({sec:.1f} s)",
           flush=True)
 

@@ -163,7 +163,7 @@ class Classifier(nn.Module):
     filters over many channels instead of the 8-channel stem alone; layer1's first block then takes the last
     width as its input."""
 
-    def __init__(self, encoder="r26ir", base=8, classes=8, pool="max", dropout=0.5, dense=()):
+    def __init__(self, encoder="r26ir", base=8, classes=8, pool="max", dropout=0.5, dense=(), where=False):
         super().__init__()
         depth, kind = parse_encoder(encoder)
         self.backbone = csn_ref.CSN(depth, kind, base)
@@ -174,12 +174,16 @@ class Classifier(nn.Module):
         self.pool = pool
         self.dropout = nn.Dropout(dropout)
         self.final = nn.Linear(32 * base, classes)
+        # cls.py --fmap: a 1x1x1 conv on layer3's map (4 x 4 x 4 for a 16 x 64 x 64 crop) predicting the fractures
+        self.where = nn.Conv3d(16 * base, 1, 1) if where else None
 
-    def forward(self, x):
+    def forward(self, x, with_map=False):
         b = self.backbone  # csn_ref.CSN.forward spelt out, with self.dense after the stem's conv
-        f = b.layer4(b.layer3(b.layer2(b.layer1(b.pool(self.dense(b.conv1(x)))))))
+        f3 = b.layer3(b.layer2(b.layer1(b.pool(self.dense(b.conv1(x))))))
+        f = b.layer4(f3)
         f = torch.amax(f, (2, 3, 4)) if self.pool == "max" else f.mean((2, 3, 4))
-        return self.final(self.dropout(f))
+        out = self.final(self.dropout(f))
+        return (out, self.where(f3)[:, 0]) if with_map else out
 
 
 class PlainClassifier(nn.Module):
@@ -188,7 +192,7 @@ class PlainClassifier(nn.Module):
     (1, 2, 2), 2, 2 after the first three (16 x 64 x 64 -> 4 x 8 x 8), global max/avg pool, dropout,
     Linear(-> classes). ~182 k parameters against the r26ir width 8 classifier's ~135 k."""
 
-    def __init__(self, classes=8, widths=(16, 32, 64, 64), pool="max", dropout=0.5, cin=3):
+    def __init__(self, classes=8, widths=(16, 32, 64, 64), pool="max", dropout=0.5, cin=3, where=False):
         super().__init__()
         pools = [(1, 2, 2), 2, 2] + [None] * (len(widths) - 3)
         layers = []
@@ -199,11 +203,14 @@ class PlainClassifier(nn.Module):
         self.pool = pool
         self.dropout = nn.Dropout(dropout)
         self.final = nn.Linear(widths[-1], classes)
+        # cls.py --fmap: a 1x1x1 conv on the last feature map predicting where the fractures are
+        self.where = nn.Conv3d(widths[-1], 1, 1) if where else None
 
-    def forward(self, x):
+    def forward(self, x, with_map=False):
         f = self.features(x)
-        f = torch.amax(f, (2, 3, 4)) if self.pool == "max" else f.mean((2, 3, 4))
-        return self.final(self.dropout(f))
+        g = torch.amax(f, (2, 3, 4)) if self.pool == "max" else f.mean((2, 3, 4))
+        out = self.final(self.dropout(g))
+        return (out, self.where(f)[:, 0]) if with_map else out
 
 
 def roc_auc(scores, labels):
