@@ -94,16 +94,23 @@ export async function readBoundingBoxes(path: string): Promise<Map<string, Bound
   return out;
 }
 
+/** A box on one slice of a cube: slice z, rows [y0, y1), columns [x0, x1) (pixels a box covers in part count). */
+export interface SliceRect {
+  z: number;
+  y: [number, number];
+  x: [number, number];
+}
+
 /**
- * A study's boxes as a map on its full-resolution cube [Z, H, W] (1 inside a box, 0 elsewhere), slices found
- * by their file numbers (`sliceNumbers` of the cache header); pixels a box covers in part count.
+ * A study's boxes on its full-resolution cube [Z, H, W], slices found by their file numbers (`sliceNumbers`
+ * of the cache header), clipped to the slice; errors name the study and the problem.
  */
-export function boxMap(
+export function boxRects(
   uid: string,
   boxes: readonly BoundingBox[],
   shape: readonly [number, number, number],
   sliceNumbers: readonly (number | null)[] | undefined,
-): Uint8Array {
+): SliceRect[] {
   const [Z, H, W] = shape;
   if (!sliceNumbers || sliceNumbers.length !== Z) {
     throw new Error(
@@ -112,15 +119,28 @@ export function boxMap(
   }
   const zOf = new Map<number, number>();
   sliceNumbers.forEach((n, z) => n !== null && zOf.set(n, z));
-  const map = new Uint8Array(Z * H * W);
-  for (const b of boxes) {
+  return boxes.map((b) => {
     const z = zOf.get(b.sliceNumber);
     if (z === undefined) {
       throw new Error(`${uid}: a box is on slice_number ${b.sliceNumber}, which no file has`);
     }
     const x0 = Math.max(0, Math.floor(b.x)), x1 = Math.min(W, Math.ceil(b.x + b.width));
     const y0 = Math.max(0, Math.floor(b.y)), y1 = Math.min(H, Math.ceil(b.y + b.height));
-    for (let y = y0; y < y1; y++) map.fill(1, (z * H + y) * W + x0, (z * H + y) * W + Math.max(x0, x1));
+    return { z, y: [y0, Math.max(y0, y1)], x: [x0, Math.max(x0, x1)] };
+  });
+}
+
+/** A study's boxes ({@link boxRects}) as a map on its full-resolution cube [Z, H, W]: 1 inside a box, 0 elsewhere. */
+export function boxMap(
+  uid: string,
+  boxes: readonly BoundingBox[],
+  shape: readonly [number, number, number],
+  sliceNumbers: readonly (number | null)[] | undefined,
+): Uint8Array {
+  const [Z, H, W] = shape;
+  const map = new Uint8Array(Z * H * W);
+  for (const r of boxRects(uid, boxes, shape, sliceNumbers)) {
+    for (let y = r.y[0]; y < r.y[1]; y++) map.fill(1, (r.z * H + y) * W + r.x[0], (r.z * H + y) * W + r.x[1]);
   }
   return map;
 }

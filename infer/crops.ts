@@ -17,6 +17,7 @@
 import { applyPlan, type AugmentPlan, cropAugment, drawAugment } from "../data/augment.ts";
 import { resizeNearestIndex } from "../data/augment/cv.ts";
 import type { StudyMeta } from "./meta.ts";
+import type { SliceRect } from "../data/rsna.ts";
 import {
   checkLabels,
   type ClsCropGeometry,
@@ -59,6 +60,11 @@ export interface ClsStudy {
   /** Statistics of the whole 256 cube (cache header mean / std = the seed's meta image_mean / std). */
   mean: number;
   std: number;
+  /**
+   * Where its fractures are (train_bounding_boxes.csv on image_full's grid): [] for a study without
+   * fractures, null or absent where unknown (a fractured study without boxes).
+   */
+  fractures?: SliceRect[] | null;
 }
 
 /** A training sample's recipe: all a Worker needs to read and build it (JSON-serializable). */
@@ -79,6 +85,8 @@ export interface ClsTrainSpec {
   size: number;
   /** Count the crop's voxels for the visibility rule at S x S, as the seed does (see ClsDataOptions). */
   seedVisibility: boolean;
+  /** The study's fracture boxes on the window's slices (null: unknown, the sample gets no fracture map). */
+  fractures: SliceRect[] | null;
 }
 
 /** A built sample: `input` [3, D, S, S] (image, image, mask 0..7), `labels` [overall, C1..C7]. */
@@ -88,6 +96,8 @@ export interface ClsSample {
   shape: [number, number, number, number];
   /** The picked vertebra (null: none). */
   vertebra: number | null;
+  /** [D, S, S]: 1 inside a fracture box, augmented as the image (null: the study's fractures are unknown). */
+  fractures: Uint8Array | null;
 }
 
 function clipZ(r: [number, number], Z2: number): [number, number] {
@@ -112,6 +122,7 @@ export function drawClsTrainSpec(study: ClsStudy, rnd: Rnd, o: ClsDataOptions = 
     slices: r.slices,
     size: r.size,
     seedVisibility: r.seedVisibility,
+    fractures: study.fractures ? [] as SliceRect[] : null,
   };
   const v = pickVertebra(study.meta, study.labels, rnd, r);
   if (v === null) return { ...base, crop: null, window: [0, 0], plan: null };
@@ -130,7 +141,29 @@ export function drawClsTrainSpec(study: ClsStudy, rnd: Rnd, o: ClsDataOptions = 
     const a = Math.min(n - r.slices, Math.floor(rnd() * (n - r.slices + 1)));
     window = [a, a + r.slices];
   }
-  return { ...base, crop: { vertebra: v, z, ...xy }, window, plan };
+  // image_full slices 2 (z0 + a) .. 2 (z0 + b - 1): the only boxes the sample can show
+  const zs = [2 * (z[0] + window[0]), 2 * (z[0] + window[1])];
+  const fractures = study.fractures?.filter((f) => f.z >= zs[0] && f.z < zs[1] && f.z % 2 === 0) ?? null;
+  return { ...base, crop: { vertebra: v, z, ...xy }, window, plan, fractures };
+}
+
+/** The boxes of `rects` on the window's slices of a crop, as a [w, fh, fw] 0/1 map of its full-resolution box. */
+function fractureCrop(
+  rects: readonly SliceRect[],
+  c: ClsCropGeometry,
+  window: [number, number],
+): Uint8Array {
+  const [a, b] = window, w = b - a;
+  const fh = c.yFull[1] - c.yFull[0], fw = c.xFull[1] - c.xFull[0];
+  const out = new Uint8Array(w * fh * fw);
+  for (const f of rects) {
+    const k = f.z / 2 - c.z[0] - a;
+    if (!Number.isInteger(k) || k < 0 || k >= w) continue;
+    const y0 = Math.max(f.y[0], c.yFull[0]) - c.yFull[0], y1 = Math.min(f.y[1], c.yFull[1]) - c.yFull[0];
+    const x0 = Math.max(f.x[0], c.xFull[0]) - c.xFull[0], x1 = Math.min(f.x[1], c.xFull[1]) - c.xFull[0];
+    for (let y = y0; y < y1; y++) if (x1 > x0) out.fill(1, (k * fh + y) * fw + x0, (k * fh + y) * fw + x1);
+  }
+  return out;
 }
 
 /** The mask crop [n, mh, mw] on the meta grid resized nearest (cv2 INTER_NEAREST) to [n, fh, fw]. */
@@ -209,6 +242,7 @@ export function buildClsTrainSample(
       labels: visibleLabels(spec.labels, new Array(8).fill(0), spec.sums),
       shape,
       vertebra: null,
+      fractures: spec.fractures ? new Uint8Array(D * S * S) : null,
     };
   }
   const where = `buildClsTrainSample(${spec.uid})`;
@@ -246,11 +280,19 @@ export function buildClsTrainSample(
   // LongestMaxSize took the crop's longer side from max(mh, mw) meta-grid pixels to S: undo its area scale
   // so that counts and sums are both meta-grid voxels.
   const toMeta = spec.seedVisibility ? 1 : (Math.max(mh, mw) / S) ** 2;
+  let fractures: Uint8Array | null = null;
+  if (spec.fractures) {
+    // the map rides the plan as a mask (nearest), as the predicted labels do
+    const m = fractureCrop(spec.fractures, spec.crop, spec.window);
+    fractures = new Uint8Array(D * S * S);
+    fractures.set(applyPlan(plan, new Float32Array(m.length), m, [w, fh, fw]).mask!);
+  }
   return {
     input: assemble(win.image, win.mask!, w, spec),
     labels: visibleLabels(spec.labels, counts.map((c) => c * toMeta), spec.sums),
     shape,
     vertebra: spec.crop.vertebra,
+    fractures,
   };
 }
 

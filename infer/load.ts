@@ -11,7 +11,7 @@ import { type Calibration, parseCalibration } from "./calibrate.ts";
 
 /** The model part of a run's configuration. */
 export interface ModelConfig {
-  model: "CSNUNet" | "CSNClassifier";
+  model: "CSNUNet" | "CSNClassifier" | "PlainClassifier";
   encoder: string;
   baseChannels?: number;
   decoderFilters?: [number, number, number, number];
@@ -46,7 +46,19 @@ export function buildModel(device: Device, c: ModelConfig): nn.Module {
       dropout: c.dropout,
     });
   }
-  throw new Error(`unknown model "${(c as { model: string }).model}" (expected CSNUNet or CSNClassifier)`);
+  if (c.model === "PlainClassifier") {
+    return new models.PlainClassifier({
+      device,
+      widths: c.widths as number[] | undefined,
+      numClasses: c.numClasses ?? 8,
+      pool: c.pool,
+      dropout: c.dropout,
+      fractureHead: !!c.fractureHead,
+    });
+  }
+  throw new Error(
+    `unknown model "${(c as { model: string }).model}" (expected CSNUNet, CSNClassifier or PlainClassifier)`,
+  );
 }
 
 /** Resolves a run folder to its checkpoint (best, else last) or returns the file path unchanged. */

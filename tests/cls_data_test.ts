@@ -604,3 +604,43 @@ Deno.test("cls data: readers on a hand-written cache (full 8 x 8 = ratio 0.5, od
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("cls data: fracture boxes ride the augmentation as the mask does; unknown gives none", () => {
+  const { vol, G, Z2 } = caseA(43);
+  // C3 fills grid slices [0, 4), rows and columns [4, 8): at 2x, full slices 0, 2, 4, 6, rows/columns [8, 16).
+  const rects = [0, 2, 4, 6].map((z) => ({
+    z,
+    y: [8, 16] as [number, number],
+    x: [8, 16] as [number, number],
+  }));
+  // an odd slice is not among the [::2] slices a crop shows
+  rects.push({ z: 1, y: [0, 32], x: [0, 32] });
+  const s = { ...study("f", vol, [Z2, G, G], [12, 32, 32]), fractures: rects };
+  const r = mulberry32(5);
+  let rotated = 0;
+  for (let t = 0; t < 20; t++) {
+    const spec = drawClsTrainSpec(s, r, { slices: 4, size: 8, margin: 2, minArea: 50 });
+    const c = spec.crop!;
+    const fh = c.yFull[1] - c.yFull[0], fw = c.xFull[1] - c.xFull[0], w = spec.window[1] - spec.window[0];
+    const img = new Float32Array(w * fh * fw);
+    const mask = Uint8Array.from(cut(vol, G, G, c.z, c.y, c.x));
+    const out = buildClsTrainSample(spec, img, mask);
+    const V = 4 * 64, m = out.input.subarray(2 * V, 3 * V);
+    const want = Array.from(m, (v, i) => (i < w * 64 && v === 3 ? 1 : 0));
+    eqArrays(out.fractures!, want, `fracture map = the augmented C3 mask (draw ${t})`);
+    if (spec.plan!.steps.some((st) => st.name !== "LongestMaxSize" && st.name !== "PadIfNeeded")) rotated++;
+  }
+  if (rotated < 5) throw new Error(`only ${rotated} of 20 draws augmented`);
+  const unknown = drawClsTrainSpec({ ...s, fractures: null }, mulberry32(5), {
+    slices: 4,
+    size: 8,
+    minArea: 50,
+  });
+  const none = drawClsTrainSpec({ ...s, fractures: [] }, mulberry32(5), { slices: 4, size: 8, minArea: 50 });
+  const c = none.crop!, w = none.window[1] - none.window[0];
+  const img = new Float32Array(w * (c.yFull[1] - c.yFull[0]) * (c.xFull[1] - c.xFull[0]));
+  const mask = Uint8Array.from(cut(vol, G, G, c.z, c.y, c.x));
+  eq(buildClsTrainSample(unknown, img, mask).fractures, null, "unknown fractures: no map");
+  const z = buildClsTrainSample(none, img, mask).fractures!;
+  if (z.length !== 4 * 64 || z.some((v) => v)) throw new Error("a study without fractures: an empty map");
+});

@@ -158,7 +158,32 @@ class Classifier(nn.Module):
         return self.final(self.dropout(f))
 
 
+class Plain(nn.Module):
+    """models/plain.ts PlainClassifier with its fracture head; the output is the logits followed by the
+    fracture map, flattened: [N, classes + d h w]."""
+
+    def __init__(self, widths, pools, classes, pool):
+        super().__init__()
+        self.features = nn.ModuleList([ConvModule(3 if i == 0 else widths[i - 1], w, 3, 1, 1)
+                                       for i, w in enumerate(widths)])
+        self.pools = pools
+        self.pool = pool
+        self.dropout = nn.Dropout(0.5)
+        self.final = nn.Linear(widths[-1], classes)
+        self.fracture_head = nn.Conv3d(widths[-1], 1, 1)
+
+    def forward(self, x):
+        for m, k in zip(self.features, self.pools):
+            x = m(x)
+            if k:
+                x = nn.functional.max_pool3d(x, k, k)
+        f = torch.amax(x, (2, 3, 4)) if self.pool == "max" else x.mean((2, 3, 4))
+        return torch.cat([self.final(self.dropout(f)), self.fracture_head(x).flatten(1)], 1)
+
+
 def build(cfg):
+    if cfg["model"] == "plain":
+        return Plain(cfg["widths"], cfg["pools"], cfg.get("classes", 8), cfg.get("pool", "max"))
     if cfg["model"] == "unet":
         return UNet(cfg["depth"], cfg["kind"], cfg.get("base", 64), cfg.get("classes", 8))
     if cfg["model"] == "classifier":

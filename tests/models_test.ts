@@ -29,10 +29,15 @@ async function py(args: string[]): Promise<string> {
 }
 
 interface Cfg {
-  model: "unet" | "classifier";
-  depth: 26;
-  kind: "ir" | "ip";
-  base: number;
+  model: "unet" | "classifier" | "plain";
+  depth?: 26;
+  kind?: "ir" | "ip";
+  base?: number;
+  /** The plain classifier's widths and pools. */
+  widths?: number[];
+  pools?: ([number, number, number] | null)[];
+  /** Its fracture map's cells (the output is [N, 8 + cells]). */
+  cells?: number;
   pool?: "max" | "avg";
   input: number[];
   /** Take the gradients through eval-mode batch norm (after the train-mode pass). */
@@ -41,7 +46,21 @@ interface Cfg {
   seed?: number;
 }
 
+/** The plain classifier with its output as csn_ref.py's: logits, then the fracture map flattened. */
+class PlainWithMap extends models.PlainClassifier {
+  override forward(x: Tensor): Tensor {
+    const { logits, map } = this.forwardWithMap(x);
+    const flat = map.reshape([x.shape[0], -1]);
+    const r = F.cat([logits, flat], 1);
+    for (const t of [logits, map, flat]) t.dispose();
+    return r;
+  }
+}
+
 function build(cfg: Cfg, device: Device): Module {
+  if (cfg.model === "plain") {
+    return new PlainWithMap({ device, widths: cfg.widths, pools: cfg.pools, dropout: 0, fractureHead: true });
+  }
   const encoder = `r${cfg.depth}${cfg.kind}`;
   return cfg.model === "unet"
     ? new models.CSNUNet({ device, encoder, baseChannels: cfg.base, numClasses: 8 })
@@ -62,7 +81,9 @@ async function compare(cfg: Cfg) {
     const rng = prng(cfg.seed ?? 21);
     const n = cfg.input.reduce((p, d) => p * d, 1);
     const x = randData(rng, n, -1, 1);
-    const outShape = cfg.model === "unet" ? [cfg.input[0], 8, ...cfg.input.slice(2)] : [cfg.input[0], 8];
+    const outShape = cfg.model === "unet"
+      ? [cfg.input[0], 8, ...cfg.input.slice(2)]
+      : [cfg.input[0], 8 + (cfg.cells ?? 0)];
     const w = randData(rng, outShape.reduce((p, d) => p * d, 1));
     await Deno.writeTextFile(`${dir}/input.json`, JSON.stringify({ x: { data: x, shape: cfg.input }, w }));
     await py(["run", JSON.stringify({ ...cfg, grad_eval: cfg.gradEval }), dir]);
@@ -146,6 +167,16 @@ Deno.test("tiny CSN classifier ip, avg pool, matches PyTorch", () =>
     base: 8,
     pool: "avg",
     input: [2, 3, 16, 64, 64],
+    gradEval: true,
+  }));
+
+Deno.test("plain 3-D CNN classifier with its fracture head matches PyTorch (odd widths and sizes)", () =>
+  compare({
+    model: "plain",
+    widths: [5, 6, 7, 9],
+    pools: [[1, 2, 2], [2, 2, 2], [2, 2, 2], null],
+    cells: 2 * 1 * 2,
+    input: [2, 3, 8, 12, 20],
     gradEval: true,
   }));
 

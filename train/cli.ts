@@ -104,7 +104,15 @@ const CLS_FLAGS: Record<string, FlagSpec> = {
   ...COMMON,
   ...HARNESS,
   out: { type: "string", help: "run folder (default: out/cls-<encoder>-fold<fold>)" },
-  encoder: { type: "string", help: "r152ir, r152ip, r50ir, r26ir, ... (preset: seed r152ir, tiny r26ir)" },
+  encoder: {
+    type: "string",
+    help: "r152ir, r152ip, r50ir, r26ir, ... or plain (a plain 3-D CNN; preset: seed r152ir, tiny plain)",
+  },
+  boxes: {
+    type: "string",
+    help:
+      "train_bounding_boxes.csv for the plain CNN's fracture-map loss (default: <data>/train_bounding_boxes.csv if any)",
+  },
   crop: { type: "string", help: "crop D,H,W fed to the model (preset: seed 40,256,256, tiny 16,64,64)" },
   fold: { type: "number", help: "validation fold of the folds file (preset: 0)" },
   folds: {
@@ -143,7 +151,7 @@ const ALL_FLAGS: Record<string, FlagSpec> = {
   preset: { type: "string", default: "tiny", help: "tiny (CPU-sized) or seed" },
   encoders: {
     type: "string",
-    help: "classifier encoders, comma-separated (preset: seed r152ir,r152ip, tiny r26ir)",
+    help: "classifier encoders, comma-separated (preset: seed r152ir,r152ip, tiny plain)",
   },
   "cls-folds": {
     type: "string",

@@ -4,8 +4,8 @@
  * (one crop per vertebra, per-output max over crops, clipped) with the competition metric (lower is
  * better); and the folds file the stage shares with inference.
  */
-import { type Device, F, type models, tensor } from "../mod.ts";
-import { makeFolds, readFoldsCsv, readTrainCsv, writeFoldsCsv } from "../data/rsna.ts";
+import { type Device, F, models, type nn, type Tensor, tensor } from "../mod.ts";
+import { makeFolds, readBoundingBoxes, readFoldsCsv, readTrainCsv, writeFoldsCsv } from "../data/rsna.ts";
 import { listCached } from "../data/cache.ts";
 import { readSegMetaFile } from "../infer/meta.ts";
 import { aggregateStudy, competitionScore } from "../infer/metric.ts";
@@ -19,12 +19,25 @@ import type { Progress } from "../cli/progress.ts";
 import type { ClsSample } from "../infer/crops.ts";
 
 /** Builds the classifier of a configuration, from the same model config that config.json stores. */
-export function buildClsModel(device: Device, c: ClsConfig): models.CSNClassifier {
-  return buildModel(device, clsModelConfig(c)) as models.CSNClassifier;
+export function buildClsModel(device: Device, c: ClsConfig): nn.Module {
+  return buildModel(device, clsModelConfig(c));
 }
 
 /** Model options stored in config.json (how inference rebuilds the model). */
 export function clsModelConfig(c: ClsConfig): ModelConfig {
+  if (c.encoder === "plain") {
+    return {
+      model: "PlainClassifier",
+      encoder: "plain",
+      widths: c.widths ?? [16, 32, 64, 64],
+      numClasses: 8,
+      pool: "max",
+      dropout: c.dropout,
+      fractureHead: (c.fractureWeight ?? 0) > 0,
+      crop: c.crop,
+      minArea: c.minArea,
+    };
+  }
   return {
     model: "CSNClassifier",
     encoder: c.encoder,
@@ -39,13 +52,16 @@ export function clsModelConfig(c: ClsConfig): ModelConfig {
 
 /**
  * The studies the stage can use: cached, with a predicted mask (`deno task train predict-seg`) and a row in
- * train.csv. Studies missing either are listed so the caller can report them.
+ * train.csv. Studies missing either are listed so the caller can report them. With `boxesCsv` (RSNA's
+ * train_bounding_boxes.csv) each study also knows where its fractures are, where the file says.
  */
 export async function clsStudies(
   cache: string,
   trainCsv: string,
+  boxesCsv?: string,
 ): Promise<{ studies: ClsStudy[]; noPrediction: string[]; noLabels: string[] }> {
   const rows = await readTrainCsv(trainCsv);
+  const boxes = boxesCsv ? await readBoundingBoxes(boxesCsv) : null;
   const labels = new Map(rows.map((r) => [r.uid, r.labels]));
   const uids = await listCached(cache);
   const studies: ClsStudy[] = [], noPrediction: string[] = [], noLabels: string[] = [];
@@ -60,7 +76,7 @@ export async function clsStudies(
       noPrediction.push(uid);
       continue;
     }
-    studies.push(await readClsStudy(cache, uid, l));
+    studies.push(await readClsStudy(cache, uid, l, boxes ? boxes.get(uid) ?? null : undefined));
   }
   return { studies, noPrediction, noLabels };
 }
@@ -99,7 +115,7 @@ function clsCropOptions(c: ClsConfig) {
  * what its validation scores) and the studies' labels, uid -> 8 values each.
  */
 export async function clsValPredictions(
-  model: models.CSNClassifier,
+  model: nn.Module,
   cache: string,
   val: ClsStudy[],
   c: ClsConfig,
@@ -116,10 +132,60 @@ export async function clsValPredictions(
   return { pred, truth };
 }
 
+/**
+ * The fracture-map loss of a batch: BCE (pos_weight `posWeight`) of the map's logits [N, 1, d, h, w] against
+ * each known sample's boxes max-pooled onto the map's cells, averaged over the known samples' cells; null when
+ * no sample of the batch knows its fractures.
+ */
+function fractureLoss(map: Tensor, batch: ClsSample[], posWeight: number): Tensor | null {
+  const known = batch.map((s) => s.fractures !== null);
+  const nKnown = known.filter((k) => k).length;
+  if (!nKnown) return null;
+  const [N, , D, S] = [batch.length, ...batch[0].shape];
+  const [d, h, w] = map.shape.slice(2);
+  const cells = new Float32Array(N * d * h * w);
+  batch.forEach((s, i) => {
+    if (s.fractures) cells.set(poolMax(s.fractures, [D, S, S], [d, h, w]), i * d * h * w);
+  });
+  const device = map.device;
+  const target = tensor(cells, map.shape, { device });
+  const weight = tensor(Float32Array.from(known, (k) => (k ? 1 : 0)), [N, 1, 1, 1, 1], { device });
+  const pw = tensor([posWeight], [1], { device });
+  const sum = F.bceWithLogits(map, target, { weight, posWeight: pw, reduction: "sum" });
+  const r = F.mul(sum, 1 / (nKnown * d * h * w));
+  for (const t of [target, weight, pw, sum]) t.dispose();
+  return r;
+}
+
+/** Adaptive max pooling of a 0/1 volume [D, H, W] onto [d, h, w] cells (PyTorch's bins: floor start, ceil end). */
+function poolMax(v: Uint8Array, from: number[], to: number[]): Float32Array {
+  const [D, H, W] = from, [d, h, w] = to;
+  const bin = (i: number, n: number, N: number) => [Math.floor((i * N) / n), Math.ceil(((i + 1) * N) / n)];
+  const out = new Float32Array(d * h * w);
+  for (let z = 0; z < D; z++) {
+    for (let y = 0; y < H; y++) {
+      for (let x = 0; x < W; x++) {
+        if (!v[(z * H + y) * W + x]) continue;
+        // every cell whose bin holds the voxel (bins overlap where sizes do not divide)
+        for (let cz = Math.floor((z * d) / D); cz < d && bin(cz, d, D)[0] <= z; cz++) {
+          if (bin(cz, d, D)[1] <= z) continue;
+          for (let cy = Math.floor((y * h) / H); cy < h && bin(cy, h, H)[0] <= y; cy++) {
+            if (bin(cy, h, H)[1] <= y) continue;
+            for (let cx = Math.floor((x * w) / W); cx < w && bin(cx, w, W)[0] <= x; cx++) {
+              if (bin(cx, w, W)[1] > x) out[(cz * h + cy) * w + cx] = 1;
+            }
+          }
+        }
+      }
+    }
+  }
+  return out;
+}
+
 /** The classifier task for the harness. */
 export function clsTask(o: {
   device: Device;
-  model: models.CSNClassifier;
+  model: nn.Module;
   cache: string;
   train: ClsStudy[];
   val: ClsStudy[];
@@ -148,8 +214,17 @@ export function clsTask(o: {
         x.set(s.input, i * per);
         y.set(s.labels, i * 8);
       });
-      const logits = o.model.forward(tensor(x, [batch.length, 3, D, S, S], { device: o.device }));
-      return F.bceWithLogits(logits, tensor(y, [batch.length, 8], { device: o.device }));
+      const input = tensor(x, [batch.length, 3, D, S, S], { device: o.device });
+      const target = tensor(y, [batch.length, 8], { device: o.device });
+      const m = o.model;
+      if (!(m instanceof models.PlainClassifier && m.fractureHead && c.fractureWeight)) {
+        return F.bceWithLogits(m.forward(input), target);
+      }
+      const { logits, map } = m.forwardWithMap(input);
+      const cls = F.bceWithLogits(logits, target);
+      const frac = fractureLoss(map, batch, c.fracturePosWeight ?? 10);
+      if (!frac) return cls;
+      return F.add(cls, F.mul(frac, c.fractureWeight));
     },
     async validate(progress: Progress) {
       const { pred, truth } = await clsValPredictions(o.model, o.cache, o.val, c, progress);

@@ -101,8 +101,18 @@ export const SEG_PRESETS: Record<string, SegConfig> = { seed: SEG_SEED, tiny: SE
 
 /** Classifier-stage configuration (one encoder, one fold). */
 export interface ClsConfig {
+  /** A CSN (r152ir, r26ir, ...) or "plain": the plain 3-D CNN of models/plain.ts with `widths`. */
   encoder: string;
   baseChannels: number;
+  /** The plain CNN's block widths (default 16, 32, 64, 64). */
+  widths?: number[];
+  /**
+   * Weight of the fracture-map loss (plain CNN only; 0 or absent: none): a second BCE on where the fractures
+   * are, from train_bounding_boxes.csv, on the last feature map, for the studies whose fractures are known.
+   */
+  fractureWeight?: number;
+  /** BCE pos_weight of a fractured cell of that map (default 10: few cells hold a fracture). */
+  fracturePosWeight?: number;
   /** Crop D, H (= W) fed to the model (seed 40, 256). */
   crop: [number, number];
   batch: number;
@@ -156,8 +166,8 @@ export const CLS_SEED: Record<"ir" | "ip", ClsConfig> = {
   ip: { ...CLS_SEED_BASE, encoder: "r152ip", multiplier: 2, averageBest: 3 },
 };
 
-/** Small enough for the CPU machine: a narrow ir-CSN-26 on 16 x 64 x 64 crops. */
-export const CLS_TINY: ClsConfig = {
+/** The tiny preset's classifier before the plain CNN (`--encoder r26ir`): a narrow ir-CSN-26 on 16 x 64 x 64 crops. */
+export const CLS_TINY_CSN: ClsConfig = {
   encoder: "r26ir",
   baseChannels: 8,
   crop: [16, 64],
@@ -176,4 +186,27 @@ export const CLS_TINY: ClsConfig = {
   averageBest: 3,
   seedValBug: false,
   seedVisibility: false,
+};
+
+/** What `--encoder plain` changes in a preset: the plain CNN's widths and its fracture-map loss. */
+export const CLS_PLAIN: Partial<ClsConfig> = {
+  widths: [16, 32, 64, 64],
+  fractureWeight: 1,
+  fracturePosWeight: 10,
+  dropout: 0,
+};
+
+/**
+ * Small enough for the CPU machine, and learns (docs/recipe.md, "A fracture-map loss"): the plain 3-D CNN on
+ * 16 x 64 x 64 crops with the fracture-map loss, lr 1e-3 with a short warm-up, no dropout, many more steps
+ * than the CSN had (it needs ~1200 to find the fractures).
+ */
+export const CLS_TINY: ClsConfig = {
+  ...CLS_TINY_CSN,
+  ...CLS_PLAIN,
+  encoder: "plain",
+  lr: 1e-3,
+  warmup: 20,
+  epochs: 8,
+  multiplier: 20,
 };

@@ -52,6 +52,9 @@ export async function runJob(job: SampleJob): Promise<SampleResult> {
 
 /** The transferable buffers of a result (moved, not copied, between threads). */
 export function transferables(r: SampleResult): ArrayBuffer[] {
-  if ("input" in r) return [r.input.buffer as ArrayBuffer, r.labels.buffer as ArrayBuffer];
+  if ("input" in r) {
+    const maps = r.fractures ? [r.fractures.buffer as ArrayBuffer] : [];
+    return [r.input.buffer as ArrayBuffer, r.labels.buffer as ArrayBuffer, ...maps];
+  }
   return [r.image.buffer as ArrayBuffer, r.target.buffer as ArrayBuffer];
 }

@@ -9,7 +9,16 @@ import type { Flags } from "../cli/flags.ts";
 import { UsageError } from "../cli/flags.ts";
 import { RunFolder } from "./run_folder.ts";
 import { train, type TrainerOptions, type TrainResult, type TrainTask } from "./trainer.ts";
-import { CLS_SEED, CLS_TINY, type ClsConfig, SEG_PRESETS, type SegConfig } from "./presets.ts";
+import type { ClsStudy } from "../infer/crops.ts";
+import {
+  CLS_PLAIN,
+  CLS_SEED,
+  CLS_TINY,
+  CLS_TINY_CSN,
+  type ClsConfig,
+  SEG_PRESETS,
+  type SegConfig,
+} from "./presets.ts";
 import { buildSegModel, segFolds, segModelConfig, segStudies, segTask, segValidationDice } from "./seg.ts";
 import { buildClsModel, clsFolds, clsModelConfig, clsStudies, clsTask } from "./cls.ts";
 import { initFrom, loadModel, resolveWeights } from "../infer/load.ts";
@@ -62,12 +71,17 @@ export function segConfig(f: Flags): SegConfig {
 export function clsConfig(f: Flags): ClsConfig {
   const enc = (f.encoder as string | undefined) ?? (f.preset === "seed" ? "r152ir" : CLS_TINY.encoder);
   const m = /^r(26|50|101|152)(ir|ip)$/.exec(enc);
-  if (!m) throw new UsageError(`--encoder must look like r152ir, r152ip, r50ir, r26ir, ... (got "${enc}")`);
-  const kind = m[2] as "ir" | "ip";
+  if (!m && enc !== "plain") {
+    throw new UsageError(
+      `--encoder must look like r152ir, r152ip, r50ir, r26ir, ..., or be plain (got "${enc}")`,
+    );
+  }
+  const kind = m?.[2] as "ir" | "ip" | undefined;
   let base: ClsConfig;
-  if (f.preset === "seed") base = CLS_SEED[kind];
-  else if (f.preset === "tiny") base = { ...CLS_TINY, multiplier: kind === "ir" ? CLS_TINY.multiplier : 2 };
+  if (f.preset === "seed") base = CLS_SEED[kind ?? "ir"];
+  else if (f.preset === "tiny") base = kind === "ip" ? { ...CLS_TINY_CSN, multiplier: 2 } : CLS_TINY_CSN;
   else throw new UsageError(`--preset must be tiny or seed`);
+  if (enc === "plain") base = f.preset === "tiny" ? CLS_TINY : { ...base, ...CLS_PLAIN };
   const c: ClsConfig = { ...base, encoder: enc };
   if (f.crop !== undefined) {
     const p = String(f.crop).split(",").map(Number);
@@ -378,7 +392,9 @@ async function clsBody(f: Flags, c: ClsConfig, w: World | null): Promise<void> {
   const { cache, data } = await ensureCache(f);
   const csv = (f.labels as string | undefined) ?? (data ? `${data}/train.csv` : undefined);
   if (!csv) throw new UsageError("--labels train.csv is needed when only --cache is given");
-  const { studies, noPrediction } = await clsStudies(cache, csv);
+  const boxes = (f.boxes as string | undefined) ?? (data ? `${data}/train_bounding_boxes.csv` : undefined);
+  const withBoxes = (c.fractureWeight ?? 0) > 0 && boxes && await exists(boxes) ? boxes : undefined;
+  const { studies, noPrediction } = await clsStudies(cache, csv, withBoxes);
   if (noPrediction.length) {
     throw new Error(
       `${cache}: ${noPrediction.length} studies have no predicted mask (e.g. ${noPrediction[0]}); run ` +
@@ -397,14 +413,42 @@ async function clsBody(f: Flags, c: ClsConfig, w: World | null): Promise<void> {
     stage: "cls",
     metric: "loss",
     out: clsOut(f, c),
-    config: stageConfig("cls", f, data, cache, { labels: csv, foldsFile: foldsPath }, c, clsModelConfig(c)),
+    config: stageConfig(
+      "cls",
+      f,
+      data,
+      cache,
+      { labels: csv, foldsFile: foldsPath, ...(withBoxes ? { boxes: withBoxes } : {}) },
+      c,
+      clsModelConfig(c),
+    ),
     describe: `cls: ${tr.length} training studies (${pos} positive) x ${c.multiplier}, ${val.length} ` +
-      `validation (fold ${c.fold}); ${c.encoder} width ${c.baseChannels} on 3x${c.crop[0]}x${c.crop[1]}x${
+      `validation (fold ${c.fold}); ${describeCls(c)} on 3x${c.crop[0]}x${c.crop[1]}x${
         c.crop[1]
-      }, batch ${c.batch}, ${c.epochs} epochs`,
+      }, batch ${c.batch}, ` +
+      `${c.epochs} epochs${fractureNote(c, tr, withBoxes)}`,
     build: (device) => buildClsModel(device, c),
     task: (device, model) => clsTask({ device, model, cache, train: tr, val, config: c }),
   });
+}
+
+function describeCls(c: ClsConfig): string {
+  return c.encoder === "plain"
+    ? `plain 3-D CNN ${(c.widths ?? [16, 32, 64, 64]).join(",")}`
+    : `${c.encoder} width ${c.baseChannels}`;
+}
+
+/** What the fracture-map loss will see, for the run's first line. */
+function fractureNote(c: ClsConfig, tr: ClsStudy[], boxes: string | undefined): string {
+  if (!(c.fractureWeight ?? 0)) return "";
+  if (!boxes) return "; no train_bounding_boxes.csv: no fracture-map loss";
+  const known = tr.filter((s) => s.labels[0] && s.fractures).length;
+  const pos = tr.filter((s) => s.labels[0]).length;
+  return `; fracture-map loss (weight ${c.fractureWeight}) with the boxes of ${known} of ${pos} fractured studies`;
+}
+
+async function exists(path: string): Promise<boolean> {
+  return await Deno.stat(path).then(() => true, () => false);
 }
 
 /** A classifier run's folder: --out, else out/cls-<encoder>-fold<k>. */
@@ -519,7 +563,9 @@ export async function runAll(f: Flags): Promise<void> {
     overlap: 128,
     force: false,
   });
-  const encoders = String(f.encoders ?? (f.preset === "seed" ? "r152ir,r152ip" : "r26ir")).split(",");
+  const encoders = String(f.encoders ?? (f.preset === "seed" ? "r152ir,r152ip" : CLS_TINY.encoder)).split(
+    ",",
+  );
   const foldList = String(f["cls-folds"] ?? (f.preset === "seed" ? "0,1,2,3" : "0")).split(",").map(Number);
   const results: string[] = [];
   for (const enc of encoders) {

@@ -6,6 +6,7 @@
  * ones.
  */
 import { readHeader } from "../../data/cache.ts";
+import { type BoundingBox, boxRects } from "../../data/rsna.ts";
 import { readSegMetaFile, segPaths, type StudyMeta } from "../meta.ts";
 import { type BoxReader, cacheBoxReader, type CubeSource, memorySource, readRawBox } from "../cube_source.ts";
 import type { InMemoryStudy } from "../study.ts";
@@ -25,9 +26,16 @@ import {
 /**
  * A study's geometry and statistics for the classifier: image_full's shape and the whole 256 cube's
  * mean/std from header.json, the prediction's shape and metadata from seg_meta.json, with `labels` (CSV
- * [overall, C1..C7]). The prediction must cover ceil(Z / 2) slices of the cube.
+ * [overall, C1..C7]). The prediction must cover ceil(Z / 2) slices of the cube. With `boxes` (its rows of
+ * train_bounding_boxes.csv; null: the file has none for it) the study knows where its fractures are: a
+ * study without fractures has none, a fractured one those boxes, or unknown without them.
  */
-export async function readClsStudy(cache: string, uid: string, labels: number[]): Promise<ClsStudy> {
+export async function readClsStudy(
+  cache: string,
+  uid: string,
+  labels: number[],
+  boxes?: BoundingBox[] | null,
+): Promise<ClsStudy> {
   const h = await readHeader(cache, uid);
   const full = h.cubes.image_full;
   if (!full) throw new Error(`${cache}/${uid}/header.json: study ${uid} has no image_full cube`);
@@ -46,6 +54,9 @@ export async function readClsStudy(cache: string, uid: string, labels: number[])
     grid: [...f.shape],
     mean: h.mean,
     std: h.std,
+    ...(boxes === undefined ? {} : {
+      fractures: labels[0] === 0 ? [] : boxes ? boxRects(uid, boxes, full, h.sliceNumbers) : null,
+    }),
   };
 }
 
