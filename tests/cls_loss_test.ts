@@ -6,7 +6,7 @@
  */
 import { models, noGrad, openDevice, tensor, tidy } from "../mod.ts";
 import { clsTask } from "../train/cls.ts";
-import { CLS_TINY, type ClsConfig } from "../train/presets.ts";
+import { CLS_TINY_PLAIN, type ClsConfig } from "../train/presets.ts";
 import type { ClsSample } from "../infer/crops.ts";
 import { prng, randData } from "./helpers.ts";
 
@@ -39,7 +39,7 @@ Deno.test("cls loss: BCE + weight x the fracture map's BCE over the known sample
       for (let y = 5; y < 9; y++) box.fill(1, (z * S + y) * S + 2, (z * S + y) * S + 7);
     }
     const batch = [sample(box, 1), sample(null, 1), sample(new Uint8Array(D * S * S), 0)];
-    const c: ClsConfig = { ...CLS_TINY, crop: [D, S], fractureWeight: 0.7, fracturePosWeight: 5 };
+    const c: ClsConfig = { ...CLS_TINY_PLAIN, crop: [D, S], fractureWeight: 0.7, fracturePosWeight: 5 };
     const task = clsTask({ device, model, cache: "", train: [], val: [], config: c });
     const got = await tidy(() => task.loss(batch).item());
     const onlyUnknown = await tidy(() => task.loss([batch[1]]).item());

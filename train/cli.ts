@@ -106,7 +106,8 @@ const CLS_FLAGS: Record<string, FlagSpec> = {
   out: { type: "string", help: "run folder (default: out/cls-<encoder>-fold<fold>)" },
   encoder: {
     type: "string",
-    help: "r152ir, r152ip, r50ir, r26ir, ... or plain (a plain 3-D CNN; preset: seed r152ir, tiny plain)",
+    help:
+      "r152ir, r152ip, r50ir, r26ir, ... or plain (a plain 3-D CNN with a fracture-map loss; preset: seed r152ir, tiny r26ir)",
   },
   boxes: {
     type: "string",
@@ -151,7 +152,7 @@ const ALL_FLAGS: Record<string, FlagSpec> = {
   preset: { type: "string", default: "tiny", help: "tiny (CPU-sized) or seed" },
   encoders: {
     type: "string",
-    help: "classifier encoders, comma-separated (preset: seed r152ir,r152ip, tiny plain)",
+    help: "classifier encoders, comma-separated (preset: seed r152ir,r152ip, tiny r26ir)",
   },
   "cls-folds": {
     type: "string",

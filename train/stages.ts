@@ -14,7 +14,7 @@ import {
   CLS_PLAIN,
   CLS_SEED,
   CLS_TINY,
-  CLS_TINY_CSN,
+  CLS_TINY_PLAIN,
   type ClsConfig,
   SEG_PRESETS,
   type SegConfig,
@@ -79,9 +79,9 @@ export function clsConfig(f: Flags): ClsConfig {
   const kind = m?.[2] as "ir" | "ip" | undefined;
   let base: ClsConfig;
   if (f.preset === "seed") base = CLS_SEED[kind ?? "ir"];
-  else if (f.preset === "tiny") base = kind === "ip" ? { ...CLS_TINY_CSN, multiplier: 2 } : CLS_TINY_CSN;
+  else if (f.preset === "tiny") base = kind === "ip" ? { ...CLS_TINY, multiplier: 2 } : CLS_TINY;
   else throw new UsageError(`--preset must be tiny or seed`);
-  if (enc === "plain") base = f.preset === "tiny" ? CLS_TINY : { ...base, ...CLS_PLAIN };
+  if (enc === "plain") base = f.preset === "tiny" ? CLS_TINY_PLAIN : { ...base, ...CLS_PLAIN };
   const c: ClsConfig = { ...base, encoder: enc };
   if (f.crop !== undefined) {
     const p = String(f.crop).split(",").map(Number);
