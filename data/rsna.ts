@@ -15,8 +15,8 @@ export interface TrainRow {
   labels: number[];
 }
 
-/** Parses train.csv; errors name the file, the line and the problem. */
-export async function readTrainCsv(path: string): Promise<TrainRow[]> {
+/** A CSV file's rows by column name, with `columns` required; errors name the file and the problem. */
+async function readCsvRecords(path: string, columns: readonly string[]): Promise<Record<string, string>[]> {
   let text: string;
   try {
     text = await Deno.readTextFile(path);
@@ -29,11 +29,16 @@ export async function readTrainCsv(path: string): Promise<TrainRow[]> {
   } catch (e) {
     throw new Error(`${path}: malformed CSV (${(e as Error).message})`);
   }
-  const need = ["StudyInstanceUID", ...TARGETS];
   if (records.length) {
-    const missing = need.filter((c) => !(c in records[0]));
+    const missing = columns.filter((c) => !(c in records[0]));
     if (missing.length) throw new Error(`${path}: missing column(s) ${missing.join(", ")}`);
   }
+  return records;
+}
+
+/** Parses train.csv; errors name the file, the line and the problem. */
+export async function readTrainCsv(path: string): Promise<TrainRow[]> {
+  const records = await readCsvRecords(path, ["StudyInstanceUID", ...TARGETS]);
   return records.map((r, i) => {
     const labels = TARGETS.map((t) => {
       const v = r[t];
@@ -57,23 +62,8 @@ export interface BoundingBox {
 
 /** Parses train_bounding_boxes.csv into boxes by study; errors name the file, the line and the problem. */
 export async function readBoundingBoxes(path: string): Promise<Map<string, BoundingBox[]>> {
-  let text: string;
-  try {
-    text = await Deno.readTextFile(path);
-  } catch (e) {
-    throw new Error(`${path}: cannot read (${(e as Error).message})`);
-  }
-  let records: Record<string, string>[];
-  try {
-    records = parse(text, { columns: true, skip_empty_lines: true, trim: true });
-  } catch (e) {
-    throw new Error(`${path}: malformed CSV (${(e as Error).message})`);
-  }
   const cols = ["x", "y", "width", "height", "slice_number"] as const;
-  if (records.length) {
-    const missing = ["StudyInstanceUID", ...cols].filter((c) => !(c in records[0]));
-    if (missing.length) throw new Error(`${path}: missing column(s) ${missing.join(", ")}`);
-  }
+  const records = await readCsvRecords(path, ["StudyInstanceUID", ...cols]);
   const out = new Map<string, BoundingBox[]>();
   records.forEach((r, i) => {
     const v = cols.map((c) => {
