@@ -205,7 +205,7 @@ export async function writeSyntheticDataset(o: SynthOptions): Promise<StudyLabel
     const [Z, Y, X] = st.shape;
     const jpeg = r() < 0.34;
     const cranialFirstNames = r() < 0.34;
-    const fileNumber = (z: number) => cranialFirstNames ? z + 1 : st.shape[0] - z;
+    const fileNumber = (z: number) => cranialFirstNames ? z + 1 : Z - z;
     if (st.fractures.length && rBoxes() < (o.boxFraction ?? 1)) {
       const twin = phantomStudy(seed, size, {
         positiveFraction: o.positiveFraction,

@@ -46,12 +46,24 @@ export class CSNClassifier extends Module {
   }
   forward(x: Tensor): Tensor {
     const f = this.backbone.forward(x);
-    const pooled = this.pool === "max" ? max(f, [2, 3, 4]) : mean(f, [2, 3, 4]);
+    const r = poolDropoutLinear(f, this.pool, this.p, this.training, this.final);
     f.dispose();
-    const d = dropout(pooled, this.p, { training: this.training });
-    pooled.dispose();
-    const r = this.final.forward(d);
-    d.dispose();
     return r;
   }
+}
+
+/** A classifier's head on its last feature map [N, C, d, h, w]: global max or average pool, dropout, Linear. */
+export function poolDropoutLinear(
+  f: Tensor,
+  pool: "max" | "avg",
+  p: number,
+  training: boolean,
+  final: Linear,
+): Tensor {
+  const pooled = pool === "max" ? max(f, [2, 3, 4]) : mean(f, [2, 3, 4]);
+  const d = dropout(pooled, p, { training });
+  pooled.dispose();
+  const r = final.forward(d);
+  d.dispose();
+  return r;
 }

@@ -7,13 +7,12 @@
  */
 import type { Device } from "../core/device.ts";
 import type { Tensor } from "../core/tensor.ts";
-import { max, mean } from "../kernels/reduce.ts";
-import { dropout } from "../kernels/dropout.ts";
 import { maxPool3d } from "../kernels/pool.ts";
 import { Module } from "../nn/module.ts";
 import { ModuleList } from "../nn/containers.ts";
 import { Conv3d, Linear } from "../nn/layers.ts";
 import { ConvModule } from "./csn.ts";
+import { poolDropoutLinear } from "./classifier.ts";
 
 /** Options of {@link PlainClassifier}. */
 export interface PlainClassifierOptions {
@@ -84,18 +83,9 @@ export class PlainClassifier extends Module {
     return h;
   }
 
-  private head(f: Tensor): Tensor {
-    const pooled = this.pool === "max" ? max(f, [2, 3, 4]) : mean(f, [2, 3, 4]);
-    const d = dropout(pooled, this.p, { training: this.training });
-    pooled.dispose();
-    const r = this.final.forward(d);
-    d.dispose();
-    return r;
-  }
-
   forward(x: Tensor): Tensor {
     const f = this.featureMap(x);
-    const r = this.head(f);
+    const r = poolDropoutLinear(f, this.pool, this.p, this.training, this.final);
     f.dispose();
     return r;
   }
@@ -107,7 +97,7 @@ export class PlainClassifier extends Module {
   forwardWithMap(x: Tensor): { logits: Tensor; map: Tensor } {
     if (!this.fractureHead) throw new Error("PlainClassifier.forwardWithMap: built without fractureHead");
     const f = this.featureMap(x);
-    const logits = this.head(f);
+    const logits = poolDropoutLinear(f, this.pool, this.p, this.training, this.final);
     const map = this.fractureHead.forward(f);
     f.dispose();
     return { logits, map };

@@ -162,20 +162,18 @@ function poolMax(v: Uint8Array, from: number[], to: number[]): Float32Array {
   const [D, H, W] = from, [d, h, w] = to;
   const bin = (i: number, n: number, N: number) => [Math.floor((i * N) / n), Math.ceil(((i + 1) * N) / n)];
   const out = new Float32Array(d * h * w);
-  for (let z = 0; z < D; z++) {
-    for (let y = 0; y < H; y++) {
-      for (let x = 0; x < W; x++) {
-        if (!v[(z * H + y) * W + x]) continue;
-        // every cell whose bin holds the voxel (bins overlap where sizes do not divide)
-        for (let cz = Math.floor((z * d) / D); cz < d && bin(cz, d, D)[0] <= z; cz++) {
-          if (bin(cz, d, D)[1] <= z) continue;
-          for (let cy = Math.floor((y * h) / H); cy < h && bin(cy, h, H)[0] <= y; cy++) {
-            if (bin(cy, h, H)[1] <= y) continue;
-            for (let cx = Math.floor((x * w) / W); cx < w && bin(cx, w, W)[0] <= x; cx++) {
-              if (bin(cx, w, W)[1] > x) out[(cz * h + cy) * w + cx] = 1;
-            }
-          }
-        }
+  const any = (zs: number[], ys: number[], xs: number[]) => {
+    for (let z = zs[0]; z < zs[1]; z++) {
+      for (let y = ys[0]; y < ys[1]; y++) {
+        for (let x = xs[0]; x < xs[1]; x++) if (v[(z * H + y) * W + x]) return true;
+      }
+    }
+    return false;
+  };
+  for (let cz = 0; cz < d; cz++) {
+    for (let cy = 0; cy < h; cy++) {
+      for (let cx = 0; cx < w; cx++) {
+        if (any(bin(cz, d, D), bin(cy, h, H), bin(cx, w, W))) out[(cz * h + cy) * w + cx] = 1;
       }
     }
   }
