@@ -6,7 +6,8 @@
  */
 import { readTrainCsv } from "../data/rsna.ts";
 import { niftiToVolume, readNifti } from "../data/nifti.ts";
-import { type CompetitionScore, competitionScore } from "./metric.ts";
+import { type CompetitionScore, competitionScore, studyLoss } from "./metric.ts";
+import { differenceText, pairedBootstrap, type PairedInterval } from "./bootstrap.ts";
 import { constantScore } from "./score.ts";
 import { bestConstant } from "./calibrate.ts";
 import { type DiceSummary, levelDice, meanLevelDice } from "./dice.ts";
@@ -34,6 +35,8 @@ export interface Evaluation {
   constant: ConstantBaseline;
   /** score / constant score: below 1 beats the constant. */
   ratio: number;
+  /** score - constant score with its paired bootstrap interval over the scored studies. */
+  difference: PairedInterval;
   /** Null when no scored study had a ground-truth mask. */
   dice: DiceResult | null;
 }
@@ -117,6 +120,22 @@ export async function constantBaseline(
 }
 
 /**
+ * score - constant score over the studies of `pred`, with its 95 % paired bootstrap interval (infer/bootstrap.ts):
+ * whether the scored studies are enough to tell the predictions from the constant `probabilities`.
+ */
+export function versusConstant(
+  pred: Map<string, ArrayLike<number>>,
+  truth: Map<string, ArrayLike<number>>,
+  probabilities: readonly number[],
+): PairedInterval {
+  const uids = [...pred.keys()];
+  return pairedBootstrap(
+    uids.map((u) => studyLoss(pred.get(u)!, truth.get(u)!)),
+    uids.map((u) => studyLoss(probabilities, truth.get(u)!)),
+  );
+}
+
+/**
  * Scores predictions against a train.csv (every predicted study must be in it), beside the best constant
  * prediction, with the mean per-level dice of the studies in `dice` (uid -> C1..C7, those with a mask).
  */
@@ -138,7 +157,8 @@ export async function evaluate(o: {
   const dice = measured.length
     ? { ...meanLevelDice(measured.map(([, d]) => d)), perStudy: Object.fromEntries(measured) }
     : null;
-  return { score, constant, ratio: score.score / constant.score, dice };
+  const difference = versusConstant(o.preds, truth, constant.probabilities);
+  return { score, constant, ratio: score.score / constant.score, difference, dice };
 }
 
 function fmt(v: number | null): string {
@@ -156,5 +176,7 @@ export function summaryLine(ev: Evaluation): string {
     : "no ground-truth masks, so no segmentation dice";
   return `competition score ${ev.score.score.toFixed(4)} vs ${
     ev.constant.score.toFixed(4)
-  } for the best constant prediction (ratio ${ev.ratio.toFixed(2)}; lower is better); ${dice}`;
+  } for the best constant prediction (ratio ${ev.ratio.toFixed(2)}; lower is better; ${
+    differenceText(ev.difference)
+  }); ${dice}`;
 }

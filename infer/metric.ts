@@ -60,6 +60,19 @@ export function aggregateStudy(logits: ArrayLike<number>, k: number): number[] {
   return out;
 }
 
+/**
+ * One study's row-normalised weighted log loss, L_s = sum_j w_sj BCE(p_sj, y_sj) / sum_j w_sj: the term that
+ * {@link competitionScore} averages over studies (unchecked: `p` 8 probabilities, `y` 8 labels 0/1).
+ */
+export function studyLoss(p: ArrayLike<number>, y: ArrayLike<number>): number {
+  let num = 0, den = 0;
+  for (let j = 0; j < 8; j++) {
+    const w = targetWeight(j, y[j]);
+    num += w * labelLoss(p[j], y[j]), den += w;
+  }
+  return num / den;
+}
+
 /** The result of {@link competitionScore}. */
 export interface CompetitionScore {
   /** Mean over studies of each study's row-normalised weighted log loss (lower is better). */
@@ -106,14 +119,11 @@ export function competitionScore(
     if (!y) throw new Error(`competitionScore: study ${uid} is predicted but has no truth labels`);
     checkRow(p, uid, "prediction", true);
     checkRow(y, uid, "truth", false);
-    let num = 0, den = 0;
     for (let j = 0; j < 8; j++) {
-      const bce = labelLoss(p[j], y[j]);
       const w = targetWeight(j, y[j]);
-      num += w * bce, den += w;
-      tNum[j] += w * bce, tDen[j] += w;
+      tNum[j] += w * labelLoss(p[j], y[j]), tDen[j] += w;
     }
-    total += num / den;
+    total += studyLoss(p, y);
   }
   const perTarget: Record<string, number> = {};
   TARGETS.forEach((t, j) => perTarget[t] = tNum[j] / tDen[j]);

@@ -31,8 +31,10 @@ export {
   competitionScore,
   LOG_EPS,
   PROB_CLIP,
+  studyLoss,
   targetWeight,
 } from "./metric.ts";
+export { differenceText, pairedBootstrap, type PairedInterval } from "./bootstrap.ts";
 export { parseSubmission, readSubmission, scoreSubmission, writeSubmission } from "./score.ts";
 export { buildModel, initFrom, loadModel, type ModelConfig, resolveWeights } from "./load.ts";
 export { expandWeights, loadEnsemble, type Member } from "./ensemble.ts";

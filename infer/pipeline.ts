@@ -341,7 +341,13 @@ async function finish(o: InferOptions, done: Map<string, StudyResult>): Promise<
     const trainLabels = o.trainLabels ?? await findTrainLabels(o.weights);
     const dice = new Map(ok.filter((r) => r.dice).map((r) => [r.uid, r.dice!]));
     ev = await evaluate({ preds, truth: o.truth, trainLabels, dice });
-    const json = { ...ev.score, constant: ev.constant, ratio: ev.ratio, dice: ev.dice };
+    const json = {
+      ...ev.score,
+      constant: ev.constant,
+      ratio: ev.ratio,
+      difference: ev.difference,
+      dice: ev.dice,
+    };
     await writeFileAtomic(
       `${o.out}/score.json`,
       new TextEncoder().encode(JSON.stringify(json, null, 2) + "\n"),

@@ -7,6 +7,7 @@
  */
 import type { StudyMeta } from "./meta.ts";
 import { pngDataUri } from "./png.ts";
+import { differenceText, type PairedInterval } from "./bootstrap.ts";
 
 /** Names of the 8 outputs, in the order of `StudyReport.probabilities`. */
 export const OUTPUT_NAMES = ["patient_overall", "C1", "C2", "C3", "C4", "C5", "C6", "C7"] as const;
@@ -109,6 +110,8 @@ export interface IndexSummary {
   /** The best constant prediction: its score and where its probabilities come from. */
   constant: { score: number; source: string };
   ratio: number;
+  /** score - constant score with its bootstrap interval over the studies. */
+  difference: PairedInterval;
   /** Mean per-level dice over the studies with a ground-truth mask; null when none had one. */
   dice: { perLevel: readonly (number | null)[]; mean: number | null; studies: number } | null;
 }
@@ -533,12 +536,12 @@ async function cropsSection(r: StudyReport, where: string): Promise<string> {
 
 /** The score beside the best constant prediction, and how to read it. */
 function scoreSection(e: IndexSummary): string {
-  const verdict = e.ratio < 1
-    ? "better than the constant"
-    : `<span class="fail">no better than the constant</span>`;
+  const d = differenceText(e.difference);
   return `<h2>Score</h2>\n<p>Competition score <b>${e.score.score.toFixed(4)}</b> over ${e.score.studies} ` +
     `studies vs <b>${e.constant.score.toFixed(4)}</b> for the best constant prediction (ratio ` +
-    `${e.ratio.toFixed(2)}, ${verdict}; lower is better).</p>\n<p class="small">Baseline: ` +
+    `${e.ratio.toFixed(2)}; lower is better; ${
+      e.difference.high < 0 ? d : `<span class="fail">${escapeHtml(d)}</span>`
+    }).</p>\n<p class="small">Baseline: ` +
     `${escapeHtml(e.constant.source)}.</p>`;
 }
 

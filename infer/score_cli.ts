@@ -1,12 +1,13 @@
 /**
  * @file `deno task score --pred SUB.csv --truth train.csv [--train-labels train.csv]`: scores a submission
  * against train.csv with the competition metric (infer/metric.ts) and prints one JSON object: {score, studies,
- * perTarget: {target: weighted log loss}, constant: {score, probabilities, source}, ratio}, the constant being
- * the best constant prediction of the training labels (without them, of the scored studies' own labels: an
- * oracle). Exit status 2 for a bad command line, 1 for bad files.
+ * perTarget: {target: weighted log loss}, constant: {score, probabilities, source}, ratio, difference}, the
+ * constant being the best constant prediction of the training labels (without them, of the scored studies' own
+ * labels: an oracle) and `difference` the score minus the constant's with its 95 % paired bootstrap interval
+ * over the studies. Exit status 2 for a bad command line, 1 for bad files.
  */
 import { readScored } from "./score.ts";
-import { constantBaseline } from "./evaluate.ts";
+import { constantBaseline, versusConstant } from "./evaluate.ts";
 import { competitionScore } from "./metric.ts";
 
 const USAGE = `usage: deno task score --pred SUBMISSION.csv --truth train.csv
@@ -50,7 +51,8 @@ if (import.meta.main) {
     const { pred, truth } = await readScored(args.pred, args.truth);
     const r = competitionScore(pred, truth);
     const constant = await constantBaseline(truth, args.trainLabels);
-    console.log(JSON.stringify({ ...r, constant, ratio: r.score / constant.score }, null, 2));
+    const difference = versusConstant(pred, truth, constant.probabilities);
+    console.log(JSON.stringify({ ...r, constant, ratio: r.score / constant.score, difference }, null, 2));
   } catch (e) {
     console.error(`score: ${(e as Error).message}`);
     Deno.exit(1);

@@ -363,6 +363,7 @@ Deno.test("indexHtml with a truth file: score beside the baseline, truth per cel
       source: "constant prediction at the held-out prevalence (an oracle baseline)",
     },
     ratio: 0.61234 / 0.54321,
+    difference: { difference: 0.06913, low: -0.0123, high: 0.15, level: 0.95, resamples: 2000, studies: 2 },
     dice: { perLevel: [0.9, 0.8, null, 0.7, 0.6, 0.5, 0.4], mean: 0.65, studies: 1 },
   };
   const html = indexHtml([
@@ -381,7 +382,7 @@ Deno.test("indexHtml with a truth file: score beside the baseline, truth per cel
     const s of [
       "Competition score <b>0.6123</b> over 2 studies vs <b>0.5432</b> for the best constant prediction",
       "ratio 1.13",
-      "no better than the constant",
+      '<span class="fail">difference +0.069, 95 % interval -0.012 to +0.150 over 2 studies: within the noise',
       "Baseline: constant prediction at the held-out prevalence (an oracle baseline).",
       '>0.900 <span class="small">(1)</span><',
       '>0.000 <span class="small">(0)</span><',

@@ -182,6 +182,16 @@ Deno.test("score: deno task score prints the JSON result; errors exit 1", async 
     assertClose(j.constant.probabilities, new Array(8).fill(0.01), "oracle constant", 0, 0);
     assertClose([j.ratio], [j.score / j.constant.score], "ratio", 1e-15, 0);
     if (!j.constant.source.includes("oracle")) throw new Error(`source ${j.constant.source}`);
+    // One study: every resample is that study, so the interval is the difference itself.
+    const d = j.difference;
+    assertClose(
+      [d.difference, d.low, d.high],
+      new Array(3).fill(j.score - j.constant.score),
+      "difference",
+      1e-15,
+      0,
+    );
+    if (d.studies !== 1 || d.level !== 0.95) throw new Error(`difference ${JSON.stringify(d)}`);
     const withLabels = JSON.parse(
       new TextDecoder().decode(
         (await run([

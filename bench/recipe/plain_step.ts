@@ -61,6 +61,7 @@ async function time(name: string, model: nn.Module, step: (x: Tensor, y: Tensor)
       return await loss.item();
     });
     if (s >= 2) ms.push(performance.now() - t0);
+    if (s === steps) device.profiler?.reset();
   }
   ms.sort((a, b) => a - b);
   const n = model.parameters().reduce((a, p) => a + p.numel(), 0);
@@ -69,6 +70,7 @@ async function time(name: string, model: nn.Module, step: (x: Tensor, y: Tensor)
       (ms[ms.length >> 1] / 1000).toFixed(3)
     } s a step (batch ${B})`,
   );
+  if (device.profiler) console.log(`GPU time by kernel, last step (CSN_PROFILE=1):\n${await device.profiler.report(14)}`);
   model.dispose();
 }
 
