@@ -5,7 +5,7 @@
  * competition score beside the best constant prediction, the per-level dice of the predicted masks, and
  * where the masks and reports are. Rerunning skips what is done.
  *
- *   deno task main [--out out/pipeline] [--heldout 8]
+ *   deno task main [--out out/pipeline] [--heldout 32]
  */
 import { type Flags, parseFlags, usage } from "../cli/flags.ts";
 import { runAll } from "./stages.ts";
@@ -16,7 +16,7 @@ import { duration } from "../cli/progress.ts";
 
 const FLAGS = {
   out: { type: "string", default: "out/pipeline", help: "the pipeline's run folders" },
-  heldout: { type: "number", default: 8, help: "held-out phantom studies scored at the end" },
+  heldout: { type: "number", default: 32, help: "held-out phantom studies scored at the end" },
   "heldout-seed": { type: "number", default: 7777, help: "seed of the held-out phantoms (never tuned on)" },
   workers: { type: "number", default: 2, help: "preprocessing and loader Workers" },
 } as const;

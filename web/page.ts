@@ -150,7 +150,7 @@ async function loadWeights(device: Device): Promise<{ seg: Member[]; cls: Member
   if (!seg.length || !cls.length) {
     throw new Error(
       `The served weights (${index.files.map((f) => f.name).join(", ")}) need a segmentor (CSNUNet) and ` +
-        `a classifier (CSNClassifier)`,
+        `a classifier (CSNClassifier or PlainClassifier)`,
     );
   }
   $("weights").textContent = `models: ${
