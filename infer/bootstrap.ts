@@ -58,8 +58,12 @@ export function pairedBootstrap(
   };
 }
 
+/** A round-off difference (a calibration that fell back to the constant) is no difference. */
+const NO_DIFFERENCE = 1e-9;
+
 function signed(v: number): string {
-  return `${v < 0 ? "-" : "+"}${Math.abs(v).toFixed(3)}`;
+  const r = Number(v.toFixed(3)); // -0.0001 prints as +0.000, not -0.000
+  return `${r < 0 ? "-" : "+"}${Math.abs(r).toFixed(3)}`;
 }
 
 /**
@@ -71,7 +75,7 @@ export function differenceText(d: PairedInterval): string {
     ? "better than the constant"
     : d.low > 0
     ? "worse than the constant"
-    : d.low === 0 && d.high === 0
+    : Math.abs(d.low) < NO_DIFFERENCE && Math.abs(d.high) < NO_DIFFERENCE
     ? "the constant's own score"
     : "within the noise";
   return `difference ${signed(d.difference)}, ${Math.round(d.level * 100)} % interval ${signed(d.low)} to ${

@@ -79,6 +79,20 @@ Deno.test("versusConstant: the difference is the score minus the constant's, wit
     same === "difference +0.000, 95 % interval +0.000 to +0.000 over 40 studies: the constant's own score",
     same,
   );
+  // A calibration that fell back to the constant differs from it by round-off only.
+  const roundOff = differenceText({
+    difference: 1e-17,
+    low: -2e-17,
+    high: 3e-17,
+    level: 0.95,
+    resamples: 10,
+    studies: 8,
+  });
+  assert(
+    roundOff.startsWith("difference +0.000, 95 % interval +0.000 to +0.000") &&
+      roundOff.endsWith("own score"),
+    roundOff,
+  );
   const worse = differenceText({
     difference: 0.2,
     low: 0.1,
