@@ -1,0 +1,91 @@
+/**
+ * @file How well the segmentor's masks guide the classifier's crops: for every cached study that has a true
+ * mask (optionally only those of one fold of seg_folds.csv, the segmentor's validation studies), each true
+ * vertebra's predicted box (seg_meta.json, what the crops are centred on) against its true box on the same
+ * grid: whether the predicted centre's slice lies in the true level, in a neighbour's (the crop then shows,
+ * and is labelled as, the wrong vertebra), or the level was not found; the median offsets of the centres.
+ *   deno run -A bench/recipe/crop_levels.ts --cache out/cache/phantoms [--fold 1]
+ */
+import { computeMeta, type StudyMeta } from "../../infer/meta.ts";
+import { type Flags, parseFlags, UsageError } from "../../cli/flags.ts";
+
+const SPECS = {
+  cache: { type: "string", help: "the preprocessing cache, after predict-seg" },
+  fold: { type: "number", help: "only the studies of this fold of <cache>/seg_folds.csv" },
+} as const;
+let f: Flags;
+try {
+  f = parseFlags(Deno.args, SPECS);
+  if (f.cache === undefined) throw new UsageError("--cache is required");
+} catch (e) {
+  if (!(e instanceof UsageError)) throw e;
+  console.error(`bench/recipe/crop_levels.ts: ${e.message}`);
+  Deno.exit(2);
+}
+const cache = f.cache as string;
+
+/** The true labels [Z, 256, 256] on the prediction's slice grid (nearest slice). */
+function onGrid(mask: Uint8Array, Z: number, Zp: number): Uint8Array {
+  const plane = 256 * 256, t = new Uint8Array(Zp * plane);
+  for (let z = 0; z < Zp; z++) {
+    const src = Math.min(Z - 1, Math.round((z * (Z - 1)) / Math.max(1, Zp - 1)));
+    t.set(mask.subarray(src * plane, (src + 1) * plane), z * plane);
+  }
+  return t;
+}
+
+const folds = new Map(
+  (await Deno.readTextFile(`${cache}/seg_folds.csv`).catch(() => "")).trim().split("\n").slice(1)
+    .map((l) => l.split(",")).map(([u, k]) => [u, Number(k)]),
+);
+let studies = 0, found = 0, right = 0, neighbour = 0, missing = 0;
+const dz: number[] = [], dyx: number[] = [];
+for (
+  const e of [...Deno.readDirSync(cache)].filter((e) => e.isDirectory).sort((a, b) =>
+    a.name < b.name ? -1 : 1
+  )
+) {
+  const dir = `${cache}/${e.name}`;
+  const header = JSON.parse(await Deno.readTextFile(`${dir}/header.json`));
+  if (!header.cubes.mask_256 || (f.fold !== undefined && folds.get(e.name) !== f.fold)) continue;
+  const pred = JSON.parse(await Deno.readTextFile(`${dir}/seg_meta.json`).catch(() => "null"));
+  if (!pred) throw new Error(`${dir}: no seg_meta.json; run deno task train predict-seg first`);
+  const [Zp] = pred.shape as number[];
+  const truth = computeMeta(
+    onGrid(await Deno.readFile(`${dir}/mask_256.raw`), header.cubes.mask_256[0], Zp),
+    [Zp, 256, 256],
+    { mean: 0, std: 1 },
+  );
+  const p = pred.meta as StudyMeta;
+  studies++;
+  for (let c = 1; c <= 7; c++) {
+    const t = truth.boxes[String(c)];
+    if (!t) continue;
+    found++;
+    const q = p.boxes[String(c)];
+    if (!q) {
+      missing++;
+      continue;
+    }
+    const [tz0, ty0, tx0, tz1, ty1, tx1] = t[0], [qz0, qy0, qx0, qz1, qy1, qx1] = q[0];
+    const zc = (qz0 + qz1) / 2;
+    dz.push(Math.abs((tz0 + tz1) / 2 - zc));
+    dyx.push(Math.hypot((ty0 + ty1 - qy0 - qy1) / 2, (tx0 + tx1 - qx0 - qx1) / 2));
+    if (zc >= tz0 && zc <= tz1) right++;
+    else if (
+      Object.entries(truth.boxes).some(([k, b]) => k !== String(c) && zc >= b[0][0] && zc <= b[0][3])
+    ) {
+      neighbour++;
+    }
+  }
+}
+const median = (a: number[]) => a.length ? a.sort((x, y) => x - y)[a.length >> 1] : NaN;
+const pct = (k: number) => `${k} (${(100 * k / Math.max(1, found)).toFixed(0)} %)`;
+console.log(
+  `${studies} studies with a true mask${f.fold !== undefined ? ` in fold ${f.fold}` : ""}, ${found} true ` +
+    `vertebrae: predicted centre in its own level ${pct(right)}, in another level ${pct(neighbour)}, ` +
+    `elsewhere ${pct(found - right - neighbour - missing)}, not found ${
+      pct(missing)
+    }; median centre offset ` +
+    `${median(dz)} slices of the prediction's grid, ${median(dyx).toFixed(1)} px of 256 in-plane`,
+);
