@@ -70,7 +70,9 @@ async function time(name: string, model: nn.Module, step: (x: Tensor, y: Tensor)
       (ms[ms.length >> 1] / 1000).toFixed(3)
     } s a step (batch ${B})`,
   );
-  if (device.profiler) console.log(`GPU time by kernel, last step (CSN_PROFILE=1):\n${await device.profiler.report(14)}`);
+  if (device.profiler) {
+    console.log(`GPU time by kernel, last step (CSN_PROFILE=1):\n${await device.profiler.report(14)}`);
+  }
   model.dispose();
 }
 
