@@ -1,15 +1,20 @@
 /**
  * `deno task synth`'s command line: `--help` lists every flag with its default, bad values and unknown flags
  * are usage errors (exit 2, the flag and the problem, no stack trace) as in `deno task train`, and the flags
- * reach data/synth.ts (--mask-fraction 1 writes a mask for every study).
+ * reach data/synth.ts (--mask-fraction 1 writes a mask for every study); `deno task preprocess` likewise.
  */
 import { SYNTH_FLAGS } from "../train/synth_cmd.ts";
 
 const cmd = new URL("../train/synth_cmd.ts", import.meta.url).pathname;
+const preprocessCmd = new URL("../train/preprocess_cmd.ts", import.meta.url).pathname;
 
-async function synth(...args: string[]): Promise<{ code: number; out: string }> {
+function synth(...args: string[]): Promise<{ code: number; out: string }> {
+  return run(cmd, args);
+}
+
+async function run(script: string, args: string[]): Promise<{ code: number; out: string }> {
   const o = await new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", cmd, ...args],
+    args: ["run", "-A", script, ...args],
     stdout: "piped",
     stderr: "piped",
     env: { NO_COLOR: "1" },
@@ -73,6 +78,35 @@ Deno.test("synth: the flags reach the generator", async () => {
     if (boxes.length !== 1 || labels.slice(1).some((l) => !l.includes(",1,") && !l.endsWith(",1"))) {
       throw new Error(`--positive-fraction 1 --box-fraction 0: labels ${labels}, boxes ${boxes}`);
     }
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("preprocess: --help, usage errors, a bad folder named; caches a dataset and resumes", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "csn-preprocess-cmd-" });
+  const pre = (...args: string[]) => run(preprocessCmd, args);
+  try {
+    expect(
+      await pre("--help"),
+      0,
+      "--data VALUE",
+      "--cache VALUE",
+      "(default: <data>/cache)",
+      "--workers N",
+      "--hu",
+    );
+    expect(await pre(), 2, "preprocess: --data is required");
+    expect(await pre("--data", dir, "--workers", "0"), 2, "--workers must be an integer >= 1, got 0");
+    expect(await pre("--data", dir, "--bogus"), 2, "preprocess: unknown flag --bogus");
+    expect(await pre("--data", `${dir}/none`), 1, `preprocess: ${dir}/none: no train_images folder`);
+    expect(await synth("--out", dir, "--studies", "2", "--size", "32", "--seed", "5"), 0, "wrote 2 studies");
+    const args = ["--data", dir, "--cache", `${dir}/c`, "--workers", "1"];
+    expect(await pre(...args), 0, `2 studies preprocessed, 0 already cached; cache: ${dir}/c`);
+    const cached = (await Array.fromAsync(Deno.readDir(`${dir}/c`))).filter((e) => e.isDirectory);
+    for (const e of cached) await Deno.stat(`${dir}/c/${e.name}/header.json`);
+    if (cached.length !== 2) throw new Error(`${cached.length} studies in the cache`);
+    expect(await pre(...args), 0, "0 studies preprocessed, 2 already cached");
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
