@@ -1,0 +1,44 @@
+/**
+ * @file An oracle segmentor for the classifier's recipe study: writes every cached study's TRUE mask as its
+ * segmentation prediction (seg_pred.raw on the [::2] slice grid and seg_meta.json, as `deno task train
+ * predict-seg` writes them), so that `train cls` cuts its crops where the vertebrae really are, as
+ * `bench/recipe/cls.py` does. Separates what the classifier learns from what the segmentor's crops cost.
+ *   deno run -A bench/recipe/true_masks.ts --cache out/dev31t/cache
+ * Every study must have a mask (synth --mask-fraction 1); a cache written this way is for experiments only.
+ */
+import { computeMeta, writeSegPrediction } from "../../infer/meta.ts";
+import { type Flags, parseFlags, UsageError } from "../../cli/flags.ts";
+
+const SPECS = {
+  cache: { type: "string", help: "the preprocessing cache (every study with mask_256)" },
+} as const;
+let f: Flags;
+try {
+  f = parseFlags(Deno.args, SPECS);
+  if (f.cache === undefined) throw new UsageError("--cache is required");
+} catch (e) {
+  if (!(e instanceof UsageError)) throw e;
+  console.error(`bench/recipe/true_masks.ts: ${e.message}`);
+  Deno.exit(2);
+}
+const cache = f.cache as string, plane = 256 * 256;
+let n = 0;
+for (const e of [...Deno.readDirSync(cache)].filter((e) => e.isDirectory)) {
+  const dir = `${cache}/${e.name}`;
+  const header = JSON.parse(await Deno.readTextFile(`${dir}/header.json`));
+  if (!header.cubes.mask_256) {
+    throw new Error(`${dir}: no mask_256 (write the phantoms with --mask-fraction 1)`);
+  }
+  const Z = header.cubes.mask_256[0], Zp = Math.ceil(Z / 2);
+  const mask = await Deno.readFile(`${dir}/mask_256.raw`);
+  const labels = new Uint8Array(Zp * plane);
+  for (let z = 0; z < Zp; z++) labels.set(mask.subarray(2 * z * plane, (2 * z + 1) * plane), z * plane);
+  // T1 and T2 (8, 9) are background to the segmentor, as in the seed.
+  for (let i = 0; i < labels.length; i++) if (labels[i] > 7) labels[i] = 0;
+  const meta = computeMeta(labels, [Zp, 256, 256], { mean: header.mean, std: header.std });
+  await writeSegPrediction(cache, e.name, labels, [Zp, 256, 256], meta, [
+    "true mask (bench/recipe/true_masks.ts)",
+  ]);
+  n++;
+}
+console.log(`${n} studies: true masks written as predictions in ${cache}`);
