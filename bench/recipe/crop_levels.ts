@@ -7,21 +7,13 @@
  *   deno run -A bench/recipe/crop_levels.ts --cache out/cache/phantoms [--fold 1]
  */
 import { computeMeta, type StudyMeta } from "../../infer/meta.ts";
-import { type Flags, parseFlags, UsageError } from "../../cli/flags.ts";
+import { cacheFlags } from "./cache_flags.ts";
 
 const SPECS = {
   cache: { type: "string", help: "the preprocessing cache, after predict-seg" },
   fold: { type: "number", help: "only the studies of this fold of <cache>/seg_folds.csv" },
 } as const;
-let f: Flags;
-try {
-  f = parseFlags(Deno.args, SPECS);
-  if (f.cache === undefined) throw new UsageError("--cache is required");
-} catch (e) {
-  if (!(e instanceof UsageError)) throw e;
-  console.error(`bench/recipe/crop_levels.ts: ${e.message}`);
-  Deno.exit(2);
-}
+const f = cacheFlags("crop_levels.ts", SPECS);
 const cache = f.cache as string;
 
 /** The true labels [Z, 256, 256] on the prediction's slice grid (nearest slice). */

@@ -7,20 +7,12 @@
  * Every study must have a mask (synth --mask-fraction 1); a cache written this way is for experiments only.
  */
 import { computeMeta, writeSegPrediction } from "../../infer/meta.ts";
-import { type Flags, parseFlags, UsageError } from "../../cli/flags.ts";
+import { cacheFlags } from "./cache_flags.ts";
 
 const SPECS = {
   cache: { type: "string", help: "the preprocessing cache (every study with mask_256)" },
 } as const;
-let f: Flags;
-try {
-  f = parseFlags(Deno.args, SPECS);
-  if (f.cache === undefined) throw new UsageError("--cache is required");
-} catch (e) {
-  if (!(e instanceof UsageError)) throw e;
-  console.error(`bench/recipe/true_masks.ts: ${e.message}`);
-  Deno.exit(2);
-}
+const f = cacheFlags("true_masks.ts", SPECS);
 const cache = f.cache as string, plane = 256 * 256;
 let n = 0;
 for (const e of [...Deno.readDirSync(cache)].filter((e) => e.isDirectory)) {
