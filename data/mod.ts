@@ -48,4 +48,5 @@ export {
   segAugment,
   type TransformSpec,
 } from "./augment.ts";
+export { type ComponentOptions, keepLargestComponents, labelComponents } from "./components.ts";
 export { type LabelBox, labelBoxes, resampleArea, type ResampleAreaOptions } from "./crops.ts";

@@ -54,6 +54,11 @@ const FLAGS: Record<string, FlagSpec> = {
     default: INFER_DEFAULTS.overlap,
     help: "overlap of consecutive segmentation windows",
   },
+  "all-components": {
+    type: "boolean",
+    default: false,
+    help: "keep every voxel of the segmentation's argmax (the seed), not each level's largest connected part",
+  },
   "no-report": { type: "boolean", default: false, help: "skip report.html pages" },
   "no-nifti": { type: "boolean", default: false, help: "skip vertebrae.nii.gz masks" },
   amp: {
@@ -96,6 +101,7 @@ export async function main(args: string[]): Promise<number> {
         resume: f.resume as boolean,
         window: f.window as number,
         overlap: f.overlap as number,
+        postprocess: f["all-components"] ? "none" : "largest",
         report: !f["no-report"],
         nifti: !f["no-nifti"],
       }), f.amp ? "f16" : null);

@@ -14,11 +14,13 @@ export {
 export {
   computeMeta,
   type MetaBox,
+  postprocessLabels,
   readSegMetaFile,
   readSegPrediction,
   readStudyMeta,
   type SegMetaFile,
   segPaths,
+  type SegPostprocess,
   type StudyMeta,
   writeSegPrediction,
 } from "./meta.ts";

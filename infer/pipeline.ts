@@ -16,7 +16,7 @@ import { writeFileAtomic } from "../io/files.ts";
 import { findStudies, type StudyRef } from "./discover.ts";
 import { loadEnsemble, type Member } from "./ensemble.ts";
 import { predictVolume } from "./segment.ts";
-import { computeMeta, type StudyMeta } from "./meta.ts";
+import { computeMeta, postprocessLabels, type SegPostprocess, type StudyMeta } from "./meta.ts";
 import { aggregateStudy } from "./metric.ts";
 import { applyCalibration } from "./calibrate.ts";
 import { readTrainCsv } from "../data/rsna.ts";
@@ -51,16 +51,25 @@ export interface InferOptions {
   resume: boolean;
   window: number;
   overlap: number;
+  /** How the segmentation's argmax is cleaned before the crops (default "largest", see meta.ts). */
+  postprocess?: SegPostprocess;
   report: boolean;
   nifti: boolean;
 }
 
 /**
  * The seed's inference settings, `deno task infer`'s defaults: no TTA, segmentation windows of 384 [::2]
- * slices overlapping by 128; and the classifiers' calibrations applied (not the seed's, see calibrate.ts).
+ * slices overlapping by 128; and, not the seed's, each level's largest connected component (meta.ts
+ * SegPostprocess) and the classifiers' calibrations applied (calibrate.ts).
  * Every caller that means "as infer does" spreads these.
  */
-export const INFER_DEFAULTS = { tta: "none", window: 384, overlap: 128, calibrate: true } as const;
+export const INFER_DEFAULTS = {
+  tta: "none",
+  window: 384,
+  overlap: 128,
+  postprocess: "largest",
+  calibrate: true,
+} as const;
 
 /** One line of predictions.jsonl. */
 export interface StudyResult {
@@ -393,7 +402,7 @@ async function writeIndex(o: InferOptions, done: Map<string, StudyResult>, ev?: 
 export async function predictStudy(
   study: InMemoryStudy,
   models: { seg: Member[]; cls: Member[]; segSize?: number },
-  o: { window: number; overlap: number; tta: "none" | "flip"; stacks?: CropStacks },
+  o: SegmentOptions & { tta: "none" | "flip"; stacks?: CropStacks },
   lap: (step: string) => void = () => {},
 ): Promise<StudyPrediction> {
   const labels = await segmentStudy(study, models, o);
@@ -406,11 +415,21 @@ export type StudyPrediction =
   & { labels: Uint8Array; shape: [number, number, number]; meta: StudyMeta }
   & Awaited<ReturnType<typeof classifyStudy>>;
 
-/** The segmentation of {@link predictStudy}: labels [ceil(Z / 2), 256, 256] of the `seg` ensemble. */
+/** How {@link segmentStudy} segments: the z window and overlap, and the post-processing (default "largest"). */
+export interface SegmentOptions {
+  window: number;
+  overlap: number;
+  postprocess?: SegPostprocess;
+}
+
+/**
+ * The segmentation of {@link predictStudy}: labels [ceil(Z / 2), 256, 256] of the `seg` ensemble, cleaned
+ * by `o.postprocess`.
+ */
 export async function segmentStudy(
   study: InMemoryStudy,
   models: { seg: Member[]; segSize?: number },
-  o: { window: number; overlap: number },
+  o: SegmentOptions,
 ): Promise<Uint8Array> {
   const h = study.header;
   const [Z] = h.cubes.image_256!;
@@ -431,7 +450,7 @@ export async function segmentStudy(
     padMultiple: 32,
     size: models.segSize ?? models.seg[0].config.size ?? 256,
   });
-  return pred.labels;
+  return postprocessLabels(pred.labels, pred.shape, o.postprocess ?? "largest");
 }
 
 /** The rest of {@link predictStudy} after segmenting: metadata ("metadata"), crops and classification. */

@@ -2,14 +2,15 @@
 # Installs what csn-webgpu needs on a fresh Debian/Ubuntu machine (idempotent):
 #   Deno 2.9.6 from the npm registry, Mesa's Vulkan driver (lavapipe: WebGPU without a GPU),
 #   and the tests' references from Debian: python3-torch / python3-numpy, and dcmtk, libgdcm-tools,
-#   python3-pydicom, python3-nibabel (DICOM/NIfTI written and converted by tools nobody here wrote).
+#   python3-pydicom, python3-nibabel (DICOM/NIfTI written and converted by tools nobody here wrote), python3-scipy
+#   (gaussian_filter, ndimage.label).
 #   openmpi-bin: mpirun and libmpi for data parallelism (`deno task train ... --devices N`).
 set -euo pipefail
 SUDO=""
 if [ "$(id -u)" != "0" ]; then SUDO="sudo"; fi
 
 need_apt=()
-for p in mesa-vulkan-drivers libvulkan1 python3-torch python3-numpy dcmtk libgdcm-tools python3-pydicom python3-gdcm python3-nibabel python3-opencv chromium openmpi-bin; do
+for p in mesa-vulkan-drivers libvulkan1 python3-torch python3-numpy dcmtk libgdcm-tools python3-pydicom python3-gdcm python3-nibabel python3-opencv python3-scipy chromium openmpi-bin; do
   dpkg -s "$p" >/dev/null 2>&1 || need_apt+=("$p")
 done
 if [ ${#need_apt[@]} -gt 0 ]; then

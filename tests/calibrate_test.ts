@@ -25,6 +25,7 @@ import { constantScore } from "../infer/score.ts";
 import { leaveOneOutCalibrated } from "../train/calibrate.ts";
 import { assertClose, assertThrows, prng } from "./helpers.ts";
 import { loadModel } from "../infer/load.ts";
+import { readSegMetaFile } from "../infer/meta.ts";
 import { saveCheckpoint } from "../io/files.ts";
 import { models, nn, openDevice } from "../mod.ts";
 import { writeSyntheticDataset } from "../data/synth.ts";
@@ -241,7 +242,20 @@ Deno.test("train cls -> average -> calibrate: the checkpoint carries a calibrati
     const rows = await readTrainCsv(`${tmp}/data/train.csv`);
     await writeFoldsCsv(`${tmp}/folds.csv`, new Map(rows.map((r, i) => [r.uid, i % 2])));
     const run = `${tmp}/cls`, flags = ["--cache", `${tmp}/cache`, "--labels", `${tmp}/data/train.csv`];
-    await train("predict-seg", "--cache", `${tmp}/cache`, "--weights", `${tmp}/seg.safetensors`);
+    // --all-components stores the raw argmax; the default run predicts again with the largest components.
+    const predict = (...extra: string[]) =>
+      train("predict-seg", "--cache", `${tmp}/cache`, "--weights", `${tmp}/seg.safetensors`, ...extra);
+    const postprocess = async () => (await readSegMetaFile(`${tmp}/cache`, rows[0].uid)).postprocess;
+    const runs: [string[], number, string][] = [
+      [["--all-components"], 4, "none"],
+      [[], 4, "largest"],
+      [[], 0, "largest"],
+    ];
+    for (const [extra, predicted, how] of runs) {
+      const out = await predict(...extra);
+      if (!out.includes(`predict-seg: ${predicted} studies predicted`)) throw new Error(`${extra}: ${out}`);
+      if (await postprocess() !== how) throw new Error(`${extra}: postprocess ${await postprocess()}`);
+    }
     await train(
       "cls",
       ...flags,

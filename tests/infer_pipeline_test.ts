@@ -18,7 +18,9 @@ import {
   flipLastAxis,
   INFER_DEFAULTS,
   predictStudy,
+  segmentStudy,
 } from "../infer/pipeline.ts";
+import { keepLargestComponents } from "../data/components.ts";
 import { applyCalibration } from "../infer/calibrate.ts";
 import { encodeSafetensors } from "../io/safetensors.ts";
 import { loadEnsemble } from "../infer/ensemble.ts";
@@ -122,6 +124,7 @@ Deno.test("infer: 8 valid rows per study, masks on the study grid, self-containe
   // The run segments a study while the previous one's crops are cut: each study's classes must equal those of
   // predictStudy on that study alone.
   const ens = await loadEnsemble(weights, device);
+  let islands = 0;
   try {
     for (const uid of good) {
       const st = await loadStudy(`${tmp}/data/train_images/${uid}`);
@@ -131,10 +134,21 @@ Deno.test("infer: 8 valid rows per study, masks on the study grid, self-containe
         got.join() === alone.probabilities.join(),
         `${uid}: ${got} in the run, ${alone.probabilities} alone`,
       );
+      // The default post-processing keeps each level's largest component of the argmax ("none").
+      const raw = await segmentStudy(st, ens, { ...INFER_DEFAULTS, postprocess: "none" });
+      const kept = keepLargestComponents(raw, alone.shape);
+      assert(
+        alone.labels.every((v, i) => v === kept[i]),
+        `${uid}: labels are the argmax's largest components`,
+      );
+      islands += raw.filter((v, i) => v !== kept[i]).length;
+      const meta = computeMeta(kept, alone.shape, { mean: st.header.mean, std: st.header.std });
+      assert(JSON.stringify(alone.meta) === JSON.stringify(meta), `${uid}: meta of the kept labels`);
     }
   } finally {
     for (const m of [...ens.seg, ...ens.cls]) m.model.dispose();
   }
+  assert(islands > 0, "the test's segmentor left no islands: the post-processing went untested");
   for (const uid of good) {
     const st = await loadStudy(`${tmp}/data/train_images/${uid}`);
     const nii = await readNifti(`${tmp}/out/${uid}/vertebrae.nii.gz`);

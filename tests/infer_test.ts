@@ -10,14 +10,16 @@
  */
 import { F, models, nn, noGrad, openDevice, tensor, tidy } from "../mod.ts";
 import type { CacheHeader } from "../data/mod.ts";
-import { readCube } from "../data/mod.ts";
+import { keepLargestComponents, readCube } from "../data/mod.ts";
 import {
   computeMeta,
   DiceMeter,
   predictDataset,
   predictVolume,
+  readSegMetaFile,
   readSegPrediction,
   readStudyMeta,
+  type SegPostprocess,
   type StudyMeta,
   windowStarts,
   writeSegPrediction,
@@ -302,7 +304,7 @@ Deno.test("predictVolume: seams, whole volume, ensemble, size", async (t) => {
         }
         const uids = studies.map((s) => s[0]);
         const seen: string[] = [];
-        const run = (weights: string[], force = false) =>
+        const run = (weights: string[], force = false, postprocess?: SegPostprocess) =>
           predictDataset({
             cache,
             uids,
@@ -310,31 +312,53 @@ Deno.test("predictVolume: seams, whole volume, ensemble, size", async (t) => {
             size: 32,
             weights,
             force,
+            postprocess,
             onStudy: (p) => seen.push(`${p.uid}:${p.skipped}`),
           });
+        // Each study's stored labels and metadata against predictVolume's, post-processed as `how`.
+        const check = async (how: SegPostprocess) => {
+          let removed = 0;
+          for (const [uid, Z] of studies) {
+            const h = JSON.parse(await Deno.readTextFile(`${cache}/${uid}/header.json`)) as CacheHeader;
+            const img = await readCube(cache, uid, "image_256", { zStep: 2 });
+            const want = await predictVolume([net], img, { mean: h.mean2, std: h.std2, size: 32 });
+            const labels = how === "largest" ? keepLargestComponents(want.labels, want.shape) : want.labels;
+            removed += labels.filter((v, i) => v !== want.labels[i]).length;
+            const got = await readSegPrediction(cache, uid);
+            assertJsonEqual(got.shape, [Math.ceil(Z / 2), 256, 256], `${uid} shape`);
+            assertEqualArrays(got.labels, labels, `${uid} labels (${how})`);
+            assertJsonEqual(
+              got.meta,
+              computeMeta(labels, want.shape, { mean: h.mean, std: h.std }),
+              `${uid} meta (${how})`,
+            );
+            assertJsonEqual((await readSegMetaFile(cache, uid)).postprocess, how, `${uid} postprocess`);
+          }
+          return removed;
+        };
         const first = await run(["tiny_a"]);
         assertJsonEqual(first, { predicted: uids, skipped: [] }, "first run");
-        for (const [uid, Z] of studies) {
-          const h = JSON.parse(await Deno.readTextFile(`${cache}/${uid}/header.json`)) as CacheHeader;
-          const img = await readCube(cache, uid, "image_256", { zStep: 2 });
-          const want = await predictVolume([net], img, { mean: h.mean2, std: h.std2, size: 32 });
-          const got = await readSegPrediction(cache, uid);
-          assertJsonEqual(got.shape, [Math.ceil(Z / 2), 256, 256], `${uid} shape`);
-          assertEqualArrays(got.labels, want.labels, `${uid} labels`);
-          assertJsonEqual(
-            got.meta,
-            computeMeta(want.labels, want.shape, { mean: h.mean, std: h.std }),
-            `${uid} meta`,
-          );
-        }
+        // The untrained net scatters its labels: the default post-processing must have removed islands.
+        if (await check("largest") === 0) throw new Error("keepLargestComponents removed nothing");
         assertJsonEqual(await run(["tiny_a"]), { predicted: [], skipped: uids }, "rerun skips");
+        assertJsonEqual(
+          await run(["tiny_a"], false, "none"),
+          { predicted: uids, skipped: [] },
+          "another post-processing predicts again",
+        );
+        await check("none");
+        assertJsonEqual(
+          await run(["tiny_a"], false, "none"),
+          { predicted: [], skipped: uids },
+          "rerun skips",
+        );
         assertJsonEqual(
           await run(["tiny_b"]),
           { predicted: uids, skipped: [] },
           "other weights predict again",
         );
         assertJsonEqual(await run(["tiny_b"], true), { predicted: uids, skipped: [] }, "force");
-        assertJsonEqual(seen.length, 8, "onStudy calls");
+        assertJsonEqual(seen.length, 12, "onStudy calls");
         const meta = JSON.parse(await Deno.readTextFile(`${cache}/1.2.3/seg_meta.json`));
         assertJsonEqual(meta.weights, ["tiny_b"], "stored weights");
       } finally {

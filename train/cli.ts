@@ -85,6 +85,15 @@ const SEG_FLAGS: Record<string, FlagSpec> = {
   "no-augment": { type: "boolean", default: false, help: "turn the seed's augmentations off" },
 };
 
+/** How predict-seg cleans the masks (infer/meta.ts SegPostprocess). */
+const ALL_COMPONENTS: Record<string, FlagSpec> = {
+  "all-components": {
+    type: "boolean",
+    default: false,
+    help: "keep every voxel of the masks' argmax (the seed), not each level's largest connected component",
+  },
+};
+
 const PREDICT_FLAGS: Record<string, FlagSpec> = {
   ...COMMON,
   weights: {
@@ -98,6 +107,7 @@ const PREDICT_FLAGS: Record<string, FlagSpec> = {
     default: false,
     help: "predict again studies already predicted with these weights",
   },
+  ...ALL_COMPONENTS,
 };
 
 const CLS_FLAGS: Record<string, FlagSpec> = {
@@ -159,6 +169,7 @@ const ALL_FLAGS: Record<string, FlagSpec> = {
     help: "classifier validation folds to train (preset: seed 0,1,2,3, tiny 0)",
   },
   labels: { type: "string", help: "train.csv (default: <data>/train.csv)" },
+  ...ALL_COMPONENTS,
   ...AMP,
   ...DEVICES,
 };

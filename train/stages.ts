@@ -361,6 +361,7 @@ export async function runPredictSeg(f: Flags): Promise<void> {
       window: f.window as number,
       overlap: f.overlap as number,
       weights: loaded.map((l) => l.path),
+      postprocess: f["all-components"] ? "none" : "largest",
       force: f.force as boolean,
       onStudy: (p) => {
         const rate = (performance.now() - t0) / 1000 / p.done;
@@ -561,6 +562,7 @@ export async function runAll(f: Flags): Promise<void> {
     weights: segDir,
     window: 384,
     overlap: 128,
+    "all-components": f["all-components"] ?? false,
     force: false,
   });
   const encoders = String(f.encoders ?? (f.preset === "seed" ? "r152ir,r152ip" : CLS_TINY.encoder)).split(
