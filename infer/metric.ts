@@ -119,11 +119,13 @@ export function competitionScore(
     if (!y) throw new Error(`competitionScore: study ${uid} is predicted but has no truth labels`);
     checkRow(p, uid, "prediction", true);
     checkRow(y, uid, "truth", false);
+    // The study's term as studyLoss computes it (same order of sums), from the same per-target losses.
+    let num = 0, den = 0;
     for (let j = 0; j < 8; j++) {
-      const w = targetWeight(j, y[j]);
-      tNum[j] += w * labelLoss(p[j], y[j]), tDen[j] += w;
+      const w = targetWeight(j, y[j]), l = w * labelLoss(p[j], y[j]);
+      tNum[j] += l, tDen[j] += w, num += l, den += w;
     }
-    total += studyLoss(p, y);
+    total += num / den;
   }
   const perTarget: Record<string, number> = {};
   TARGETS.forEach((t, j) => perTarget[t] = tNum[j] / tDen[j]);
