@@ -16,11 +16,11 @@ const SPECS = {
 const f = cacheFlags("crop_levels.ts", SPECS);
 const cache = f.cache as string;
 
-/** The true labels [Z, 256, 256] on the prediction's slice grid (nearest slice). */
+/** The true labels [Z, 256, 256] on the prediction's slice grid: slices 0, 2, 4, ... as predict-seg reads. */
 function onGrid(mask: Uint8Array, Z: number, Zp: number): Uint8Array {
   const plane = 256 * 256, t = new Uint8Array(Zp * plane);
   for (let z = 0; z < Zp; z++) {
-    const src = Math.min(Z - 1, Math.round((z * (Z - 1)) / Math.max(1, Zp - 1)));
+    const src = Math.min(Z - 1, 2 * z);
     t.set(mask.subarray(src * plane, (src + 1) * plane), z * plane);
   }
   return t;
