@@ -5,6 +5,9 @@
  * `bench/recipe/cls.py` does. Separates what the classifier learns from what the segmentor's crops cost.
  *   deno run -A bench/recipe/true_masks.ts --cache out/dev31t/cache
  * Every study must have a mask (synth --mask-fraction 1); a cache written this way is for experiments only.
+ * The phantoms' true masks show each break as a gap, which the crops' mask channel then carries: a classifier
+ * trained on them learns the gap (docs/recipe.md, "What the true masks gave away"). Run this on the cache of
+ * a `twin_masks.ts` copy, whose masks have the gaps filled, to see what the classifier learns from the image.
  */
 import { computeMeta, writeSegPrediction } from "../../infer/meta.ts";
 import { cacheFlags } from "./cache_flags.ts";
