@@ -74,7 +74,7 @@ export function computeMeta(
  * How a predicted label volume is cleaned before its metadata and crops: "largest" keeps each level's
  * largest 26-connected component (MONAI's `KeepLargestConnectedComponent`), so islands of a level's label on
  * its neighbours no longer stretch its box and move its crop onto another vertebra (on 300 unseen phantoms
- * the box centre lands in its level for 98 % of vertebrae instead of 81 %, docs/recipe.md); "none" keeps
+ * the box centre lands in its level for 97 % of vertebrae instead of 80 %, docs/recipe.md); "none" keeps
  * the argmax as it is, as the seed does.
  */
 export type SegPostprocess = "largest" | "none";
