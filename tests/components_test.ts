@@ -6,8 +6,8 @@
 import { keepLargestComponents, labelComponents } from "../data/components.ts";
 import { assertThrows, prng, pyFixture } from "./helpers.ts";
 
-/** Random blobs: a few labels painted as random boxes over speckle, so components touch by faces, edges
- * and corners only. */
+/** Random boxes of a few labels over a speckle of them: same-label voxels meet by faces, edges and corners
+ * alike, so 6 and 26 connectivity give different components. */
 function blobs(seed: number, shape: [number, number, number], labels: number): Uint8Array {
   const r = prng(seed), [Z, Y, X] = shape, v = new Uint8Array(Z * Y * X);
   for (let i = 0; i < v.length; i++) if (r() < 0.15) v[i] = 1 + Math.floor(r() * labels);
