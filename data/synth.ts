@@ -189,6 +189,37 @@ function uid(r: () => number): string {
   return s.slice(0, -1);
 }
 
+/** What {@link writeSyntheticDataset} draws for one study before rendering it. */
+export interface StudyPlan {
+  studyUid: string;
+  seriesUid: string;
+  /** The seed of {@link phantomStudy}. */
+  seed: number;
+  /** Written as JPEG lossless rather than uncompressed. */
+  jpeg: boolean;
+  /** File names count from the cranial end (1.dcm is the top slice). */
+  cranialFirstNames: boolean;
+  /** Stored = HU + 1024 with intercept -1024 (else stored = HU, intercept 0). */
+  shifted: boolean;
+  /** z of the first slice's position (mm). */
+  z0: number;
+  /** Whether its mask goes into segmentations/ (against `maskFraction`). */
+  masked: boolean;
+}
+
+/**
+ * The draws of one study from the dataset's stream `r`, in the order {@link writeSyntheticDataset} makes
+ * them: exported so that a tool can find a written study's seed (bench/recipe/twin_masks.ts) by calling this
+ * once per study instead of copying the order.
+ */
+export function drawStudyPlan(r: () => number, maskFraction = 0.5): StudyPlan {
+  const studyUid = uid(r), seriesUid = uid(r);
+  const seed = Math.floor(r() * 2 ** 31);
+  const jpeg = r() < 0.34, cranialFirstNames = r() < 0.34, shifted = r() < 0.5;
+  const z0 = 50 + r() * 30;
+  return { studyUid, seriesUid, seed, jpeg, cranialFirstNames, shifted, z0, masked: r() < maskFraction };
+}
+
 /** Writes `studies` phantom studies and train.csv under `out`; returns the labels. */
 export async function writeSyntheticDataset(o: SynthOptions): Promise<StudyLabels[]> {
   const size = o.size ?? 128;
@@ -199,12 +230,13 @@ export async function writeSyntheticDataset(o: SynthOptions): Promise<StudyLabel
   await Deno.mkdir(`${o.out}/segmentations`, { recursive: true });
   const rows: StudyLabels[] = [];
   for (let s = 0; s < o.studies; s++) {
-    const studyUid = uid(r), seriesUid = uid(r);
-    const seed = Math.floor(r() * 2 ** 31);
+    // Every draw of the study's stream happens here (rendering and boxes use streams of their own).
+    const { studyUid, seriesUid, seed, jpeg, cranialFirstNames, shifted, z0, masked } = drawStudyPlan(
+      r,
+      o.maskFraction,
+    );
     const st = phantomStudy(seed, size, { positiveFraction: o.positiveFraction, thickness: o.thickness });
     const [Z, Y, X] = st.shape;
-    const jpeg = r() < 0.34;
-    const cranialFirstNames = r() < 0.34;
     const fileNumber = (z: number) => cranialFirstNames ? z + 1 : Z - z;
     if (st.fractures.length && rBoxes() < (o.boxFraction ?? 1)) {
       const twin = phantomStudy(seed, size, {
@@ -216,12 +248,10 @@ export async function writeSyntheticDataset(o: SynthOptions): Promise<StudyLabel
         boxRows.push([studyUid, b.x, b.y, b.width, b.height, fileNumber(b.z)].join(","));
       }
     }
-    const shifted = r() < 0.5; // stored = HU + 1024 with intercept -1024, or stored = HU with intercept 0
     const dir = `${o.out}/train_images/${studyUid}`;
     const tmp = `${dir}.partial`;
     await Deno.remove(tmp, { recursive: true }).catch(() => {});
     await Deno.mkdir(tmp, { recursive: true });
-    const z0 = 50 + r() * 30;
     for (let z = 0; z < Z; z++) {
       const px = st.hu.slice(z * Y * X, (z + 1) * Y * X);
       if (shifted) { for (let i = 0; i < px.length; i++) px[i] += 1024; }
@@ -249,7 +279,7 @@ export async function writeSyntheticDataset(o: SynthOptions): Promise<StudyLabel
     }
     await Deno.remove(dir, { recursive: true }).catch(() => {});
     await Deno.rename(tmp, dir);
-    if (r() < (o.maskFraction ?? 0.5)) {
+    if (masked) {
       const geo = {
         shape: st.shape,
         spacing: st.spacing,

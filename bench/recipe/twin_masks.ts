@@ -7,12 +7,12 @@
  * union: a voxel labelled in either), the images hard-linked, so that true_masks.ts on its cache gives crops
  * where the vertebrae are without the mask showing the fracture.
  *   deno run -A bench/recipe/twin_masks.ts --data out/dev31t/data --seed 31 --out out/dev31w/data [--picture gap.png]
- * It replays `writeSyntheticDataset`'s stream (data/synth.ts: 12 draws a study) and checks every replayed
- * StudyInstanceUID against train.csv, so a change of that stream fails loudly.
+ * It replays `writeSyntheticDataset`'s stream with `drawStudyPlan` (data/synth.ts) and checks every replayed
+ * StudyInstanceUID against train.csv, so a dataset written with another seed fails loudly.
  */
 import { parseFlags } from "../../cli/flags.ts";
 import { readNifti, writeNifti } from "../../data/nifti.ts";
-import { phantomStudy, rng } from "../../data/synth.ts";
+import { drawStudyPlan, phantomStudy, rng } from "../../data/synth.ts";
 import { encodePng } from "../../infer/png.ts";
 
 const f = parseFlags(Deno.args, {
@@ -38,18 +38,10 @@ for (const name of ["train.csv", "train_bounding_boxes.csv"]) {
   });
 }
 const r = rng(f.seed as number);
-const uid = () => {
-  let s = "1.2.826.0.1.3680043.10.1378.";
-  for (let k = 0; k < 3; k++) s += `${Math.floor(r() * 1e9)}.`;
-  return s.slice(0, -1);
-};
 let filled = 0;
 const counts: { n: number; seed: number; uid: string }[] = [];
 for (const [s, expected] of uids.entries()) {
-  const studyUid = uid();
-  uid();
-  const seed = Math.floor(r() * 2 ** 31);
-  for (let k = 0; k < 5; k++) r(); // jpeg, file order, stored offset, z0, mask draw
+  const { studyUid, seed } = drawStudyPlan(r); // the mask draw's outcome is irrelevant: every study has one
   if (studyUid !== expected) throw new Error(`study ${s}: replayed ${studyUid}, train.csv has ${expected}`);
   const seg = await readNifti(`${data}/segmentations/${studyUid}.nii`);
   const twin = phantomStudy(seed, size, { fractures: false });
