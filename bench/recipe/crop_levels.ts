@@ -6,7 +6,9 @@
  * and is labelled as, the wrong vertebra), or the level was not found; the median offsets of the centres.
  *   deno run -A bench/recipe/crop_levels.ts --cache out/cache/phantoms [--fold 1]
  */
-import { computeMeta, type StudyMeta } from "../../infer/meta.ts";
+import { readCube, readHeader } from "../../data/mod.ts";
+import { readFoldsCsv } from "../../data/rsna.ts";
+import { computeMeta, readSegMetaFile } from "../../infer/meta.ts";
 import { cacheFlags } from "./cache_flags.ts";
 
 const SPECS = {
@@ -15,21 +17,7 @@ const SPECS = {
 } as const;
 const f = cacheFlags("crop_levels.ts", SPECS);
 const cache = f.cache as string;
-
-/** The true labels [Z, 256, 256] on the prediction's slice grid: slices 0, 2, 4, ... as predict-seg reads. */
-function onGrid(mask: Uint8Array, Z: number, Zp: number): Uint8Array {
-  const plane = 256 * 256, t = new Uint8Array(Zp * plane);
-  for (let z = 0; z < Zp; z++) {
-    const src = Math.min(Z - 1, 2 * z);
-    t.set(mask.subarray(src * plane, (src + 1) * plane), z * plane);
-  }
-  return t;
-}
-
-const folds = new Map(
-  (await Deno.readTextFile(`${cache}/seg_folds.csv`).catch(() => "")).trim().split("\n").slice(1)
-    .map((l) => l.split(",")).map(([u, k]) => [u, Number(k)]),
-);
+const folds = f.fold !== undefined ? await readFoldsCsv(`${cache}/seg_folds.csv`) : null;
 let studies = 0, found = 0, right = 0, neighbour = 0, missing = 0;
 const dz: number[] = [], dyx: number[] = [];
 for (
@@ -37,18 +25,13 @@ for (
     a.name < b.name ? -1 : 1
   )
 ) {
-  const dir = `${cache}/${e.name}`;
-  const header = JSON.parse(await Deno.readTextFile(`${dir}/header.json`));
-  if (!header.cubes.mask_256 || (f.fold !== undefined && folds.get(e.name) !== f.fold)) continue;
-  const pred = JSON.parse(await Deno.readTextFile(`${dir}/seg_meta.json`).catch(() => "null"));
-  if (!pred) throw new Error(`${dir}: no seg_meta.json; run deno task train predict-seg first`);
-  const [Zp] = pred.shape as number[];
-  const truth = computeMeta(
-    onGrid(await Deno.readFile(`${dir}/mask_256.raw`), header.cubes.mask_256[0], Zp),
-    [Zp, 256, 256],
-    { mean: 0, std: 1 },
-  );
-  const p = pred.meta as StudyMeta;
+  const header = await readHeader(cache, e.name);
+  if (!header.cubes.mask_256 || (folds && folds.get(e.name) !== f.fold)) continue;
+  const pred = await readSegMetaFile(cache, e.name);
+  // The true labels on the prediction's grid: slices 0, 2, 4, ... as predict-seg reads the image.
+  const mask = await readCube(cache, e.name, "mask_256", { zStep: 2 });
+  const truth = computeMeta(mask.data as Uint8Array, mask.shape, { mean: 0, std: 1 });
+  const p = pred.meta;
   studies++;
   for (let c = 1; c <= 7; c++) {
     const t = truth.boxes[String(c)];

@@ -9,6 +9,7 @@
  * trained on them learns the gap (docs/recipe.md, "What the true masks gave away"). Run this on the cache of
  * a `twin_masks.ts` copy, whose masks have the gaps filled, to see what the classifier learns from the image.
  */
+import { readCube, readHeader } from "../../data/mod.ts";
 import { computeMeta, writeSegPrediction } from "../../infer/meta.ts";
 import { cacheFlags } from "./cache_flags.ts";
 
@@ -16,24 +17,20 @@ const SPECS = {
   cache: { type: "string", help: "the preprocessing cache (every study with mask_256)" },
 } as const;
 const f = cacheFlags("true_masks.ts", SPECS);
-const cache = f.cache as string, plane = 256 * 256;
+const cache = f.cache as string;
 let n = 0;
 for (const e of [...Deno.readDirSync(cache)].filter((e) => e.isDirectory)) {
-  const dir = `${cache}/${e.name}`;
-  const header = JSON.parse(await Deno.readTextFile(`${dir}/header.json`));
+  const header = await readHeader(cache, e.name);
   if (!header.cubes.mask_256) {
-    throw new Error(`${dir}: no mask_256 (write the phantoms with --mask-fraction 1)`);
+    throw new Error(`${cache}/${e.name}: no mask_256 (write the phantoms with --mask-fraction 1)`);
   }
-  const Z = header.cubes.mask_256[0], Zp = Math.ceil(Z / 2);
-  const mask = await Deno.readFile(`${dir}/mask_256.raw`);
-  const labels = new Uint8Array(Zp * plane);
-  for (let z = 0; z < Zp; z++) labels.set(mask.subarray(2 * z * plane, (2 * z + 1) * plane), z * plane);
+  // Slices 0, 2, 4, ...: the grid predict-seg writes its predictions on.
+  const { data, shape } = await readCube(cache, e.name, "mask_256", { zStep: 2 });
+  const labels = data as Uint8Array;
   // T1 and T2 (8, 9) are background to the segmentor, as in the seed.
   for (let i = 0; i < labels.length; i++) if (labels[i] > 7) labels[i] = 0;
-  const meta = computeMeta(labels, [Zp, 256, 256], { mean: header.mean, std: header.std });
-  await writeSegPrediction(cache, e.name, labels, [Zp, 256, 256], meta, [
-    "true mask (bench/recipe/true_masks.ts)",
-  ]);
+  const meta = computeMeta(labels, shape, { mean: header.mean, std: header.std });
+  await writeSegPrediction(cache, e.name, labels, shape, meta, ["true mask (bench/recipe/true_masks.ts)"]);
   n++;
 }
 console.log(`${n} studies: true masks written as predictions in ${cache}`);
