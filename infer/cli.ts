@@ -5,6 +5,7 @@
  */
 import { type Flags, type FlagSpec, parseFlags, usage, UsageError } from "../cli/flags.ts";
 import { INFER_DEFAULTS, runInference } from "./pipeline.ts";
+import { DEFAULT_POSTPROCESS } from "./meta.ts";
 import { autocast } from "../kernels/cast.ts";
 
 const FLAGS: Record<string, FlagSpec> = {
@@ -101,7 +102,7 @@ export async function main(args: string[]): Promise<number> {
         resume: f.resume as boolean,
         window: f.window as number,
         overlap: f.overlap as number,
-        postprocess: f["all-components"] ? "none" : "largest",
+        postprocess: f["all-components"] ? "none" : DEFAULT_POSTPROCESS,
         report: !f["no-report"],
         nifti: !f["no-nifti"],
       }), f.amp ? "f16" : null);

@@ -79,6 +79,9 @@ export function computeMeta(
  */
 export type SegPostprocess = "largest" | "none";
 
+/** The post-processing predict-seg and infer apply unless told otherwise (`--all-components`: "none"). */
+export const DEFAULT_POSTPROCESS: SegPostprocess = "largest";
+
 /** Applies a {@link SegPostprocess} to labels [Z, H, W]; "none" returns `labels` itself. */
 export function postprocessLabels(
   labels: Uint8Array,

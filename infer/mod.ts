@@ -13,6 +13,7 @@ export {
 } from "./segment.ts";
 export {
   computeMeta,
+  DEFAULT_POSTPROCESS,
   type MetaBox,
   postprocessLabels,
   readSegMetaFile,

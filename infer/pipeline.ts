@@ -16,7 +16,13 @@ import { writeFileAtomic } from "../io/files.ts";
 import { findStudies, type StudyRef } from "./discover.ts";
 import { loadEnsemble, type Member } from "./ensemble.ts";
 import { predictVolume } from "./segment.ts";
-import { computeMeta, postprocessLabels, type SegPostprocess, type StudyMeta } from "./meta.ts";
+import {
+  computeMeta,
+  DEFAULT_POSTPROCESS,
+  postprocessLabels,
+  type SegPostprocess,
+  type StudyMeta,
+} from "./meta.ts";
 import { aggregateStudy } from "./metric.ts";
 import { applyCalibration } from "./calibrate.ts";
 import { readTrainCsv } from "../data/rsna.ts";
@@ -67,7 +73,7 @@ export const INFER_DEFAULTS = {
   tta: "none",
   window: 384,
   overlap: 128,
-  postprocess: "largest",
+  postprocess: DEFAULT_POSTPROCESS,
   calibrate: true,
 } as const;
 
@@ -450,7 +456,7 @@ export async function segmentStudy(
     padMultiple: 32,
     size: models.segSize ?? models.seg[0].config.size ?? 256,
   });
-  return postprocessLabels(pred.labels, pred.shape, o.postprocess ?? "largest");
+  return postprocessLabels(pred.labels, pred.shape, o.postprocess ?? DEFAULT_POSTPROCESS);
 }
 
 /** The rest of {@link predictStudy} after segmenting: metadata ("metadata"), crops and classification. */

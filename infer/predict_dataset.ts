@@ -9,6 +9,7 @@ import { readCube, readHeader } from "../data/mod.ts";
 import { predictVolume } from "./segment.ts";
 import {
   computeMeta,
+  DEFAULT_POSTPROCESS,
   postprocessLabels,
   readSegMetaFile,
   type SegPostprocess,
@@ -46,7 +47,7 @@ export async function predictDataset(
   if (!Array.isArray(o.weights) || o.weights.some((w) => typeof w !== "string")) {
     throw new Error("predictDataset: weights must be a list of strings (what predicts)");
   }
-  const predicted: string[] = [], skipped: string[] = [], post = o.postprocess ?? "largest";
+  const predicted: string[] = [], skipped: string[] = [], post = o.postprocess ?? DEFAULT_POSTPROCESS;
   for (let i = 0; i < o.uids.length; i++) {
     const uid = o.uids[i];
     const t0 = performance.now();

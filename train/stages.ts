@@ -23,6 +23,7 @@ import { buildSegModel, segFolds, segModelConfig, segStudies, segTask, segValida
 import { buildClsModel, clsFolds, clsModelConfig, clsStudies, clsTask } from "./cls.ts";
 import { initFrom, loadModel, resolveWeights } from "../infer/load.ts";
 import { predictDataset } from "../infer/predict_dataset.ts";
+import { DEFAULT_POSTPROCESS } from "../infer/meta.ts";
 import { ensureCache } from "./dataset.ts";
 import { listCached } from "../data/cache.ts";
 import { duration } from "../cli/progress.ts";
@@ -361,7 +362,7 @@ export async function runPredictSeg(f: Flags): Promise<void> {
       window: f.window as number,
       overlap: f.overlap as number,
       weights: loaded.map((l) => l.path),
-      postprocess: f["all-components"] ? "none" : "largest",
+      postprocess: f["all-components"] ? "none" : DEFAULT_POSTPROCESS,
       force: f.force as boolean,
       onStudy: (p) => {
         const rate = (performance.now() - t0) / 1000 / p.done;
