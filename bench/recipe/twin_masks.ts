@@ -10,22 +10,18 @@
  * It replays `writeSyntheticDataset`'s stream with `drawStudyPlan` (data/synth.ts) and checks every replayed
  * StudyInstanceUID against train.csv, so a dataset written with another seed fails loudly.
  */
-import { parseFlags } from "../../cli/flags.ts";
 import { readNifti, writeNifti } from "../../data/nifti.ts";
 import { drawStudyPlan, phantomStudy, rng } from "../../data/synth.ts";
 import { encodePng } from "../../infer/png.ts";
+import { recipeFlags } from "./cache_flags.ts";
 
-const f = parseFlags(Deno.args, {
+const f = recipeFlags("twin_masks.ts", {
   data: { type: "string", help: "a `deno task synth` dataset with --mask-fraction 1" },
   seed: { type: "number", help: "its --seed" },
   size: { type: "number", default: 128, help: "its --size" },
   out: { type: "string", help: "the copy to write" },
   picture: { type: "string", help: "also a PNG of the study with the most filled voxels: CT, mask, filled" },
-});
-if (f.data === undefined || f.seed === undefined || f.out === undefined) {
-  console.error("bench/recipe/twin_masks.ts: --data, --seed and --out are required");
-  Deno.exit(2);
-}
+}, ["data", "seed", "out"]);
 const data = await Deno.realPath(f.data as string), out = f.out as string, size = f.size as number;
 const uids = (await Deno.readTextFile(`${data}/train.csv`)).trim().split("\n").slice(1).map((l) =>
   l.split(",")[0]
